@@ -1,0 +1,76 @@
+//! Why a packet was dropped — one enum for the kernel programs and userspace,
+//! so that every drop is counted and named.
+
+/// Index into the per-CPU `DROPS` counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Egress: the packet in the bond is not IPv4/IPv6 or is truncated.
+    NotIp = 0,
+    /// Egress: no connection covers the inner destination.
+    NoConnection = 1,
+    /// Egress: the connection has no established subflow.
+    NoSubflow = 2,
+    /// Egress: growing the packet for the outer headers failed.
+    EncapFailed = 3,
+    /// Egress: an encapsulated non-GSO packet would exceed the uplink MTU.
+    TooBig = 4,
+    /// Egress: `bpf_redirect_neigh` refused the packet.
+    RedirectFailed = 5,
+    /// Ingress: a packet to the bond port too short for its headers.
+    Truncated = 6,
+    /// Ingress: the multipath header has an unknown version or kind.
+    BadHeader = 7,
+    /// Ingress: no subflow has this outer 4-tuple.
+    UnknownSubflow = 8,
+    /// Ingress: the 4-tuple is known but the token or subflow id is not its own.
+    BadToken = 9,
+    /// Ingress: removing the outer headers failed, or the inner packet is not IP.
+    DecapFailed = 10,
+}
+
+impl DropReason {
+    pub const COUNT: u32 = 11;
+    pub const ALL: [DropReason; Self::COUNT as usize] = [
+        Self::NotIp,
+        Self::NoConnection,
+        Self::NoSubflow,
+        Self::EncapFailed,
+        Self::TooBig,
+        Self::RedirectFailed,
+        Self::Truncated,
+        Self::BadHeader,
+        Self::UnknownSubflow,
+        Self::BadToken,
+        Self::DecapFailed,
+    ];
+
+    /// Stable name used in `status` output and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NotIp => "not-ip",
+            Self::NoConnection => "no-connection",
+            Self::NoSubflow => "no-subflow",
+            Self::EncapFailed => "encap-failed",
+            Self::TooBig => "too-big",
+            Self::RedirectFailed => "redirect-failed",
+            Self::Truncated => "truncated",
+            Self::BadHeader => "bad-header",
+            Self::UnknownSubflow => "unknown-subflow",
+            Self::BadToken => "bad-token",
+            Self::DecapFailed => "decap-failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_reason_at_its_index() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Everything the kernel programs and the controller must agree on, and every
+//! scheduling decision as a pure function.
+//!
+//! `#![no_std]` so the very same code runs in the eBPF programs, in host tests
+//! and in the simulator. The `user` feature adds `aya::Pod` impls for the map
+//! types and std-only helpers.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod checksum;
+pub mod drop;
+pub mod maps;
+pub mod mtu;
+pub mod policy;
+pub mod seq;
+pub mod template;
+pub mod wire;
+
+pub use drop::DropReason;
+pub use policy::Policy;

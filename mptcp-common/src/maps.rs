@@ -1,0 +1,310 @@
+//! Keys and values of the BPF maps: `#[repr(C)]`, no padding, `Pod`.
+//!
+//! Who writes what:
+//! - the controller writes [`Settings`], [`Connection`] (subflow outer headers and
+//!   path state), the class policies, the LPM tries and the 4-tuple table;
+//! - the kernel programs write [`TxState`], [`SubflowStats`], [`RxSeq`] and the
+//!   drop counters.
+//!
+//! Keeping the two writers in different maps means a controller update of a
+//! path's RTT never races with the data path's per-packet counters.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Subflows per connection. The subflow id is the slot index.
+pub const MAX_SUBFLOWS: usize = 8;
+/// Classes; class 0 is the default class.
+pub const MAX_CLASSES: u32 = 16;
+/// Connections (clients) one instance can hold.
+pub const MAX_CONNECTIONS: u32 = 1024;
+/// Inner destination prefixes over all connections.
+pub const MAX_PREFIXES: u32 = 4096;
+
+/// Map names as they appear in the object and under the pin directory.
+pub mod names {
+    pub const SETTINGS: &str = "SETTINGS";
+    pub const CLASS_POLICY: &str = "CLASS_POLICY";
+    pub const CONNECTIONS: &str = "CONNECTIONS";
+    pub const CONN_BY_DEST_V4: &str = "CONN_BY_DEST_V4";
+    pub const CONN_BY_DEST_V6: &str = "CONN_BY_DEST_V6";
+    pub const TX_STATE: &str = "TX_STATE";
+    pub const SUBFLOW_BY_TUPLE: &str = "SUBFLOW_BY_TUPLE";
+    pub const SUBFLOW_STATS: &str = "SUBFLOW_STATS";
+    pub const RX_SEQ: &str = "RX_SEQ";
+    pub const DROPS: &str = "DROPS";
+    pub const CONTROL_COUNTERS: &str = "CONTROL_COUNTERS";
+    /// Every map, for pinning and cleanup.
+    pub const ALL: [&str; 11] = [
+        SETTINGS,
+        CLASS_POLICY,
+        CONNECTIONS,
+        CONN_BY_DEST_V4,
+        CONN_BY_DEST_V6,
+        TX_STATE,
+        SUBFLOW_BY_TUPLE,
+        SUBFLOW_STATS,
+        RX_SEQ,
+        DROPS,
+        CONTROL_COUNTERS,
+    ];
+}
+
+/// Program names in the object.
+pub mod programs {
+    /// tc egress on the bond device: classify, schedule, encapsulate, redirect.
+    pub const BOND_EGRESS: &str = "bond_egress";
+    /// XDP on every uplink: validate, account, decapsulate.
+    pub const UPLINK_INGRESS: &str = "uplink_ingress";
+}
+
+/// Instance-wide settings, `SETTINGS[0]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Settings {
+    /// The bond's UDP port, host byte order.
+    pub port: u16,
+    pub _pad: u16,
+    /// Largest uplink MTU, to drop (and count) non-GSO packets that would not fit.
+    pub uplink_mtu: u32,
+}
+
+/// A subflow's outer IP + UDP header, prebuilt by the controller with zero
+/// length fields (the IPv4 header checksum is over that zero length). The data
+/// path copies it, then patches the lengths.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct OuterTemplate {
+    pub bytes: [u8; 48],
+    /// Bytes of `bytes` in use: 28 (IPv4 + UDP) or 48 (IPv6 + UDP).
+    pub len: u8,
+    /// [`crate::wire::FAMILY_V4`] or [`crate::wire::FAMILY_V6`].
+    pub family: u8,
+    pub _pad: [u8; 2],
+    /// The uplink to redirect to.
+    pub ifindex: u32,
+}
+
+impl Default for OuterTemplate {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
+/// `PathState::flags`: the handshake completed; the subflow may carry data.
+pub const PATH_ESTABLISHED: u32 = 1;
+/// `PathState::flags`: probes are answered (or the link just came up).
+pub const PATH_UP: u32 = 2;
+/// `PathState::flags`: use only when no non-backup subflow is up.
+pub const PATH_BACKUP: u32 = 4;
+
+/// What the controller knows about a subflow's path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PathState {
+    pub flags: u32,
+    /// Lower is preferred (0 = primary), like a route metric.
+    pub priority: u32,
+    /// Smoothed RTT in microseconds; 0 = not measured yet.
+    pub srtt_us: u32,
+    pub rttvar_us: u32,
+    /// Capacity in bytes per second; 0 = unknown (not rate limited).
+    pub rate_bytes_per_sec: u64,
+    pub weight: u32,
+    pub _pad: u32,
+}
+
+impl PathState {
+    pub const fn established(&self) -> bool {
+        self.flags & PATH_ESTABLISHED != 0
+    }
+    pub const fn up(&self) -> bool {
+        self.flags & PATH_UP != 0
+    }
+    pub const fn backup(&self) -> bool {
+        self.flags & PATH_BACKUP != 0
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Subflow {
+    pub outer: OuterTemplate,
+    pub path: PathState,
+}
+
+/// `CONNECTIONS[token]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Connection {
+    pub token: u32,
+    /// Slots `0..n_subflows` may be in use (check `PATH_ESTABLISHED`).
+    pub n_subflows: u32,
+    pub _pad: [u32; 2],
+    pub subflows: [Subflow; MAX_SUBFLOWS],
+}
+
+/// A token bucket at the path's rate (see [`crate::policy::bucket_credit`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Bucket {
+    /// Bytes that may be sent at `last_ns`; negative after an overdraft.
+    pub credit: i64,
+    pub last_ns: u64,
+}
+
+/// `TX_STATE[token]`: the sender's per-connection sequence state, kernel-owned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct TxState {
+    /// Next data sequence number of the connection.
+    pub dsn: u32,
+    pub _pad: u32,
+    /// Next sequence number of each subflow.
+    pub subflow_seq: [u32; MAX_SUBFLOWS],
+    pub buckets: [Bucket; MAX_SUBFLOWS],
+}
+
+/// Names one subflow of one connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct SubflowKey {
+    pub token: u32,
+    pub subflow_id: u32,
+}
+
+/// `SUBFLOW_STATS[SubflowKey]`, per CPU; the controller sums the CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SubflowStats {
+    pub tx_packets: u64,
+    /// Bytes on the wire including the outer headers.
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Subflow sequence numbers skipped (lost or reordered).
+    pub rx_gaps: u64,
+    /// Packets that arrived after a later one (they were counted as a gap).
+    pub rx_late: u64,
+    /// Last one-way delay sample, microseconds (same-clock peers only).
+    pub rx_owd_us: u64,
+    pub _reserved: u64,
+}
+
+impl SubflowStats {
+    pub fn add(&mut self, o: &SubflowStats) {
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.rx_gaps += o.rx_gaps;
+        self.rx_late += o.rx_late;
+        self.rx_owd_us = self.rx_owd_us.max(o.rx_owd_us);
+    }
+
+    /// Packets presumed lost on the path: gaps that no late packet filled.
+    pub fn rx_lost(&self) -> u64 {
+        self.rx_gaps.saturating_sub(self.rx_late)
+    }
+}
+
+/// Receiver-side sequence tracking of one subflow (see [`crate::seq`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RxSeq {
+    pub last: u32,
+    /// Packets seen carrying `last` (GSO segments share it); 0 = none yet.
+    pub repeats: u32,
+}
+
+/// `SUBFLOW_BY_TUPLE` key: an outer 4-tuple as the receiver sees it.
+/// IPv4 addresses occupy the first 4 bytes, the rest is zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    pub remote: [u8; 16],
+    pub local: [u8; 16],
+    /// Host byte order.
+    pub remote_port: u16,
+    pub local_port: u16,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Index into `CONTROL_COUNTERS`, written by the controller.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlCounter {
+    /// Handshakes (first subflow or JOIN) refused: bad HMAC, i.e. a wrong key.
+    AuthFailed = 0,
+    /// JOINs naming a token no connection has.
+    UnknownToken = 1,
+    /// Control messages that could not be parsed.
+    Malformed = 2,
+    /// Connections established.
+    Connections = 3,
+    /// Subflows established (first subflow and JOINs).
+    SubflowsJoined = 4,
+    ProbesSent = 5,
+    ProbesAnswered = 6,
+}
+
+impl ControlCounter {
+    pub const COUNT: u32 = 7;
+    pub const ALL: [ControlCounter; Self::COUNT as usize] = [
+        Self::AuthFailed,
+        Self::UnknownToken,
+        Self::Malformed,
+        Self::Connections,
+        Self::SubflowsJoined,
+        Self::ProbesSent,
+        Self::ProbesAnswered,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::AuthFailed => "auth-failed",
+            Self::UnknownToken => "unknown-token",
+            Self::Malformed => "malformed",
+            Self::Connections => "connections",
+            Self::SubflowsJoined => "subflows-joined",
+            Self::ProbesSent => "probes-sent",
+            Self::ProbesAnswered => "probes-answered",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: each type is #[repr(C)], Copy, has no padding (bytemuck's Pod derive
+    // checks that) and every bit pattern is valid, which is what aya::Pod requires.
+    unsafe impl aya::Pod for Settings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Connection {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TxState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SubflowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SubflowStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RxSeq {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn sizes_are_stable() {
+        assert_eq!(size_of::<OuterTemplate>(), 56);
+        assert_eq!(size_of::<PathState>(), 32);
+        assert_eq!(size_of::<Subflow>(), 88);
+        assert_eq!(size_of::<Connection>(), 16 + 88 * MAX_SUBFLOWS);
+        assert_eq!(size_of::<TxState>(), 8 + 4 * MAX_SUBFLOWS + 16 * MAX_SUBFLOWS);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<SubflowStats>(), 64);
+    }
+}

@@ -1,0 +1,142 @@
+//! The multipath header that follows the outer UDP header on every packet
+//! exchanged by two mptcp-ebpf peers.
+//!
+//! ```text
+//!  0               1               2               3
+//! +---------------+---------------+---------------+---------------+
+//! |    version    |     kind      |  subflow id   |     flags     |
+//! +---------------+---------------+---------------+---------------+
+//! |                    connection token (BE)                      |
+//! +---------------------------------------------------------------+
+//! |            data sequence number, per connection (BE)          |
+//! +---------------------------------------------------------------+
+//! |            subflow sequence number, per subflow (BE)          |
+//! +---------------------------------------------------------------+
+//! |            send timestamp, microseconds, wrapping (BE)        |
+//! +---------------------------------------------------------------+
+//! ```
+//! Data packets carry the inner IP packet after the header. Control packets
+//! (handshake, probes) carry a control message and are passed up to the
+//! controller's UDP socket untouched.
+//!
+//! A GSO super-packet is encapsulated once and segmented by the kernel, which
+//! copies this header onto every segment: the sender therefore advances both
+//! sequence numbers by the segment count, and the receiver treats repeats of
+//! the last sequence number as further segments (see [`crate::seq`]).
+
+use bytemuck::{Pod, Zeroable};
+
+/// Wire format version. A receiver drops data packets of any other version.
+pub const VERSION: u8 = 1;
+
+/// Default UDP port of the bond (outer destination and source port).
+pub const DEFAULT_PORT: u16 = 7495;
+
+/// `kind`: an encapsulated inner IP packet.
+pub const KIND_DATA: u8 = 0;
+/// `kind`: a control message for the controller.
+pub const KIND_CONTROL: u8 = 1;
+
+/// Length of [`MpHeader`] on the wire.
+pub const MP_HDR_LEN: usize = core::mem::size_of::<MpHeader>();
+pub const ETH_HLEN: usize = 14;
+pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+pub const UDP_HLEN: usize = 8;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Outer IP family of a subflow.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// Bytes the encapsulation adds in front of the inner IP packet.
+pub const fn encap_overhead(family: u8) -> usize {
+    if family == FAMILY_V6 {
+        IPV6_HLEN + UDP_HLEN + MP_HDR_LEN
+    } else {
+        IPV4_HLEN + UDP_HLEN + MP_HDR_LEN
+    }
+}
+
+/// The multipath header; multi-byte fields are stored in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MpHeader {
+    pub version: u8,
+    pub kind: u8,
+    pub subflow_id: u8,
+    pub flags: u8,
+    token_be: u32,
+    dsn_be: u32,
+    subflow_seq_be: u32,
+    tstamp_us_be: u32,
+}
+
+impl MpHeader {
+    pub const fn data(token: u32, subflow_id: u8, dsn: u32, subflow_seq: u32, tstamp_us: u32) -> Self {
+        Self {
+            version: VERSION,
+            kind: KIND_DATA,
+            subflow_id,
+            flags: 0,
+            token_be: token.to_be(),
+            dsn_be: dsn.to_be(),
+            subflow_seq_be: subflow_seq.to_be(),
+            tstamp_us_be: tstamp_us.to_be(),
+        }
+    }
+
+    pub const fn control(token: u32, subflow_id: u8) -> Self {
+        Self {
+            version: VERSION,
+            kind: KIND_CONTROL,
+            subflow_id,
+            flags: 0,
+            token_be: token.to_be(),
+            dsn_be: 0,
+            subflow_seq_be: 0,
+            tstamp_us_be: 0,
+        }
+    }
+
+    pub const fn token(&self) -> u32 {
+        u32::from_be(self.token_be)
+    }
+    pub const fn dsn(&self) -> u32 {
+        u32::from_be(self.dsn_be)
+    }
+    pub const fn subflow_seq(&self) -> u32 {
+        u32::from_be(self.subflow_seq_be)
+    }
+    pub const fn tstamp_us(&self) -> u32 {
+        u32::from_be(self.tstamp_us_be)
+    }
+}
+
+const _: () = assert!(MP_HDR_LEN == 20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_big_endian_on_the_wire() {
+        let h = MpHeader::data(0x0102_0304, 3, 0x0a0b_0c0d, 7, 9);
+        let b = bytemuck::bytes_of(&h);
+        assert_eq!(&b[..4], &[VERSION, KIND_DATA, 3, 0]);
+        assert_eq!(&b[4..8], &[1, 2, 3, 4]);
+        assert_eq!(&b[8..12], &[0x0a, 0x0b, 0x0c, 0x0d]);
+        assert_eq!(h.token(), 0x0102_0304);
+        assert_eq!(h.subflow_seq(), 7);
+        assert_eq!(h.tstamp_us(), 9);
+    }
+
+    #[test]
+    fn overhead_matches_header_sizes() {
+        assert_eq!(encap_overhead(FAMILY_V4), 48);
+        assert_eq!(encap_overhead(FAMILY_V6), 68);
+    }
+}

@@ -1,0 +1,15 @@
+//! Builds the kernel programs (mptcp-ebpf) with the nightly toolchain and
+//! bpf-linker; the object lands in OUT_DIR/mptcp-ebpf and is embedded by
+//! `src/object.rs`. `cargo xtask setup` installs what this needs.
+fn main() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../mptcp-ebpf");
+    println!("cargo:rerun-if-changed=../mptcp-common/src");
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "mptcp-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+}

@@ -1,0 +1,337 @@
+//! The concentrator role: answers handshakes from any number of clients,
+//! installs their subflows and prefixes, answers probes and marks a subflow
+//! down when its probes stop. One task owns all state and writes the maps.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use ipnet::IpNet;
+use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::bpfmaps::DataPathMaps;
+use crate::config::Config;
+use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
+use crate::netdev::{self, Net};
+use crate::peer::{self, now_us, Inbound, RttEstimator};
+use crate::run::Exit;
+use crate::subflows::{self, Endpoints};
+
+struct Listener {
+    iface: String,
+    ifindex: u32,
+    socket: Arc<UdpSocket>,
+}
+
+struct Sub {
+    ep: Endpoints,
+    last_seen_us: u64,
+    up: bool,
+}
+
+struct Conn {
+    subflows: [Option<Sub>; MAX_SUBFLOWS],
+}
+
+/// A handshake waiting for its PROOF (kept a while after ACCEPT, so a
+/// retransmitted PROOF gets the same answer).
+struct Pending {
+    join: bool,
+    token: u32,
+    subflow_id: u8,
+    nonce_s: u64,
+    key_s: u64,
+    hint: PathHint,
+    prefixes: Vec<IpNet>,
+    challenge_sent_us: u64,
+    listener: usize,
+    accepted: bool,
+    expires_us: u64,
+}
+
+pub struct Concentrator {
+    cfg: Config,
+    psk: Vec<u8>,
+    maps: DataPathMaps,
+    listeners: Vec<Listener>,
+    conns: HashMap<u32, Conn>,
+    pending: HashMap<(SocketAddr, u64), Pending>,
+    inbound_rx: mpsc::Receiver<Inbound>,
+}
+
+impl Concentrator {
+    pub async fn new(cfg: Config, maps: DataPathMaps, net: &Net) -> Result<Concentrator> {
+        let psk = cfg.psk_bytes()?;
+        let (tx, inbound_rx) = mpsc::channel(1024);
+        let mut listeners = Vec::new();
+        for p in &cfg.paths {
+            let link = net.link(&p.interface).await?.ok_or_else(|| anyhow::anyhow!("interface {} does not exist", p.interface))?;
+            let addrs: Vec<IpAddr> = match p.local {
+                Some(a) => vec![netdev::pick_local(&net.addresses(link.index).await?, Some(a), a.is_ipv4(), &p.interface)?],
+                None => {
+                    let all = net.addresses(link.index).await?;
+                    [true, false].iter().filter_map(|v4| netdev::pick_local(&all, None, *v4, &p.interface).ok()).collect()
+                }
+            };
+            if addrs.is_empty() {
+                bail!("interface {} has no address to listen on", p.interface);
+            }
+            for a in addrs {
+                let socket = peer::bind_control_socket(&p.interface, SocketAddr::new(a, cfg.port))?;
+                let n = listeners.len();
+                peer::spawn_reader(n, socket.clone(), tx.clone());
+                tracing::info!(interface = %p.interface, address = %a, port = cfg.port, "listening");
+                listeners.push(Listener { iface: p.interface.clone(), ifindex: link.index, socket });
+            }
+        }
+        let mut c = Concentrator { cfg, psk, maps, listeners, conns: HashMap::new(), pending: HashMap::new(), inbound_rx };
+        c.adopt();
+        Ok(c)
+    }
+
+    /// Take over the connections a previous controller left in the maps.
+    fn adopt(&mut self) {
+        let now = now_us();
+        for conn in self.maps.connections() {
+            let mut c = Conn { subflows: Default::default() };
+            for (id, s) in conn.subflows.iter().enumerate() {
+                if s.path.established() {
+                    c.subflows[id] = Some(Sub { ep: Endpoints::from_subflow(s), last_seen_us: now, up: s.path.up() });
+                }
+            }
+            tracing::info!(token = format_args!("{:08x}", conn.token), "adopted connection");
+            self.conns.insert(conn.token, c);
+        }
+    }
+
+    async fn send(&self, listener: usize, to: SocketAddr, msg: &Message) {
+        if let Err(e) = self.listeners[listener].socket.send_to(&msg.encode(&self.psk), to).await {
+            tracing::debug!(%to, error = %e, "control send failed");
+        }
+    }
+
+    async fn on_inbound(&mut self, m: Inbound) -> Result<()> {
+        let msg = match Message::decode(&m.data, &self.psk) {
+            Ok(msg) => msg,
+            Err(DecodeError::BadTag) => {
+                self.maps.bump(ControlCounter::AuthFailed);
+                tracing::warn!(from = %m.from, interface = %self.listeners[m.socket].iface, "refused a control message: authentication failed (wrong pre-shared key)");
+                // Tell a client with the wrong key, so it fails fast; nothing is installed.
+                if let Some(nonce_c) = hello_nonce(&m.data) {
+                    let r = Message { token: 0, subflow_id: 0, body: Body::Reject { reason: RejectReason::AuthFailed, nonce_c } };
+                    self.send(m.socket, m.from, &r).await;
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                self.maps.bump(ControlCounter::Malformed);
+                tracing::debug!(from = %m.from, error = %e, "dropping control message");
+                return Ok(());
+            }
+        };
+        let now = now_us();
+        match msg.body {
+            Body::Hello { join, nonce_c, key_c, path, prefixes } => {
+                if msg.subflow_id as usize >= MAX_SUBFLOWS {
+                    self.maps.bump(ControlCounter::Malformed);
+                    return Ok(());
+                }
+                if let Some(p) = self.pending.get(&(m.from, nonce_c)) {
+                    // A retransmitted HELLO: repeat the same CHALLENGE.
+                    let c = Message { token: p.token, subflow_id: p.subflow_id, body: Body::Challenge { nonce_c, nonce_s: p.nonce_s, key_s: p.key_s } };
+                    self.send(m.socket, m.from, &c).await;
+                    return Ok(());
+                }
+                let (token, key_s) = if join {
+                    if !self.conns.contains_key(&msg.token) {
+                        self.maps.bump(ControlCounter::UnknownToken);
+                        tracing::warn!(from = %m.from, token = format_args!("{:08x}", msg.token), "JOIN for an unknown connection refused");
+                        let r = Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Reject { reason: RejectReason::UnknownToken, nonce_c } };
+                        self.send(m.socket, m.from, &r).await;
+                        return Ok(());
+                    }
+                    (msg.token, 0)
+                } else {
+                    if self.conns.len() >= mptcp_common::maps::MAX_CONNECTIONS as usize {
+                        let r = Message { token: 0, subflow_id: 0, body: Body::Reject { reason: RejectReason::Full, nonce_c } };
+                        self.send(m.socket, m.from, &r).await;
+                        return Ok(());
+                    }
+                    loop {
+                        let key_s: u64 = rand::random();
+                        let t = derive_token(key_c, key_s);
+                        if !self.conns.contains_key(&t) {
+                            break (t, key_s);
+                        }
+                    }
+                };
+                let nonce_s: u64 = rand::random();
+                self.pending.insert(
+                    (m.from, nonce_c),
+                    Pending {
+                        join,
+                        token,
+                        subflow_id: msg.subflow_id,
+                        nonce_s,
+                        key_s,
+                        hint: path,
+                        prefixes,
+                        challenge_sent_us: now,
+                        listener: m.socket,
+                        accepted: false,
+                        expires_us: now + 10_000_000,
+                    },
+                );
+                let c = Message { token, subflow_id: msg.subflow_id, body: Body::Challenge { nonce_c, nonce_s, key_s } };
+                self.send(m.socket, m.from, &c).await;
+            }
+            Body::Proof { nonce_c, nonce_s } => {
+                let Some(p) = self.pending.get(&(m.from, nonce_c)) else { return Ok(()) };
+                if p.nonce_s != nonce_s || p.token != msg.token || p.subflow_id != msg.subflow_id || p.listener != m.socket {
+                    return Ok(());
+                }
+                if !p.accepted {
+                    self.accept(m.from, nonce_c, m.local, now)?;
+                }
+                let a = Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Accept { nonce_c, nonce_s } };
+                self.send(m.socket, m.from, &a).await;
+            }
+            Body::Probe { seq, sent_us, srtt_us } => {
+                let Some(conn) = self.conns.get_mut(&msg.token) else { return Ok(()) };
+                let Some(Some(sub)) = conn.subflows.get_mut(msg.subflow_id as usize) else { return Ok(()) };
+                if sub.ep.remote != m.from || sub.ep.local != m.local {
+                    return Ok(());
+                }
+                sub.last_seen_us = now;
+                let came_up = !sub.up;
+                sub.up = true;
+                let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::ProbeAck { seq, sent_us } };
+                self.send(m.socket, m.from, &ack).await;
+                self.maps.bump(ControlCounter::ProbesAnswered);
+                if came_up {
+                    tracing::info!(token = format_args!("{:08x}", msg.token), subflow = msg.subflow_id, "subflow up: probes resumed");
+                }
+                subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |ps| {
+                    ps.flags |= PATH_UP;
+                    if srtt_us != 0 {
+                        ps.srtt_us = srtt_us;
+                    }
+                })?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A verified PROOF: install the connection (first subflow) or the subflow.
+    fn accept(&mut self, from: SocketAddr, nonce_c: u64, local: SocketAddr, now: u64) -> Result<()> {
+        let p = self.pending.get_mut(&(from, nonce_c)).expect("caller checked");
+        p.accepted = true;
+        let (join, token, id, hint, prefixes, listener, sent) = (p.join, p.token, p.subflow_id, p.hint, p.prefixes.clone(), p.listener, p.challenge_sent_us);
+        let ep = Endpoints { local, remote: from, ifindex: self.listeners[listener].ifindex };
+        // This 4-tuple may still belong to an older connection of the same
+        // client (it restarted) or another subflow: that one is gone now.
+        let stale: Vec<(u32, usize)> = self
+            .conns
+            .iter()
+            .flat_map(|(t, c)| c.subflows.iter().enumerate().filter(|(_, s)| matches!(s, Some(s) if s.ep.remote == from && s.ep.local == local)).map(move |(i, _)| (*t, i)))
+            .collect();
+        for (t, i) in stale {
+            if !join && t != token {
+                tracing::info!(old = format_args!("{t:08x}"), "client reconnected; removing its previous connection");
+                subflows::remove_connection(&mut self.maps, t)?;
+                self.conns.remove(&t);
+            } else if let Some(c) = self.conns.get_mut(&t) {
+                subflows::remove(&mut self.maps, t, i as u8)?;
+                c.subflows[i] = None;
+            }
+        }
+        if !join {
+            for pfx in &prefixes {
+                self.maps.add_prefix(pfx, token)?;
+            }
+            self.conns.insert(token, Conn { subflows: Default::default() });
+            self.maps.bump(ControlCounter::Connections);
+            tracing::info!(token = format_args!("{token:08x}"), client = %from, prefixes = ?prefixes, "connection established");
+        } else {
+            tracing::info!(token = format_args!("{token:08x}"), subflow = id, client = %from, "subflow joined");
+        }
+        let mut rtt = RttEstimator::default();
+        rtt.sample(now.saturating_sub(sent));
+        let mut flags = PATH_ESTABLISHED | PATH_UP;
+        if hint.backup {
+            flags |= PATH_BACKUP;
+        }
+        let st = PathState {
+            flags,
+            priority: hint.priority,
+            srtt_us: rtt.srtt_us,
+            rttvar_us: rtt.rttvar_us,
+            rate_bytes_per_sec: hint.rate_bytes_per_sec,
+            weight: 1,
+            _pad: 0,
+        };
+        subflows::install_rx(&mut self.maps, token, id, &ep)?;
+        subflows::install_tx(&mut self.maps, token, id, &ep, st)?;
+        self.maps.bump(ControlCounter::SubflowsJoined);
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.subflows[id as usize] = Some(Sub { ep, last_seen_us: now, up: true });
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        let now = now_us();
+        self.pending.retain(|_, p| p.expires_us > now);
+        let silence_us = self.cfg.probe.interval_ms * 1000 * (self.cfg.probe.down_after as u64 + 1);
+        let mut downs = Vec::new();
+        for (t, c) in &mut self.conns {
+            for (i, s) in c.subflows.iter_mut().enumerate() {
+                if let Some(s) = s {
+                    if s.up && now.saturating_sub(s.last_seen_us) > silence_us {
+                        s.up = false;
+                        downs.push((*t, i as u8));
+                    }
+                }
+            }
+        }
+        for (t, i) in downs {
+            tracing::warn!(token = format_args!("{t:08x}"), subflow = i, "subflow down: probes stopped");
+            subflows::set_up(&mut self.maps, t, i, false)?;
+        }
+        Ok(())
+    }
+
+    pub async fn run(mut self) -> Result<(Exit, DataPathMaps)> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.probe.interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        println!("mptcp-user: serving");
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.tick()?,
+                Some(m) = self.inbound_rx.recv() => self.on_inbound(m).await?,
+                _ = sigint.recv() => return Ok((Exit::Teardown, self.maps)),
+                _ = sigterm.recv() => return Ok((Exit::Handover, self.maps)),
+            }
+        }
+    }
+}
+
+/// The client nonce of a HELLO that failed authentication, read without
+/// trusting anything else in it (only to address the REJECT).
+fn hello_nonce(data: &[u8]) -> Option<u64> {
+    use mptcp_common::wire::MP_HDR_LEN;
+    const T_HELLO: u8 = 1;
+    if data.len() < MP_HDR_LEN + 10 || data[MP_HDR_LEN] != T_HELLO {
+        return None;
+    }
+    let b = &data[MP_HDR_LEN + 2..MP_HDR_LEN + 10];
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}

@@ -1,0 +1,329 @@
+//! Configuration: a TOML file (`up --config FILE`) or, for the common case,
+//! command-line flags. Unknown fields are errors, and every check names the
+//! field it rejects.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use mptcp_common::{wire::DEFAULT_PORT, Policy};
+use serde::Deserialize;
+
+/// Which end of the bond this host is.
+#[derive(Clone, Copy, Debug, serde::Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Opens the connection to a concentrator over every path.
+    Client,
+    /// Accepts connections from clients and routes their prefixes.
+    Concentrator,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub role: Role,
+    /// Pins live under /sys/fs/bpf/mptcp-ebpf/<instance>/.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+    /// Pre-shared key authenticating every handshake (or `psk_file`).
+    pub psk: Option<String>,
+    pub psk_file: Option<String>,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    #[serde(default)]
+    pub bond: BondConfig,
+    #[serde(default)]
+    pub probe: ProbeConfig,
+    #[serde(default, rename = "path")]
+    pub paths: Vec<PathConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BondConfig {
+    /// Name of the bond device (an ifb device the controller creates).
+    #[serde(default = "default_bond_name")]
+    pub name: String,
+    /// Addresses of the bond device. A client announces them to the
+    /// concentrator, which routes them back through the bond.
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+    /// Prefixes routed into the bond.
+    #[serde(default)]
+    pub routes: Vec<IpNet>,
+    /// Override the computed MTU (smallest uplink MTU minus the encapsulation).
+    pub mtu: Option<u32>,
+}
+
+impl Default for BondConfig {
+    fn default() -> Self {
+        Self { name: default_bond_name(), addresses: Vec::new(), routes: Vec::new(), mtu: None }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    #[serde(default = "default_probe_interval")]
+    pub interval_ms: u64,
+    /// A subflow is marked down after this many probes in a row go unanswered.
+    #[serde(default = "default_down_after")]
+    pub down_after: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self { interval_ms: default_probe_interval(), down_after: default_down_after() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    /// Display name; defaults to the interface name.
+    pub name: Option<String>,
+    /// The uplink interface.
+    pub interface: String,
+    /// Client: the concentrator's address reached over this interface.
+    pub remote: Option<IpAddr>,
+    /// Local address; default: the interface's first address of the remote's
+    /// family (client) or all its addresses (concentrator).
+    pub local: Option<IpAddr>,
+    /// Lower is preferred (0 = primary).
+    #[serde(default)]
+    pub priority: u32,
+    /// Used only when no non-backup path is up.
+    #[serde(default)]
+    pub backup: bool,
+    /// Capacity hint in Mbit/s; paces min-rtt's spill-over.
+    pub rate_mbit: Option<f64>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+impl PathConfig {
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.interface)
+    }
+    pub fn rate_bytes_per_sec(&self) -> u64 {
+        self.rate_mbit.map(|m| (m * 1_000_000.0 / 8.0) as u64).unwrap_or(0)
+    }
+}
+
+fn default_instance() -> String {
+    "default".into()
+}
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
+fn default_policy() -> String {
+    Policy::MinRtt.name().into()
+}
+fn default_bond_name() -> String {
+    "mpbond0".into()
+}
+fn default_probe_interval() -> u64 {
+    200
+}
+fn default_down_after() -> u32 {
+    3
+}
+fn default_weight() -> u32 {
+    1
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let cfg: Config = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// A config with every field at its default, for flag-only use.
+    pub fn new(role: Role) -> Config {
+        Config {
+            role,
+            instance: default_instance(),
+            psk: None,
+            psk_file: None,
+            port: default_port(),
+            policy: default_policy(),
+            bond: BondConfig::default(),
+            probe: ProbeConfig::default(),
+            paths: Vec::new(),
+        }
+    }
+
+    pub fn policy(&self) -> Result<Policy> {
+        parse_policy(&self.policy)
+    }
+
+    /// The pre-shared key's bytes.
+    pub fn psk_bytes(&self) -> Result<Vec<u8>> {
+        match (&self.psk, &self.psk_file) {
+            (Some(_), Some(_)) => bail!("set either `psk` or `psk_file`, not both"),
+            (Some(k), None) => Ok(k.as_bytes().to_vec()),
+            (None, Some(f)) => {
+                let k = std::fs::read(f).with_context(|| format!("cannot read psk_file {f}"))?;
+                let k = k.trim_ascii().to_vec();
+                if k.is_empty() {
+                    bail!("psk_file {f} is empty");
+                }
+                Ok(k)
+            }
+            (None, None) => bail!("no pre-shared key: set `psk` or `psk_file` (or --psk)"),
+        }
+    }
+
+    /// Checks that need no system access.
+    pub fn validate(&self) -> Result<()> {
+        validate_instance(&self.instance)?;
+        self.policy()?;
+        let psk = self.psk_bytes()?;
+        if psk.len() < 8 {
+            bail!("the pre-shared key is {} bytes; use at least 8", psk.len());
+        }
+        if self.port == 0 {
+            bail!("`port` must not be 0");
+        }
+        if self.bond.name.is_empty() || self.bond.name.len() > 15 {
+            bail!("bond.name {:?} must be 1 to 15 characters", self.bond.name);
+        }
+        if self.probe.interval_ms < 10 {
+            bail!("probe.interval_ms must be at least 10");
+        }
+        if self.probe.down_after == 0 {
+            bail!("probe.down_after must be at least 1");
+        }
+        if self.paths.is_empty() {
+            bail!("no paths configured: add [[path]] entries (or --path IFACE[=REMOTE])");
+        }
+        if self.paths.len() > mptcp_common::maps::MAX_SUBFLOWS {
+            bail!("{} paths configured; at most {} are supported", self.paths.len(), mptcp_common::maps::MAX_SUBFLOWS);
+        }
+        for (i, p) in self.paths.iter().enumerate() {
+            if p.interface.is_empty() {
+                bail!("path {i}: `interface` is empty");
+            }
+            if p.interface == self.bond.name {
+                bail!("path {}: the uplink cannot be the bond device {}", p.display_name(), self.bond.name);
+            }
+            match (self.role, p.remote) {
+                (Role::Client, None) => bail!("path {}: a client path needs `remote` (the concentrator's address on this path)", p.display_name()),
+                (Role::Concentrator, Some(_)) => bail!("path {}: a concentrator path takes no `remote`", p.display_name()),
+                _ => {}
+            }
+            if let (Some(l), Some(r)) = (p.local, p.remote) {
+                if l.is_ipv4() != r.is_ipv4() {
+                    bail!("path {}: `local` {l} and `remote` {r} are of different IP families", p.display_name());
+                }
+            }
+            if let Some(r) = p.rate_mbit {
+                if !(r > 0.0 && r.is_finite()) {
+                    bail!("path {}: rate_mbit must be a positive number", p.display_name());
+                }
+            }
+            if self.paths[..i].iter().any(|q| q.interface == p.interface && q.remote == p.remote) {
+                bail!("path {}: interface {} is configured twice", p.display_name(), p.interface);
+            }
+        }
+        if self.role == Role::Client && self.bond.addresses.is_empty() {
+            bail!("a client needs bond.addresses (its inner address, announced to the concentrator)");
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_policy(s: &str) -> Result<Policy> {
+    Policy::from_name(s).with_context(|| {
+        let known: Vec<_> = Policy::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown policy {s:?}; known policies: {}", known.join(", "))
+    })
+}
+
+pub fn validate_instance(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("instance name {name:?} must be 1-64 characters of letters, digits, '-' or '_'");
+    }
+    Ok(())
+}
+
+/// `IFACE[=REMOTE]` from `--path`.
+pub fn parse_path_flag(s: &str) -> Result<PathConfig> {
+    let (iface, remote) = match s.split_once('=') {
+        Some((i, r)) => (i, Some(r.parse::<IpAddr>().with_context(|| format!("--path {s}: {r:?} is not an IP address"))?)),
+        None => (s, None),
+    };
+    Ok(PathConfig {
+        name: None,
+        interface: iface.to_string(),
+        remote,
+        local: None,
+        priority: 0,
+        backup: false,
+        rate_mbit: None,
+        weight: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT: &str = r#"
+role = "client"
+psk = "0123456789"
+[bond]
+addresses = ["10.99.0.2/32"]
+[[path]]
+interface = "u0"
+remote = "10.1.0.1"
+rate_mbit = 10
+[[path]]
+interface = "u1"
+remote = "10.2.0.1"
+backup = true
+"#;
+
+    #[test]
+    fn parses_a_client_config() {
+        let c: Config = toml::from_str(CLIENT).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.paths.len(), 2);
+        assert_eq!(c.paths[0].rate_bytes_per_sec(), 1_250_000);
+        assert!(c.paths[1].backup);
+        assert_eq!(c.policy().unwrap(), Policy::MinRtt);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<Config>(&CLIENT.replace("backup = true", "bakup = true")).unwrap_err();
+        assert!(err.to_string().contains("bakup"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c: Config = toml::from_str(CLIENT).unwrap();
+        c.paths[1].remote = None;
+        assert!(c.validate().unwrap_err().to_string().contains("needs `remote`"));
+        let mut c: Config = toml::from_str(CLIENT).unwrap();
+        c.policy = "fastest".into();
+        assert!(c.validate().unwrap_err().to_string().contains("unknown policy"));
+        let mut c: Config = toml::from_str(CLIENT).unwrap();
+        c.psk = None;
+        assert!(c.validate().unwrap_err().to_string().contains("pre-shared key"));
+    }
+
+    #[test]
+    fn path_flag() {
+        let p = parse_path_flag("u0=10.1.0.1").unwrap();
+        assert_eq!(p.interface, "u0");
+        assert_eq!(p.remote, Some("10.1.0.1".parse().unwrap()));
+        assert!(parse_path_flag("u0=nope").is_err());
+        assert_eq!(parse_path_flag("u1").unwrap().remote, None);
+    }
+}

@@ -1,0 +1,336 @@
+//! The control protocol between two controllers, carried in UDP on the bond
+//! port with the multipath header's `kind` = control (the XDP program passes
+//! these up to the controller's socket).
+//!
+//! ```text
+//! MpHeader (20 B, kind=control, token, subflow id) | type (1 B) | body | HMAC-SHA256 (32 B)
+//! ```
+//! The tag is HMAC-SHA256 keyed by the pre-shared key over everything before
+//! it. Handshakes (first subflow and JOIN alike) are challenge/response, so a
+//! replayed message cannot create state:
+//!
+//! ```text
+//! client                                  concentrator
+//!   HELLO {join?, nonce_c, key_c, prefixes} ->
+//!                 <- CHALLENGE {nonce_c, nonce_s, key_s}   (token assigned)
+//!   PROOF {nonce_c, nonce_s}              ->   subflow installed
+//!                 <- ACCEPT {nonce_c, nonce_s}              subflow installed
+//! ```
+//! CHALLENGE, PROOF and ACCEPT are HMACs over both sides' nonces. A message
+//! whose tag does not verify is refused and counted; the concentrator answers
+//! a HELLO that fails verification with an (unauthenticated) REJECT so that a
+//! client with the wrong key fails fast with a clear error.
+
+use std::net::IpAddr;
+
+use hmac::{Hmac, Mac};
+use ipnet::IpNet;
+use mptcp_common::wire::{MpHeader, KIND_CONTROL, MP_HDR_LEN, VERSION};
+use sha2::{Digest, Sha256};
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub const TAG_LEN: usize = 32;
+/// At most this many prefixes in a HELLO.
+pub const MAX_PREFIXES: usize = 16;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    Hello {
+        join: bool,
+        nonce_c: u64,
+        key_c: u64,
+        /// The client's view of this path, so the return direction honours it.
+        path: PathHint,
+        prefixes: Vec<IpNet>,
+    },
+    Challenge { nonce_c: u64, nonce_s: u64, key_s: u64 },
+    Proof { nonce_c: u64, nonce_s: u64 },
+    Accept { nonce_c: u64, nonce_s: u64 },
+    Reject { reason: RejectReason, nonce_c: u64 },
+    Probe { seq: u32, sent_us: u64, srtt_us: u32 },
+    ProbeAck { seq: u32, sent_us: u64 },
+}
+
+/// Priority, backup flag and rate of a path, as the client configured them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathHint {
+    pub priority: u32,
+    pub backup: bool,
+    pub rate_bytes_per_sec: u64,
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    AuthFailed = 1,
+    UnknownToken = 2,
+    Full = 3,
+}
+
+impl RejectReason {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::AuthFailed),
+            2 => Some(Self::UnknownToken),
+            3 => Some(Self::Full),
+            _ => None,
+        }
+    }
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::AuthFailed => "authentication failed: the pre-shared keys differ",
+            Self::UnknownToken => "the concentrator does not know this connection's token",
+            Self::Full => "the concentrator has no room for another connection or subflow",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub token: u32,
+    pub subflow_id: u8,
+    pub body: Body,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed control message: {0}")]
+    Malformed(&'static str),
+    #[error("control message failed authentication (wrong pre-shared key?)")]
+    BadTag,
+}
+
+const T_HELLO: u8 = 1;
+const T_CHALLENGE: u8 = 2;
+const T_PROOF: u8 = 3;
+const T_ACCEPT: u8 = 4;
+const T_REJECT: u8 = 5;
+const T_PROBE: u8 = 6;
+const T_PROBE_ACK: u8 = 7;
+
+fn tag(psk: &[u8], data: &[u8]) -> [u8; TAG_LEN] {
+    let mut mac = HmacSha256::new_from_slice(psk).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+impl Message {
+    pub fn encode(&self, psk: &[u8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(128);
+        b.extend_from_slice(bytemuck::bytes_of(&MpHeader::control(self.token, self.subflow_id)));
+        match &self.body {
+            Body::Hello { join, nonce_c, key_c, path, prefixes } => {
+                b.push(T_HELLO);
+                b.push(*join as u8);
+                b.extend_from_slice(&nonce_c.to_be_bytes());
+                b.extend_from_slice(&key_c.to_be_bytes());
+                b.extend_from_slice(&path.priority.to_be_bytes());
+                b.push(path.backup as u8);
+                b.extend_from_slice(&path.rate_bytes_per_sec.to_be_bytes());
+                b.push(prefixes.len().min(MAX_PREFIXES) as u8);
+                for p in prefixes.iter().take(MAX_PREFIXES) {
+                    match p.addr() {
+                        IpAddr::V4(a) => {
+                            b.push(4);
+                            b.push(p.prefix_len());
+                            b.extend_from_slice(&a.octets());
+                        }
+                        IpAddr::V6(a) => {
+                            b.push(6);
+                            b.push(p.prefix_len());
+                            b.extend_from_slice(&a.octets());
+                        }
+                    }
+                }
+            }
+            Body::Challenge { nonce_c, nonce_s, key_s } => {
+                b.push(T_CHALLENGE);
+                b.extend_from_slice(&nonce_c.to_be_bytes());
+                b.extend_from_slice(&nonce_s.to_be_bytes());
+                b.extend_from_slice(&key_s.to_be_bytes());
+            }
+            Body::Proof { nonce_c, nonce_s } => {
+                b.push(T_PROOF);
+                b.extend_from_slice(&nonce_c.to_be_bytes());
+                b.extend_from_slice(&nonce_s.to_be_bytes());
+            }
+            Body::Accept { nonce_c, nonce_s } => {
+                b.push(T_ACCEPT);
+                b.extend_from_slice(&nonce_c.to_be_bytes());
+                b.extend_from_slice(&nonce_s.to_be_bytes());
+            }
+            Body::Reject { reason, nonce_c } => {
+                b.push(T_REJECT);
+                b.push(*reason as u8);
+                b.extend_from_slice(&nonce_c.to_be_bytes());
+            }
+            Body::Probe { seq, sent_us, srtt_us } => {
+                b.push(T_PROBE);
+                b.extend_from_slice(&seq.to_be_bytes());
+                b.extend_from_slice(&sent_us.to_be_bytes());
+                b.extend_from_slice(&srtt_us.to_be_bytes());
+            }
+            Body::ProbeAck { seq, sent_us } => {
+                b.push(T_PROBE_ACK);
+                b.extend_from_slice(&seq.to_be_bytes());
+                b.extend_from_slice(&sent_us.to_be_bytes());
+            }
+        }
+        let t = tag(psk, &b);
+        b.extend_from_slice(&t);
+        b
+    }
+
+    /// Parse and authenticate. A REJECT is returned without authentication
+    /// (the peer may not share our key); callers treat it as advisory.
+    pub fn decode(buf: &[u8], psk: &[u8]) -> Result<Message, DecodeError> {
+        if buf.len() < MP_HDR_LEN + 1 + TAG_LEN {
+            return Err(DecodeError::Malformed("too short"));
+        }
+        let hdr: MpHeader = bytemuck::pod_read_unaligned(&buf[..MP_HDR_LEN]);
+        if hdr.version != VERSION || hdr.kind != KIND_CONTROL {
+            return Err(DecodeError::Malformed("not a control message of this version"));
+        }
+        let (signed, t) = buf.split_at(buf.len() - TAG_LEN);
+        let ty = signed[MP_HDR_LEN];
+        if ty != T_REJECT {
+            let mut mac = HmacSha256::new_from_slice(psk).expect("HMAC takes any key length");
+            mac.update(signed);
+            mac.verify_slice(t).map_err(|_| DecodeError::BadTag)?;
+        }
+        let mut r = Reader { b: &signed[MP_HDR_LEN + 1..] };
+        let body = match ty {
+            T_HELLO => {
+                let join = r.u8()? != 0;
+                let nonce_c = r.u64()?;
+                let key_c = r.u64()?;
+                let path = PathHint { priority: r.u32()?, backup: r.u8()? != 0, rate_bytes_per_sec: r.u64()? };
+                let n = r.u8()? as usize;
+                if n > MAX_PREFIXES {
+                    return Err(DecodeError::Malformed("too many prefixes"));
+                }
+                let mut prefixes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let fam = r.u8()?;
+                    let len = r.u8()?;
+                    let p = match fam {
+                        4 => IpNet::new(IpAddr::from(<[u8; 4]>::try_from(r.take(4)?).unwrap()), len),
+                        6 => IpNet::new(IpAddr::from(<[u8; 16]>::try_from(r.take(16)?).unwrap()), len),
+                        _ => return Err(DecodeError::Malformed("bad prefix family")),
+                    };
+                    prefixes.push(p.map_err(|_| DecodeError::Malformed("bad prefix length"))?);
+                }
+                Body::Hello { join, nonce_c, key_c, path, prefixes }
+            }
+            T_CHALLENGE => Body::Challenge { nonce_c: r.u64()?, nonce_s: r.u64()?, key_s: r.u64()? },
+            T_PROOF => Body::Proof { nonce_c: r.u64()?, nonce_s: r.u64()? },
+            T_ACCEPT => Body::Accept { nonce_c: r.u64()?, nonce_s: r.u64()? },
+            T_REJECT => {
+                let reason = RejectReason::from_u8(r.u8()?).ok_or(DecodeError::Malformed("bad reject reason"))?;
+                Body::Reject { reason, nonce_c: r.u64()? }
+            }
+            T_PROBE => Body::Probe { seq: r.u32()?, sent_us: r.u64()?, srtt_us: r.u32()? },
+            T_PROBE_ACK => Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()? },
+            _ => return Err(DecodeError::Malformed("unknown message type")),
+        };
+        if !r.b.is_empty() {
+            return Err(DecodeError::Malformed("trailing bytes"));
+        }
+        Ok(Message { token: hdr.token(), subflow_id: hdr.subflow_id, body })
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.b.len() < n {
+            return Err(DecodeError::Malformed("truncated body"));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
+    }
+}
+
+/// The connection token both sides derive from the two keys (as MPTCP derives
+/// its token from its keys): the first 32 bits of SHA-256(key_c ‖ key_s),
+/// never 0.
+pub fn derive_token(key_c: u64, key_s: u64) -> u32 {
+    let mut h = Sha256::new();
+    h.update(key_c.to_be_bytes());
+    h.update(key_s.to_be_bytes());
+    let d = h.finalize();
+    let t = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+    if t == 0 {
+        1
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Message> {
+        let bodies = vec![
+            Body::Hello { join: false, nonce_c: 1, key_c: 2, path: PathHint { priority: 3, backup: true, rate_bytes_per_sec: 1_250_000 }, prefixes: vec!["10.99.0.2/32".parse().unwrap(), "fd99::2/128".parse().unwrap()] },
+            Body::Hello { join: true, nonce_c: 1, key_c: 0, path: PathHint::default(), prefixes: vec![] },
+            Body::Challenge { nonce_c: 1, nonce_s: 3, key_s: 4 },
+            Body::Proof { nonce_c: 1, nonce_s: 3 },
+            Body::Accept { nonce_c: 1, nonce_s: 3 },
+            Body::Reject { reason: RejectReason::AuthFailed, nonce_c: 9 },
+            Body::Probe { seq: 7, sent_us: 123_456, srtt_us: 900 },
+            Body::ProbeAck { seq: 7, sent_us: 123_456 },
+        ];
+        bodies.into_iter().map(|body| Message { token: 0xdead_beef, subflow_id: 2, body }).collect()
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in all() {
+            assert_eq!(Message::decode(&m.encode(b"secret-key"), b"secret-key"), Ok(m));
+        }
+    }
+
+    #[test]
+    fn wrong_key_is_refused_except_for_reject() {
+        for m in all() {
+            let r = Message::decode(&m.encode(b"secret-key"), b"other-key");
+            if matches!(m.body, Body::Reject { .. }) {
+                assert!(r.is_ok());
+            } else {
+                assert_eq!(r, Err(DecodeError::BadTag));
+            }
+        }
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let m = Message { token: 5, subflow_id: 1, body: Body::Proof { nonce_c: 1, nonce_s: 2 } };
+        let mut b = m.encode(b"k");
+        b[MP_HDR_LEN + 3] ^= 1;
+        assert_eq!(Message::decode(&b, b"k"), Err(DecodeError::BadTag));
+        assert!(matches!(Message::decode(&b[..10], b"k"), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn token_is_stable_and_nonzero() {
+        assert_eq!(derive_token(1, 2), derive_token(1, 2));
+        assert_ne!(derive_token(1, 2), derive_token(2, 1));
+        assert_ne!(derive_token(0, 0), 0);
+    }
+}

@@ -1,0 +1,17 @@
+//! mptcp-ebpf controller: loads and pins the kernel programs, sets up the
+//! connection and its subflows, probes every path and keeps path state in the
+//! BPF maps the scheduler reads.
+
+pub mod bpfmaps;
+pub mod client;
+pub mod concentrator;
+pub mod config;
+pub mod control;
+pub mod lifecycle;
+pub mod netdev;
+pub mod netns;
+pub mod object;
+pub mod peer;
+pub mod run;
+pub mod status;
+pub mod subflows;

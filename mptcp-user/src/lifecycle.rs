@@ -1,0 +1,170 @@
+//! Loading, attaching and pinning the data path, adopting it after a restart,
+//! and removing every trace of it.
+//!
+//! Pins: `/sys/fs/bpf/mptcp-ebpf/<instance>/` holds every map (by name) and
+//! one link per attachment (`link-egress`, `link-xdp-<uplink>`). bpffs holds
+//! only BPF objects, so the instance's description (role, bond device,
+//! uplinks, controller pid) lives in `/run/mptcp-ebpf/<instance>.json`.
+//! Unpinning a link whose fd nobody holds detaches its program, so removing
+//! the pin directory is what tears the data path down.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use aya::programs::{links::FdLink, tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
+use aya::EbpfLoader;
+use mptcp_common::maps::programs;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Role;
+use crate::object::EBPF_OBJECT;
+
+pub const PIN_ROOT: &str = "/sys/fs/bpf/mptcp-ebpf";
+pub const RUN_ROOT: &str = "/run/mptcp-ebpf";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+pub fn pin_dir(instance: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(instance)
+}
+
+pub fn state_file(instance: &str) -> PathBuf {
+    Path::new(RUN_ROOT).join(format!("{instance}.json"))
+}
+
+/// What `down` and `status` need to know about a running instance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub role: Role,
+    pub bond: String,
+    pub uplinks: Vec<String>,
+    /// Path names, in subflow-id order (client) or listen order (concentrator).
+    pub path_names: Vec<String>,
+    pub pid: u32,
+    /// Named network namespace the controller entered (`--netns`), if any.
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+impl InstanceState {
+    pub fn load(instance: &str) -> Result<Option<InstanceState>> {
+        let f = state_file(instance);
+        match std::fs::read_to_string(&f) {
+            Ok(s) => Ok(Some(serde_json::from_str(&s).with_context(|| format!("corrupt state file {}", f.display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", f.display())),
+        }
+    }
+
+    pub fn store(&self, instance: &str) -> Result<()> {
+        std::fs::create_dir_all(RUN_ROOT).with_context(|| format!("cannot create {RUN_ROOT}"))?;
+        let f = state_file(instance);
+        let tmp = f.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &f).with_context(|| format!("cannot write {}", f.display()))?;
+        Ok(())
+    }
+
+    /// The controller process that owns the instance, if it still runs.
+    pub fn live_pid(&self) -> Option<u32> {
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), None).is_ok();
+        (alive && self.pid != std::process::id()).then_some(self.pid)
+    }
+}
+
+/// Root, BTF and a bpffs at /sys/fs/bpf, each with an error that says what to do.
+pub fn preflight() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("mptcp-user must run as root: it loads eBPF programs, creates the bond device and pins state under {PIN_ROOT}");
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); mptcp-ebpf needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+    }
+    let fs = nix::sys::statfs::statfs("/sys/fs/bpf").context("/sys/fs/bpf does not exist: is sysfs mounted?")?;
+    if fs.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+        nix::mount::mount(Some("bpf"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            .context("/sys/fs/bpf is not a bpf filesystem and mounting one there failed")?;
+    }
+    Ok(())
+}
+
+/// Load the programs with their maps pinned under `dir`, attach tc egress to
+/// the bond and XDP to every uplink, and pin each link. On error the caller
+/// runs [`remove_pins`]; links created before the error are pinned already or
+/// dropped (and so detached) here.
+pub fn install(dir: &Path, bond: &str, uplinks: &[String]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create pin directory {}", dir.display()))?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(dir)
+        .load(EBPF_OBJECT)
+        .context("cannot load the eBPF object (see the verifier log above, if any)")?;
+
+    let egress: &mut SchedClassifier = ebpf
+        .program_mut(programs::BOND_EGRESS)
+        .context("the eBPF object lacks the bond egress program")?
+        .try_into()?;
+    egress.load().context("the kernel refused the bond egress program")?;
+    let id = egress
+        .attach_with_options(bond, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .with_context(|| format!("cannot attach the egress program to {bond} (tcx)"))?;
+    let link: FdLink = egress.take_link(id)?.try_into().context("the egress attachment is not a bpf_link")?;
+    link.pin(dir.join("link-egress")).context("cannot pin the egress link")?;
+
+    let xdp: &mut Xdp = ebpf
+        .program_mut(programs::UPLINK_INGRESS)
+        .context("the eBPF object lacks the uplink ingress program")?
+        .try_into()?;
+    xdp.load().context("the kernel refused the uplink ingress program")?;
+    for up in uplinks {
+        let id = match xdp.attach(up, XdpMode::Driver) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(uplink = %up, error = %e, "native XDP unavailable, using generic (skb) mode");
+                xdp.attach(up, XdpMode::Skb).with_context(|| format!("cannot attach XDP to uplink {up} (is another XDP program attached?)"))?
+            }
+        };
+        let link: FdLink = xdp.take_link(id)?.try_into().context("the XDP attachment is not a bpf_link")?;
+        link.pin(dir.join(format!("link-xdp-{up}"))).with_context(|| format!("cannot pin the XDP link of {up}"))?;
+    }
+    Ok(())
+}
+
+/// Whether `dir` holds a complete data path for this bond and these uplinks.
+pub fn adoptable(dir: &Path, uplinks: &[String]) -> Result<()> {
+    let mut missing = Vec::new();
+    if !dir.join("link-egress").exists() {
+        missing.push("link-egress".to_string());
+    }
+    for up in uplinks {
+        let n = format!("link-xdp-{up}");
+        if !dir.join(&n).exists() {
+            missing.push(n);
+        }
+    }
+    for m in mptcp_common::maps::names::ALL {
+        if !dir.join(m).exists() {
+            missing.push(m.to_string());
+        }
+    }
+    if !missing.is_empty() {
+        bail!("the pinned state in {} is incomplete (missing {}); run `mptcp-user down --instance <name>` first", dir.display(), missing.join(", "));
+    }
+    Ok(())
+}
+
+/// Remove every pin of the instance (detaching its programs) and the
+/// directory. Missing pins are not an error.
+pub fn remove_pins(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    for e in entries {
+        let p = e?.path();
+        std::fs::remove_file(&p).with_context(|| format!("cannot unpin {}", p.display()))?;
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    // Leave the shared root in place only while other instances use it.
+    let _ = std::fs::remove_dir(PIN_ROOT);
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! `mptcp-user`: the mptcp-ebpf controller and CLI.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+use mptcp_user::config::{self, Config, Role};
+use mptcp_user::{lifecycle, run, status};
+
+#[derive(Parser)]
+#[command(name = "mptcp-user", version, about = "Multipath bonding with an eBPF per-packet scheduler (mptcp-ebpf)")]
+struct Cli {
+    /// Run inside this named network namespace (/run/netns/NAME); only the
+    /// network namespace is entered, so pins stay on the host's bpffs.
+    #[arg(long, global = true)]
+    netns: Option<String>,
+    /// Log filter (tracing env-filter syntax), e.g. `debug`.
+    #[arg(long, global = true, default_value = "info", env = "MPTCP_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the bond, attach the data path and run the controller in the
+    /// foreground. Ctrl-C (SIGINT) removes everything; SIGTERM leaves the data
+    /// path forwarding for a restarted controller to adopt.
+    Up(UpArgs),
+    /// Stop the instance's controller and remove its data path, pins and bond.
+    Down {
+        #[arg(long, default_value = "default")]
+        instance: String,
+    },
+    /// Per-subflow state and counters.
+    Status {
+        #[arg(long, default_value = "default")]
+        instance: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or switch the scheduling policy at runtime (one map write).
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    Show {
+        #[arg(long, default_value = "default")]
+        instance: String,
+    },
+    Set {
+        /// min-rtt or active-backup
+        policy: String,
+        #[arg(long, default_value = "default")]
+        instance: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// TOML configuration file; flags below override its values.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    role: Option<Role>,
+    #[arg(long)]
+    instance: Option<String>,
+    /// Pre-shared key (prefer psk_file in the config on shared hosts).
+    #[arg(long)]
+    psk: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    #[arg(long)]
+    policy: Option<String>,
+    #[arg(long)]
+    bond_name: Option<String>,
+    /// Address of the bond device (repeatable), e.g. 10.99.0.2/32.
+    #[arg(long = "bond-address")]
+    bond_addresses: Vec<IpNet>,
+    /// Prefix routed into the bond (repeatable).
+    #[arg(long = "route")]
+    routes: Vec<IpNet>,
+    /// An uplink: IFACE=REMOTE on a client, IFACE on a concentrator (repeatable).
+    #[arg(long = "path")]
+    paths: Vec<String>,
+    /// Probe interval in milliseconds.
+    #[arg(long)]
+    probe_interval_ms: Option<u64>,
+    /// A client gives up if no path reaches the concentrator within this many seconds.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
+}
+
+fn build_config(a: &UpArgs) -> Result<Config> {
+    let mut cfg = match (&a.config, a.role) {
+        (Some(f), _) => Config::from_file(f)?,
+        (None, Some(r)) => Config::new(r),
+        (None, None) => anyhow::bail!("give --config FILE or at least --role (client|concentrator)"),
+    };
+    if let Some(r) = a.role {
+        cfg.role = r;
+    }
+    if let Some(v) = &a.instance {
+        cfg.instance = v.clone();
+    }
+    if let Some(v) = &a.psk {
+        cfg.psk = Some(v.clone());
+        cfg.psk_file = None;
+    }
+    if let Some(v) = a.port {
+        cfg.port = v;
+    }
+    if let Some(v) = &a.policy {
+        cfg.policy = v.clone();
+    }
+    if let Some(v) = &a.bond_name {
+        cfg.bond.name = v.clone();
+    }
+    cfg.bond.addresses.extend(a.bond_addresses.iter().copied());
+    cfg.bond.routes.extend(a.routes.iter().copied());
+    for p in &a.paths {
+        cfg.paths.push(config::parse_path_flag(p)?);
+    }
+    if let Some(v) = a.probe_interval_ms {
+        cfg.probe.interval_ms = v;
+    }
+    Ok(cfg)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = real_main(cli) {
+        eprintln!("mptcp-user: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    // Enter the namespace before any thread exists, so the runtime's threads inherit it.
+    if let Some(ns) = &cli.netns {
+        mptcp_user::netns::enter(ns)?;
+    }
+    match cli.command {
+        Command::Up(a) => {
+            let cfg = build_config(&a)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(run::up(cfg, run::UpOptions { connect_timeout: Duration::from_secs(a.connect_timeout), netns: cli.netns.clone() }))
+        }
+        Command::Down { instance } => run::down(&instance),
+        Command::Status { instance, json } => {
+            let s = status::collect(&instance)?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                status::print_table(&s);
+            }
+            Ok(())
+        }
+        Command::Policy { action } => match action {
+            PolicyAction::Show { instance } => {
+                let maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(&instance)).with_context(|| format!("instance {instance} is not running"))?;
+                println!("{}", maps.policy()?.name());
+                Ok(())
+            }
+            PolicyAction::Set { policy, instance } => {
+                let p = config::parse_policy(&policy)?;
+                let mut maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(&instance)).with_context(|| format!("instance {instance} is not running"))?;
+                maps.set_policy(p)?;
+                println!("policy of instance {instance}: {}", p.name());
+                Ok(())
+            }
+        },
+    }
+}

@@ -1,0 +1,180 @@
+//! Network devices, addresses and routes over rtnetlink: the bond device, the
+//! uplinks' state, and the link/address event stream that drives subflows.
+
+use std::net::IpAddr;
+
+use anyhow::{bail, Context, Result};
+use futures::{Stream, StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressFlag, AddressMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlag, LinkInfo, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::Handle;
+
+/// What the controller needs to know of an interface.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    /// Administratively up with carrier.
+    pub running: bool,
+}
+
+fn link_from_msg(m: &LinkMessage) -> Link {
+    let mut name = String::new();
+    let mut mtu = 0;
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = n.clone(),
+            LinkAttribute::Mtu(v) => mtu = *v,
+            _ => {}
+        }
+    }
+    let running = m.header.flags.contains(&LinkFlag::Up) && m.header.flags.contains(&LinkFlag::LowerUp);
+    Link { index: m.header.index, name, mtu, running }
+}
+
+pub struct Net {
+    handle: Handle,
+}
+
+impl Net {
+    /// Opens an rtnetlink socket in the current network namespace.
+    pub fn new() -> Result<Net> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
+        tokio::spawn(conn);
+        Ok(Net { handle })
+    }
+
+    pub async fn link(&self, name: &str) -> Result<Option<Link>> {
+        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(link_from_msg(&m))),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot look up interface {name}")),
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m.map(|m| link_from_msg(&m))),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot look up interface #{index}")),
+        }
+    }
+
+    /// Addresses of an interface (global scope and link scope alike).
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>> {
+        let mut s = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.context("cannot list addresses")? {
+            if let Some(a) = address_of(&m) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ip link add NAME type ifb mtu MTU`; ifb needs no peer and has carrier.
+    pub async fn create_ifb(&self, name: &str, mtu: u32) -> Result<u32> {
+        let mut req = self.handle.link().add();
+        let msg = req.message_mut();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Ifb)]));
+        req.execute().await.with_context(|| format!("cannot create bond device {name} (type ifb)"))?;
+        let link = self.link(name).await?.with_context(|| format!("bond device {name} vanished after creation"))?;
+        Ok(link.index)
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        self.handle.link().set(index).up().execute().await.context("cannot set the bond device up")
+    }
+
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        self.handle.link().del(index).execute().await.context("cannot delete device")
+    }
+
+    pub async fn add_address(&self, index: u32, net: IpNet) -> Result<()> {
+        let mut req = self.handle.address().add(index, net.addr(), net.prefix_len());
+        if net.addr().is_ipv6() {
+            // Usable at once: no duplicate address detection on a point-to-point bond.
+            req.message_mut().attributes.push(AddressAttribute::Flags(vec![AddressFlag::Nodad]));
+        }
+        req.execute().await.with_context(|| format!("cannot add address {net} to the bond device"))
+    }
+
+    pub async fn add_route(&self, net: IpNet, index: u32) -> Result<()> {
+        let r = match net {
+            IpNet::V4(n) => self.handle.route().add().v4().destination_prefix(n.network(), n.prefix_len()).output_interface(index).execute().await,
+            IpNet::V6(n) => self.handle.route().add().v6().destination_prefix(n.network(), n.prefix_len()).output_interface(index).execute().await,
+        };
+        r.with_context(|| format!("cannot add route {net} via the bond device"))
+    }
+}
+
+fn address_of(m: &AddressMessage) -> Option<IpAddr> {
+    // IFA_LOCAL is the local address on point-to-point links, IFA_ADDRESS otherwise.
+    let mut addr = None;
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Local(a) => return Some(*a),
+            AddressAttribute::Address(a) => addr = Some(*a),
+            _ => {}
+        }
+    }
+    addr
+}
+
+/// A link or address change on some interface.
+#[derive(Clone, Debug)]
+pub enum NetEvent {
+    Link { index: u32, running: bool },
+    LinkGone { index: u32 },
+    Address { index: u32, added: bool, addr: IpAddr },
+}
+
+/// Subscribe to link and address events (RTNLGRP_LINK, IPV4_IFADDR, IPV6_IFADDR).
+pub fn watch() -> Result<impl Stream<Item = NetEvent>> {
+    use netlink_sys::{AsyncSocket, SocketAddr};
+    const RTMGRP_LINK: u32 = 1;
+    const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+    const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+    let (mut conn, _handle, messages) = rtnetlink::new_connection().context("cannot open an rtnetlink socket for events")?;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+        .context("cannot subscribe to link and address events")?;
+    tokio::spawn(conn);
+    Ok(messages.filter_map(|(msg, _)| async move {
+        use netlink_packet_core::NetlinkPayload;
+        match msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => Some(NetEvent::Link { index: m.header.index, running: link_from_msg(&m).running }),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => Some(NetEvent::LinkGone { index: m.header.index }),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => address_of(&m).map(|addr| NetEvent::Address { index: m.header.index, added: true, addr }),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => address_of(&m).map(|addr| NetEvent::Address { index: m.header.index, added: false, addr }),
+            _ => None,
+        }
+    }))
+}
+
+/// The address a path uses on `iface`: the configured one (which must exist)
+/// or the first usable one of the wanted family.
+pub fn pick_local(addrs: &[IpAddr], configured: Option<IpAddr>, want_v4: bool, iface: &str) -> Result<IpAddr> {
+    if let Some(c) = configured {
+        if addrs.contains(&c) {
+            return Ok(c);
+        }
+        bail!("interface {iface} does not have the configured local address {c}");
+    }
+    let usable = |a: &&IpAddr| match a {
+        IpAddr::V4(v) => want_v4 && !v.is_loopback(),
+        IpAddr::V6(v) => !want_v4 && !v.is_loopback() && (v.segments()[0] & 0xffc0) != 0xfe80,
+    };
+    addrs.iter().find(usable).copied().with_context(|| {
+        format!("interface {iface} has no {} address to use", if want_v4 { "IPv4" } else { "global IPv6" })
+    })
+}

@@ -1,0 +1,15 @@
+//! Entering a named network namespace (`ip netns add NAME`) — the network
+//! namespace only: the mount namespace, and so the host's bpffs with our
+//! pins, stays as it is (unlike `ip netns exec`, which remounts /sys).
+
+use anyhow::{Context, Result};
+use nix::sched::{setns, CloneFlags};
+
+/// Move the calling thread into `/run/netns/<name>`. Threads created
+/// afterwards inherit it, so call this before starting the runtime.
+pub fn enter(name: &str) -> Result<()> {
+    let path = if name.contains('/') { name.to_string() } else { format!("/run/netns/{name}") };
+    let f = std::fs::File::open(&path).with_context(|| format!("network namespace {name} not found ({path})"))?;
+    setns(&f, CloneFlags::CLONE_NEWNET).with_context(|| format!("cannot enter network namespace {name}"))?;
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! The compiled kernel programs, embedded at build time (see build.rs).
+
+/// The eBPF object with `bond_egress` (tc) and `uplink_ingress` (XDP).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-ebpf"));

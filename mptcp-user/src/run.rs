@@ -1,0 +1,229 @@
+//! `up` and `down`: bring the data path and the controller up, and take all
+//! of it down again — also when any step of a start fails.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use mptcp_common::maps::Settings;
+use mptcp_common::mtu::{bond_mtu, IPV6_MIN_MTU};
+use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
+
+use crate::bpfmaps::DataPathMaps;
+use crate::client::Client;
+use crate::concentrator::Concentrator;
+use crate::config::{Config, Role};
+use crate::lifecycle::{self, pin_dir, InstanceState};
+use crate::netdev::Net;
+
+/// How the controller loop ended.
+pub enum Exit {
+    /// SIGINT: remove the data path, pins and bond device.
+    Teardown,
+    /// SIGTERM: leave the data path forwarding for a restarted controller.
+    Handover,
+}
+
+pub struct UpOptions {
+    pub connect_timeout: Duration,
+    /// The network namespace the controller runs in (recorded for `down`).
+    pub netns: Option<String>,
+}
+
+/// The uplinks' names (deduplicated, in order) and the bond MTU they allow.
+async fn plan_links(cfg: &Config, net: &Net) -> Result<(Vec<String>, u32, u32)> {
+    let mut uplinks: Vec<String> = Vec::new();
+    let mut min_mtu = u32::MAX;
+    let mut any_v6 = false;
+    for p in &cfg.paths {
+        let link = net
+            .link(&p.interface)
+            .await?
+            .with_context(|| format!("interface {} (path {}) does not exist", p.interface, p.display_name()))?;
+        min_mtu = min_mtu.min(link.mtu);
+        any_v6 |= p.remote.map(|a| a.is_ipv6()).unwrap_or(false) || p.local.map(|a| a.is_ipv6()).unwrap_or(false);
+        if !uplinks.contains(&p.interface) {
+            uplinks.push(p.interface.clone());
+        }
+    }
+    // A concentrator may carry IPv6 outer packets on any uplink with an IPv6 address.
+    if cfg.role == Role::Concentrator {
+        any_v6 = true;
+    }
+    let fitting = bond_mtu(min_mtu, if any_v6 { FAMILY_V6 } else { FAMILY_V4 });
+    let mtu = match cfg.bond.mtu {
+        Some(m) if m > fitting => bail!("bond.mtu {m} is too large: the smallest uplink MTU {min_mtu} leaves room for {fitting} after encapsulation"),
+        Some(m) => m,
+        None => fitting,
+    };
+    if mtu < 576 {
+        bail!("the uplinks' MTU ({min_mtu}) leaves only {mtu} bytes for the bond");
+    }
+    if mtu < IPV6_MIN_MTU && cfg.bond.addresses.iter().any(|a| a.addr().is_ipv6()) {
+        bail!("the bond MTU {mtu} is below IPv6's minimum of {IPV6_MIN_MTU}, but the bond has IPv6 addresses");
+    }
+    Ok((uplinks, mtu, min_mtu))
+}
+
+/// Build (or adopt) the data path. `created` tells the caller what to undo.
+async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool) -> Result<(DataPathMaps, bool)> {
+    let (uplinks, mtu, uplink_mtu) = plan_links(cfg, net).await?;
+    let dir = pin_dir(&cfg.instance);
+    let adopting = dir.exists();
+    if adopting {
+        lifecycle::adoptable(&dir, &uplinks)?;
+        net.link(&cfg.bond.name)
+            .await?
+            .with_context(|| format!("pins of instance {} exist but its bond device {} is gone; run `mptcp-user down --instance {}`", cfg.instance, cfg.bond.name, cfg.instance))?;
+        tracing::info!(instance = %cfg.instance, "adopting the running data path");
+    } else {
+        if net.link(&cfg.bond.name).await?.is_some() {
+            bail!("a device named {} already exists; pick another bond.name or remove that device", cfg.bond.name);
+        }
+        let index = net.create_ifb(&cfg.bond.name, mtu).await?;
+        *created = true;
+        for a in &cfg.bond.addresses {
+            net.add_address(index, *a).await?;
+        }
+        net.set_up(index).await?;
+        for r in &cfg.bond.routes {
+            net.add_route(*r, index).await?;
+        }
+        lifecycle::install(&dir, &cfg.bond.name, &uplinks)?;
+        tracing::info!(bond = %cfg.bond.name, mtu, uplinks = ?uplinks, "data path attached");
+    }
+    let mut maps = DataPathMaps::open(&dir)?;
+    maps.settings.set(0, Settings { port: cfg.port, _pad: 0, uplink_mtu }, 0)?;
+    maps.set_policy(cfg.policy()?)?;
+    InstanceState {
+        role: cfg.role,
+        bond: cfg.bond.name.clone(),
+        uplinks,
+        path_names: cfg.paths.iter().map(|p| p.display_name().to_string()).collect(),
+        pid: std::process::id(),
+        netns: opts.netns.clone(),
+    }
+    .store(&cfg.instance)?;
+    Ok((maps, adopting))
+}
+
+pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
+    cfg.validate()?;
+    lifecycle::preflight()?;
+    if let Some(st) = InstanceState::load(&cfg.instance)? {
+        if let Some(pid) = st.live_pid() {
+            bail!("instance {} is already running (controller pid {pid}); stop it with `mptcp-user down --instance {}`", cfg.instance, cfg.instance);
+        }
+    }
+    let net = Net::new()?;
+    let mut created = false;
+    let (maps, adopting) = match bring_up(&cfg, &net, &opts, &mut created).await {
+        Ok(v) => v,
+        Err(e) => {
+            if created || !pin_dir(&cfg.instance).join("link-egress").exists() {
+                teardown(&cfg.instance, &cfg.bond.name, &net, created).await;
+            }
+            return Err(e);
+        }
+    };
+    let result = match cfg.role {
+        Role::Client => match Client::new(cfg.clone(), maps, Net::new()?).await {
+            Ok(c) => c.run(opts.connect_timeout).await,
+            Err(e) => Err(e),
+        },
+        Role::Concentrator => match Concentrator::new(cfg.clone(), maps, &net).await {
+            Ok(c) => c.run().await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok((Exit::Teardown, maps)) => {
+            drop(maps);
+            teardown(&cfg.instance, &cfg.bond.name, &net, true).await;
+            println!("mptcp-user: stopped; data path removed");
+            Ok(())
+        }
+        Ok((Exit::Handover, _)) => {
+            println!("mptcp-user: stopped; the data path keeps forwarding (`mptcp-user up` adopts it, `mptcp-user down` removes it)");
+            Ok(())
+        }
+        Err(e) => {
+            if adopting {
+                tracing::warn!("the adopted data path is left in place; `mptcp-user down --instance {}` removes it", cfg.instance);
+            } else {
+                teardown(&cfg.instance, &cfg.bond.name, &net, true).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Remove pins (detaching the programs), the bond device and the state file.
+/// Best effort: every step runs, failures are logged.
+pub async fn teardown(instance: &str, bond: &str, net: &Net, delete_bond: bool) {
+    if let Err(e) = lifecycle::remove_pins(&pin_dir(instance)) {
+        tracing::error!(error = format!("{e:#}"), "cannot remove pins");
+    }
+    if delete_bond {
+        match net.link(bond).await {
+            Ok(Some(l)) => {
+                if let Err(e) = net.delete_link(l.index).await {
+                    tracing::error!(error = format!("{e:#}"), bond, "cannot delete the bond device");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = format!("{e:#}"), "cannot look up the bond device"),
+        }
+    }
+    let _ = std::fs::remove_file(lifecycle::state_file(instance));
+}
+
+/// `down`: stop a running controller (which cleans up after itself), then
+/// remove whatever is left.
+pub fn down(instance: &str) -> Result<()> {
+    crate::config::validate_instance(instance)?;
+    lifecycle::preflight()?;
+    let state = InstanceState::load(instance)?;
+    if let Some(pid) = state.as_ref().and_then(|s| s.live_pid()) {
+        println!("stopping controller pid {pid}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT).context("cannot signal the controller")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok() {
+            if std::time::Instant::now() > deadline {
+                bail!("controller pid {pid} did not stop within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let dir = pin_dir(instance);
+    let had_pins = dir.exists();
+    lifecycle::remove_pins(&dir)?;
+    let mut removed_bond = false;
+    if let Some(st) = &state {
+        let bond = st.bond.clone();
+        let netns = st.netns.clone();
+        // The bond lives in the controller's network namespace; enter it on a
+        // thread of its own so this process stays where it is.
+        removed_bond = std::thread::spawn(move || -> Result<bool> {
+            if let Some(ns) = netns {
+                crate::netns::enter(&ns)?;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let net = Net::new()?;
+                match net.link(&bond).await? {
+                    Some(l) => net.delete_link(l.index).await.map(|_| true),
+                    None => Ok(false),
+                }
+            })
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("bond removal thread panicked"))??;
+        let _ = std::fs::remove_file(lifecycle::state_file(instance));
+    }
+    if had_pins || removed_bond || state.is_some() {
+        println!("instance {instance}: data path removed");
+    } else {
+        println!("instance {instance}: nothing to remove");
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! `status`: per-subflow state and counters read straight from the pinned
+//! maps, so it works whether or not a controller is running.
+
+use anyhow::{bail, Result};
+use mptcp_common::maps::SubflowKey;
+use serde::Serialize;
+
+use crate::bpfmaps::DataPathMaps;
+use crate::lifecycle::{pin_dir, InstanceState};
+use crate::subflows::Endpoints;
+
+#[derive(Serialize)]
+pub struct Status {
+    pub instance: String,
+    pub role: Option<String>,
+    pub bond: Option<String>,
+    pub controller_pid: Option<u32>,
+    pub policy: String,
+    pub connections: Vec<ConnectionStatus>,
+    pub drops: std::collections::BTreeMap<String, u64>,
+    pub control: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+pub struct ConnectionStatus {
+    pub token: String,
+    pub prefixes: Vec<String>,
+    pub subflows: Vec<SubflowStatus>,
+}
+
+#[derive(Serialize)]
+pub struct SubflowStatus {
+    pub id: u32,
+    pub path: String,
+    pub local: String,
+    pub remote: String,
+    pub state: &'static str,
+    pub backup: bool,
+    pub priority: u32,
+    pub srtt_us: u32,
+    pub rttvar_us: u32,
+    /// Fraction of this subflow's packets lost on the way in.
+    pub rx_loss: f64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_gaps: u64,
+    pub rx_late: u64,
+}
+
+pub fn collect(instance: &str) -> Result<Status> {
+    let dir = pin_dir(instance);
+    if !dir.exists() {
+        bail!("instance {instance} is not running (no pins under {})", dir.display());
+    }
+    let state = InstanceState::load(instance)?;
+    let maps = DataPathMaps::open(&dir)?;
+    let mut connections = Vec::new();
+    let mut conns = maps.connections();
+    conns.sort_by_key(|c| c.token);
+    for c in conns {
+        let mut subflows = Vec::new();
+        for (id, s) in c.subflows.iter().enumerate() {
+            if !s.path.established() {
+                continue;
+            }
+            let ep = Endpoints::from_subflow(s);
+            let st = maps.subflow_stats(SubflowKey { token: c.token, subflow_id: id as u32 });
+            let lost = st.rx_lost();
+            let path = match &state {
+                Some(i) if i.role == crate::config::Role::Client => i.path_names.get(id).cloned().unwrap_or_default(),
+                _ => nix::net::if_::if_indextoname(ep.ifindex).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("#{}", ep.ifindex)),
+            };
+            subflows.push(SubflowStatus {
+                id: id as u32,
+                path,
+                local: ep.local.to_string(),
+                remote: ep.remote.to_string(),
+                state: if s.path.up() { "up" } else { "down" },
+                backup: s.path.backup(),
+                priority: s.path.priority,
+                srtt_us: s.path.srtt_us,
+                rttvar_us: s.path.rttvar_us,
+                rx_loss: if st.rx_packets + lost == 0 { 0.0 } else { lost as f64 / (st.rx_packets + lost) as f64 },
+                tx_packets: st.tx_packets,
+                tx_bytes: st.tx_bytes,
+                rx_packets: st.rx_packets,
+                rx_bytes: st.rx_bytes,
+                rx_gaps: st.rx_gaps,
+                rx_late: st.rx_late,
+            });
+        }
+        connections.push(ConnectionStatus {
+            token: format!("{:08x}", c.token),
+            prefixes: maps.prefixes_of(c.token).iter().map(|p| p.to_string()).collect(),
+            subflows,
+        });
+    }
+    Ok(Status {
+        instance: instance.to_string(),
+        role: state.as_ref().map(|s| format!("{:?}", s.role).to_lowercase()),
+        bond: state.as_ref().map(|s| s.bond.clone()),
+        controller_pid: state.as_ref().and_then(|s| s.live_pid()),
+        policy: maps.policy().map(|p| p.name().to_string()).unwrap_or_else(|e| e.to_string()),
+        connections,
+        drops: maps.drops().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
+        control: maps.control_counters().into_iter().map(|(c, n)| (c.name().to_string(), n)).collect(),
+    })
+}
+
+pub fn print_table(s: &Status) {
+    println!(
+        "instance {}: {} bond {} policy {} controller {}",
+        s.instance,
+        s.role.as_deref().unwrap_or("?"),
+        s.bond.as_deref().unwrap_or("?"),
+        s.policy,
+        s.controller_pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "not running (data path only)".into())
+    );
+    if s.connections.is_empty() {
+        println!("no connections");
+    }
+    for c in &s.connections {
+        println!("connection {}  prefixes {}", c.token, c.prefixes.join(" "));
+        println!(
+            "  {:>2} {:<10} {:<24} {:<24} {:<5} {:>8} {:>6} {:>10} {:>12} {:>10} {:>12}",
+            "id", "path", "local", "remote", "state", "rtt_ms", "loss%", "tx_pkts", "tx_bytes", "rx_pkts", "rx_bytes"
+        );
+        for f in &c.subflows {
+            let state = if f.backup { format!("{}/b", f.state) } else { f.state.to_string() };
+            println!(
+                "  {:>2} {:<10} {:<24} {:<24} {:<5} {:>8.2} {:>6.2} {:>10} {:>12} {:>10} {:>12}",
+                f.id,
+                f.path,
+                f.local,
+                f.remote,
+                state,
+                f.srtt_us as f64 / 1000.0,
+                f.rx_loss * 100.0,
+                f.tx_packets,
+                f.tx_bytes,
+                f.rx_packets,
+                f.rx_bytes
+            );
+        }
+    }
+    let drops: Vec<String> = s.drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+    println!("drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(", ") });
+    let ctl: Vec<String> = s.control.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("control: {}", ctl.join(", "));
+}
