@@ -64,6 +64,20 @@ async fn plan_links(cfg: &Config, net: &Net) -> Result<(Vec<String>, u32, u32)> 
     Ok((uplinks, mtu, min_mtu))
 }
 
+/// Decapsulated packets arrive on whichever uplink carried them, so strict
+/// reverse-path filtering (1) would drop those on the "wrong" one: use loose (2).
+fn loosen_rp_filter(uplinks: &[String]) {
+    for up in uplinks {
+        let f = format!("/proc/sys/net/ipv4/conf/{up}/rp_filter");
+        if std::fs::read_to_string(&f).map(|v| v.trim() == "1").unwrap_or(false) {
+            match std::fs::write(&f, "2") {
+                Ok(()) => tracing::info!(uplink = %up, "rp_filter set from strict to loose: decapsulated packets may arrive on any uplink"),
+                Err(e) => tracing::warn!(uplink = %up, error = %e, "strict rp_filter will drop decapsulated packets; set it to 2"),
+            }
+        }
+    }
+}
+
 /// Build (or adopt) the data path. `created` tells the caller what to undo.
 async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool) -> Result<(DataPathMaps, bool)> {
     let (uplinks, mtu, uplink_mtu) = plan_links(cfg, net).await?;
@@ -89,6 +103,7 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
             net.add_route(*r, index).await?;
         }
         lifecycle::install(&dir, &cfg.bond.name, &uplinks)?;
+        loosen_rp_filter(&uplinks);
         tracing::info!(bond = %cfg.bond.name, mtu, uplinks = ?uplinks, "data path attached");
     }
     let mut maps = DataPathMaps::open(&dir)?;
