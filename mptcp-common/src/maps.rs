@@ -156,11 +156,11 @@ pub struct Bucket {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct TxState {
-    /// Next data sequence number of the connection.
-    pub dsn: u32,
-    pub _pad: u32,
-    /// Next sequence number of each subflow.
-    pub subflow_seq: [u32; MAX_SUBFLOWS],
+    /// Next data sequence number of the connection (the header carries its
+    /// low 32 bits). 64-bit because BPF has no 32-bit atomics without alu32.
+    pub dsn: u64,
+    /// Next sequence number of each subflow (low 32 bits on the wire).
+    pub subflow_seq: [u64; MAX_SUBFLOWS],
     pub buckets: [Bucket; MAX_SUBFLOWS],
 }
 
@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(size_of::<PathState>(), 32);
         assert_eq!(size_of::<Subflow>(), 88);
         assert_eq!(size_of::<Connection>(), 16 + 88 * MAX_SUBFLOWS);
-        assert_eq!(size_of::<TxState>(), 8 + 4 * MAX_SUBFLOWS + 16 * MAX_SUBFLOWS);
+        assert_eq!(size_of::<TxState>(), 8 + 8 * MAX_SUBFLOWS + 16 * MAX_SUBFLOWS);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<SubflowStats>(), 64);
     }

@@ -53,36 +53,58 @@ pub trait Paths {
     /// Bytes subflow `i` may send now within its rate ([`bucket_credit`]);
     /// `i64::MAX` when its rate is unknown.
     fn credit(&self, i: usize) -> i64;
+    /// Returns `v` unchanged. The eBPF implementation routes it through a map
+    /// so the verifier treats it as an unknown number: otherwise it follows
+    /// every combination of "best so far" indices through the unrolled loops
+    /// separately and gives up at its 1M-instruction limit.
+    #[inline(always)]
+    fn launder(&self, v: usize) -> usize {
+        v
+    }
 }
+
+/// Tier value meaning "not eligible".
+const NO_TIER: u8 = 3;
+/// Index value meaning "none chosen".
+const NONE: usize = usize::MAX;
 
 /// Eligibility tier of a path: lower is better, `None` = never.
 #[inline(always)]
 pub fn tier(p: &PathState) -> Option<u8> {
-    if !p.established() {
-        None
-    } else if p.up() && !p.backup() {
-        Some(0)
-    } else if p.up() {
-        Some(1)
-    } else {
-        Some(2)
+    match tier_raw(p) {
+        NO_TIER => None,
+        t => Some(t),
     }
 }
 
-/// The best tier any subflow of `paths` is in.
+/// [`tier`] as a plain number (`NO_TIER` = never). The loops below use plain
+/// sentinels rather than `Option`s: in BPF every value must be initialised on
+/// every path, and the verifier rejects reads of registers LLVM left undefined.
 #[inline(always)]
-fn best_tier<P: Paths>(paths: &P) -> Option<u8> {
-    let mut best: Option<u8> = None;
+fn tier_raw(p: &PathState) -> u8 {
+    if !p.established() {
+        NO_TIER
+    } else if p.up() && !p.backup() {
+        0
+    } else if p.up() {
+        1
+    } else {
+        2
+    }
+}
+
+/// The best tier any subflow of `paths` is in (`NO_TIER` if none).
+#[inline(always)]
+fn best_tier<P: Paths>(paths: &P) -> u8 {
+    let mut best = NO_TIER;
     let n = paths.count();
     for i in 0..MAX_SUBFLOWS {
         if i >= n {
             break;
         }
-        if let Some(t) = tier(paths.state(i)) {
-            best = Some(match best {
-                Some(b) if b <= t => b,
-                _ => t,
-            });
+        let t = tier_raw(paths.state(i));
+        if t < best {
+            best = t;
         }
     }
     best
@@ -114,46 +136,50 @@ pub fn select<P: Paths>(policy: Policy, paths: &P, pkt_len: u32) -> Option<usize
 /// (so an overloaded connection spreads in proportion to the rates).
 #[inline(always)]
 pub fn min_rtt<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
-    let want = best_tier(paths)?;
+    let want = best_tier(paths);
+    if want == NO_TIER {
+        return None;
+    }
+    let want = paths.launder(want as usize) as u8;
     let n = paths.count();
     let len = pkt_len as i64;
-    let mut fit: Option<(usize, u32)> = None; // (index, srtt)
-    let mut wait: Option<(usize, u64)> = None; // (index, µs until it fits)
+    let (mut fit, mut fit_rtt) = (NONE, u32::MAX);
+    let (mut wait, mut wait_us) = (NONE, u64::MAX);
     for i in 0..MAX_SUBFLOWS {
         if i >= n {
             break;
         }
         let p = paths.state(i);
-        if tier(p) != Some(want) {
+        if tier_raw(p) != want {
             continue;
         }
         let credit = paths.credit(i);
         if credit >= len {
             let rtt = rtt_rank(p);
-            let better = match fit {
-                Some((_, best)) => rtt < best,
-                None => true,
-            };
-            if better {
-                fit = Some((i, rtt));
+            if fit == NONE || rtt < fit_rtt {
+                fit = paths.launder(i);
+                fit_rtt = rtt;
             }
         } else {
             let deficit = (len - credit) as u64;
             // credit < len implies a finite rate, so rate > 0.
             let rate = if p.rate_bytes_per_sec == 0 { 1 } else { p.rate_bytes_per_sec };
-            let us = deficit.saturating_mul(1_000_000) / rate;
-            let better = match wait {
-                Some((_, w)) => us < w,
-                None => true,
-            };
-            if better {
-                wait = Some((i, us));
+            // deficit < 2^33 in practice; cap it so the product fits u64 (BPF has
+            // no 128-bit multiply, so no saturating_mul here).
+            let deficit = if deficit > MAX_DEFICIT { MAX_DEFICIT } else { deficit };
+            let us = deficit * 1_000_000 / rate;
+            if wait == NONE || us < wait_us {
+                wait = paths.launder(i);
+                wait_us = us;
             }
         }
     }
-    match fit {
-        Some((i, _)) => Some(i),
-        None => wait.map(|(i, _)| i),
+    if fit != NONE {
+        Some(fit)
+    } else if wait != NONE {
+        Some(wait)
+    } else {
+        None
     }
 }
 
@@ -161,27 +187,33 @@ pub fn min_rtt<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
 /// RTT, then lower subflow id).
 #[inline(always)]
 pub fn active_backup<P: Paths>(paths: &P) -> Option<usize> {
-    let want = best_tier(paths)?;
+    let want = best_tier(paths);
+    if want == NO_TIER {
+        return None;
+    }
+    let want = paths.launder(want as usize) as u8;
     let n = paths.count();
-    let mut best: Option<(usize, u32, u32)> = None; // (index, priority, srtt)
+    let (mut best, mut best_prio, mut best_rtt) = (NONE, u32::MAX, u32::MAX);
     for i in 0..MAX_SUBFLOWS {
         if i >= n {
             break;
         }
         let p = paths.state(i);
-        if tier(p) != Some(want) {
+        if tier_raw(p) != want {
             continue;
         }
         let rtt = rtt_rank(p);
-        let better = match best {
-            Some((_, prio, best_rtt)) => p.priority < prio || (p.priority == prio && rtt < best_rtt),
-            None => true,
-        };
-        if better {
-            best = Some((i, p.priority, rtt));
+        if best == NONE || p.priority < best_prio || (p.priority == best_prio && rtt < best_rtt) {
+            best = paths.launder(i);
+            best_prio = p.priority;
+            best_rtt = rtt;
         }
     }
-    best.map(|(i, _, _)| i)
+    if best != NONE {
+        Some(best)
+    } else {
+        None
+    }
 }
 
 /// How long a bucket may save up credit: bursts up to this much time at the
@@ -189,6 +221,10 @@ pub fn active_backup<P: Paths>(paths: &P) -> Option<usize> {
 pub const BUCKET_DEPTH_NS: u64 = 10_000_000;
 /// Refill is computed over at most this interval, which bounds the arithmetic.
 const MAX_REFILL_NS: u64 = 100_000_000;
+/// Rates are capped here (~800 Gbit/s) so `elapsed * rate` fits in u64.
+const MAX_RATE: u64 = 100_000_000_000;
+/// Cap of a bucket deficit in the wait computation.
+const MAX_DEFICIT: u64 = 1 << 40;
 /// Minimum bucket depth: two full-size frames.
 const MIN_DEPTH_BYTES: i64 = 3028;
 
@@ -200,13 +236,14 @@ pub fn bucket_credit(b: &Bucket, rate: u64, now_ns: u64) -> i64 {
     if rate == 0 {
         return i64::MAX;
     }
-    let depth = (rate.saturating_mul(BUCKET_DEPTH_NS / 1_000_000) / 1_000) as i64;
+    let rate = if rate > MAX_RATE { MAX_RATE } else { rate };
+    let depth = (rate * (BUCKET_DEPTH_NS / 1_000_000) / 1_000) as i64;
     let depth = if depth < MIN_DEPTH_BYTES { MIN_DEPTH_BYTES } else { depth };
     let mut elapsed = now_ns.saturating_sub(b.last_ns);
     if elapsed > MAX_REFILL_NS {
         elapsed = MAX_REFILL_NS;
     }
-    let refill = (elapsed.saturating_mul(rate) / 1_000_000_000) as i64;
+    let refill = (elapsed * rate / 1_000_000_000) as i64;
     let c = b.credit.saturating_add(refill);
     if c > depth {
         depth

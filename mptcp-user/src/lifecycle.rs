@@ -37,6 +37,9 @@ pub struct InstanceState {
     pub role: Role,
     pub bond: String,
     pub uplinks: Vec<String>,
+    /// Interface index of each uplink (names resolve only in the controller's netns).
+    #[serde(default)]
+    pub uplink_indexes: Vec<u32>,
     /// Path names, in subflow-id order (client) or listen order (concentrator).
     pub path_names: Vec<String>,
     pub pid: u32,

@@ -17,7 +17,7 @@ struct Cli {
     #[arg(long, global = true)]
     netns: Option<String>,
     /// Log filter (tracing env-filter syntax), e.g. `debug`.
-    #[arg(long, global = true, default_value = "info", env = "MPTCP_LOG")]
+    #[arg(long, global = true, default_value = "info,netlink_packet_route=error", env = "MPTCP_LOG")]
     log: String,
     #[command(subcommand)]
     command: Command,

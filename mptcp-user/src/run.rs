@@ -106,6 +106,10 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
         loosen_rp_filter(&uplinks);
         tracing::info!(bond = %cfg.bond.name, mtu, uplinks = ?uplinks, "data path attached");
     }
+    let mut uplink_indexes = Vec::new();
+    for u in &uplinks {
+        uplink_indexes.push(net.link(u).await?.map(|l| l.index).unwrap_or(0));
+    }
     let mut maps = DataPathMaps::open(&dir)?;
     maps.settings.set(0, Settings { port: cfg.port, _pad: 0, uplink_mtu }, 0)?;
     maps.set_policy(cfg.policy()?)?;
@@ -113,6 +117,7 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
         role: cfg.role,
         bond: cfg.bond.name.clone(),
         uplinks,
+        uplink_indexes,
         path_names: cfg.paths.iter().map(|p| p.display_name().to_string()).collect(),
         pid: std::process::id(),
         netns: opts.netns.clone(),

@@ -70,7 +70,8 @@ pub fn collect(instance: &str) -> Result<Status> {
             let lost = st.rx_lost();
             let path = match &state {
                 Some(i) if i.role == crate::config::Role::Client => i.path_names.get(id).cloned().unwrap_or_default(),
-                _ => nix::net::if_::if_indextoname(ep.ifindex).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("#{}", ep.ifindex)),
+                Some(i) => i.uplink_indexes.iter().position(|x| *x == ep.ifindex).and_then(|k| i.uplinks.get(k).cloned()).unwrap_or_else(|| format!("#{}", ep.ifindex)),
+                None => format!("#{}", ep.ifindex),
             };
             subflows.push(SubflowStatus {
                 id: id as u32,

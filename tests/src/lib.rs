@@ -1,1 +1,355 @@
-pub fn _placeholder() {}
+//! Network-namespace testbed for mptcp-ebpf.
+//!
+//! Topology built by [`Testbed::new`] (every name unique per test run):
+//! ```text
+//!  client c (ns "<p>c<c>")           concentrator (ns "<p>co")          server (ns "<p>sv")
+//!   u<k>  10.<c*16+k+1>.0.2/24  ── veth ──  c<c>u<k> 10.<c*16+k+1>.0.1/24
+//!         fd00:<c>:<k>::2/64                         fd00:<c>:<k>::1/64
+//!                                            sv0 10.200.0.1/24 ── veth ── eth0 10.200.0.2/24
+//!                                                fd00:200::1/64            fd00:200::2/64
+//! ```
+//! Client c's bond address is 10.99.0.<c+2>/32 and fd99::<c+2>/128; the
+//! concentrator's is 10.99.0.1/24 and fd99::1/64. Everything is removed on Drop,
+//! also when a test panics. Nothing touches the host's interfaces.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A prefix unique to this process and call, short enough for device names.
+pub fn unique_prefix() -> String {
+    format!("mp{}x{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn check(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out)
+}
+
+/// A network namespace, deleted on Drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Result<Netns> {
+        check(Command::new("ip").args(["netns", "add", name]))?;
+        let ns = Netns { name: name.to_string() };
+        ns.sh("ip link set lo up")?;
+        Ok(ns)
+    }
+
+    /// Run a shell command inside the namespace; error (with stderr) on failure.
+    pub fn sh(&self, script: &str) -> Result<String> {
+        let out = check(Command::new("ip").args(["netns", "exec", &self.name, "sh", "-c", script]))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A command that will run in this namespace (network namespace only: the
+    /// mount namespace, and so the host's /sys/fs/bpf, stays shared).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        let path = format!("/run/netns/{}", self.name);
+        // SAFETY: pre_exec runs in the forked child before exec; it only opens a
+        // file and calls setns, both async-signal-safe system calls.
+        unsafe {
+            c.pre_exec(move || {
+                let f = std::fs::File::open(&path)?;
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+            });
+        }
+        c
+    }
+
+    /// Run `f` on a thread inside this network namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        self.spawn_thread(f).join().map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+    }
+
+    pub fn spawn_thread<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> std::thread::JoinHandle<Result<T>> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path)?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "pids", &self.name]).output().map(|o| {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        });
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A child process killed (and reaped) on Drop; its output goes to files.
+pub struct Proc {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, log: std::path::PathBuf) -> Result<Proc> {
+        let f = std::fs::File::create(&log)?;
+        cmd.stdout(f.try_clone()?).stderr(f).stdin(Stdio::null());
+        let child = cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))?;
+        Ok(Proc { child, log })
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)?;
+        Ok(())
+    }
+
+    /// Wait for exit; None on timeout.
+    pub fn wait_timeout(&mut self, t: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + t;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait until the output contains `needle`, or fail with the output.
+    pub fn wait_for(&mut self, needle: &str, t: Duration) -> Result<()> {
+        let deadline = Instant::now() + t;
+        loop {
+            let out = self.output();
+            if out.contains(needle) {
+                return Ok(());
+            }
+            if let Some(s) = self.child.try_wait()? {
+                bail!("process exited ({s}) before printing {needle:?}:\n{out}");
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {needle:?}:\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Testbed {
+    pub prefix: String,
+    pub clients: Vec<Netns>,
+    pub conc: Netns,
+    pub server: Netns,
+    pub uplinks: usize,
+}
+
+impl Testbed {
+    pub fn new(clients: usize, uplinks: usize) -> Result<Testbed> {
+        let prefix = unique_prefix();
+        let conc = Netns::new(&format!("{prefix}co"))?;
+        let server = Netns::new(&format!("{prefix}sv"))?;
+        let mut cl = Vec::new();
+        for c in 0..clients {
+            cl.push(Netns::new(&format!("{prefix}c{c}"))?);
+        }
+        let bed = Testbed { prefix, clients: cl, conc, server, uplinks };
+        bed.conc.sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0")?;
+        for (c, ns) in bed.clients.iter().enumerate() {
+            ns.sh("sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0")?;
+            for k in 0..uplinks {
+                let (cdev, kdev) = (Self::client_dev(k), Self::conc_dev(c, k));
+                check(Command::new("ip").args(["link", "add", &cdev, "netns", &ns.name, "type", "veth", "peer", "name", &kdev, "netns", &bed.conc.name]))?;
+                let n = c * 16 + k + 1;
+                ns.sh(&format!("ip addr add 10.{n}.0.2/24 dev {cdev} && ip addr add fd00:{c}:{k}::2/64 dev {cdev} nodad && ip link set {cdev} up"))?;
+                bed.conc.sh(&format!("ip addr add 10.{n}.0.1/24 dev {kdev} && ip addr add fd00:{c}:{k}::1/64 dev {kdev} nodad && ip link set {kdev} up"))?;
+            }
+        }
+        check(Command::new("ip").args(["link", "add", "sv0", "netns", &bed.conc.name, "type", "veth", "peer", "name", "eth0", "netns", &bed.server.name]))?;
+        bed.conc.sh("ip addr add 10.200.0.1/24 dev sv0 && ip addr add fd00:200::1/64 dev sv0 nodad && ip link set sv0 up")?;
+        bed.server.sh("ip addr add 10.200.0.2/24 dev eth0 && ip addr add fd00:200::2/64 dev eth0 nodad && ip link set eth0 up && ip route add default via 10.200.0.1 && ip -6 route add default via fd00:200::1")?;
+        Ok(bed)
+    }
+
+    pub fn client_dev(k: usize) -> String {
+        format!("u{k}")
+    }
+    pub fn conc_dev(c: usize, k: usize) -> String {
+        format!("c{c}u{k}")
+    }
+    /// Concentrator address of client c's uplink k.
+    pub fn conc_addr(c: usize, k: usize) -> IpAddr {
+        format!("10.{}.0.1", c * 16 + k + 1).parse().unwrap()
+    }
+    pub fn conc_addr6(c: usize, k: usize) -> IpAddr {
+        format!("fd00:{c}:{k}::1").parse().unwrap()
+    }
+    pub fn client_bond_addrs(c: usize) -> [String; 2] {
+        [format!("10.99.0.{}/32", c + 2), format!("fd99::{}/128", c + 2)]
+    }
+    pub const CONC_BOND_ADDRS: [&'static str; 2] = ["10.99.0.1/24", "fd99::1/64"];
+    pub const SERVER_V4: &'static str = "10.200.0.2";
+    pub const SERVER_V6: &'static str = "fd00:200::2";
+    pub const SERVER_ROUTES: [&'static str; 2] = ["10.200.0.0/24", "fd00:200::/64"];
+
+    /// tbf on the egress of `dev` in `ns`.
+    pub fn shape(ns: &Netns, dev: &str, mbit: u32) -> Result<()> {
+        ns.sh(&format!("tc qdisc replace dev {dev} root tbf rate {mbit}mbit burst 64kb latency 100ms"))?;
+        Ok(())
+    }
+
+    pub fn set_link(ns: &Netns, dev: &str, up: bool) -> Result<()> {
+        ns.sh(&format!("ip link set {dev} {}", if up { "up" } else { "down" }))?;
+        Ok(())
+    }
+}
+
+/// Deterministic pseudo-random payload.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub struct Transfer {
+    pub bytes: usize,
+    pub duration: Duration,
+}
+
+/// A server in `server` accepting one TCP connection on `bind`; returns the
+/// SHA-256 of everything received. Start it before the client.
+pub fn tcp_sink(server: &Netns, bind: SocketAddr, timeout: Duration) -> Result<std::thread::JoinHandle<Result<(usize, [u8; 32])>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = server.spawn_thread(move || {
+        let l = TcpListener::bind(bind)?;
+        tx.send(()).ok();
+        l.set_nonblocking(true)?;
+        let deadline = Instant::now() + timeout;
+        let (mut s, _) = loop {
+            match l.accept() {
+                Ok(v) => break v,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => return Err(e).context("no TCP connection arrived"),
+            }
+        };
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(timeout))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 65536];
+        let mut n = 0;
+        loop {
+            let r = s.read(&mut buf).context("receiving the transfer")?;
+            if r == 0 {
+                break;
+            }
+            n += r;
+            h.update(&buf[..r]);
+        }
+        Ok((n, h.finalize().into()))
+    });
+    rx.recv_timeout(Duration::from_secs(5)).context("TCP sink did not start")?;
+    Ok(h)
+}
+
+/// Send `len` bytes from `client` to `dst` and verify the sink got them byte-exact.
+pub fn tcp_bulk(server: &Netns, client: &Netns, dst: SocketAddr, len: usize, timeout: Duration) -> Result<Transfer> {
+    let bind: SocketAddr = if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse()?;
+    let sink = tcp_sink(server, bind, timeout)?;
+    tcp_send_and_verify(client, dst, len, timeout, sink)
+}
+
+pub fn tcp_send_and_verify(client: &Netns, dst: SocketAddr, len: usize, timeout: Duration, sink: std::thread::JoinHandle<Result<(usize, [u8; 32])>>) -> Result<Transfer> {
+    let data = payload(len, 42);
+    let want: [u8; 32] = Sha256::digest(&data).into();
+    let start = Instant::now();
+    client.run(move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.write_all(&data).context("sending the transfer")?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        Ok(())
+    })?;
+    let (n, got) = sink.join().map_err(|_| anyhow::anyhow!("sink panicked"))??;
+    if n != len || got != want {
+        bail!("transfer corrupted: sent {len} bytes, received {n}, hashes {}", if got == want { "equal" } else { "differ" });
+    }
+    Ok(Transfer { bytes: len, duration: start.elapsed() })
+}
+
+/// Send `count` numbered datagrams (paced) from `client` to `dst`, where a
+/// receiver in `server` counts them. Returns (received, duplicates).
+pub fn udp_stream(server: &Netns, client: &Netns, dst: SocketAddr, count: u32, gap: Duration) -> Result<(u32, u32)> {
+    let bind: SocketAddr = if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let recv = server.spawn_thread(move || {
+        let s = UdpSocket::bind(bind)?;
+        s.set_read_timeout(Some(Duration::from_millis(1500)))?;
+        tx.send(()).ok();
+        let mut seen = vec![false; count as usize];
+        let (mut got, mut dup) = (0, 0);
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = s.recv(&mut buf) {
+            if n < 4 {
+                continue;
+            }
+            let i = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+            if i < seen.len() {
+                if seen[i] {
+                    dup += 1;
+                } else {
+                    seen[i] = true;
+                    got += 1;
+                }
+            }
+        }
+        Ok((got, dup))
+    });
+    rx.recv_timeout(Duration::from_secs(5)).context("UDP receiver did not start")?;
+    client.run(move || {
+        let s = UdpSocket::bind(if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+        let mut buf = vec![0u8; 512];
+        for i in 0..count {
+            buf[..4].copy_from_slice(&i.to_be_bytes());
+            s.send_to(&buf, dst)?;
+            std::thread::sleep(gap);
+        }
+        Ok(())
+    })?;
+    recv.join().map_err(|_| anyhow::anyhow!("receiver panicked"))?
+}
+
+/// `ping -c count` from `ns`; true when every reply came back.
+pub fn ping(ns: &Netns, addr: &str, count: u32) -> bool {
+    ns.sh(&format!("ping -q -c {count} -i 0.2 -W 2 {addr}")).is_ok()
+}

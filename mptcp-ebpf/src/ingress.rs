@@ -1,0 +1,138 @@
+//! XDP on every uplink, top to bottom: is it for the bond port? data or
+//! control? which subflow (4-tuple + token)? account, then strip the outer
+//! headers and pass the inner packet to the stack.
+
+use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
+use aya_ebpf::macros::xdp;
+use aya_ebpf::programs::XdpContext;
+use mptcp_common::maps::{FlowKey, SubflowKey};
+use mptcp_common::seq::{rx_seq_update, SeqEvent};
+use mptcp_common::wire::{
+    MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, KIND_CONTROL,
+    KIND_DATA, MP_HDR_LEN, UDP_HLEN, VERSION,
+};
+use mptcp_common::DropReason;
+
+use crate::maps::{count_drop, settings, RX_SEQ, SUBFLOW_BY_TUPLE, SUBFLOW_STATS};
+use crate::parse::{be16_at, ptr_at, read_at};
+
+#[xdp]
+pub fn uplink_ingress(ctx: XdpContext) -> u32 {
+    match try_uplink_ingress(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count_drop(reason);
+            XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn try_uplink_ingress(ctx: &XdpContext) -> Result<u32, DropReason> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    match be16_at(start, end, 12) {
+        Some(ETH_P_IP) => {
+            // Only option-less IPv4 carrying UDP can be ours.
+            let Some(b) = read_at::<[u8; IPV4_HLEN]>(start, end, ETH_HLEN) else { return Ok(XDP_PASS) };
+            if b[0] != 0x45 || b[9] != IPPROTO_UDP {
+                return Ok(XDP_PASS);
+            }
+            let mut key = FlowKey { family: FAMILY_V4, ..FlowKey::default() };
+            key.remote[..4].copy_from_slice(&b[12..16]);
+            key.local[..4].copy_from_slice(&b[16..20]);
+            receive::<IPV4_HLEN>(ctx, key)
+        }
+        Some(ETH_P_IPV6) => {
+            let Some(b) = read_at::<[u8; IPV6_HLEN]>(start, end, ETH_HLEN) else { return Ok(XDP_PASS) };
+            if b[6] != IPPROTO_UDP {
+                return Ok(XDP_PASS);
+            }
+            let mut key = FlowKey { family: FAMILY_V6, ..FlowKey::default() };
+            key.remote.copy_from_slice(&b[8..24]);
+            key.local.copy_from_slice(&b[24..40]);
+            receive::<IPV6_HLEN>(ctx, key)
+        }
+        _ => Ok(XDP_PASS),
+    }
+}
+
+/// The part after the outer IP header, whose length `L3` is a constant so the
+/// verifier sees fixed offsets.
+#[inline(always)]
+fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, DropReason> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let udp = ETH_HLEN + L3;
+    let Some(ports) = read_at::<[u8; 4]>(start, end, udp) else { return Ok(XDP_PASS) };
+    let sport = u16::from_be_bytes([ports[0], ports[1]]);
+    let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    let port = settings().port;
+    if port == 0 || dport != port {
+        return Ok(XDP_PASS);
+    }
+    let mp_off = udp + UDP_HLEN;
+    let hdr: MpHeader = read_at(start, end, mp_off).ok_or(DropReason::Truncated)?;
+    if hdr.version != VERSION {
+        return Err(DropReason::BadHeader);
+    }
+    match hdr.kind {
+        KIND_CONTROL => return Ok(XDP_PASS), // for the controller's socket
+        KIND_DATA => {}
+        _ => return Err(DropReason::BadHeader),
+    }
+
+    // Which subflow: the 4-tuple must be known and the header must name it.
+    key.remote_port = sport;
+    key.local_port = dport;
+    let sk: SubflowKey = *unsafe { SUBFLOW_BY_TUPLE.get(key) }.ok_or(DropReason::UnknownSubflow)?;
+    if sk.token != hdr.token() || sk.subflow_id != hdr.subflow_id as u32 {
+        return Err(DropReason::BadToken);
+    }
+
+    // The inner packet must be IP.
+    let inner = mp_off + MP_HDR_LEN;
+    let version = read_at::<u8>(start, end, inner).ok_or(DropReason::DecapFailed)? >> 4;
+    let inner_proto = match version {
+        4 => ETH_P_IP,
+        6 => ETH_P_IPV6,
+        _ => return Err(DropReason::DecapFailed),
+    };
+
+    // Account.
+    let now_us = (unsafe { bpf_ktime_get_ns() } / 1000) as u32;
+    let event = match RX_SEQ.get_ptr_mut(sk) {
+        // SAFETY: map value valid for the run; concurrent CPUs may race on it,
+        // which costs at most a miscounted gap.
+        Some(s) => rx_seq_update(unsafe { &mut *s }, hdr.subflow_seq()),
+        None => SeqEvent::InOrder,
+    };
+    if let Some(s) = SUBFLOW_STATS.get_ptr_mut(sk) {
+        // SAFETY: per-CPU map value, valid for the run, this CPU only.
+        unsafe {
+            (*s).rx_packets += 1;
+            (*s).rx_bytes += (end - start) as u64;
+            match event {
+                SeqEvent::Gap(n) => (*s).rx_gaps += n as u64,
+                SeqEvent::Late => (*s).rx_late += 1,
+                _ => {}
+            }
+            (*s).rx_owd_us = now_us.wrapping_sub(hdr.tstamp_us()) as u64;
+        }
+    }
+
+    // Decapsulate: keep the Ethernet addresses, drop the outer headers.
+    let macs: [u8; 12] = read_at(start, end, 0).ok_or(DropReason::DecapFailed)?;
+    let outer = (L3 + UDP_HLEN + MP_HDR_LEN) as i32;
+    // SAFETY: helper call on our own context; pointers are re-derived after it.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer) } != 0 {
+        return Err(DropReason::DecapFailed);
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let eth = ptr_at::<[u8; ETH_HLEN]>(start, end, 0).ok_or(DropReason::DecapFailed)?;
+    let mut e = [0u8; ETH_HLEN];
+    e[..12].copy_from_slice(&macs);
+    e[12..].copy_from_slice(&inner_proto.to_be_bytes());
+    // SAFETY: ptr_at checked the 14 bytes are inside the packet.
+    unsafe { core::ptr::write_unaligned(eth, e) };
+    Ok(XDP_PASS)
+}

@@ -1,0 +1,32 @@
+//! mptcp-ebpf kernel programs. Thin by design: parse, look up, call the pure
+//! functions of mptcp-common, act.
+//!
+//! - `bond_egress` (egress.rs): tc egress on the bond device — schedule,
+//!   encapsulate, redirect to the chosen uplink.
+//! - `uplink_ingress` (ingress.rs): XDP on every uplink — validate, account,
+//!   decapsulate.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod egress;
+#[cfg(target_arch = "bpf")]
+mod ingress;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(target_arch = "bpf")]
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,88 @@
+//! Every map of the data path. Names match `mptcp_common::maps::names`; all
+//! are pinned by name so the controller finds them under its pin directory.
+
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap};
+use mptcp_common::maps::{
+    Connection, ControlCounter, FlowKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState, MAX_CLASSES,
+    MAX_CONNECTIONS, MAX_PREFIXES, MAX_SUBFLOWS,
+};
+use mptcp_common::DropReason;
+
+#[map(name = "SETTINGS")]
+pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+
+#[map(name = "CLASS_POLICY")]
+pub static CLASS_POLICY: Array<u32> = Array::pinned(MAX_CLASSES, 0);
+
+#[map(name = "CONNECTIONS")]
+pub static CONNECTIONS: HashMap<u32, Connection> = HashMap::pinned(MAX_CONNECTIONS, 0);
+
+#[map(name = "CONN_BY_DEST_V4")]
+pub static CONN_BY_DEST_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
+
+#[map(name = "CONN_BY_DEST_V6")]
+pub static CONN_BY_DEST_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
+
+#[map(name = "TX_STATE")]
+pub static TX_STATE: HashMap<u32, TxState> = HashMap::pinned(MAX_CONNECTIONS, 0);
+
+#[map(name = "SUBFLOW_BY_TUPLE")]
+pub static SUBFLOW_BY_TUPLE: HashMap<FlowKey, SubflowKey> =
+    HashMap::pinned(MAX_CONNECTIONS * MAX_SUBFLOWS as u32, 0);
+
+#[map(name = "SUBFLOW_STATS")]
+pub static SUBFLOW_STATS: PerCpuHashMap<SubflowKey, SubflowStats> =
+    PerCpuHashMap::pinned(MAX_CONNECTIONS * MAX_SUBFLOWS as u32, 0);
+
+#[map(name = "RX_SEQ")]
+pub static RX_SEQ: HashMap<SubflowKey, RxSeq> = HashMap::pinned(MAX_CONNECTIONS * MAX_SUBFLOWS as u32, 0);
+
+#[map(name = "DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
+
+/// Written by the controller only; defined here so it is created and pinned with the rest.
+#[map(name = "CONTROL_COUNTERS")]
+pub static CONTROL_COUNTERS: Array<u64> = Array::pinned(ControlCounter::COUNT, 0);
+
+/// One scratch word per CPU (not pinned). The egress program passes the
+/// policy's choice through it: a value loaded from a map is an unknown scalar
+/// to the verifier, which stops it from tracking every path through the
+/// policy loop separately (without this it exceeds the 1M-instruction limit).
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// `v` as the verifier's unknown scalar (see [`SCRATCH`]).
+#[inline(always)]
+pub fn opaque(v: u32) -> u32 {
+    match SCRATCH.get_ptr_mut(0) {
+        Some(p) => {
+            // SAFETY: per-CPU slot valid for the program's run; the volatile
+            // accesses keep the compiler from forwarding the value.
+            unsafe {
+                core::ptr::write_volatile(p, v);
+                core::ptr::read_volatile(p)
+            }
+        }
+        None => v,
+    }
+}
+
+/// Count a drop under its reason.
+#[inline(always)]
+pub fn count_drop(reason: DropReason) {
+    if let Some(p) = DROPS.get_ptr_mut(reason as u32) {
+        // SAFETY: a per-CPU array slot, valid for the program's run and only
+        // touched by this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// The bond's UDP port, or 0 before the controller configured it.
+#[inline(always)]
+pub fn settings() -> Settings {
+    match SETTINGS.get(0) {
+        Some(s) => *s,
+        None => Settings::default(),
+    }
+}
