@@ -5,11 +5,7 @@ fn main() -> anyhow::Result<()> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../mptcp-ebpf");
     println!("cargo:rerun-if-changed=../mptcp-common/src");
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "mptcp-ebpf",
-            root_dir: root,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "mptcp-ebpf", root_dir: root, ..Default::default() }],
         aya_build::Toolchain::default(),
     )
 }

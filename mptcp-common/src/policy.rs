@@ -290,7 +290,8 @@ mod tests {
     }
 
     fn fixed(paths: &[PathState]) -> Fixed {
-        let mut f = Fixed { states: [PathState::default(); MAX_SUBFLOWS], credits: [i64::MAX; MAX_SUBFLOWS], n: paths.len() };
+        let mut f =
+            Fixed { states: [PathState::default(); MAX_SUBFLOWS], credits: [i64::MAX; MAX_SUBFLOWS], n: paths.len() };
         f.states[..paths.len()].copy_from_slice(paths);
         f
     }

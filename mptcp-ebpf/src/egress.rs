@@ -13,10 +13,14 @@ use aya_ebpf::programs::TcContext;
 use mptcp_common::checksum::replace16;
 use mptcp_common::maps::{Connection, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, select, Paths};
-use mptcp_common::wire::{MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN, UDP_HLEN};
+use mptcp_common::wire::{
+    MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN, UDP_HLEN,
+};
 use mptcp_common::{DropReason, Policy};
 
-use crate::maps::{count_drop, opaque, settings, CLASS_POLICY, CONNECTIONS, CONN_BY_DEST_V4, CONN_BY_DEST_V6, SUBFLOW_STATS, TX_STATE};
+use crate::maps::{
+    count_drop, opaque, settings, CLASS_POLICY, CONNECTIONS, CONN_BY_DEST_V4, CONN_BY_DEST_V6, SUBFLOW_STATS, TX_STATE,
+};
 
 const V4_OUTER: usize = IPV4_HLEN + UDP_HLEN + MP_HDR_LEN;
 const V6_OUTER: usize = IPV6_HLEN + UDP_HLEN + MP_HDR_LEN;

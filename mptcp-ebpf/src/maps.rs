@@ -28,8 +28,7 @@ pub static CONN_BY_DEST_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_PREFIXE
 pub static TX_STATE: HashMap<u32, TxState> = HashMap::pinned(MAX_CONNECTIONS, 0);
 
 #[map(name = "SUBFLOW_BY_TUPLE")]
-pub static SUBFLOW_BY_TUPLE: HashMap<FlowKey, SubflowKey> =
-    HashMap::pinned(MAX_CONNECTIONS * MAX_SUBFLOWS as u32, 0);
+pub static SUBFLOW_BY_TUPLE: HashMap<FlowKey, SubflowKey> = HashMap::pinned(MAX_CONNECTIONS * MAX_SUBFLOWS as u32, 0);
 
 #[map(name = "SUBFLOW_STATS")]
 pub static SUBFLOW_STATS: PerCpuHashMap<SubflowKey, SubflowStats> =

@@ -68,8 +68,12 @@ impl DataPathMaps {
     /// Route a destination prefix to a connection.
     pub fn add_prefix(&mut self, prefix: &ipnet::IpNet, token: u32) -> Result<()> {
         match prefix {
-            ipnet::IpNet::V4(p) => self.conn_by_dest_v4.insert(&Key::new(p.prefix_len() as u32, p.network().octets()), token, 0)?,
-            ipnet::IpNet::V6(p) => self.conn_by_dest_v6.insert(&Key::new(p.prefix_len() as u32, p.network().octets()), token, 0)?,
+            ipnet::IpNet::V4(p) => {
+                self.conn_by_dest_v4.insert(&Key::new(p.prefix_len() as u32, p.network().octets()), token, 0)?
+            }
+            ipnet::IpNet::V6(p) => {
+                self.conn_by_dest_v6.insert(&Key::new(p.prefix_len() as u32, p.network().octets()), token, 0)?
+            }
         }
         Ok(())
     }

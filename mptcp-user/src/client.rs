@@ -61,7 +61,11 @@ impl Path {
     }
 
     fn hint(&self) -> PathHint {
-        PathHint { priority: self.cfg.priority, backup: self.cfg.backup, rate_bytes_per_sec: self.cfg.rate_bytes_per_sec() }
+        PathHint {
+            priority: self.cfg.priority,
+            backup: self.cfg.backup,
+            rate_bytes_per_sec: self.cfg.rate_bytes_per_sec(),
+        }
     }
 
     fn path_state(&self, up: bool) -> PathState {
@@ -193,7 +197,9 @@ impl Client {
         let p = &mut self.paths[i];
         p.ifindex = Some(link.index);
         p.running = link.running;
-        let local = netdev::pick_local(&addrs, p.cfg.local, p.remote.is_ipv4(), &iface).ok().map(|a| SocketAddr::new(a, self.cfg.port));
+        let local = netdev::pick_local(&addrs, p.cfg.local, p.remote.is_ipv4(), &iface)
+            .ok()
+            .map(|a| SocketAddr::new(a, self.cfg.port));
         if local != p.local {
             if p.local.is_some() {
                 self.lose_path(i, "its local address went away");
@@ -210,7 +216,11 @@ impl Client {
                         p.reader = Some(peer::spawn_reader(i, s.clone(), self.inbound_tx.clone()));
                         p.socket = Some(s);
                     }
-                    Err(e) => tracing::warn!(path = p.cfg.display_name(), error = format!("{e:#}"), "cannot open control socket"),
+                    Err(e) => tracing::warn!(
+                        path = p.cfg.display_name(),
+                        error = format!("{e:#}"),
+                        "cannot open control socket"
+                    ),
                 }
             }
         }
@@ -249,13 +259,26 @@ impl Client {
     }
 
     async fn send_hello(&mut self, i: usize, join: bool) {
-        let pending = Pending { join, nonce_c: random_u64(), key_c: if join { 0 } else { random_u64() }, sent_us: now_us(), challenged: None };
+        let pending = Pending {
+            join,
+            nonce_c: random_u64(),
+            key_c: if join { 0 } else { random_u64() },
+            sent_us: now_us(),
+            challenged: None,
+        };
         self.paths[i].pending = Some(pending);
-        let prefixes: Vec<IpNet> = if join { Vec::new() } else { self.cfg.bond.addresses.iter().map(|a| host_prefix(*a)).collect() };
+        let prefixes: Vec<IpNet> =
+            if join { Vec::new() } else { self.cfg.bond.addresses.iter().map(|a| host_prefix(*a)).collect() };
         let msg = Message {
             token: if join { self.token.unwrap_or(0) } else { 0 },
             subflow_id: self.paths[i].id,
-            body: Body::Hello { join, nonce_c: pending.nonce_c, key_c: pending.key_c, path: self.paths[i].hint(), prefixes },
+            body: Body::Hello {
+                join,
+                nonce_c: pending.nonce_c,
+                key_c: pending.key_c,
+                path: self.paths[i].hint(),
+                prefixes,
+            },
         };
         tracing::debug!(path = self.paths[i].name(), join, "sending HELLO");
         self.send(i, &msg).await;
@@ -274,7 +297,8 @@ impl Client {
         match self.token {
             None => {
                 // One first-subflow handshake at a time, rotating over ready paths.
-                let busy = self.paths.iter().any(|p| matches!(p.pending, Some(h) if !h.join && now - h.sent_us < retry_us));
+                let busy =
+                    self.paths.iter().any(|p| matches!(p.pending, Some(h) if !h.join && now - h.sent_us < retry_us));
                 if !busy {
                     for p in &mut self.paths {
                         p.pending = None;
@@ -317,7 +341,11 @@ impl Client {
                     let p = &mut self.paths[i];
                     p.probe_seq = p.probe_seq.wrapping_add(1);
                     p.outstanding = Some(p.probe_seq);
-                    let msg = Message { token, subflow_id: p.id, body: Body::Probe { seq: p.probe_seq, sent_us: now, srtt_us: p.rtt.srtt_us } };
+                    let msg = Message {
+                        token,
+                        subflow_id: p.id,
+                        body: Body::Probe { seq: p.probe_seq, sent_us: now, srtt_us: p.rtt.srtt_us },
+                    };
                     self.send(i, &msg).await;
                     self.maps.bump(ControlCounter::ProbesSent);
                 }
@@ -388,9 +416,19 @@ impl Client {
                     self.maps.add_prefix(&"0.0.0.0/0".parse().unwrap(), token)?;
                     self.maps.add_prefix(&"::/0".parse().unwrap(), token)?;
                     self.maps.bump(ControlCounter::Connections);
-                    tracing::info!(token = format_args!("{token:08x}"), path = self.paths[i].name(), rtt_us = self.paths[i].rtt.srtt_us, "connection established");
+                    tracing::info!(
+                        token = format_args!("{token:08x}"),
+                        path = self.paths[i].name(),
+                        rtt_us = self.paths[i].rtt.srtt_us,
+                        "connection established"
+                    );
                 } else {
-                    tracing::info!(path = self.paths[i].name(), subflow = self.paths[i].id, rtt_us = self.paths[i].rtt.srtt_us, "subflow joined");
+                    tracing::info!(
+                        path = self.paths[i].name(),
+                        subflow = self.paths[i].id,
+                        rtt_us = self.paths[i].rtt.srtt_us,
+                        "subflow joined"
+                    );
                 }
                 let p = &mut self.paths[i];
                 p.pending = None;
@@ -411,7 +449,11 @@ impl Client {
                 match (reason, self.token) {
                     (RejectReason::AuthFailed, None) => {
                         self.maps.bump(ControlCounter::AuthFailed);
-                        bail!("the concentrator at {} refused the connection: {}", self.paths[i].remote, reason.explain());
+                        bail!(
+                            "the concentrator at {} refused the connection: {}",
+                            self.paths[i].remote,
+                            reason.explain()
+                        );
                     }
                     (RejectReason::UnknownToken, Some(_)) => {
                         tracing::warn!("the concentrator no longer knows our connection (restarted?); reconnecting");
@@ -496,7 +538,7 @@ impl Client {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.probe.interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = tokio::time::Instant::now() + connect_timeout;
-        let mut announced = self.token.is_some();
+        let mut announced = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => self.tick().await?,
@@ -518,7 +560,11 @@ impl Client {
                             None => format!("{} (no usable local address)", p.name()),
                         })
                         .collect();
-                    bail!("the concentrator is unreachable: no answer within {:?} on any path (tried {})", connect_timeout, tried.join(", "));
+                    bail!(
+                        "the concentrator is unreachable: no answer within {:?} on any path (tried {})",
+                        connect_timeout,
+                        tried.join(", ")
+                    );
                 }
             }
         }

@@ -69,12 +69,20 @@ impl Concentrator {
         let (tx, inbound_rx) = mpsc::channel(1024);
         let mut listeners = Vec::new();
         for p in &cfg.paths {
-            let link = net.link(&p.interface).await?.ok_or_else(|| anyhow::anyhow!("interface {} does not exist", p.interface))?;
+            let link = net
+                .link(&p.interface)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("interface {} does not exist", p.interface))?;
             let addrs: Vec<IpAddr> = match p.local {
-                Some(a) => vec![netdev::pick_local(&net.addresses(link.index).await?, Some(a), a.is_ipv4(), &p.interface)?],
+                Some(a) => {
+                    vec![netdev::pick_local(&net.addresses(link.index).await?, Some(a), a.is_ipv4(), &p.interface)?]
+                }
                 None => {
                     let all = net.addresses(link.index).await?;
-                    [true, false].iter().filter_map(|v4| netdev::pick_local(&all, None, *v4, &p.interface).ok()).collect()
+                    [true, false]
+                        .iter()
+                        .filter_map(|v4| netdev::pick_local(&all, None, *v4, &p.interface).ok())
+                        .collect()
                 }
             };
             if addrs.is_empty() {
@@ -88,7 +96,8 @@ impl Concentrator {
                 listeners.push(Listener { iface: p.interface.clone(), ifindex: link.index, socket });
             }
         }
-        let mut c = Concentrator { cfg, psk, maps, listeners, conns: HashMap::new(), pending: HashMap::new(), inbound_rx };
+        let mut c =
+            Concentrator { cfg, psk, maps, listeners, conns: HashMap::new(), pending: HashMap::new(), inbound_rx };
         c.adopt();
         Ok(c)
     }
@@ -122,7 +131,11 @@ impl Concentrator {
                 tracing::warn!(from = %m.from, interface = %self.listeners[m.socket].iface, "refused a control message: authentication failed (wrong pre-shared key)");
                 // Tell a client with the wrong key, so it fails fast; nothing is installed.
                 if let Some(nonce_c) = hello_nonce(&m.data) {
-                    let r = Message { token: 0, subflow_id: 0, body: Body::Reject { reason: RejectReason::AuthFailed, nonce_c } };
+                    let r = Message {
+                        token: 0,
+                        subflow_id: 0,
+                        body: Body::Reject { reason: RejectReason::AuthFailed, nonce_c },
+                    };
                     self.send(m.socket, m.from, &r).await;
                 }
                 return Ok(());
@@ -142,7 +155,11 @@ impl Concentrator {
                 }
                 if let Some(p) = self.pending.get(&(m.from, nonce_c)) {
                     // A retransmitted HELLO: repeat the same CHALLENGE.
-                    let c = Message { token: p.token, subflow_id: p.subflow_id, body: Body::Challenge { nonce_c, nonce_s: p.nonce_s, key_s: p.key_s } };
+                    let c = Message {
+                        token: p.token,
+                        subflow_id: p.subflow_id,
+                        body: Body::Challenge { nonce_c, nonce_s: p.nonce_s, key_s: p.key_s },
+                    };
                     self.send(m.socket, m.from, &c).await;
                     return Ok(());
                 }
@@ -150,14 +167,22 @@ impl Concentrator {
                     if !self.conns.contains_key(&msg.token) {
                         self.maps.bump(ControlCounter::UnknownToken);
                         tracing::warn!(from = %m.from, token = format_args!("{:08x}", msg.token), "JOIN for an unknown connection refused");
-                        let r = Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Reject { reason: RejectReason::UnknownToken, nonce_c } };
+                        let r = Message {
+                            token: msg.token,
+                            subflow_id: msg.subflow_id,
+                            body: Body::Reject { reason: RejectReason::UnknownToken, nonce_c },
+                        };
                         self.send(m.socket, m.from, &r).await;
                         return Ok(());
                     }
                     (msg.token, 0)
                 } else {
                     if self.conns.len() >= mptcp_common::maps::MAX_CONNECTIONS as usize {
-                        let r = Message { token: 0, subflow_id: 0, body: Body::Reject { reason: RejectReason::Full, nonce_c } };
+                        let r = Message {
+                            token: 0,
+                            subflow_id: 0,
+                            body: Body::Reject { reason: RejectReason::Full, nonce_c },
+                        };
                         self.send(m.socket, m.from, &r).await;
                         return Ok(());
                     }
@@ -186,18 +211,24 @@ impl Concentrator {
                         expires_us: now + 10_000_000,
                     },
                 );
-                let c = Message { token, subflow_id: msg.subflow_id, body: Body::Challenge { nonce_c, nonce_s, key_s } };
+                let c =
+                    Message { token, subflow_id: msg.subflow_id, body: Body::Challenge { nonce_c, nonce_s, key_s } };
                 self.send(m.socket, m.from, &c).await;
             }
             Body::Proof { nonce_c, nonce_s } => {
                 let Some(p) = self.pending.get(&(m.from, nonce_c)) else { return Ok(()) };
-                if p.nonce_s != nonce_s || p.token != msg.token || p.subflow_id != msg.subflow_id || p.listener != m.socket {
+                if p.nonce_s != nonce_s
+                    || p.token != msg.token
+                    || p.subflow_id != msg.subflow_id
+                    || p.listener != m.socket
+                {
                     return Ok(());
                 }
                 if !p.accepted {
                     self.accept(m.from, nonce_c, m.local, now)?;
                 }
-                let a = Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Accept { nonce_c, nonce_s } };
+                let a =
+                    Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Accept { nonce_c, nonce_s } };
                 self.send(m.socket, m.from, &a).await;
             }
             Body::Probe { seq, sent_us, srtt_us } => {
@@ -209,11 +240,16 @@ impl Concentrator {
                 sub.last_seen_us = now;
                 let came_up = !sub.up;
                 sub.up = true;
-                let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::ProbeAck { seq, sent_us } };
+                let ack =
+                    Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::ProbeAck { seq, sent_us } };
                 self.send(m.socket, m.from, &ack).await;
                 self.maps.bump(ControlCounter::ProbesAnswered);
                 if came_up {
-                    tracing::info!(token = format_args!("{:08x}", msg.token), subflow = msg.subflow_id, "subflow up: probes resumed");
+                    tracing::info!(
+                        token = format_args!("{:08x}", msg.token),
+                        subflow = msg.subflow_id,
+                        "subflow up: probes resumed"
+                    );
                 }
                 subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |ps| {
                     ps.flags |= PATH_UP;
@@ -231,14 +267,21 @@ impl Concentrator {
     fn accept(&mut self, from: SocketAddr, nonce_c: u64, local: SocketAddr, now: u64) -> Result<()> {
         let p = self.pending.get_mut(&(from, nonce_c)).expect("caller checked");
         p.accepted = true;
-        let (join, token, id, hint, prefixes, listener, sent) = (p.join, p.token, p.subflow_id, p.hint, p.prefixes.clone(), p.listener, p.challenge_sent_us);
+        let (join, token, id, hint, prefixes, listener, sent) =
+            (p.join, p.token, p.subflow_id, p.hint, p.prefixes.clone(), p.listener, p.challenge_sent_us);
         let ep = Endpoints { local, remote: from, ifindex: self.listeners[listener].ifindex };
         // This 4-tuple may still belong to an older connection of the same
         // client (it restarted) or another subflow: that one is gone now.
         let stale: Vec<(u32, usize)> = self
             .conns
             .iter()
-            .flat_map(|(t, c)| c.subflows.iter().enumerate().filter(|(_, s)| matches!(s, Some(s) if s.ep.remote == from && s.ep.local == local)).map(move |(i, _)| (*t, i)))
+            .flat_map(|(t, c)| {
+                c.subflows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| matches!(s, Some(s) if s.ep.remote == from && s.ep.local == local))
+                    .map(move |(i, _)| (*t, i))
+            })
             .collect();
         for (t, i) in stale {
             if !join && t != token {

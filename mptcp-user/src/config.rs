@@ -138,7 +138,8 @@ fn default_weight() -> u32 {
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let cfg: Config = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         Ok(cfg)
     }
@@ -213,8 +214,13 @@ impl Config {
                 bail!("path {}: the uplink cannot be the bond device {}", p.display_name(), self.bond.name);
             }
             match (self.role, p.remote) {
-                (Role::Client, None) => bail!("path {}: a client path needs `remote` (the concentrator's address on this path)", p.display_name()),
-                (Role::Concentrator, Some(_)) => bail!("path {}: a concentrator path takes no `remote`", p.display_name()),
+                (Role::Client, None) => bail!(
+                    "path {}: a client path needs `remote` (the concentrator's address on this path)",
+                    p.display_name()
+                ),
+                (Role::Concentrator, Some(_)) => {
+                    bail!("path {}: a concentrator path takes no `remote`", p.display_name())
+                }
                 _ => {}
             }
             if let (Some(l), Some(r)) = (p.local, p.remote) {
@@ -255,7 +261,9 @@ pub fn validate_instance(name: &str) -> Result<()> {
 /// `IFACE[=REMOTE]` from `--path`.
 pub fn parse_path_flag(s: &str) -> Result<PathConfig> {
     let (iface, remote) = match s.split_once('=') {
-        Some((i, r)) => (i, Some(r.parse::<IpAddr>().with_context(|| format!("--path {s}: {r:?} is not an IP address"))?)),
+        Some((i, r)) => {
+            (i, Some(r.parse::<IpAddr>().with_context(|| format!("--path {s}: {r:?} is not an IP address"))?))
+        }
         None => (s, None),
     };
     Ok(PathConfig {

@@ -44,12 +44,32 @@ pub enum Body {
         path: PathHint,
         prefixes: Vec<IpNet>,
     },
-    Challenge { nonce_c: u64, nonce_s: u64, key_s: u64 },
-    Proof { nonce_c: u64, nonce_s: u64 },
-    Accept { nonce_c: u64, nonce_s: u64 },
-    Reject { reason: RejectReason, nonce_c: u64 },
-    Probe { seq: u32, sent_us: u64, srtt_us: u32 },
-    ProbeAck { seq: u32, sent_us: u64 },
+    Challenge {
+        nonce_c: u64,
+        nonce_s: u64,
+        key_s: u64,
+    },
+    Proof {
+        nonce_c: u64,
+        nonce_s: u64,
+    },
+    Accept {
+        nonce_c: u64,
+        nonce_s: u64,
+    },
+    Reject {
+        reason: RejectReason,
+        nonce_c: u64,
+    },
+    Probe {
+        seq: u32,
+        sent_us: u64,
+        srtt_us: u32,
+    },
+    ProbeAck {
+        seq: u32,
+        sent_us: u64,
+    },
 }
 
 /// Priority, backup flag and rate of a path, as the client configured them.
@@ -287,7 +307,13 @@ mod tests {
 
     fn all() -> Vec<Message> {
         let bodies = vec![
-            Body::Hello { join: false, nonce_c: 1, key_c: 2, path: PathHint { priority: 3, backup: true, rate_bytes_per_sec: 1_250_000 }, prefixes: vec!["10.99.0.2/32".parse().unwrap(), "fd99::2/128".parse().unwrap()] },
+            Body::Hello {
+                join: false,
+                nonce_c: 1,
+                key_c: 2,
+                path: PathHint { priority: 3, backup: true, rate_bytes_per_sec: 1_250_000 },
+                prefixes: vec!["10.99.0.2/32".parse().unwrap(), "fd99::2/128".parse().unwrap()],
+            },
             Body::Hello { join: true, nonce_c: 1, key_c: 0, path: PathHint::default(), prefixes: vec![] },
             Body::Challenge { nonce_c: 1, nonce_s: 3, key_s: 4 },
             Body::Proof { nonce_c: 1, nonce_s: 3 },

@@ -62,15 +62,25 @@ impl InstanceState {
         std::fs::create_dir_all(RUN_ROOT).with_context(|| format!("cannot create {RUN_ROOT}"))?;
         let f = state_file(instance);
         let tmp = f.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, &f).with_context(|| format!("cannot write {}", f.display()))?;
         Ok(())
     }
 
     /// The controller process that owns the instance, if it still runs.
     pub fn live_pid(&self) -> Option<u32> {
-        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), None).is_ok();
-        (alive && self.pid != std::process::id()).then_some(self.pid)
+        (pid_alive(self.pid) && self.pid != std::process::id()).then_some(self.pid)
+    }
+}
+
+/// Whether `pid` runs (an exited process its parent has not reaped yet — a
+/// zombie — does not).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false),
+        Err(_) => false,
     }
 }
 
@@ -101,10 +111,8 @@ pub fn install(dir: &Path, bond: &str, uplinks: &[String]) -> Result<()> {
         .load(EBPF_OBJECT)
         .context("cannot load the eBPF object (see the verifier log above, if any)")?;
 
-    let egress: &mut SchedClassifier = ebpf
-        .program_mut(programs::BOND_EGRESS)
-        .context("the eBPF object lacks the bond egress program")?
-        .try_into()?;
+    let egress: &mut SchedClassifier =
+        ebpf.program_mut(programs::BOND_EGRESS).context("the eBPF object lacks the bond egress program")?.try_into()?;
     egress.load().context("the kernel refused the bond egress program")?;
     let id = egress
         .attach_with_options(bond, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
@@ -122,7 +130,8 @@ pub fn install(dir: &Path, bond: &str, uplinks: &[String]) -> Result<()> {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(uplink = %up, error = %e, "native XDP unavailable, using generic (skb) mode");
-                xdp.attach(up, XdpMode::Skb).with_context(|| format!("cannot attach XDP to uplink {up} (is another XDP program attached?)"))?
+                xdp.attach(up, XdpMode::Skb)
+                    .with_context(|| format!("cannot attach XDP to uplink {up} (is another XDP program attached?)"))?
             }
         };
         let link: FdLink = xdp.take_link(id)?.try_into().context("the XDP attachment is not a bpf_link")?;
@@ -149,7 +158,11 @@ pub fn adoptable(dir: &Path, uplinks: &[String]) -> Result<()> {
         }
     }
     if !missing.is_empty() {
-        bail!("the pinned state in {} is incomplete (missing {}); run `mptcp-user down --instance <name>` first", dir.display(), missing.join(", "));
+        bail!(
+            "the pinned state in {} is incomplete (missing {}); run `mptcp-user down --instance <name>` first",
+            dir.display(),
+            missing.join(", ")
+        );
     }
     Ok(())
 }

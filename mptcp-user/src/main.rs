@@ -137,7 +137,10 @@ fn build_config(a: &UpArgs) -> Result<Config> {
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = real_main(cli) {
@@ -155,7 +158,10 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Up(a) => {
             let cfg = build_config(&a)?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(run::up(cfg, run::UpOptions { connect_timeout: Duration::from_secs(a.connect_timeout), netns: cli.netns.clone() }))
+            rt.block_on(run::up(
+                cfg,
+                run::UpOptions { connect_timeout: Duration::from_secs(a.connect_timeout), netns: cli.netns.clone() },
+            ))
         }
         Command::Down { instance } => run::down(&instance),
         Command::Status { instance, json } => {
@@ -169,13 +175,15 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Policy { action } => match action {
             PolicyAction::Show { instance } => {
-                let maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(&instance)).with_context(|| format!("instance {instance} is not running"))?;
+                let maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(&instance))
+                    .with_context(|| format!("instance {instance} is not running"))?;
                 println!("{}", maps.policy()?.name());
                 Ok(())
             }
             PolicyAction::Set { policy, instance } => {
                 let p = config::parse_policy(&policy)?;
-                let mut maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(&instance)).with_context(|| format!("instance {instance} is not running"))?;
+                let mut maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(&instance))
+                    .with_context(|| format!("instance {instance} is not running"))?;
                 maps.set_policy(p)?;
                 println!("policy of instance {instance}: {}", p.name());
                 Ok(())

@@ -109,8 +109,26 @@ impl Net {
 
     pub async fn add_route(&self, net: IpNet, index: u32) -> Result<()> {
         let r = match net {
-            IpNet::V4(n) => self.handle.route().add().v4().destination_prefix(n.network(), n.prefix_len()).output_interface(index).execute().await,
-            IpNet::V6(n) => self.handle.route().add().v6().destination_prefix(n.network(), n.prefix_len()).output_interface(index).execute().await,
+            IpNet::V4(n) => {
+                self.handle
+                    .route()
+                    .add()
+                    .v4()
+                    .destination_prefix(n.network(), n.prefix_len())
+                    .output_interface(index)
+                    .execute()
+                    .await
+            }
+            IpNet::V6(n) => {
+                self.handle
+                    .route()
+                    .add()
+                    .v6()
+                    .destination_prefix(n.network(), n.prefix_len())
+                    .output_interface(index)
+                    .execute()
+                    .await
+            }
         };
         r.with_context(|| format!("cannot add route {net} via the bond device"))
     }
@@ -143,7 +161,8 @@ pub fn watch() -> Result<impl Stream<Item = NetEvent>> {
     const RTMGRP_LINK: u32 = 1;
     const RTMGRP_IPV4_IFADDR: u32 = 0x10;
     const RTMGRP_IPV6_IFADDR: u32 = 0x100;
-    let (mut conn, _handle, messages) = rtnetlink::new_connection().context("cannot open an rtnetlink socket for events")?;
+    let (mut conn, _handle, messages) =
+        rtnetlink::new_connection().context("cannot open an rtnetlink socket for events")?;
     conn.socket_mut()
         .socket_mut()
         .bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
@@ -152,10 +171,18 @@ pub fn watch() -> Result<impl Stream<Item = NetEvent>> {
     Ok(messages.filter_map(|(msg, _)| async move {
         use netlink_packet_core::NetlinkPayload;
         match msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => Some(NetEvent::Link { index: m.header.index, running: link_from_msg(&m).running }),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => Some(NetEvent::LinkGone { index: m.header.index }),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => address_of(&m).map(|addr| NetEvent::Address { index: m.header.index, added: true, addr }),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => address_of(&m).map(|addr| NetEvent::Address { index: m.header.index, added: false, addr }),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+                Some(NetEvent::Link { index: m.header.index, running: link_from_msg(&m).running })
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
+                Some(NetEvent::LinkGone { index: m.header.index })
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => {
+                address_of(&m).map(|addr| NetEvent::Address { index: m.header.index, added: true, addr })
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => {
+                address_of(&m).map(|addr| NetEvent::Address { index: m.header.index, added: false, addr })
+            }
             _ => None,
         }
     }))

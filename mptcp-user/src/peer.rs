@@ -24,7 +24,8 @@ pub fn bind_control_socket(iface: &str, local: SocketAddr) -> Result<Arc<UdpSock
         s.set_only_v6(true)?;
     }
     s.set_reuse_address(true)?;
-    s.bind_device(Some(iface.as_bytes())).with_context(|| format!("cannot bind a control socket to interface {iface}"))?;
+    s.bind_device(Some(iface.as_bytes()))
+        .with_context(|| format!("cannot bind a control socket to interface {iface}"))?;
     s.bind(&local.into()).with_context(|| format!("cannot bind a control socket to {local} on {iface}"))?;
     s.set_nonblocking(true)?;
     let s = UdpSocket::from_std(s.into()).context("cannot register the control socket")?;

@@ -71,8 +71,12 @@ fn loosen_rp_filter(uplinks: &[String]) {
         let f = format!("/proc/sys/net/ipv4/conf/{up}/rp_filter");
         if std::fs::read_to_string(&f).map(|v| v.trim() == "1").unwrap_or(false) {
             match std::fs::write(&f, "2") {
-                Ok(()) => tracing::info!(uplink = %up, "rp_filter set from strict to loose: decapsulated packets may arrive on any uplink"),
-                Err(e) => tracing::warn!(uplink = %up, error = %e, "strict rp_filter will drop decapsulated packets; set it to 2"),
+                Ok(()) => {
+                    tracing::info!(uplink = %up, "rp_filter set from strict to loose: decapsulated packets may arrive on any uplink")
+                }
+                Err(e) => {
+                    tracing::warn!(uplink = %up, error = %e, "strict rp_filter will drop decapsulated packets; set it to 2")
+                }
             }
         }
     }
@@ -85,9 +89,12 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
     let adopting = dir.exists();
     if adopting {
         lifecycle::adoptable(&dir, &uplinks)?;
-        net.link(&cfg.bond.name)
-            .await?
-            .with_context(|| format!("pins of instance {} exist but its bond device {} is gone; run `mptcp-user down --instance {}`", cfg.instance, cfg.bond.name, cfg.instance))?;
+        net.link(&cfg.bond.name).await?.with_context(|| {
+            format!(
+                "pins of instance {} exist but its bond device {} is gone; run `mptcp-user down --instance {}`",
+                cfg.instance, cfg.bond.name, cfg.instance
+            )
+        })?;
         tracing::info!(instance = %cfg.instance, "adopting the running data path");
     } else {
         if net.link(&cfg.bond.name).await?.is_some() {
@@ -131,7 +138,11 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
     lifecycle::preflight()?;
     if let Some(st) = InstanceState::load(&cfg.instance)? {
         if let Some(pid) = st.live_pid() {
-            bail!("instance {} is already running (controller pid {pid}); stop it with `mptcp-user down --instance {}`", cfg.instance, cfg.instance);
+            bail!(
+                "instance {} is already running (controller pid {pid}); stop it with `mptcp-user down --instance {}`",
+                cfg.instance,
+                cfg.instance
+            );
         }
     }
     let net = Net::new()?;
@@ -168,7 +179,10 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
         }
         Err(e) => {
             if adopting {
-                tracing::warn!("the adopted data path is left in place; `mptcp-user down --instance {}` removes it", cfg.instance);
+                tracing::warn!(
+                    "the adopted data path is left in place; `mptcp-user down --instance {}` removes it",
+                    cfg.instance
+                );
             } else {
                 teardown(&cfg.instance, &cfg.bond.name, &net, true).await;
             }
@@ -205,9 +219,10 @@ pub fn down(instance: &str) -> Result<()> {
     let state = InstanceState::load(instance)?;
     if let Some(pid) = state.as_ref().and_then(|s| s.live_pid()) {
         println!("stopping controller pid {pid}");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT).context("cannot signal the controller")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT)
+            .context("cannot signal the controller")?;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok() {
+        while lifecycle::pid_alive(pid) {
             if std::time::Instant::now() > deadline {
                 bail!("controller pid {pid} did not stop within 10 s");
             }

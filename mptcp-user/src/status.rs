@@ -70,7 +70,12 @@ pub fn collect(instance: &str) -> Result<Status> {
             let lost = st.rx_lost();
             let path = match &state {
                 Some(i) if i.role == crate::config::Role::Client => i.path_names.get(id).cloned().unwrap_or_default(),
-                Some(i) => i.uplink_indexes.iter().position(|x| *x == ep.ifindex).and_then(|k| i.uplinks.get(k).cloned()).unwrap_or_else(|| format!("#{}", ep.ifindex)),
+                Some(i) => i
+                    .uplink_indexes
+                    .iter()
+                    .position(|x| *x == ep.ifindex)
+                    .and_then(|k| i.uplinks.get(k).cloned())
+                    .unwrap_or_else(|| format!("#{}", ep.ifindex)),
                 None => format!("#{}", ep.ifindex),
             };
             subflows.push(SubflowStatus {

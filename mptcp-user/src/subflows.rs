@@ -50,8 +50,16 @@ impl Endpoints {
 
     pub fn template(&self) -> mptcp_common::maps::OuterTemplate {
         match (self.local.ip(), self.remote.ip()) {
-            (IpAddr::V4(l), IpAddr::V4(r)) => template::ipv4(l.octets(), r.octets(), self.local.port(), self.remote.port(), self.ifindex),
-            _ => template::ipv6(octets16(self.local.ip()), octets16(self.remote.ip()), self.local.port(), self.remote.port(), self.ifindex),
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                template::ipv4(l.octets(), r.octets(), self.local.port(), self.remote.port(), self.ifindex)
+            }
+            _ => template::ipv6(
+                octets16(self.local.ip()),
+                octets16(self.remote.ip()),
+                self.local.port(),
+                self.remote.port(),
+                self.ifindex,
+            ),
         }
     }
 
@@ -101,13 +109,7 @@ pub fn update_path(maps: &mut DataPathMaps, token: u32, id: u8, f: impl FnOnce(&
 }
 
 pub fn set_up(maps: &mut DataPathMaps, token: u32, id: u8, up: bool) -> Result<bool> {
-    update_path(maps, token, id, |p| {
-        if up {
-            p.flags |= PATH_UP
-        } else {
-            p.flags &= !PATH_UP
-        }
-    })
+    update_path(maps, token, id, |p| if up { p.flags |= PATH_UP } else { p.flags &= !PATH_UP })
 }
 
 /// Stop using a subflow and forget its 4-tuple.

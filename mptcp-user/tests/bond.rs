@@ -2,6 +2,7 @@
 //! real veth uplinks, the real controller binary on both ends. Run as root.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,7 +65,11 @@ fn start(ns: &Netns, name: &str, args: &[String], ready: &str) -> Result<Instanc
 }
 
 fn conc_args(bed: &Testbed, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = ["--role", "concentrator", "--psk", PSK, "--bond-name", "mpb", "--probe-interval-ms", "100"].iter().map(|s| s.to_string()).collect();
+    let mut a: Vec<String> =
+        ["--role", "concentrator", "--psk", PSK, "--bond-name", "mpb", "--probe-interval-ms", "100"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     for s in Testbed::CONC_BOND_ADDRS {
         a.extend(["--bond-address".into(), s.into()]);
     }
@@ -83,7 +88,21 @@ fn start_conc(bed: &Testbed, extra: &[&str]) -> Result<Instance> {
 
 /// Client `c` by flags, one path per uplink.
 fn client_args(bed: &Testbed, c: usize, psk: &str, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = ["--role", "client", "--psk", psk, "--bond-name", "mpb", "--probe-interval-ms", "100", "--connect-timeout", "5"].iter().map(|s| s.to_string()).collect();
+    let mut a: Vec<String> = [
+        "--role",
+        "client",
+        "--psk",
+        psk,
+        "--bond-name",
+        "mpb",
+        "--probe-interval-ms",
+        "100",
+        "--connect-timeout",
+        "5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for s in Testbed::client_bond_addrs(c) {
         a.extend(["--bond-address".into(), s]);
     }
@@ -98,7 +117,12 @@ fn client_args(bed: &Testbed, c: usize, psk: &str, extra: &[&str]) -> Vec<String
 }
 
 fn start_client(bed: &Testbed, c: usize, extra: &[&str]) -> Result<Instance> {
-    let inst = start(&bed.clients[c], &format!("{}c{c}", bed.prefix), &client_args(bed, c, PSK, extra), "mptcp-user: connected")?;
+    let inst = start(
+        &bed.clients[c],
+        &format!("{}c{c}", bed.prefix),
+        &client_args(bed, c, PSK, extra),
+        "mptcp-user: connected",
+    )?;
     wait_subflows(&inst, &bed.clients[c], bed.uplinks)?;
     Ok(inst)
 }
@@ -117,7 +141,10 @@ fn wait_subflows(inst: &Instance, ns: &Netns, n: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = inst.status(ns)?;
-        let up = s["connections"][0]["subflows"].as_array().map(|v| v.iter().filter(|f| f["state"] == "up").count()).unwrap_or(0);
+        let up = s["connections"][0]["subflows"]
+            .as_array()
+            .map(|v| v.iter().filter(|f| f["state"] == "up").count())
+            .unwrap_or(0);
         if up >= n {
             return Ok(());
         }
@@ -129,7 +156,11 @@ fn wait_subflows(inst: &Instance, ns: &Netns, n: usize) -> Result<()> {
 }
 
 fn subflow_counter(status: &Value, id: usize, field: &str) -> u64 {
-    status["connections"][0]["subflows"].as_array().and_then(|v| v.iter().find(|f| f["id"] == id)).map(|f| f[field].as_u64().unwrap_or(0)).unwrap_or(0)
+    status["connections"][0]["subflows"]
+        .as_array()
+        .and_then(|v| v.iter().find(|f| f["id"] == id))
+        .map(|f| f[field].as_u64().unwrap_or(0))
+        .unwrap_or(0)
 }
 
 fn drop_count(status: &Value, reason: &str) -> u64 {
@@ -150,12 +181,23 @@ fn icmp_tcp_and_udp_cross_the_bond_over_both_subflows() -> Result<()> {
     let conc = start_conc(&bed, &[])?;
     let client = start_client(&bed, 0, &[])?;
     let cl = &bed.clients[0];
-    assert!(ping(cl, Testbed::SERVER_V4, 3), "IPv4 ping over the bond failed\nclient {}\nconcentrator {}", client.status(cl)?, conc.status(&bed.conc)?);
+    assert!(
+        ping(cl, Testbed::SERVER_V4, 3),
+        "IPv4 ping over the bond failed\nclient {}\nconcentrator {}",
+        client.status(cl)?,
+        conc.status(&bed.conc)?
+    );
     assert!(ping(cl, Testbed::SERVER_V6, 3), "IPv6 ping over the bond failed\n{}", client.output());
     // A full-size bulk transfer proves the MTU: no fragmentation, no silent drops.
     let t = tcp_bulk(&bed.server, cl, server(5001), 20 << 20, Duration::from_secs(60))?;
     eprintln!("20 MiB over the bond in {:?}", t.duration);
-    let t6 = tcp_bulk(&bed.server, cl, SocketAddr::new(Testbed::SERVER_V6.parse()?, 5002), 4 << 20, Duration::from_secs(60))?;
+    let t6 = tcp_bulk(
+        &bed.server,
+        cl,
+        SocketAddr::new(Testbed::SERVER_V6.parse()?, 5002),
+        4 << 20,
+        Duration::from_secs(60),
+    )?;
     eprintln!("4 MiB (IPv6 inner) in {:?}", t6.duration);
     let (got, dup) = udp_stream(&bed.server, cl, server(5003), 500, Duration::from_micros(500))?;
     assert_eq!((got, dup), (500, 0), "UDP over the bond lost or duplicated datagrams");
@@ -169,5 +211,302 @@ fn icmp_tcp_and_udp_cross_the_bond_over_both_subflows() -> Result<()> {
     let sent: u64 = (0..2).map(|i| subflow_counter(&cs, i, "tx_bytes")).sum();
     let recv: u64 = (0..2).map(|i| subflow_counter(&ks, i, "rx_bytes")).sum();
     assert!(sent > 24 << 20 && recv > 24 << 20, "sent {sent} received {recv}");
+    Ok(())
+}
+
+fn shaped_config(bed: &Testbed, policy: &str, rates: [u32; 2], backup1: bool) -> String {
+    let [a4, a6] = Testbed::client_bond_addrs(0);
+    format!(
+        r#"role = "client"
+psk = "{PSK}"
+policy = "{policy}"
+[bond]
+name = "mpb"
+addresses = ["{a4}", "{a6}"]
+routes = ["{}", "{}"]
+[probe]
+interval_ms = 100
+[[path]]
+interface = "u0"
+remote = "{}"
+rate_mbit = {}
+[[path]]
+interface = "u1"
+remote = "{}"
+rate_mbit = {}
+priority = 1
+backup = {backup1}
+"#,
+        Testbed::SERVER_ROUTES[0],
+        Testbed::SERVER_ROUTES[1],
+        Testbed::conc_addr(0, 0),
+        rates[0],
+        Testbed::conc_addr(0, 1),
+        rates[1],
+    )
+    .replace(
+        "\n[[path]]\ninterface = \"u1\"",
+        &format!("\n[[path]]\ninterface = \"u1\"{}", if bed.uplinks > 1 { "" } else { "" }),
+    )
+}
+
+#[test]
+fn min_rtt_spills_over_onto_both_subflows() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    for k in 0..2 {
+        Testbed::shape(&bed.clients[0], &Testbed::client_dev(k), 12)?;
+    }
+    let _conc = start_conc(&bed, &[])?;
+    let client = start_client_config(&bed, 0, &shaped_config(&bed, "min-rtt", [10, 10], false))?;
+    let t = tcp_bulk(&bed.server, &bed.clients[0], server(5001), 6 << 20, Duration::from_secs(60))?;
+    let s = client.status(&bed.clients[0])?;
+    let (b0, b1) = (subflow_counter(&s, 0, "tx_bytes"), subflow_counter(&s, 1, "tx_bytes"));
+    let share = b0 as f64 / (b0 + b1) as f64;
+    eprintln!("6 MiB in {:?}: subflow shares {:.2} / {:.2}", t.duration, share, 1.0 - share);
+    assert!(b0 > 1 << 20 && b1 > 1 << 20, "both subflows must carry data under spill-over: {b0} / {b1}");
+    Ok(())
+}
+
+#[test]
+fn active_backup_keeps_the_backup_idle_until_the_primary_fails() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let client = start_client_config(&bed, 0, &shaped_config(&bed, "active-backup", [100, 100], true))?;
+    tcp_bulk(&bed.server, cl, server(5001), 4 << 20, Duration::from_secs(60))?;
+    let s = client.status(cl)?;
+    let k = conc.status(&bed.conc)?;
+    assert!(subflow_counter(&s, 0, "tx_packets") > 1000, "primary carries the transfer: {s}");
+    assert_eq!(subflow_counter(&s, 1, "tx_packets"), 0, "backup must stay idle (client side): {s}");
+    assert_eq!(subflow_counter(&k, 1, "tx_packets"), 0, "backup must stay idle (concentrator side): {k}");
+    // The primary dies: the backup takes over, in both directions.
+    Testbed::set_link(cl, "u0", false)?;
+    tcp_bulk(&bed.server, cl, server(5002), 2 << 20, Duration::from_secs(60))?;
+    let s = client.status(cl)?;
+    assert!(subflow_counter(&s, 1, "tx_packets") > 500, "backup carries traffic once the primary is down: {s}");
+    Ok(())
+}
+
+#[test]
+fn transfer_survives_an_uplink_going_down_mid_transfer() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    for k in 0..2 {
+        Testbed::shape(&bed.clients[0], &Testbed::client_dev(k), 40)?;
+        Testbed::shape(&bed.conc, &Testbed::conc_dev(0, k), 40)?;
+    }
+    let _conc = start_conc(&bed, &[])?;
+    let client = start_client_config(&bed, 0, &shaped_config(&bed, "min-rtt", [30, 30], false))?;
+    let cl = &bed.clients[0];
+    std::thread::scope(|sc| -> Result<()> {
+        let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 24 << 20, Duration::from_secs(90)));
+        std::thread::sleep(Duration::from_millis(1500));
+        Testbed::set_link(cl, "u0", false)?;
+        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))??;
+        eprintln!("24 MiB with u0 lost after 1.5 s: {:?}", t.duration);
+        Ok(())
+    })?;
+    let s = client.status(cl)?;
+    assert_eq!(s["connections"][0]["subflows"][0]["state"], "down", "{s}");
+    assert!(subflow_counter(&s, 1, "tx_bytes") > 4 << 20, "the surviving subflow finished the transfer: {s}");
+    Ok(())
+}
+
+#[test]
+fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
+    use mptcp_common::wire::MpHeader;
+    use mptcp_user::control::{Body, Message, PathHint};
+    let bed = Testbed::new(1, 2)?;
+    let conc = start_conc(&bed, &[])?;
+    let _client = start_client(&bed, 0, &[])?;
+    let cl = &bed.clients[0];
+    let before = conc.status(&bed.conc)?;
+    let token = u32::from_str_radix(before["connections"][0]["token"].as_str().unwrap(), 16)?;
+    let target: SocketAddr = SocketAddr::new(Testbed::conc_addr(0, 0), mptcp_common::wire::DEFAULT_PORT);
+    let data = |tok: u32| {
+        let mut b = bytemuck::bytes_of(&MpHeader::data(tok, 0, 0, 0, 0)).to_vec();
+        b.extend_from_slice(&[0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 99, 0, 2, 10, 200, 0, 2]);
+        b
+    };
+    let (unknown, wrong_token) = (data(token), data(token ^ 0xffff));
+    let hello = Message {
+        token,
+        subflow_id: 3,
+        body: Body::Hello { join: true, nonce_c: 7, key_c: 0, path: PathHint::default(), prefixes: vec![] },
+    }
+    .encode(b"not-the-right-key");
+    cl.run(move || {
+        // Right token, unknown 4-tuple (another source port).
+        let s = std::net::UdpSocket::bind("10.1.0.2:40000")?;
+        for _ in 0..5 {
+            s.send_to(&unknown, target)?;
+        }
+        // The subflow's own 4-tuple, wrong token.
+        let s2 = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        s2.set_reuse_address(true)?;
+        s2.bind_device(Some(b"u0"))?;
+        s2.bind(&"10.1.0.2:7495".parse::<SocketAddr>()?.into())?;
+        for _ in 0..5 {
+            s2.send_to(&wrong_token, &target.into())?;
+        }
+        // A JOIN for the real token, keyed with the wrong pre-shared key.
+        s.send_to(&hello, target)?;
+        Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(300));
+    let after = conc.status(&bed.conc)?;
+    assert!(drop_count(&after, "unknown-subflow") >= 5, "{after}");
+    assert!(drop_count(&after, "bad-token") >= 5, "{after}");
+    assert_eq!(after["control"]["auth-failed"].as_u64(), Some(before["control"]["auth-failed"].as_u64().unwrap() + 1));
+    assert_eq!(after["connections"][0]["subflows"].as_array().unwrap().len(), 2, "no subflow was created: {after}");
+    assert!(conc.output().contains("wrong pre-shared key"), "the refusal is logged");
+    // A whole client with the wrong key fails with a clear error and leaves nothing.
+    let bed2 = Testbed::new(1, 2)?;
+    let _conc2 = start_conc(&bed2, &[])?;
+    let name = format!("{}c0", bed2.prefix);
+    let out = bed2.clients[0]
+        .command(BIN)
+        .args(["up", "--instance", &name])
+        .args(client_args(&bed2, 0, "wrong-key-123", &[]))
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("pre-shared keys differ"), "{err}");
+    assert!(!pins_exist(&name), "a refused start leaves no pins");
+    assert!(bed2.clients[0].sh("ip link show mpb").is_err(), "a refused start leaves no bond device");
+    Ok(())
+}
+
+#[test]
+fn controller_restart_mid_transfer_loses_nothing() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    for k in 0..2 {
+        Testbed::shape(&bed.clients[0], &Testbed::client_dev(k), 30)?;
+    }
+    let _conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let mut client = start_client(&bed, 0, &[])?;
+    let token = client.status(cl)?["connections"][0]["token"].clone();
+    std::thread::scope(|sc| -> Result<()> {
+        let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 16 << 20, Duration::from_secs(90)));
+        std::thread::sleep(Duration::from_millis(1000));
+        // SIGTERM: the controller exits and leaves the data path forwarding.
+        client.proc().signal(Signal::SIGTERM)?;
+        let st = client.proc().wait_timeout(Duration::from_secs(5))?.context("controller did not exit on SIGTERM")?;
+        assert!(st.success(), "{}", client.output());
+        assert!(pins_exist(&client.name), "pins stay for the next controller");
+        std::thread::sleep(Duration::from_millis(300));
+        let mut cmd = cl.command(BIN);
+        cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, PSK, &[]));
+        client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-2", client.name)))?);
+        client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))?;
+        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))??;
+        eprintln!("16 MiB across a controller restart: {:?}", t.duration);
+        Ok(())
+    })?;
+    assert!(client.output().contains("adopt"), "the restarted controller adopted the data path:\n{}", client.output());
+    assert_eq!(client.status(cl)?["connections"][0]["token"], token, "same connection after the restart");
+    Ok(())
+}
+
+#[test]
+fn down_and_ctrl_c_leave_no_pins_programs_or_devices() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let mut conc = start_conc(&bed, &[])?;
+    let client = start_client(&bed, 0, &[])?;
+    let cl = &bed.clients[0];
+    assert!(cl.sh("ip link show u0")?.contains("xdp"), "XDP attached while up");
+    // `down` stops the controller, which removes everything.
+    let out = cl.command(BIN).args(["down", "--instance", &client.name]).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!pins_exist(&client.name));
+    assert!(cl.sh("ip link show mpb").is_err(), "bond device removed");
+    for k in 0..2 {
+        assert!(!cl.sh(&format!("ip link show u{k}"))?.contains("xdp"), "XDP detached from u{k}");
+    }
+    // Ctrl-C does the same.
+    conc.proc().signal(Signal::SIGINT)?;
+    assert!(conc.proc().wait_timeout(Duration::from_secs(5))?.is_some_and(|s| s.success()), "{}", conc.output());
+    assert!(!pins_exist(&conc.name));
+    assert!(bed.conc.sh("ip link show mpb").is_err());
+    assert!(!bed.conc.sh("ip link show c0u0")?.contains("xdp"));
+    Ok(())
+}
+
+#[test]
+fn failed_starts_say_why_and_leave_nothing() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let cl = &bed.clients[0];
+    let name = format!("{}c0", bed.prefix);
+    let up = |extra: &[String]| -> Result<String> {
+        let out = cl.command(BIN).args(["up", "--instance", &name]).args(extra).output()?;
+        assert!(!out.status.success());
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Missing interface.
+    let mut args = client_args(&bed, 0, PSK, &[]);
+    args.extend(["--path".into(), "nosuch0=10.1.0.1".into()]);
+    let e = up(&args)?;
+    assert!(e.contains("interface nosuch0") && e.contains("does not exist"), "{e}");
+    // Unreachable concentrator (none running).
+    let e = up(&client_args(&bed, 0, PSK, &[]))?;
+    assert!(e.contains("unreachable"), "{e}");
+    assert!(!pins_exist(&name) && cl.sh("ip link show mpb").is_err(), "nothing left after a failed start");
+    assert!(!cl.sh("ip link show u0")?.contains("xdp"));
+    // Not root.
+    let out =
+        Command::new(BIN).uid(65534).args(["up", "--instance", &name]).args(client_args(&bed, 0, PSK, &[])).output()?;
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("must run as root"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn a_concentrator_serves_two_clients_at_once() -> Result<()> {
+    let bed = Testbed::new(2, 2)?;
+    let conc = start_conc(&bed, &[])?;
+    let _c0 = start_client(&bed, 0, &[])?;
+    let _c1 = start_client(&bed, 1, &[])?;
+    std::thread::scope(|sc| -> Result<()> {
+        let a = sc.spawn(|| tcp_bulk(&bed.server, &bed.clients[0], server(5001), 8 << 20, Duration::from_secs(60)));
+        let b = sc.spawn(|| tcp_bulk(&bed.server, &bed.clients[1], server(5002), 8 << 20, Duration::from_secs(60)));
+        a.join().map_err(|_| anyhow::anyhow!("panicked"))??;
+        b.join().map_err(|_| anyhow::anyhow!("panicked"))??;
+        Ok(())
+    })?;
+    assert!(ping(&bed.clients[1], Testbed::SERVER_V6, 2));
+    let k = conc.status(&bed.conc)?;
+    let conns = k["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{k}");
+    for c in conns {
+        let sum = |f: &str| -> u64 { c["subflows"].as_array().unwrap().iter().map(|s| s[f].as_u64().unwrap()).sum() };
+        assert!(sum("rx_bytes") > 8 << 20, "each client's data arrived over its own subflows: {k}");
+        assert!(sum("tx_bytes") > 0, "each client gets its return traffic (ACKs) through the LPM: {k}");
+    }
+    Ok(())
+}
+
+#[test]
+fn ipv6_outer_headers_carry_ipv4_and_ipv6() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let _conc = start_conc(&bed, &[])?;
+    let mut a: Vec<String> = client_args(&bed, 0, PSK, &[]).into_iter().take_while(|s| s != "--path").collect();
+    for k in 0..2 {
+        a.extend(["--path".into(), format!("u{k}={}", Testbed::conc_addr6(0, k))]);
+    }
+    let name = format!("{}c0", bed.prefix);
+    let client = start(&bed.clients[0], &name, &a, "mptcp-user: connected")?;
+    wait_subflows(&client, &bed.clients[0], 2)?;
+    assert!(client.status(&bed.clients[0])?["connections"][0]["subflows"][0]["remote"]
+        .as_str()
+        .unwrap()
+        .starts_with("[fd00"));
+    assert!(ping(&bed.clients[0], Testbed::SERVER_V4, 2));
+    tcp_bulk(&bed.server, &bed.clients[0], server(5001), 8 << 20, Duration::from_secs(60))?;
+    tcp_bulk(
+        &bed.server,
+        &bed.clients[0],
+        SocketAddr::new(Testbed::SERVER_V6.parse()?, 5002),
+        8 << 20,
+        Duration::from_secs(60),
+    )?;
     Ok(())
 }

@@ -77,7 +77,10 @@ impl Netns {
         self.spawn_thread(f).join().map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
     }
 
-    pub fn spawn_thread<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> std::thread::JoinHandle<Result<T>> {
+    pub fn spawn_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> std::thread::JoinHandle<Result<T>> {
         let path = format!("/run/netns/{}", self.name);
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path)?;
@@ -184,14 +187,42 @@ impl Testbed {
             ns.sh("sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0")?;
             for k in 0..uplinks {
                 let (cdev, kdev) = (Self::client_dev(k), Self::conc_dev(c, k));
-                check(Command::new("ip").args(["link", "add", &cdev, "netns", &ns.name, "type", "veth", "peer", "name", &kdev, "netns", &bed.conc.name]))?;
+                check(Command::new("ip").args([
+                    "link",
+                    "add",
+                    &cdev,
+                    "netns",
+                    &ns.name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &kdev,
+                    "netns",
+                    &bed.conc.name,
+                ]))?;
                 let n = c * 16 + k + 1;
                 ns.sh(&format!("ip addr add 10.{n}.0.2/24 dev {cdev} && ip addr add fd00:{c}:{k}::2/64 dev {cdev} nodad && ip link set {cdev} up"))?;
                 bed.conc.sh(&format!("ip addr add 10.{n}.0.1/24 dev {kdev} && ip addr add fd00:{c}:{k}::1/64 dev {kdev} nodad && ip link set {kdev} up"))?;
             }
         }
-        check(Command::new("ip").args(["link", "add", "sv0", "netns", &bed.conc.name, "type", "veth", "peer", "name", "eth0", "netns", &bed.server.name]))?;
-        bed.conc.sh("ip addr add 10.200.0.1/24 dev sv0 && ip addr add fd00:200::1/64 dev sv0 nodad && ip link set sv0 up")?;
+        check(Command::new("ip").args([
+            "link",
+            "add",
+            "sv0",
+            "netns",
+            &bed.conc.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &bed.server.name,
+        ]))?;
+        bed.conc.sh(
+            "ip addr add 10.200.0.1/24 dev sv0 && ip addr add fd00:200::1/64 dev sv0 nodad && ip link set sv0 up",
+        )?;
         bed.server.sh("ip addr add 10.200.0.2/24 dev eth0 && ip addr add fd00:200::2/64 dev eth0 nodad && ip link set eth0 up && ip route add default via 10.200.0.1 && ip -6 route add default via fd00:200::1")?;
         Ok(bed)
     }
@@ -242,6 +273,9 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A running TCP sink: joins to (bytes received, SHA-256 of them).
+pub type Sink = std::thread::JoinHandle<Result<(usize, [u8; 32])>>;
+
 pub struct Transfer {
     pub bytes: usize,
     pub duration: Duration,
@@ -249,7 +283,7 @@ pub struct Transfer {
 
 /// A server in `server` accepting one TCP connection on `bind`; returns the
 /// SHA-256 of everything received. Start it before the client.
-pub fn tcp_sink(server: &Netns, bind: SocketAddr, timeout: Duration) -> Result<std::thread::JoinHandle<Result<(usize, [u8; 32])>>> {
+pub fn tcp_sink(server: &Netns, bind: SocketAddr, timeout: Duration) -> Result<Sink> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = server.spawn_thread(move || {
         let l = TcpListener::bind(bind)?;
@@ -259,7 +293,9 @@ pub fn tcp_sink(server: &Netns, bind: SocketAddr, timeout: Duration) -> Result<s
         let (mut s, _) = loop {
             match l.accept() {
                 Ok(v) => break v,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
                 Err(e) => return Err(e).context("no TCP connection arrived"),
             }
         };
@@ -284,17 +320,25 @@ pub fn tcp_sink(server: &Netns, bind: SocketAddr, timeout: Duration) -> Result<s
 
 /// Send `len` bytes from `client` to `dst` and verify the sink got them byte-exact.
 pub fn tcp_bulk(server: &Netns, client: &Netns, dst: SocketAddr, len: usize, timeout: Duration) -> Result<Transfer> {
-    let bind: SocketAddr = if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse()?;
+    let bind: SocketAddr =
+        if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse()?;
     let sink = tcp_sink(server, bind, timeout)?;
     tcp_send_and_verify(client, dst, len, timeout, sink)
 }
 
-pub fn tcp_send_and_verify(client: &Netns, dst: SocketAddr, len: usize, timeout: Duration, sink: std::thread::JoinHandle<Result<(usize, [u8; 32])>>) -> Result<Transfer> {
+pub fn tcp_send_and_verify(
+    client: &Netns,
+    dst: SocketAddr,
+    len: usize,
+    timeout: Duration,
+    sink: Sink,
+) -> Result<Transfer> {
     let data = payload(len, 42);
     let want: [u8; 32] = Sha256::digest(&data).into();
     let start = Instant::now();
     client.run(move || {
-        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
+        let mut s =
+            TcpStream::connect_timeout(&dst, Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
         s.set_write_timeout(Some(timeout))?;
         s.write_all(&data).context("sending the transfer")?;
         s.shutdown(std::net::Shutdown::Write)?;
@@ -302,7 +346,10 @@ pub fn tcp_send_and_verify(client: &Netns, dst: SocketAddr, len: usize, timeout:
     })?;
     let (n, got) = sink.join().map_err(|_| anyhow::anyhow!("sink panicked"))??;
     if n != len || got != want {
-        bail!("transfer corrupted: sent {len} bytes, received {n}, hashes {}", if got == want { "equal" } else { "differ" });
+        bail!(
+            "transfer corrupted: sent {len} bytes, received {n}, hashes {}",
+            if got == want { "equal" } else { "differ" }
+        );
     }
     Ok(Transfer { bytes: len, duration: start.elapsed() })
 }
@@ -310,7 +357,8 @@ pub fn tcp_send_and_verify(client: &Netns, dst: SocketAddr, len: usize, timeout:
 /// Send `count` numbered datagrams (paced) from `client` to `dst`, where a
 /// receiver in `server` counts them. Returns (received, duplicates).
 pub fn udp_stream(server: &Netns, client: &Netns, dst: SocketAddr, count: u32, gap: Duration) -> Result<(u32, u32)> {
-    let bind: SocketAddr = if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse()?;
+    let bind: SocketAddr =
+        if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse()?;
     let (tx, rx) = std::sync::mpsc::channel();
     let recv = server.spawn_thread(move || {
         let s = UdpSocket::bind(bind)?;

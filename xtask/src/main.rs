@@ -1,1 +1,99 @@
-fn main(){}
+//! `cargo xtask setup | build | test | demo` — the project's one entry point.
+//! `setup` installs what a fresh machine lacks; the others run it first.
+
+mod demo;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "mptcp-ebpf developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks: rust-src for nightly, bpf-linker, Debian packages.
+    Setup,
+    /// Build everything (the eBPF object is built by mptcp-user's build script).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the whole test suite (needs root: network namespaces and eBPF).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Bring up a testbed in network namespaces and push traffic through the bond.
+    Demo {
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Print a machine-readable summary as the last line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !nix_is_root() {
+        bail!("`cargo xtask {what}` must run as root: it loads eBPF programs and creates network namespaces");
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build { release } => {
+            setup::ensure()?;
+            let mut c = cargo();
+            c.args(["build", "--workspace"]);
+            if release {
+                c.arg("--release");
+            }
+            run(&mut c)
+        }
+        Cmd::Test { args } => {
+            require_root("test")?;
+            setup::ensure()?;
+            println!("test: building");
+            run(cargo().args(["build", "--workspace", "--all-targets"]))?;
+            println!("test: running the suite (unit, eBPF fixtures, namespace end-to-end)");
+            // Namespace tests push real traffic; two at a time suits small machines.
+            let mut c = cargo();
+            c.args(["test", "--workspace", "--", "--test-threads=2"]).args(&args);
+            run(&mut c)
+        }
+        Cmd::Demo { duration, json } => {
+            require_root("demo")?;
+            setup::ensure()?;
+            run(cargo().args(["build", "-p", "mptcp-user"]))?;
+            demo::demo(duration, json)
+        }
+    }
+}
