@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+pub use nix::sys::signal::Signal;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A prefix unique to this process and call, short enough for device names.
