@@ -36,9 +36,9 @@ fn subflows(s: &Value) -> Vec<Value> {
 pub fn demo(duration: u64, json_out: bool) -> Result<()> {
     let bed = Testbed::new(1, 3)?;
     let cl = &bed.clients[0];
-    for k in 0..3 {
-        Testbed::shape(cl, &Testbed::client_dev(k), RATES[k])?;
-        Testbed::shape(&bed.conc, &Testbed::conc_dev(0, k), RATES[k])?;
+    for (k, rate) in RATES.iter().enumerate() {
+        Testbed::shape(cl, &Testbed::client_dev(k), *rate)?;
+        Testbed::shape(&bed.conc, &Testbed::conc_dev(0, k), *rate)?;
     }
     let (ci, ki) = (format!("{}c0", bed.prefix), format!("{}co", bed.prefix));
     let log = std::env::temp_dir();
@@ -57,13 +57,12 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
         Testbed::SERVER_ROUTES[0],
         Testbed::SERVER_ROUTES[1]
     );
-    for k in 0..3 {
+    for (k, (name, rate)) in NAMES.iter().zip(RATES).enumerate() {
         cfg += &format!(
-            "[[path]]\nname = \"{}\"\ninterface = \"{}\"\nremote = \"{}\"\nrate_mbit = {}\n",
-            NAMES[k],
+            "[[path]]\nname = \"{name}\"\ninterface = \"{}\"\nremote = \"{}\"\nrate_mbit = {}\n",
             Testbed::client_dev(k),
             Testbed::conc_addr(0, k),
-            RATES[k] as f64 * 0.95
+            rate as f64 * 0.95
         );
     }
     let cfg_path = log.join(format!("{ci}.toml"));
