@@ -304,6 +304,24 @@ fn transfer_survives_an_uplink_going_down_mid_transfer() -> Result<()> {
     let s = client.status(cl)?;
     assert_eq!(s["connections"][0]["subflows"][0]["state"], "down", "{s}");
     assert!(subflow_counter(&s, 1, "tx_bytes") > 4 << 20, "the surviving subflow finished the transfer: {s}");
+    // The link returns: probes are answered again and the subflow comes back up.
+    Testbed::set_link(cl, "u0", true)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = client.status(cl)?;
+        if s["connections"][0]["subflows"][0]["state"] == "up" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "subflow 0 did not come back up: {s}\n{}", client.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = client.status(cl)?;
+    tcp_bulk(&bed.server, cl, server(5002), 4 << 20, Duration::from_secs(60))?;
+    let after = client.status(cl)?;
+    assert!(
+        subflow_counter(&after, 0, "tx_bytes") > subflow_counter(&before, 0, "tx_bytes"),
+        "the scheduler uses the returned subflow again: {after}"
+    );
     Ok(())
 }
 
