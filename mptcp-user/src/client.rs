@@ -46,7 +46,11 @@ struct Path {
     up: bool,
     rtt: RttEstimator,
     probe_seq: u32,
-    outstanding: Option<u32>,
+    /// A probe was sent since the last tick's check.
+    probing: bool,
+    /// An answer to any recent probe arrived since the last tick: a path whose
+    /// RTT exceeds the probe interval is slow, not dead.
+    acked: bool,
     misses: u32,
     pending: Option<Pending>,
 }
@@ -133,7 +137,8 @@ impl Client {
                 up: false,
                 rtt: RttEstimator::default(),
                 probe_seq: 0,
-                outstanding: None,
+                probing: false,
+                acked: false,
                 misses: 0,
                 pending: None,
             })
@@ -236,7 +241,7 @@ impl Client {
         tracing::warn!(path = p.cfg.display_name(), "subflow removed: {why}");
         p.established = false;
         p.up = false;
-        p.outstanding = None;
+        p.probing = false;
         if let Some(t) = self.token {
             if let Err(e) = subflows::remove(&mut self.maps, t, p.id) {
                 tracing::warn!(error = %e, "cannot remove subflow from the maps");
@@ -329,7 +334,7 @@ impl Client {
                     if !self.paths[i].established {
                         continue;
                     }
-                    if self.paths[i].outstanding.is_some() {
+                    if self.paths[i].probing && !self.paths[i].acked {
                         self.paths[i].misses += 1;
                         let p = &self.paths[i];
                         if p.up && p.misses >= self.cfg.probe.down_after {
@@ -340,7 +345,8 @@ impl Client {
                     }
                     let p = &mut self.paths[i];
                     p.probe_seq = p.probe_seq.wrapping_add(1);
-                    p.outstanding = Some(p.probe_seq);
+                    p.probing = true;
+                    p.acked = false;
                     let msg = Message {
                         token,
                         subflow_id: p.id,
@@ -435,7 +441,7 @@ impl Client {
                 p.established = true;
                 p.up = true;
                 p.misses = 0;
-                p.outstanding = None;
+                p.probing = false;
                 let st = p.path_state(true);
                 subflows::install_tx(&mut self.maps, token, p.id, &ep, st)?;
                 self.maps.bump(ControlCounter::SubflowsJoined);
@@ -465,10 +471,11 @@ impl Client {
             Body::ProbeAck { seq, sent_us } => {
                 let Some(token) = self.token else { return Ok(()) };
                 let p = &mut self.paths[i];
-                if !p.established || msg.token != token || p.outstanding != Some(seq) {
+                // Any of the last 64 probes counts (answers may trail the interval).
+                if !p.established || msg.token != token || p.probe_seq.wrapping_sub(seq) >= 64 {
                     return Ok(());
                 }
-                p.outstanding = None;
+                p.acked = true;
                 p.misses = 0;
                 p.rtt.sample(now.saturating_sub(sent_us));
                 let (srtt, rttvar) = (p.rtt.srtt_us, p.rtt.rttvar_us);
@@ -498,7 +505,7 @@ impl Client {
             p.established = false;
             p.up = false;
             p.pending = None;
-            p.outstanding = None;
+            p.probing = false;
         }
         Ok(())
     }
