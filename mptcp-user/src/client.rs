@@ -293,7 +293,6 @@ impl Client {
     async fn tick(&mut self) -> Result<()> {
         let now = now_us();
         let retry_us = 1_000_000;
-        let interval_us = self.cfg.probe.interval_ms * 1000;
         for i in 0..self.paths.len() {
             if self.paths[i].socket.is_none() || !self.paths[i].running {
                 self.refresh_path(i).await;
@@ -355,7 +354,6 @@ impl Client {
                     self.send(i, &msg).await;
                     self.maps.bump(ControlCounter::ProbesSent);
                 }
-                let _ = interval_us;
             }
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! Pieces both roles share: control sockets bound to one uplink, the clock
 //! probes use, and the RTT estimator.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -86,10 +86,6 @@ impl RttEstimator {
             self.srtt_us = ((7 * self.srtt_us as u64 + r as u64) / 8) as u32;
         }
     }
-}
-
-pub fn is_v4(a: IpAddr) -> bool {
-    a.is_ipv4()
 }
 
 #[cfg(test)]

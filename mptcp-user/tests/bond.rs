@@ -524,3 +524,34 @@ fn ipv6_outer_headers_carry_ipv4_and_ipv6() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn address_events_remove_and_rejoin_subflows_without_the_operator() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let _conc = start_conc(&bed, &[])?;
+    let client = start_client(&bed, 0, &[])?;
+    let cl = &bed.clients[0];
+    let count = |s: &Value| s["connections"][0]["subflows"].as_array().map(|v| v.len()).unwrap_or(0);
+    let wait = |what: &str, ok: &dyn Fn(&Value) -> bool| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = client.status(cl)?;
+            if ok(&s) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: {s}\n{}", client.output());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    cl.sh("ip addr del 10.2.0.2/24 dev u1")?;
+    wait("the subflow on u1 is removed when its address goes", &|s| count(s) == 1)?;
+    tcp_bulk(&bed.server, cl, server(5001), 2 << 20, Duration::from_secs(60))?;
+    cl.sh("ip addr add 10.2.0.2/24 dev u1")?;
+    wait("the subflow on u1 re-joins when its address returns", &|s| {
+        count(s) == 2 && s["connections"][0]["subflows"][1]["state"] == "up"
+    })?;
+    assert!(client.output().contains("subflow removed"), "{}", client.output());
+    Ok(())
+}
