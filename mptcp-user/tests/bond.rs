@@ -137,22 +137,26 @@ fn start_client_config(bed: &Testbed, c: usize, toml: &str) -> Result<Instance> 
     Ok(inst)
 }
 
-fn wait_subflows(inst: &Instance, ns: &Netns, n: usize) -> Result<()> {
+/// Poll the instance's status until `ok` holds (10 s), else fail with `what`.
+fn wait_status(inst: &Instance, ns: &Netns, what: &str, ok: impl Fn(&Value) -> bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = inst.status(ns)?;
-        let up = s["connections"][0]["subflows"]
-            .as_array()
-            .map(|v| v.iter().filter(|f| f["state"] == "up").count())
-            .unwrap_or(0);
-        if up >= n {
+        if ok(&s) {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("only {up} of {n} subflows up: {s}\n{}", inst.output());
+            bail!("{what}: {s}\n{}", inst.output());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn wait_subflows(inst: &Instance, ns: &Netns, n: usize) -> Result<()> {
+    wait_status(inst, ns, &format!("{n} subflows up"), |s| {
+        s["connections"][0]["subflows"].as_array().map(|v| v.iter().filter(|f| f["state"] == "up").count()).unwrap_or(0)
+            >= n
+    })
 }
 
 fn subflow_counter(status: &Value, id: usize, field: &str) -> u64 {
@@ -306,15 +310,9 @@ fn transfer_survives_an_uplink_going_down_mid_transfer() -> Result<()> {
     assert!(subflow_counter(&s, 1, "tx_bytes") > 4 << 20, "the surviving subflow finished the transfer: {s}");
     // The link returns: probes are answered again and the subflow comes back up.
     Testbed::set_link(cl, "u0", true)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = client.status(cl)?;
-        if s["connections"][0]["subflows"][0]["state"] == "up" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "subflow 0 did not come back up: {s}\n{}", client.output());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_status(&client, cl, "subflow 0 did not come back up", |s| {
+        s["connections"][0]["subflows"][0]["state"] == "up"
+    })?;
     let before = client.status(cl)?;
     tcp_bulk(&bed.server, cl, server(5002), 4 << 20, Duration::from_secs(60))?;
     let after = client.status(cl)?;
@@ -532,24 +530,11 @@ fn address_events_remove_and_rejoin_subflows_without_the_operator() -> Result<()
     let client = start_client(&bed, 0, &[])?;
     let cl = &bed.clients[0];
     let count = |s: &Value| s["connections"][0]["subflows"].as_array().map(|v| v.len()).unwrap_or(0);
-    let wait = |what: &str, ok: &dyn Fn(&Value) -> bool| -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = client.status(cl)?;
-            if ok(&s) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{what}: {s}\n{}", client.output());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
     cl.sh("ip addr del 10.2.0.2/24 dev u1")?;
-    wait("the subflow on u1 is removed when its address goes", &|s| count(s) == 1)?;
+    wait_status(&client, cl, "the subflow on u1 is removed when its address goes", |s| count(s) == 1)?;
     tcp_bulk(&bed.server, cl, server(5001), 2 << 20, Duration::from_secs(60))?;
     cl.sh("ip addr add 10.2.0.2/24 dev u1")?;
-    wait("the subflow on u1 re-joins when its address returns", &|s| {
+    wait_status(&client, cl, "the subflow on u1 re-joins when its address returns", |s| {
         count(s) == 2 && s["connections"][0]["subflows"][1]["state"] == "up"
     })?;
     assert!(client.output().contains("subflow removed"), "{}", client.output());
