@@ -157,7 +157,7 @@ pub struct Bucket {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct TxState {
     /// Next data sequence number of the connection (the header carries its
-    /// low 32 bits). 64-bit because BPF has no 32-bit atomics without alu32.
+    /// low 32 bits). 64-bit: the data path advances it with a 64-bit atomic fetch-add.
     pub dsn: u64,
     /// Next sequence number of each subflow (low 32 bits on the wire).
     pub subflow_seq: [u64; MAX_SUBFLOWS],

@@ -74,16 +74,23 @@ const fn encap_l2(len: usize) -> u64 {
     ((len as u64) & 0xff) << 56
 }
 
-/// Read and advance a sequence counter. Not atomic: bpfel-unknown-none offers
-/// no atomic read-modify-write in `core`, so two CPUs sending on the same
-/// connection at the same instant may reuse a number (a counted gap/late pair
-/// at the receiver, no packet loss). Known limitation until the issue that
-/// adds duplicate suppression, which needs unique numbers.
+/// Atomically read and advance a sequence counter shared by all CPUs, so every
+/// packet of a connection gets its own numbers. `core` offers no atomic
+/// read-modify-write on bpfel-unknown-none, hence the one BPF instruction
+/// (BPF_ATOMIC | BPF_FETCH add, kernel >= 5.12).
 #[inline(always)]
 fn fetch_add(p: &mut u64, v: u64) -> u64 {
-    let old = *p;
-    *p = old.wrapping_add(v);
-    old
+    let mut val = v;
+    // SAFETY: `p` points into a map value valid for the program's run; the
+    // instruction reads and writes only those 8 bytes and returns the old value.
+    unsafe {
+        core::arch::asm!(
+            "{val} = atomic_fetch_add((u64 *)({ptr} + 0), {val})",
+            ptr = in(reg) p as *mut u64,
+            val = inout(reg) val,
+        );
+    }
+    val
 }
 
 #[inline(always)]

@@ -7,6 +7,8 @@
 //!   decapsulate.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Inline BPF assembly for the atomic fetch-add `core` does not offer on this target.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod egress;
