@@ -22,6 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+pub mod traffic;
+pub mod wan;
+
+use wan::Wan;
+
 pub use nix::sys::signal::Signal;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -39,6 +44,12 @@ fn check(cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
+/// Run a shell command inside the named namespace; error (with stderr) on failure.
+pub fn sh_in(ns: &str, script: &str) -> Result<String> {
+    let out = check(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// A network namespace, deleted on Drop.
 pub struct Netns {
     pub name: String,
@@ -54,8 +65,7 @@ impl Netns {
 
     /// Run a shell command inside the namespace; error (with stderr) on failure.
     pub fn sh(&self, script: &str) -> Result<String> {
-        let out = check(Command::new("ip").args(["netns", "exec", &self.name, "sh", "-c", script]))?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        sh_in(&self.name, script)
     }
 
     /// A command that will run in this namespace (network namespace only: the
@@ -167,15 +177,30 @@ impl Drop for Proc {
 }
 
 pub struct Testbed {
+    /// The WAN emulator, when built with [`Testbed::with_wan`]. First field, so
+    /// its threads stop before the namespaces go.
+    pub wan: Option<Wan>,
     pub prefix: String,
     pub clients: Vec<Netns>,
     pub conc: Netns,
     pub server: Netns,
     pub uplinks: usize,
+    pub wan_ns: Option<Netns>,
 }
 
 impl Testbed {
+    /// Clients wired straight to the concentrator by veth pairs.
     pub fn new(clients: usize, uplinks: usize) -> Result<Testbed> {
+        Self::build(clients, uplinks, false)
+    }
+
+    /// Every uplink runs through the WAN emulator (namespace "<p>wn"), unshaped
+    /// until [`Wan::set`] is called. Link index = client * uplinks + uplink.
+    pub fn with_wan(clients: usize, uplinks: usize) -> Result<Testbed> {
+        Self::build(clients, uplinks, true)
+    }
+
+    fn build(clients: usize, uplinks: usize, emulated: bool) -> Result<Testbed> {
         let prefix = unique_prefix();
         let conc = Netns::new(&format!("{prefix}co"))?;
         let server = Netns::new(&format!("{prefix}sv"))?;
@@ -183,26 +208,32 @@ impl Testbed {
         for c in 0..clients {
             cl.push(Netns::new(&format!("{prefix}c{c}"))?);
         }
-        let bed = Testbed { prefix, clients: cl, conc, server, uplinks };
+        let wan_ns = if emulated { Some(Netns::new(&format!("{prefix}wn"))?) } else { None };
+        let mut bed = Testbed { wan: None, prefix, clients: cl, conc, server, uplinks, wan_ns };
+        if let Some(w) = &bed.wan_ns {
+            // A wire, not a host: no addresses, so it sends nothing of its own.
+            w.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")?;
+        }
+        let mut wan_links = Vec::new();
         bed.conc.sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0")?;
         for (c, ns) in bed.clients.iter().enumerate() {
             ns.sh("sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0")?;
             for k in 0..uplinks {
                 let (cdev, kdev) = (Self::client_dev(k), Self::conc_dev(c, k));
-                check(Command::new("ip").args([
-                    "link",
-                    "add",
-                    &cdev,
-                    "netns",
-                    &ns.name,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &kdev,
-                    "netns",
-                    &bed.conc.name,
-                ]))?;
+                if let Some(w) = &bed.wan_ns {
+                    let (a, b) = (format!("w{c}a{k}"), format!("w{c}b{k}"));
+                    veth(&cdev, &ns.name, &a, &w.name)?;
+                    veth(&b, &w.name, &kdev, &bed.conc.name)?;
+                    w.sh(&format!("ip link set {a} up && ip link set {b} up"))?;
+                    // Frames cross userspace here, so they must be complete on
+                    // the wire: checksums filled in, no GSO/GRO super-packets.
+                    for (n, dev) in [(&ns.name, &cdev), (&w.name, &a), (&w.name, &b), (&bed.conc.name, &kdev)] {
+                        sh_in(n, &format!("ethtool -K {dev} tx off tso off gso off gro off >/dev/null"))?;
+                    }
+                    wan_links.push((a, b));
+                } else {
+                    veth(&cdev, &ns.name, &kdev, &bed.conc.name)?;
+                }
                 let n = c * 16 + k + 1;
                 ns.sh(&format!("ip addr add 10.{n}.0.2/24 dev {cdev} && ip addr add fd00:{c}:{k}::2/64 dev {cdev} nodad && ip link set {cdev} up"))?;
                 bed.conc.sh(&format!("ip addr add 10.{n}.0.1/24 dev {kdev} && ip addr add fd00:{c}:{k}::1/64 dev {kdev} nodad && ip link set {kdev} up"))?;
@@ -225,8 +256,15 @@ impl Testbed {
         bed.conc.sh(
             "ip addr add 10.200.0.1/24 dev sv0 && ip addr add fd00:200::1/64 dev sv0 nodad && ip link set sv0 up",
         )?;
+        if let Some(w) = &bed.wan_ns {
+            bed.wan = Some(Wan::start(w, &wan_links)?);
+        }
         bed.server.sh("ip addr add 10.200.0.2/24 dev eth0 && ip addr add fd00:200::2/64 dev eth0 nodad && ip link set eth0 up && ip route add default via 10.200.0.1 && ip -6 route add default via fd00:200::1")?;
         Ok(bed)
+    }
+
+    pub fn wan(&self) -> &Wan {
+        self.wan.as_ref().expect("testbed built without the WAN emulator")
     }
 
     pub fn client_dev(k: usize) -> String {
@@ -260,6 +298,14 @@ impl Testbed {
         ns.sh(&format!("ip link set {dev} {}", if up { "up" } else { "down" }))?;
         Ok(())
     }
+}
+
+/// A veth pair with one end in each namespace.
+fn veth(a: &str, a_ns: &str, b: &str, b_ns: &str) -> Result<()> {
+    check(
+        Command::new("ip").args(["link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns]),
+    )?;
+    Ok(())
 }
 
 /// Deterministic pseudo-random payload.

@@ -1,0 +1,374 @@
+//! Measuring traffic: UDP constant bit rate with one-way delay and gaps, TCP
+//! (or MPTCP) bulk flows with throughput over time, fixed transfers, and
+//! request/response. Senders and receivers run on threads inside namespaces;
+//! timestamps use CLOCK_MONOTONIC, which every namespace on the host shares.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::Netns;
+
+/// Microseconds on the host-wide monotonic clock.
+pub fn mono_us() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000
+}
+
+fn any_addr(dst: SocketAddr) -> SocketAddr {
+    if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse().unwrap()
+}
+
+/// What a UDP receiver saw of a numbered, timestamped stream.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UdpReport {
+    pub sent: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    /// Bytes on the wire per datagram (payload + UDP + IP + Ethernet).
+    pub wire_bytes_per_packet: u64,
+    /// Microseconds from the first send to the last send.
+    pub send_span_us: u64,
+    /// One-way delay of each first copy, in microseconds, in arrival order.
+    pub owd_us: Vec<u64>,
+    /// Arrival time of each first copy, microseconds after the first send.
+    pub arrivals_us: Vec<u64>,
+}
+
+impl UdpReport {
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        1.0 - self.received as f64 / self.sent as f64
+    }
+
+    /// Percentile (0..=100) of the one-way delay, in milliseconds.
+    pub fn owd_percentile_ms(&self, p: f64) -> Option<f64> {
+        percentile(&self.owd_us, p).map(|us| us / 1000.0)
+    }
+
+    /// Longest silence between arrivals (or from the last arrival to the end
+    /// of sending) within the sending span, in milliseconds.
+    pub fn longest_gap_ms(&self) -> f64 {
+        let mut last = 0;
+        let mut gap = 0;
+        for &a in self.arrivals_us.iter().chain(std::iter::once(&self.send_span_us)) {
+            gap = gap.max(a.saturating_sub(last));
+            last = last.max(a);
+        }
+        gap as f64 / 1000.0
+    }
+}
+
+/// Percentile by nearest rank over unsorted samples.
+pub fn percentile(samples: &[u64], p: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut v = samples.to_vec();
+    v.sort_unstable();
+    let rank = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    Some(v[rank.min(v.len() - 1)] as f64)
+}
+
+/// Send `pps` datagrams of `size` bytes per second for `duration` from `client`
+/// to `dst`, received by a socket in `server`. Each carries its sequence number
+/// and send time, so the receiver measures loss, duplicates, one-way delay and gaps.
+pub fn udp_cbr(
+    client: &Netns,
+    server: &Netns,
+    dst: SocketAddr,
+    pps: u32,
+    size: usize,
+    duration: Duration,
+) -> Result<UdpReport> {
+    anyhow::ensure!(size >= 16, "UDP datagrams need at least 16 bytes for sequence and timestamp");
+    anyhow::ensure!(pps > 0, "packets per second must be positive");
+    let done = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let recv = server.spawn_thread({
+        let done = done.clone();
+        move || {
+            let s = UdpSocket::bind(any_addr(dst)).with_context(|| format!("bind UDP receiver on {dst}"))?;
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let _ = socket2::SockRef::from(&s).set_recv_buffer_size(8 << 20);
+            ready_tx.send(()).ok();
+            let mut seen = std::collections::HashSet::new();
+            let mut r = UdpReport::default();
+            let mut buf = [0u8; 65536];
+            let mut quiet_since: Option<Instant> = None;
+            loop {
+                match s.recv(&mut buf) {
+                    Ok(n) if n >= 16 => {
+                        let now = mono_us();
+                        let seq = u64::from_be_bytes(buf[..8].try_into().unwrap());
+                        let sent = u64::from_be_bytes(buf[8..16].try_into().unwrap());
+                        if !seen.insert(seq) {
+                            r.duplicates += 1;
+                            continue;
+                        }
+                        r.received += 1;
+                        r.owd_us.push(now.saturating_sub(sent));
+                        r.arrivals_us.push(now); // made relative by the caller below
+                    }
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(e) => return Err(e).context("UDP receive"),
+                }
+                if done.load(Relaxed) {
+                    // Drain stragglers still in flight on slow paths.
+                    let q = *quiet_since.get_or_insert_with(Instant::now);
+                    if q.elapsed() > Duration::from_millis(1500) {
+                        break;
+                    }
+                }
+            }
+            Ok(r)
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).context("UDP receiver did not start")?;
+    let sender = client.run(move || {
+        let s = UdpSocket::bind(if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+        let mut buf = vec![0u8; size];
+        let start = Instant::now();
+        let start_us = mono_us();
+        let total = (pps as f64 * duration.as_secs_f64()).round() as u64;
+        let mut seq = 0u64;
+        while seq < total {
+            // Send everything due by now, then sleep to the next due time.
+            let due = (start.elapsed().as_secs_f64() * pps as f64) as u64 + 1;
+            while seq < due.min(total) {
+                buf[..8].copy_from_slice(&seq.to_be_bytes());
+                buf[8..16].copy_from_slice(&mono_us().to_be_bytes());
+                // A full local queue or an unreachable route is loss, as seen by the receiver.
+                let _ = s.send_to(&buf, dst);
+                seq += 1;
+            }
+            let next = Duration::from_secs_f64((seq as f64) / pps as f64);
+            if let Some(wait) = next.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        Ok((total, start_us, mono_us() - start_us))
+    });
+    done.store(true, Relaxed);
+    let mut r = recv.join().map_err(|_| anyhow::anyhow!("UDP receiver panicked"))??;
+    let (sent, start_us, span) = sender?;
+    r.sent = sent;
+    r.send_span_us = span;
+    for a in &mut r.arrivals_us {
+        *a = a.saturating_sub(start_us);
+    }
+    let ip = if dst.is_ipv4() { 20 } else { 40 };
+    r.wire_bytes_per_packet = (size + 8 + ip + 14) as u64;
+    Ok(r)
+}
+
+/// Stream socket flavour for bulk flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Tcp,
+    /// IPPROTO_MPTCP: the kernel's own Multipath TCP.
+    Mptcp,
+}
+
+impl Stream {
+    fn protocol(self) -> Protocol {
+        match self {
+            Stream::Tcp => Protocol::TCP,
+            Stream::Mptcp => Protocol::MPTCP,
+        }
+    }
+}
+
+/// A bulk receiver's view: bytes per `bucket` since `epoch`, and the time the
+/// last byte arrived.
+#[derive(Clone, Debug, Default)]
+pub struct BulkReport {
+    pub bytes: u64,
+    pub series: Vec<u64>,
+    pub finished_after: Option<Duration>,
+}
+
+/// A listening bulk sink for `flows` connections, started before the senders.
+pub struct BulkSink {
+    handle: std::thread::JoinHandle<Result<BulkReport>>,
+}
+
+impl BulkSink {
+    pub fn start(
+        server: &Netns,
+        bind: SocketAddr,
+        stream: Stream,
+        flows: usize,
+        epoch: Instant,
+        bucket: Duration,
+        timeout: Duration,
+    ) -> Result<BulkSink> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = server.spawn_thread(move || {
+            let l = Socket::new(Domain::for_address(bind), Type::STREAM, Some(stream.protocol()))
+                .context("create the listening socket (is MPTCP enabled?)")?;
+            l.set_reuse_address(true)?;
+            l.bind(&bind.into()).with_context(|| format!("bind {bind}"))?;
+            l.listen(16)?;
+            let l: std::net::TcpListener = l.into();
+            l.set_nonblocking(true)?;
+            ready_tx.send(()).ok();
+            let deadline = Instant::now() + timeout;
+            let mut conns = Vec::new();
+            while conns.len() < flows {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(true)?;
+                        conns.push(s);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Err(e) => return Err(e).context("bulk flows did not connect"),
+                }
+            }
+            let mut r = BulkReport::default();
+            let mut buf = vec![0u8; 1 << 18];
+            let mut open: Vec<bool> = vec![true; conns.len()];
+            while open.iter().any(|&o| o) {
+                let mut progressed = false;
+                for (i, s) in conns.iter_mut().enumerate() {
+                    if !open[i] {
+                        continue;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => open[i] = false,
+                        Ok(n) => {
+                            progressed = true;
+                            r.bytes += n as u64;
+                            let at = epoch.elapsed();
+                            let b = (at.as_micros() / bucket.as_micros()) as usize;
+                            if r.series.len() <= b {
+                                r.series.resize(b + 1, 0);
+                            }
+                            r.series[b] += n as u64;
+                            r.finished_after = Some(at);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e).context("bulk receive"),
+                    }
+                }
+                if Instant::now() > deadline {
+                    bail!("bulk flows still open at the deadline");
+                }
+                if !progressed {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            Ok(r)
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).context("bulk sink did not start")?;
+        Ok(BulkSink { handle })
+    }
+
+    pub fn join(self) -> Result<BulkReport> {
+        self.handle.join().map_err(|_| anyhow::anyhow!("bulk sink panicked"))?
+    }
+}
+
+/// How a bulk sender stops: after a time, or after a byte count.
+#[derive(Clone, Copy, Debug)]
+pub enum Amount {
+    For(Duration),
+    Bytes(u64),
+}
+
+/// `flows` concurrent senders from `client` to `dst`, each stopping per `amount`.
+pub fn bulk_send(client: &Netns, dst: SocketAddr, stream: Stream, flows: usize, amount: Amount) -> Result<()> {
+    let mut senders = Vec::new();
+    for f in 0..flows {
+        senders.push(client.spawn_thread(move || {
+            let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(stream.protocol()))
+                .context("create the sending socket (is MPTCP enabled?)")?;
+            s.connect_timeout(&dst.into(), Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
+            let mut s: std::net::TcpStream = s.into();
+            s.set_write_timeout(Some(Duration::from_secs(30)))?;
+            let chunk = crate::payload(1 << 16, f as u64 + 7);
+            let start = Instant::now();
+            let mut sent = 0u64;
+            loop {
+                let n = match amount {
+                    Amount::For(d) if start.elapsed() >= d => break,
+                    Amount::For(_) => chunk.len(),
+                    Amount::Bytes(b) if sent >= b => break,
+                    Amount::Bytes(b) => (b - sent).min(chunk.len() as u64) as usize,
+                };
+                s.write_all(&chunk[..n]).context("bulk send")?;
+                sent += n as u64;
+            }
+            s.shutdown(std::net::Shutdown::Write)?;
+            Ok(())
+        }));
+    }
+    for s in senders {
+        s.join().map_err(|_| anyhow::anyhow!("bulk sender panicked"))??;
+    }
+    Ok(())
+}
+
+/// Request/response latency: `count` round trips of a `request`-byte query
+/// answered with `response` bytes, over one connection. Returns each round
+/// trip in microseconds.
+pub fn request_response(
+    client: &Netns,
+    server: &Netns,
+    dst: SocketAddr,
+    stream: Stream,
+    request: usize,
+    response: usize,
+    count: usize,
+) -> Result<Vec<u64>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let srv = server.spawn_thread(move || {
+        let l = Socket::new(Domain::for_address(dst), Type::STREAM, Some(stream.protocol()))?;
+        l.set_reuse_address(true)?;
+        l.bind(&any_addr(dst).into())?;
+        l.listen(4)?;
+        let l: std::net::TcpListener = l.into();
+        ready_tx.send(()).ok();
+        let (mut s, _) = l.accept()?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut q = vec![0u8; request];
+        let a = vec![7u8; response];
+        for _ in 0..count {
+            s.read_exact(&mut q).context("reading a request")?;
+            s.write_all(&a)?;
+        }
+        Ok(())
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).context("request/response server did not start")?;
+    let rtts = client.run(move || {
+        let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(stream.protocol()))?;
+        s.connect_timeout(&dst.into(), Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
+        let mut s: std::net::TcpStream = s.into();
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let q = vec![1u8; request];
+        let mut a = vec![0u8; response];
+        let mut rtts = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            s.write_all(&q)?;
+            s.read_exact(&mut a).context("reading a response")?;
+            rtts.push(t.elapsed().as_micros() as u64);
+        }
+        Ok(rtts)
+    })?;
+    srv.join().map_err(|_| anyhow::anyhow!("request/response server panicked"))??;
+    Ok(rtts)
+}
