@@ -55,6 +55,9 @@ pub mod programs {
     pub const BOND_EGRESS: &str = "bond_egress";
     /// XDP on every uplink: validate, account, decapsulate.
     pub const UPLINK_INGRESS: &str = "uplink_ingress";
+    /// Empty tc and XDP programs: the benchmark's per-packet cost baseline.
+    pub const NOOP_TC: &str = "noop_tc";
+    pub const NOOP_XDP: &str = "noop_xdp";
 }
 
 /// Instance-wide settings, `SETTINGS[0]`.

@@ -5,6 +5,7 @@
 //!   encapsulate, redirect to the chosen uplink.
 //! - `uplink_ingress` (ingress.rs): XDP on every uplink — validate, account,
 //!   decapsulate.
+//! - `noop_tc`, `noop_xdp` (noop.rs): empty programs, the benchmark's baseline.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // Inline BPF assembly for the atomic fetch-add `core` does not offer on this target.
@@ -16,6 +17,8 @@ mod egress;
 mod ingress;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod noop;
 #[cfg(target_arch = "bpf")]
 mod parse;
 

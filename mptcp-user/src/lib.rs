@@ -15,3 +15,4 @@ pub mod peer;
 pub mod run;
 pub mod status;
 pub mod subflows;
+pub mod testrun;

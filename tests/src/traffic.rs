@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -195,6 +195,10 @@ pub struct BulkReport {
     pub bytes: u64,
     pub series: Vec<u64>,
     pub finished_after: Option<Duration>,
+    /// Longest time without a byte arriving, after the first one.
+    pub longest_gap: Duration,
+    /// Every flow connected and was closed by its sender (a transfer completed).
+    pub complete: bool,
 }
 
 /// A listening bulk sink for `flows` connections, started before the senders.
@@ -203,6 +207,9 @@ pub struct BulkSink {
 }
 
 impl BulkSink {
+    /// Receive until every flow closes, or until `stop_at` after `epoch`,
+    /// whichever comes first (a flow stuck on a dead path is a measurement,
+    /// not an error).
     pub fn start(
         server: &Netns,
         bind: SocketAddr,
@@ -210,7 +217,7 @@ impl BulkSink {
         flows: usize,
         epoch: Instant,
         bucket: Duration,
-        timeout: Duration,
+        stop_at: Duration,
     ) -> Result<BulkSink> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let handle = server.spawn_thread(move || {
@@ -222,25 +229,24 @@ impl BulkSink {
             let l: std::net::TcpListener = l.into();
             l.set_nonblocking(true)?;
             ready_tx.send(()).ok();
-            let deadline = Instant::now() + timeout;
             let mut conns = Vec::new();
-            while conns.len() < flows {
-                match l.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(true)?;
-                        conns.push(s);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(2))
-                    }
-                    Err(e) => return Err(e).context("bulk flows did not connect"),
-                }
-            }
+            let mut open = Vec::new();
             let mut r = BulkReport::default();
             let mut buf = vec![0u8; 1 << 18];
-            let mut open: Vec<bool> = vec![true; conns.len()];
-            while open.iter().any(|&o| o) {
+            while epoch.elapsed() < stop_at && (conns.len() < flows || open.iter().any(|&o| o)) {
                 let mut progressed = false;
+                if conns.len() < flows {
+                    match l.accept() {
+                        Ok((s, _)) => {
+                            s.set_nonblocking(true)?;
+                            conns.push(s);
+                            open.push(true);
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e).context("accepting a bulk flow"),
+                    }
+                }
                 for (i, s) in conns.iter_mut().enumerate() {
                     if !open[i] {
                         continue;
@@ -256,17 +262,25 @@ impl BulkSink {
                                 r.series.resize(b + 1, 0);
                             }
                             r.series[b] += n as u64;
+                            if let Some(last) = r.finished_after {
+                                r.longest_gap = r.longest_gap.max(at.saturating_sub(last));
+                            }
                             r.finished_after = Some(at);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e).context("bulk receive"),
+                        // A reset flow is over; what it delivered counts.
+                        Err(_) => open[i] = false,
                     }
-                }
-                if Instant::now() > deadline {
-                    bail!("bulk flows still open at the deadline");
                 }
                 if !progressed {
                     std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            r.complete = conns.len() == flows && open.iter().all(|&o| !o);
+            if let Some(last) = r.finished_after {
+                // Silence until the sink stopped counts too (a flow that never recovered).
+                if !r.complete {
+                    r.longest_gap = r.longest_gap.max(epoch.elapsed().min(stop_at).saturating_sub(last));
                 }
             }
             Ok(r)
@@ -287,8 +301,17 @@ pub enum Amount {
     Bytes(u64),
 }
 
-/// `flows` concurrent senders from `client` to `dst`, each stopping per `amount`.
-pub fn bulk_send(client: &Netns, dst: SocketAddr, stream: Stream, flows: usize, amount: Amount) -> Result<()> {
+/// `flows` concurrent senders from `client` to `dst`, each stopping per
+/// `amount`, or giving up after `give_up` (a path that died under a
+/// single-path flow). Only failing to connect is an error.
+pub fn bulk_send(
+    client: &Netns,
+    dst: SocketAddr,
+    stream: Stream,
+    flows: usize,
+    amount: Amount,
+    give_up: Duration,
+) -> Result<()> {
     let mut senders = Vec::new();
     for f in 0..flows {
         senders.push(client.spawn_thread(move || {
@@ -296,21 +319,27 @@ pub fn bulk_send(client: &Netns, dst: SocketAddr, stream: Stream, flows: usize, 
                 .context("create the sending socket (is MPTCP enabled?)")?;
             s.connect_timeout(&dst.into(), Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
             let mut s: std::net::TcpStream = s.into();
-            s.set_write_timeout(Some(Duration::from_secs(30)))?;
+            // Short timeouts, so the loop notices its deadline even when blocked.
+            s.set_write_timeout(Some(Duration::from_millis(100)))?;
             let chunk = crate::payload(1 << 16, f as u64 + 7);
             let start = Instant::now();
             let mut sent = 0u64;
-            loop {
+            while start.elapsed() < give_up {
                 let n = match amount {
                     Amount::For(d) if start.elapsed() >= d => break,
                     Amount::For(_) => chunk.len(),
                     Amount::Bytes(b) if sent >= b => break,
                     Amount::Bytes(b) => (b - sent).min(chunk.len() as u64) as usize,
                 };
-                s.write_all(&chunk[..n]).context("bulk send")?;
-                sent += n as u64;
+                let at = (sent % chunk.len() as u64) as usize;
+                let len = n.min(chunk.len() - at);
+                match s.write(&chunk[at..at + len]) {
+                    Ok(w) => sent += w as u64,
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(_) => break, // reset: the flow is over
+                }
             }
-            s.shutdown(std::net::Shutdown::Write)?;
+            let _ = s.shutdown(std::net::Shutdown::Write);
             Ok(())
         }));
     }

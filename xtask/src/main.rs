@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | test | demo` — the project's one entry point.
+//! `cargo xtask setup | build | test | demo | bench` — the project's one entry point.
 //! `setup` installs what a fresh machine lacks; the others run it first.
 
 mod demo;
@@ -39,6 +39,22 @@ enum Cmd {
         /// Print a machine-readable summary as the last line.
         #[arg(long)]
         json: bool,
+    },
+    /// Run a benchmark scenario: every system side by side on emulated links.
+    /// Report and plots go to target/bench/<scenario>/.
+    Bench {
+        /// Scenario file (TOML), e.g. tests/scenarios/two-unequal.toml.
+        #[arg(long)]
+        scenario: String,
+        /// Print the results as JSON on the last line.
+        #[arg(long)]
+        json: bool,
+        /// Repeat each system N times and report medians.
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+        /// More mptcp-bench options (after `--`), e.g. `--systems kernel-mptcp,bond:min-rtt`.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
 }
 
@@ -87,6 +103,19 @@ fn main() -> Result<()> {
             // Namespace tests push real traffic; two at a time suits small machines.
             let mut c = cargo();
             c.args(["test", "--workspace", "--", "--test-threads=2"]).args(&args);
+            run(&mut c)
+        }
+        Cmd::Bench { scenario, json, runs, args } => {
+            require_root("bench")?;
+            setup::ensure()?;
+            // Release builds: the emulator and the controller must not be the bottleneck.
+            run(cargo().args(["build", "--release", "-p", "mptcp-user", "-p", "mptcp-bench"]))?;
+            let bench = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/mptcp-bench");
+            let mut c = Command::new(bench);
+            c.args(["--scenario", &scenario, "--runs", &runs.to_string()]).args(&args);
+            if json {
+                c.arg("--json");
+            }
             run(&mut c)
         }
         Cmd::Demo { duration, json } => {

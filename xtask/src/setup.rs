@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use crate::run;
 
 /// Debian packages the tests and the demo use.
-const PACKAGES: &[&str] = &["iproute2", "iputils-ping", "iperf3", "ethtool", "tcpdump", "bpftool", "procps"];
+// fonts-dejavu-core: the one font the benchmark plots are drawn with.
+const PACKAGES: &[&str] =
+    &["iproute2", "iputils-ping", "iperf3", "ethtool", "tcpdump", "bpftool", "procps", "fonts-dejavu-core"];
 
 fn ok(cmd: &mut Command) -> bool {
     cmd.output().map(|o| o.status.success()).unwrap_or(false)

@@ -1,0 +1,238 @@
+//! The kernel programs on BPF_PROG_TEST_RUN: the object loaded with private
+//! pins, a connection and subflows written into its maps, and packets as a
+//! peer would send them. Shared by the fixture tests and the benchmark's
+//! per-packet cost measurement. Needs root.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::util::nr_cpus;
+use aya::{Ebpf, EbpfLoader};
+use mptcp_common::checksum::ipv4_header_checksum;
+use mptcp_common::maps::{
+    names, programs, Connection, FlowKey, PathState, RxSeq, Settings, Subflow, SubflowKey, SubflowStats, TxState,
+    PATH_ESTABLISHED, PATH_UP,
+};
+use mptcp_common::wire::{MpHeader, FAMILY_V4, FAMILY_V6, MP_HDR_LEN};
+use mptcp_common::{DropReason, Policy};
+
+use crate::object::EBPF_OBJECT;
+
+pub const PORT: u16 = 7495;
+pub const TOKEN: u32 = 0x1122_3344;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+pub const CL4: [u8; 4] = [10, 1, 0, 2];
+pub const CO4: [u8; 4] = [10, 1, 0, 1];
+pub const CL6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+pub const CO6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// The object loaded with its maps pinned in a private directory, removed on Drop.
+pub struct Fixture {
+    pub ebpf: Ebpf,
+    dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = crate::lifecycle::remove_pins(&self.dir);
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Result<Fixture> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/mptcp-ebpf/fixture-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let ebpf = EbpfLoader::new().default_map_pin_directory(&dir).load(EBPF_OBJECT)?;
+        let mut f = Fixture { ebpf, dir };
+        let p: &mut SchedClassifier = f.ebpf.program_mut("bond_egress").unwrap().try_into()?;
+        p.load()?;
+        let p: &mut Xdp = f.ebpf.program_mut("uplink_ingress").unwrap().try_into()?;
+        p.load()?;
+        let mut s: Array<_, Settings> = f.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
+        s.set(0, Settings { port: PORT, _pad: 0, uplink_mtu: 1500 }, 0)?;
+        Ok(f)
+    }
+
+    pub fn zero_counters(&mut self, id: u32) -> Result<()> {
+        let key = SubflowKey { token: TOKEN, subflow_id: id };
+        let mut st: PerCpuHashMap<_, SubflowKey, SubflowStats> =
+            self.ebpf.map_mut(names::SUBFLOW_STATS).unwrap().try_into()?;
+        st.insert(key, PerCpuValues::try_from(vec![SubflowStats::default(); nr_cpus().map_err(|(_, e)| e)?])?, 0)?;
+        let mut rx: HashMap<_, SubflowKey, RxSeq> = self.ebpf.map_mut(names::RX_SEQ).unwrap().try_into()?;
+        rx.insert(key, RxSeq::default(), 0)?;
+        Ok(())
+    }
+
+    /// The receive side knows subflow `id` under this 4-tuple (as seen by the receiver).
+    pub fn rx_subflow(&mut self, key: FlowKey, id: u32) -> Result<()> {
+        let mut t: HashMap<_, FlowKey, SubflowKey> = self.ebpf.map_mut(names::SUBFLOW_BY_TUPLE).unwrap().try_into()?;
+        t.insert(key, SubflowKey { token: TOKEN, subflow_id: id }, 0)?;
+        self.zero_counters(id)
+    }
+
+    /// The send side: a connection for `prefix` with these subflows.
+    pub fn tx_connection(
+        &mut self,
+        prefix_v4: (u32, [u8; 4]),
+        subflows: &[(Subflow, bool)],
+        policy: Policy,
+    ) -> Result<()> {
+        let mut conn = Connection { token: TOKEN, n_subflows: subflows.len() as u32, ..Default::default() };
+        for (i, (s, _)) in subflows.iter().enumerate() {
+            conn.subflows[i] = *s;
+            self.zero_counters(i as u32)?;
+        }
+        let mut c: HashMap<_, u32, Connection> = self.ebpf.map_mut(names::CONNECTIONS).unwrap().try_into()?;
+        c.insert(TOKEN, conn, 0)?;
+        let mut tx: HashMap<_, u32, TxState> = self.ebpf.map_mut(names::TX_STATE).unwrap().try_into()?;
+        tx.insert(TOKEN, TxState::default(), 0)?;
+        let mut l4: LpmTrie<_, [u8; 4], u32> = self.ebpf.map_mut(names::CONN_BY_DEST_V4).unwrap().try_into()?;
+        l4.insert(&Key::new(prefix_v4.0, prefix_v4.1), TOKEN, 0)?;
+        let mut l6: LpmTrie<_, [u8; 16], u32> = self.ebpf.map_mut(names::CONN_BY_DEST_V6).unwrap().try_into()?;
+        l6.insert(&Key::new(0, [0; 16]), TOKEN, 0)?;
+        let mut p: Array<_, u32> = self.ebpf.map_mut(names::CLASS_POLICY).unwrap().try_into()?;
+        p.set(0, policy as u32, 0)?;
+        Ok(())
+    }
+
+    pub fn drops(&self, r: DropReason) -> Result<u64> {
+        let d: PerCpuArray<_, u64> = self.ebpf.map(names::DROPS).unwrap().try_into()?;
+        Ok(d.get(&(r as u32), 0)?.iter().sum())
+    }
+
+    pub fn stats(&self, id: u32) -> Result<SubflowStats> {
+        let st: PerCpuHashMap<_, SubflowKey, SubflowStats> = self.ebpf.map(names::SUBFLOW_STATS).unwrap().try_into()?;
+        let mut t = SubflowStats::default();
+        for v in st.get(&SubflowKey { token: TOKEN, subflow_id: id }, 0)?.iter() {
+            t.add(v);
+        }
+        Ok(t)
+    }
+
+    /// Kernel-timed single runs of program `name` on `input`: the verdict of
+    /// the last run and each run's duration in nanoseconds. One run per call,
+    /// because a repeated run would see the packet its previous run rewrote
+    /// (encapsulated or decapsulated), not the input.
+    pub fn time_runs(&mut self, name: &str, input: &[u8], runs: usize) -> Result<(u32, Vec<u64>)> {
+        let program = self.ebpf.program_mut(name).with_context(|| format!("no program {name}"))?;
+        let mut out = vec![0u8; input.len() + 256];
+        let mut times = Vec::with_capacity(runs);
+        let mut verdict = 0;
+        for _ in 0..runs {
+            let options = TestRunOptions { data_in: Some(input), data_out: Some(&mut out), ..Default::default() };
+            let r = match program {
+                aya::programs::Program::SchedClassifier(p) => p.test_run(options)?,
+                aya::programs::Program::Xdp(p) => p.test_run(options)?,
+                _ => anyhow::bail!("{name} is neither tc nor XDP"),
+            };
+            verdict = r.return_value;
+            times.push(r.duration.as_nanos() as u64);
+        }
+        Ok((verdict, times))
+    }
+
+    /// Load the empty baseline programs (not loaded by default).
+    pub fn load_noops(&mut self) -> Result<()> {
+        let p: &mut SchedClassifier = self.ebpf.program_mut(programs::NOOP_TC).context("no noop_tc")?.try_into()?;
+        p.load()?;
+        let p: &mut Xdp = self.ebpf.program_mut(programs::NOOP_XDP).context("no noop_xdp")?.try_into()?;
+        p.load()?;
+        Ok(())
+    }
+
+    pub fn run_xdp(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let p: &mut Xdp = self.ebpf.program_mut("uplink_ingress").unwrap().try_into()?;
+        let mut out = vec![0u8; input.len() + 256];
+        let r = p.test_run(TestRunOptions { data_in: Some(input), data_out: Some(&mut out), ..Default::default() })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    pub fn run_tc(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let p: &mut SchedClassifier = self.ebpf.program_mut("bond_egress").unwrap().try_into()?;
+        let mut out = vec![0u8; input.len() + 256];
+        let r = p.test_run(TestRunOptions { data_in: Some(input), data_out: Some(&mut out), ..Default::default() })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+}
+
+pub const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+pub const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+pub fn eth(dst: [u8; 6], src: [u8; 6], proto: u16) -> Vec<u8> {
+    let mut e = dst.to_vec();
+    e.extend_from_slice(&src);
+    e.extend_from_slice(&proto.to_be_bytes());
+    e
+}
+
+/// A small ICMP echo request in IPv4 (valid header checksum).
+pub fn inner_v4(dst: [u8; 4]) -> Vec<u8> {
+    let mut ip = [0x45, 0, 0, 36, 0, 1, 0, 0, 64, 1, 0, 0, 10, 99, 0, 2, dst[0], dst[1], dst[2], dst[3]];
+    let c = ipv4_header_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut p = ip.to_vec();
+    p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8]);
+    p
+}
+
+pub fn inner_v6() -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0, 0, 8, 58, 64];
+    p.extend_from_slice(&[0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    p.extend_from_slice(&[0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    p.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
+    p
+}
+
+/// What a peer puts on the wire: Ethernet + outer header from a template + multipath header + inner.
+pub fn encapsulated(t: &mptcp_common::maps::OuterTemplate, hdr: MpHeader, inner: &[u8]) -> Vec<u8> {
+    let v6 = t.family == FAMILY_V6;
+    let mut o = t.bytes[..t.len as usize].to_vec();
+    let udp_len = (8 + MP_HDR_LEN + inner.len()) as u16;
+    if v6 {
+        o[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        o[44..46].copy_from_slice(&udp_len.to_be_bytes());
+    } else {
+        let tot = udp_len + 20;
+        o[2..4].copy_from_slice(&tot.to_be_bytes());
+        o[10..12].copy_from_slice(&[0, 0]);
+        let mut h = [0u8; 20];
+        h.copy_from_slice(&o[..20]);
+        let c = ipv4_header_checksum(&h);
+        o[10..12].copy_from_slice(&c.to_be_bytes());
+        o[24..26].copy_from_slice(&udp_len.to_be_bytes());
+    }
+    let mut p = eth(MAC_B, MAC_A, if v6 { 0x86dd } else { 0x0800 });
+    p.extend_from_slice(&o);
+    p.extend_from_slice(bytemuck::bytes_of(&hdr));
+    p.extend_from_slice(inner);
+    p
+}
+
+pub fn v4_key(remote_port: u16) -> FlowKey {
+    let mut k = FlowKey { remote_port, local_port: PORT, family: FAMILY_V4, ..Default::default() };
+    k.remote[..4].copy_from_slice(&CL4);
+    k.local[..4].copy_from_slice(&CO4);
+    k
+}
+
+pub fn subflow(t: mptcp_common::maps::OuterTemplate, srtt_us: u32, priority: u32) -> (Subflow, bool) {
+    (
+        Subflow {
+            outer: t,
+            path: PathState { flags: PATH_ESTABLISHED | PATH_UP, priority, srtt_us, ..Default::default() },
+        },
+        true,
+    )
+}

@@ -1,0 +1,61 @@
+//! Per-packet cost of the kernel programs on BPF_PROG_TEST_RUN: the verified
+//! programs run on a realistic connection (two IPv4 subflows under min-rtt),
+//! each run timed by the kernel, next to an empty program of the same type.
+
+use anyhow::{ensure, Result};
+use mptcp_common::maps::programs;
+use mptcp_common::wire::MpHeader;
+use mptcp_common::{template, Policy};
+use mptcp_user::testrun::*;
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Cost {
+    /// Timed single runs per program (after a warm-up).
+    pub samples: usize,
+    /// Medians, nanoseconds per packet.
+    pub egress_ns: f64,
+    pub ingress_ns: f64,
+    pub noop_tc_ns: f64,
+    pub noop_xdp_ns: f64,
+}
+
+fn median(mut v: Vec<u64>) -> f64 {
+    v.sort_unstable();
+    v[v.len() / 2] as f64
+}
+
+pub fn measure(samples: usize) -> Result<Cost> {
+    let mut f = Fixture::new()?;
+    f.load_noops()?;
+    let far = [10, 2, 0, 1];
+    f.tx_connection(
+        (24, [10, 200, 0, 0]),
+        &[
+            subflow(template::ipv4(CL4, CO4, PORT, PORT, 1), 2_000, 0),
+            subflow(template::ipv4(CL4, far, PORT, PORT, 1), 9_000, 1),
+        ],
+        Policy::MinRtt,
+    )?;
+    f.rx_subflow(v4_key(PORT), 0)?;
+    let mut egress_in = eth([0xff; 6], MAC_A, 0x0800);
+    egress_in.extend_from_slice(&inner_v4([10, 200, 0, 2]));
+    let ingress_in = encapsulated(
+        &template::ipv4(CL4, CO4, PORT, PORT, 0),
+        MpHeader::data(TOKEN, 0, 0, 0, 0),
+        &inner_v4([10, 200, 0, 2]),
+    );
+    let mut time = |name: &str, input: &[u8], want: u32| -> Result<f64> {
+        f.time_runs(name, input, samples / 10)?; // warm caches and branch predictors
+        let (verdict, t) = f.time_runs(name, input, samples)?;
+        ensure!(verdict == want, "{name} returned {verdict}, expected {want}: the measured path is not the real one");
+        Ok(median(t))
+    };
+    Ok(Cost {
+        samples,
+        egress_ns: time(programs::BOND_EGRESS, &egress_in, TC_ACT_REDIRECT)?,
+        ingress_ns: time(programs::UPLINK_INGRESS, &ingress_in, XDP_PASS)?,
+        noop_tc_ns: time(programs::NOOP_TC, &egress_in, 0)?,
+        noop_xdp_ns: time(programs::NOOP_XDP, &ingress_in, XDP_PASS)?,
+    })
+}

@@ -1,0 +1,326 @@
+//! One system through one scenario: fresh testbed, shaped links, the traffic,
+//! the scheduled events, and the measurements.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mptcp_testbed::traffic::{self, percentile, Amount, BulkReport, BulkSink, Stream, UdpReport};
+use mptcp_testbed::wan::{Direction, Shape, BUCKET};
+use mptcp_testbed::{Netns, Testbed};
+use serde::Serialize;
+
+use crate::scenario::{Action, Scenario, System, Traffic};
+use crate::systems;
+
+/// Everything measured for one system in one run. `None` = not applicable.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Metrics {
+    pub goodput_mbit: Option<f64>,
+    pub capacity_share_pct: Option<f64>,
+    pub completion_s: Option<f64>,
+    /// Share of the uplink bytes each link carried, in scenario link order.
+    pub link_share_pct: Vec<f64>,
+    pub retrans_segs: Option<f64>,
+    /// Out-of-order queueing events at the receiver (TCP and MPTCP levels).
+    pub reorder_events: Option<f64>,
+    /// Longest silence of the bulk receiver after its first byte.
+    pub tcp_gap_ms: Option<f64>,
+    pub udp_loss_pct: Option<f64>,
+    pub udp_p50_ms: Option<f64>,
+    pub udp_p95_ms: Option<f64>,
+    pub udp_p99_ms: Option<f64>,
+    pub udp_gap_ms: Option<f64>,
+    pub rr_p50_ms: Option<f64>,
+    pub rr_p99_ms: Option<f64>,
+    /// After the first link failure: time until the surviving links carry 90 %
+    /// of their summed rate over 0.5 s. `None` with a failure = never.
+    pub recovery_s: Option<f64>,
+    pub controller_cpu_pct: Option<f64>,
+    pub controller_rss_mib: Option<f64>,
+}
+
+/// One system's run, with its time series for the plots.
+#[derive(Clone, Debug, Serialize)]
+pub struct SystemRun {
+    pub system: String,
+    pub metrics: Metrics,
+    /// Application goodput per 100 ms bucket, Mbit/s.
+    pub goodput_series: Vec<f64>,
+    /// Uplink wire rate per link per 100 ms bucket, Mbit/s.
+    pub link_series: Vec<Vec<f64>>,
+}
+
+const BULK_PORT: u16 = 5001;
+const UDP_PORT: u16 = 5002;
+const RR_PORT: u16 = 5003;
+
+fn server(port: u16) -> SocketAddr {
+    SocketAddr::new(Testbed::SERVER_V4.parse().unwrap(), port)
+}
+
+enum Outcome {
+    /// A bulk receiver's report; `timed` for flows that ran for a set time,
+    /// `None` for a fixed transfer.
+    Bulk {
+        report: BulkReport,
+        timed: Option<Duration>,
+    },
+    Udp(UdpReport),
+    Rr(Vec<u64>),
+}
+
+pub fn run_system(
+    scn: &Scenario,
+    system: System,
+    controller: &Path,
+    log_dir: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<SystemRun> {
+    let n = scn.links.len();
+    let bed = Testbed::with_wan(1, n)?;
+    let wan = bed.wan();
+    for (k, l) in scn.links.iter().enumerate() {
+        wan.set(k, Direction::Up, &l.uplink())?;
+        wan.set(k, Direction::Down, &l.downlink())?;
+    }
+    let running = systems::start(system, &bed, scn, controller, log_dir)
+        .with_context(|| format!("starting {}", system.label()))?;
+    let stream = if system == System::KernelMptcp { Stream::Mptcp } else { Stream::Tcp };
+    let (client, srv) = (&bed.clients[0], &bed.server);
+    let before = (tcp_counters(client)?, tcp_counters(srv)?, running.usage());
+    let duration = Duration::from_secs_f64(scn.duration_s);
+
+    wan.restart_series();
+    let epoch = Instant::now();
+    let finished = AtomicBool::new(false);
+    let outcomes: Vec<Result<Outcome>> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            scn.traffic.iter().map(|t| s.spawn(move || traffic_run(t, client, srv, stream, epoch, duration))).collect();
+        let events = s.spawn(|| apply_events(scn, &bed, epoch, &finished));
+        let mut next_report = Duration::from_secs(1);
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+            let t = epoch.elapsed();
+            if t >= next_report {
+                next_report += Duration::from_secs(1);
+                let last_second: u64 = (0..n)
+                    .map(|k| {
+                        let series = wan.series(k, Direction::Up);
+                        let end = series.len().min((t.as_millis() / 100) as usize);
+                        series[end.saturating_sub(10)..end].iter().sum::<u64>()
+                    })
+                    .sum();
+                progress(&format!(
+                    "t={:>3.0}/{:.0} s  uplinks carry {:.1} Mbit/s",
+                    t.as_secs_f64(),
+                    scn.duration_s,
+                    last_second as f64 * 8.0 / 1e6
+                ));
+            }
+        }
+        finished.store(true, Relaxed);
+        let _ = events.join();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("traffic panicked")))).collect()
+    });
+    let after = (tcp_counters(client)?, tcp_counters(srv)?, running.usage());
+    drop(running);
+
+    let mut m = Metrics::default();
+    let capacity = scn.capacity_mbit();
+    let mut goodput_series = Vec::new();
+    for o in outcomes {
+        match o? {
+            Outcome::Bulk { report: b, timed } => {
+                let finished = b.finished_after.unwrap_or(Duration::ZERO);
+                if timed.is_none() && b.complete {
+                    m.completion_s = Some(finished.as_secs_f64());
+                }
+                let secs = match timed {
+                    Some(t) => t,
+                    None if b.complete => finished,
+                    None => duration,
+                }
+                .as_secs_f64();
+                let g = b.bytes as f64 * 8.0 / secs.max(1e-3) / 1e6;
+                m.goodput_mbit = Some(g);
+                m.capacity_share_pct = Some(100.0 * g / capacity);
+                m.tcp_gap_ms = Some(b.longest_gap.as_secs_f64() * 1000.0);
+                goodput_series = b.series.iter().map(|&x| x as f64 * 8.0 / BUCKET.as_secs_f64() / 1e6).collect();
+            }
+            Outcome::Udp(u) => {
+                m.udp_loss_pct = Some(100.0 * u.loss());
+                m.udp_p50_ms = u.owd_percentile_ms(50.0);
+                m.udp_p95_ms = u.owd_percentile_ms(95.0);
+                m.udp_p99_ms = u.owd_percentile_ms(99.0);
+                m.udp_gap_ms = Some(u.longest_gap_ms());
+            }
+            Outcome::Rr(rtts) => {
+                m.rr_p50_ms = percentile(&rtts, 50.0).map(|us| us / 1000.0);
+                m.rr_p99_ms = percentile(&rtts, 99.0).map(|us| us / 1000.0);
+            }
+        }
+    }
+    m.retrans_segs = Some(after.0.retrans.saturating_sub(before.0.retrans) as f64);
+    m.reorder_events = Some(after.1.ofo.saturating_sub(before.1.ofo) as f64);
+    let link_series: Vec<Vec<u64>> = (0..n).map(|k| wan.series(k, Direction::Up)).collect();
+    let totals: Vec<u64> = link_series.iter().map(|s| s.iter().sum()).collect();
+    let all: u64 = totals.iter().sum::<u64>().max(1);
+    m.link_share_pct = totals.iter().map(|&t| 100.0 * t as f64 / all as f64).collect();
+    m.recovery_s = recovery(scn, &link_series);
+    if !after.2.is_empty() {
+        let elapsed = epoch.elapsed().as_secs_f64();
+        let ticks: u64 = after.2.iter().zip(&before.2).map(|(a, b)| a.cpu_ticks.saturating_sub(b.cpu_ticks)).sum();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+        m.controller_cpu_pct = Some(100.0 * ticks as f64 / hz / elapsed);
+        m.controller_rss_mib = after.2.iter().map(|u| u.peak_rss_kib as f64 / 1024.0).reduce(f64::max);
+    }
+    Ok(SystemRun {
+        system: system.label(),
+        metrics: m,
+        goodput_series,
+        link_series: link_series
+            .iter()
+            .map(|s| s.iter().map(|&x| x as f64 * 8.0 / BUCKET.as_secs_f64() / 1e6).collect())
+            .collect(),
+    })
+}
+
+fn traffic_run(
+    t: &Traffic,
+    client: &Netns,
+    srv: &Netns,
+    stream: Stream,
+    epoch: Instant,
+    d: Duration,
+) -> Result<Outcome> {
+    let bind = |port: u16| -> SocketAddr { format!("0.0.0.0:{port}").parse().unwrap() };
+    match t {
+        Traffic::TcpBulk { flows } => {
+            // Data still in flight on a slow path when the senders stop counts.
+            let stop = d + Duration::from_secs(2);
+            let sink = BulkSink::start(srv, bind(BULK_PORT), stream, *flows, epoch, BUCKET, stop)?;
+            traffic::bulk_send(client, server(BULK_PORT), stream, *flows, Amount::For(d), d)?;
+            Ok(Outcome::Bulk { report: sink.join()?, timed: Some(d) })
+        }
+        Traffic::Transfer { size_mb } => {
+            // The scenario's duration is the transfer's deadline.
+            let sink = BulkSink::start(srv, bind(BULK_PORT), stream, 1, epoch, BUCKET, d)?;
+            let bytes = (size_mb * 1e6) as u64;
+            traffic::bulk_send(client, server(BULK_PORT), stream, 1, Amount::Bytes(bytes), d)?;
+            Ok(Outcome::Bulk { report: sink.join()?, timed: None })
+        }
+        Traffic::UdpCbr { rate_mbit, size } => {
+            let pps = (rate_mbit * 1e6 / 8.0 / (*size + 42) as f64).round().max(1.0) as u32;
+            Ok(Outcome::Udp(traffic::udp_cbr(client, srv, server(UDP_PORT), pps, *size, d)?))
+        }
+        Traffic::UdpProbe { pps } => Ok(Outcome::Udp(traffic::udp_cbr(client, srv, server(UDP_PORT), *pps, 64, d)?)),
+        Traffic::RequestResponse { request, response, count } => Ok(Outcome::Rr(traffic::request_response(
+            client,
+            srv,
+            server(RR_PORT),
+            stream,
+            *request,
+            *response,
+            *count,
+        )?)),
+    }
+}
+
+/// Apply the scenario's events at their times (until the run finishes).
+fn apply_events(scn: &Scenario, bed: &Testbed, epoch: Instant, finished: &AtomicBool) -> Result<()> {
+    let wan = bed.wan();
+    let mut shapes: Vec<(Shape, Shape)> = scn.links.iter().map(|l| (l.uplink(), l.downlink())).collect();
+    let mut events: Vec<_> = scn.events.iter().collect();
+    events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    for e in events {
+        let at = Duration::from_secs_f64(e.at_s);
+        while epoch.elapsed() < at {
+            if finished.load(Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep((at - epoch.elapsed()).min(Duration::from_millis(20)));
+        }
+        let k = scn.links.iter().position(|l| l.name == e.link).expect("validated");
+        match e.action {
+            Action::Down => wan.set_up(k, false),
+            Action::Up => wan.set_up(k, true),
+            Action::Set => {
+                shapes[k] = (e.apply(shapes[k].0.clone()), e.apply(shapes[k].1.clone()));
+                wan.set(k, Direction::Up, &shapes[k].0)?;
+                wan.set(k, Direction::Down, &shapes[k].1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Seconds from the first `down` event until the links still up carry 90 %
+/// of their summed rate over a 0.5 s window (window start).
+fn recovery(scn: &Scenario, link_series: &[Vec<u64>]) -> Option<f64> {
+    let first = scn.events.iter().filter(|e| e.action == Action::Down).min_by(|a, b| a.at_s.total_cmp(&b.at_s))?;
+    let mut up = vec![true; scn.links.len()];
+    let mut rate: Vec<f64> = scn.links.iter().map(|l| l.rate_mbit).collect();
+    let mut events: Vec<_> = scn.events.iter().filter(|e| e.at_s <= first.at_s).collect();
+    events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    for e in events {
+        let k = scn.links.iter().position(|l| l.name == e.link)?;
+        match e.action {
+            Action::Down => up[k] = false,
+            Action::Up => up[k] = true,
+            Action::Set => rate[k] = e.rate_mbit.unwrap_or(rate[k]),
+        }
+    }
+    let surviving: f64 = (0..up.len()).filter(|&k| up[k]).map(|k| rate[k]).sum();
+    let window = 5usize;
+    let need = 0.9 * surviving * 1e6 / 8.0 * BUCKET.as_secs_f64() * window as f64;
+    let start = (first.at_s / BUCKET.as_secs_f64()).ceil() as usize;
+    let len = link_series.iter().map(|s| s.len()).max().unwrap_or(0);
+    (start..len.saturating_sub(window)).find_map(|i| {
+        let carried: u64 = link_series.iter().map(|s| s.iter().skip(i).take(window).sum::<u64>()).sum();
+        (carried as f64 >= need).then(|| i as f64 * BUCKET.as_secs_f64() - first.at_s)
+    })
+}
+
+#[derive(Default)]
+struct TcpCounters {
+    retrans: u64,
+    ofo: u64,
+}
+
+/// The namespace's TCP retransmissions and out-of-order queueing events.
+fn tcp_counters(ns: &Netns) -> Result<TcpCounters> {
+    ns.run(|| {
+        let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp")?;
+        let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat")?;
+        Ok(TcpCounters {
+            retrans: counter(&snmp, "Tcp", "RetransSegs").unwrap_or(0),
+            ofo: counter(&netstat, "TcpExt", "TCPOFOQueue").unwrap_or(0)
+                + counter(&netstat, "MPTcpExt", "OFOQueue").unwrap_or(0),
+        })
+    })
+}
+
+/// A counter from /proc/net/{snmp,netstat}: a header line and a value line per group.
+fn counter(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_by_name() {
+        let t = "Tcp: RtoAlgorithm RetransSegs\nTcp: 1 42\nUdp: InDatagrams\nUdp: 7\n";
+        assert_eq!(counter(t, "Tcp", "RetransSegs"), Some(42));
+        assert_eq!(counter(t, "Udp", "InDatagrams"), Some(7));
+        assert_eq!(counter(t, "Tcp", "Nope"), None);
+    }
+}

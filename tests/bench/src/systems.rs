@@ -1,0 +1,190 @@
+//! Bringing up each compared system on a fresh testbed, and taking it down.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use mptcp_testbed::{Netns, Proc, Signal, Testbed};
+
+use crate::scenario::{Scenario, System};
+
+const PSK: &str = "benchmark-pre-shared-key";
+
+/// A started system; controllers are stopped and their pins removed on Drop.
+pub struct Running {
+    controller: PathBuf,
+    instances: Vec<(String, Proc)>,
+}
+
+/// CPU time (clock ticks) and peak resident set (KiB) of one process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub cpu_ticks: u64,
+    pub peak_rss_kib: u64,
+}
+
+impl Running {
+    /// Usage of every controller process of this system (none for the kernel's).
+    pub fn usage(&self) -> Vec<Usage> {
+        self.instances.iter().map(|(_, p)| usage(p.child.id()).unwrap_or_default()).collect()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for (name, p) in &mut self.instances {
+            let _ = p.signal(Signal::SIGINT);
+            let _ = p.wait_timeout(Duration::from_secs(5));
+            let _ = Command::new(&self.controller).args(["down", "--instance", name]).output();
+            let _ = mptcp_user::lifecycle::remove_pins(&mptcp_user::lifecycle::pin_dir(name));
+        }
+    }
+}
+
+fn usage(pid: u32) -> Result<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let cpu_ticks = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let peak_rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(Usage { cpu_ticks, peak_rss_kib })
+}
+
+/// Client address on link k (as in the testbed's address plan).
+fn client_addr(k: usize) -> String {
+    format!("10.{}.0.2", k + 1)
+}
+
+pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, log_dir: &Path) -> Result<Running> {
+    let mut running = Running { controller: controller.to_path_buf(), instances: Vec::new() };
+    let client = &bed.clients[0];
+    let best = scn.best_link();
+    match system {
+        System::SinglePath => {
+            client.sh(&format!(
+                "ip route add 10.200.0.0/24 via {} dev {}",
+                Testbed::conc_addr(0, best),
+                Testbed::client_dev(best)
+            ))?;
+        }
+        System::KernelMptcp => {
+            // The first subflow takes the best link; the in-kernel path manager
+            // opens one more per endpoint. Source routing sends each subflow out
+            // of the link its address belongs to.
+            client.sh(&format!(
+                "ip route add 10.200.0.0/24 via {} dev {}",
+                Testbed::conc_addr(0, best),
+                Testbed::client_dev(best)
+            ))?;
+            client.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+            for k in 0..scn.links.len() {
+                let (dev, addr) = (Testbed::client_dev(k), client_addr(k));
+                client.sh(&format!(
+                    "ip rule add from {addr} table {t} && ip route add default via {gw} dev {dev} table {t} && ip mptcp endpoint add {addr} dev {dev} subflow",
+                    t = 100 + k,
+                    gw = Testbed::conc_addr(0, k)
+                ))?;
+            }
+            bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+        }
+        System::Bond(policy) => {
+            let probe = probe_section(scn);
+            let conc_name = format!("{}co", bed.prefix);
+            let mut conc = format!(
+                "role = \"concentrator\"\ninstance = \"{conc_name}\"\npsk = \"{PSK}\"\npolicy = \"{}\"\n[bond]\nname = \"mpb\"\naddresses = [\"{}\", \"{}\"]\n{probe}",
+                policy.name(),
+                Testbed::CONC_BOND_ADDRS[0],
+                Testbed::CONC_BOND_ADDRS[1]
+            );
+            for (k, l) in scn.links.iter().enumerate() {
+                conc += &format!(
+                    "[[path]]\nname = \"{}\"\ninterface = \"{}\"\n{}",
+                    l.name,
+                    Testbed::conc_dev(0, k),
+                    hint(scn, l.downlink().rate_mbit)
+                );
+            }
+            let client_name = format!("{}c0", bed.prefix);
+            let [a4, a6] = Testbed::client_bond_addrs(0);
+            let mut cl = format!(
+                "role = \"client\"\ninstance = \"{client_name}\"\npsk = \"{PSK}\"\npolicy = \"{}\"\n[bond]\nname = \"mpb\"\naddresses = [\"{a4}\", \"{a6}\"]\nroutes = [\"{}\", \"{}\"]\n{probe}",
+                policy.name(),
+                Testbed::SERVER_ROUTES[0],
+                Testbed::SERVER_ROUTES[1]
+            );
+            for (k, l) in scn.links.iter().enumerate() {
+                cl += &format!(
+                    "[[path]]\nname = \"{}\"\ninterface = \"{}\"\nremote = \"{}\"\n{}",
+                    l.name,
+                    Testbed::client_dev(k),
+                    Testbed::conc_addr(0, k),
+                    hint(scn, l.rate_mbit)
+                );
+            }
+            let p = launch(&bed.conc, controller, log_dir, &conc_name, &conc, "mptcp-user: serving")?;
+            running.instances.push((conc_name, p));
+            let p = launch(client, controller, log_dir, &client_name, &cl, "mptcp-user: connected")?;
+            running.instances.push((client_name.clone(), p));
+            wait_subflows(client, controller, &client_name, scn.links.len())?;
+        }
+    }
+    Ok(running)
+}
+
+fn probe_section(scn: &Scenario) -> String {
+    let mut s = String::from("[probe]\n");
+    if let Some(i) = scn.bond.probe_interval_ms {
+        s += &format!("interval_ms = {i}\n");
+    }
+    if let Some(d) = scn.bond.down_after {
+        s += &format!("down_after = {d}\n");
+    }
+    s
+}
+
+fn hint(scn: &Scenario, rate_mbit: f64) -> String {
+    if scn.bond.rate_hints {
+        format!("rate_mbit = {:.3}\n", rate_mbit * 0.95)
+    } else {
+        String::new()
+    }
+}
+
+fn launch(ns: &Netns, controller: &Path, log_dir: &Path, name: &str, config: &str, ready: &str) -> Result<Proc> {
+    let cfg = log_dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config)?;
+    let mut cmd = ns.command(controller.to_str().context("controller path is not UTF-8")?);
+    cmd.args(["--log", "info,netlink_packet_route=error", "up", "--config"]).arg(&cfg);
+    let mut p = Proc::spawn(cmd, log_dir.join(format!("{name}.log")))?;
+    p.wait_for(ready, Duration::from_secs(20)).with_context(|| format!("controller {name} did not start"))?;
+    Ok(p)
+}
+
+fn wait_subflows(ns: &Netns, controller: &Path, instance: &str, n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out =
+            ns.command(controller.to_str().unwrap()).args(["status", "--json", "--instance", instance]).output()?;
+        let up = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|s| {
+                s["connections"][0]["subflows"].as_array().map(|v| v.iter().filter(|f| f["state"] == "up").count())
+            })
+            .unwrap_or(0);
+        if up >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {up} of {n} subflows came up: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
