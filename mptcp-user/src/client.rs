@@ -292,7 +292,9 @@ impl Client {
     /// Periodic work: handshakes, probes, liveness.
     async fn tick(&mut self) -> Result<()> {
         let now = now_us();
-        let retry_us = 1_000_000;
+        // Per handshake step (a CHALLENGE restarts the clock): long enough for a
+        // satellite path's round trip, short enough to rotate off a dead path.
+        let retry_us = 2_000_000;
         for i in 0..self.paths.len() {
             if self.paths[i].socket.is_none() || !self.paths[i].running {
                 self.refresh_path(i).await;
@@ -402,6 +404,7 @@ impl Client {
                 let ep = self.paths[i].endpoints().ok_or_else(|| anyhow!("path lost its endpoints mid-handshake"))?;
                 subflows::install_rx(&mut self.maps, token, self.paths[i].id, &ep)?;
                 h.challenged = Some((nonce_s, token));
+                h.sent_us = now;
                 self.paths[i].pending = Some(h);
                 let proof = Message { token, subflow_id: self.paths[i].id, body: Body::Proof { nonce_c, nonce_s } };
                 self.send(i, &proof).await;

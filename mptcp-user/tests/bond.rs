@@ -540,3 +540,21 @@ fn address_events_remove_and_rejoin_subflows_without_the_operator() -> Result<()
     assert!(client.output().contains("subflow removed"), "{}", client.output());
     Ok(())
 }
+
+#[test]
+fn a_satellite_path_with_a_600_ms_round_trip_joins_and_carries_traffic() -> Result<()> {
+    // Through the WAN emulator: uplink 1 has 300 ms one way, as a GEO satellite.
+    // Its handshake takes 1.2 s, longer than one retry interval used to be.
+    let bed = Testbed::with_wan(1, 2)?;
+    let sat = mptcp_testbed::wan::Shape { delay_ms: 300.0, ..Default::default() };
+    for dir in [mptcp_testbed::wan::Direction::Up, mptcp_testbed::wan::Direction::Down] {
+        bed.wan().set(1, dir, &sat)?;
+    }
+    let _conc = start_conc(&bed, &[])?;
+    let client = start_client(&bed, 0, &["--policy", "active-backup"])?;
+    let cl = &bed.clients[0];
+    let srtt = |s: &Value| subflow_counter(s, 1, "srtt_us");
+    wait_status(&client, cl, "the satellite subflow measures its round trip", |s| srtt(s) >= 550_000)?;
+    tcp_bulk(&bed.server, cl, server(5001), 1 << 20, Duration::from_secs(60))?;
+    Ok(())
+}

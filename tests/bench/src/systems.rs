@@ -121,8 +121,9 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
                 Testbed::SERVER_ROUTES[1]
             );
             for (k, l) in scn.links.iter().enumerate() {
+                // Scenario order is preference order (active-backup's primary first).
                 cl += &format!(
-                    "[[path]]\nname = \"{}\"\ninterface = \"{}\"\nremote = \"{}\"\n{}",
+                    "[[path]]\nname = \"{}\"\ninterface = \"{}\"\nremote = \"{}\"\npriority = {k}\n{}",
                     l.name,
                     Testbed::client_dev(k),
                     Testbed::conc_addr(0, k),
