@@ -6,10 +6,11 @@
 //! types and std-only helpers.
 #![no_std]
 
-#[cfg(feature = "std")]
+#[cfg(any(feature = "std", test))]
 extern crate std;
 
 pub mod checksum;
+pub mod classify;
 pub mod drop;
 pub mod maps;
 pub mod mtu;
@@ -19,4 +20,4 @@ pub mod template;
 pub mod wire;
 
 pub use drop::DropReason;
-pub use policy::Policy;
+pub use policy::{ClassPolicy, Policy};

@@ -11,10 +11,16 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::policy::SchedState;
+
 /// Subflows per connection. The subflow id is the slot index.
 pub const MAX_SUBFLOWS: usize = 8;
 /// Classes; class 0 is the default class.
 pub const MAX_CLASSES: u32 = 16;
+/// Classifier rules, evaluated in order.
+pub const MAX_RULES: u32 = 32;
+/// Flows tracked by the flowlet policy (least recently used ones are evicted).
+pub const MAX_FLOWS: u32 = 65536;
 /// Connections (clients) one instance can hold.
 pub const MAX_CONNECTIONS: u32 = 1024;
 /// Inner destination prefixes over all connections.
@@ -24,6 +30,8 @@ pub const MAX_PREFIXES: u32 = 4096;
 pub mod names {
     pub const SETTINGS: &str = "SETTINGS";
     pub const CLASS_POLICY: &str = "CLASS_POLICY";
+    pub const CLASS_RULES: &str = "CLASS_RULES";
+    pub const FLOWLETS: &str = "FLOWLETS";
     pub const CONNECTIONS: &str = "CONNECTIONS";
     pub const CONN_BY_DEST_V4: &str = "CONN_BY_DEST_V4";
     pub const CONN_BY_DEST_V6: &str = "CONN_BY_DEST_V6";
@@ -34,9 +42,11 @@ pub mod names {
     pub const DROPS: &str = "DROPS";
     pub const CONTROL_COUNTERS: &str = "CONTROL_COUNTERS";
     /// Every map, for pinning and cleanup.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 13] = [
         SETTINGS,
         CLASS_POLICY,
+        CLASS_RULES,
+        FLOWLETS,
         CONNECTIONS,
         CONN_BY_DEST_V4,
         CONN_BY_DEST_V6,
@@ -66,7 +76,8 @@ pub mod programs {
 pub struct Settings {
     /// The bond's UDP port, host byte order.
     pub port: u16,
-    pub _pad: u16,
+    /// Classifier rules in use: `CLASS_RULES[0..n_rules]`, in order.
+    pub n_rules: u16,
     /// Largest uplink MTU, to drop (and count) non-GSO packets that would not fit.
     pub uplink_mtu: u32,
 }
@@ -112,8 +123,10 @@ pub struct PathState {
     pub rttvar_us: u32,
     /// Capacity in bytes per second; 0 = unknown (not rate limited).
     pub rate_bytes_per_sec: u64,
+    /// Share under the weighted policy; 0 = by rate (see [`crate::policy::weight_of`]).
     pub weight: u32,
-    pub _pad: u32,
+    /// One-way delay reported by the receiver, microseconds; 0 = use srtt / 2.
+    pub owd_us: u32,
 }
 
 impl PathState {
@@ -165,6 +178,7 @@ pub struct TxState {
     /// Next sequence number of each subflow (low 32 bits on the wire).
     pub subflow_seq: [u64; MAX_SUBFLOWS],
     pub buckets: [Bucket; MAX_SUBFLOWS],
+    pub sched: SchedState,
 }
 
 /// Names one subflow of one connection.
@@ -208,6 +222,15 @@ impl SubflowStats {
     pub fn rx_lost(&self) -> u64 {
         self.rx_gaps.saturating_sub(self.rx_late)
     }
+}
+
+/// `FLOWLETS` key: one inner flow of one connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowletKey {
+    pub token: u32,
+    /// [`crate::classify::PacketMeta::flow_hash`].
+    pub flow_hash: u32,
 }
 
 /// Receiver-side sequence tracking of one subflow (see [`crate::seq`]).
@@ -293,6 +316,14 @@ mod pod {
     unsafe impl aya::Pod for RxSeq {}
     // SAFETY: as above.
     unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowletKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::policy::ClassPolicy {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::policy::FlowletEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::classify::ClassRule {}
 }
 
 #[cfg(test)]
@@ -306,7 +337,9 @@ mod tests {
         assert_eq!(size_of::<PathState>(), 32);
         assert_eq!(size_of::<Subflow>(), 88);
         assert_eq!(size_of::<Connection>(), 16 + 88 * MAX_SUBFLOWS);
-        assert_eq!(size_of::<TxState>(), 8 + 8 * MAX_SUBFLOWS + 16 * MAX_SUBFLOWS);
+        assert_eq!(size_of::<TxState>(), 8 + 8 * MAX_SUBFLOWS + 16 * MAX_SUBFLOWS + 8 + 8 * MAX_SUBFLOWS);
+        assert_eq!(size_of::<crate::classify::ClassRule>(), 32);
+        assert_eq!(size_of::<crate::policy::ClassPolicy>(), 4);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<SubflowStats>(), 64);
     }

@@ -1,6 +1,7 @@
 //! tc egress on the bond device, top to bottom: find the connection of the
-//! inner destination, let the class's policy pick a subflow, encapsulate
-//! (outer IP + UDP + multipath header) and redirect to that subflow's uplink.
+//! inner destination, classify the packet, let the class's policy pick a
+//! subflow, encapsulate (outer IP + UDP + multipath header) and redirect to
+//! that subflow's uplink.
 
 use aya_ebpf::bindings::{
     bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6,
@@ -11,15 +12,17 @@ use aya_ebpf::macros::classifier;
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use mptcp_common::checksum::replace16;
-use mptcp_common::maps::{Connection, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
-use mptcp_common::policy::{bucket_credit, bucket_spend, select, Paths};
+use mptcp_common::classify::{classify, PacketMeta, DEFAULT_CLASS};
+use mptcp_common::maps::{Connection, FlowletKey, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
+use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, FlowletEntry, Paths};
 use mptcp_common::wire::{
     MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN, UDP_HLEN,
 };
-use mptcp_common::{DropReason, Policy};
+use mptcp_common::{ClassPolicy, DropReason, Policy};
 
 use crate::maps::{
-    count_drop, opaque, settings, CLASS_POLICY, CONNECTIONS, CONN_BY_DEST_V4, CONN_BY_DEST_V6, SUBFLOW_STATS, TX_STATE,
+    count_drop, opaque, opaque64, settings, CLASS_POLICY, CLASS_RULES, CONNECTIONS, CONN_BY_DEST_V4, CONN_BY_DEST_V6,
+    FLOWLETS, SUBFLOW_STATS, TX_STATE,
 };
 
 const V4_OUTER: usize = IPV4_HLEN + UDP_HLEN + MP_HDR_LEN;
@@ -60,7 +63,9 @@ impl Paths for ConnPaths<'_> {
     #[inline(always)]
     fn credit(&self, i: usize) -> i64 {
         let i = i & (MAX_SUBFLOWS - 1);
-        bucket_credit(&self.tx.buckets[i], self.conn.subflows[i].path.rate_bytes_per_sec, self.now_ns)
+        // Laundered: the refill's branches then cost a sum, not a product, over the loop.
+        opaque64(bucket_credit(&self.tx.buckets[i], self.conn.subflows[i].path.rate_bytes_per_sec, self.now_ns) as u64)
+            as i64
     }
     #[inline(always)]
     fn launder(&self, v: usize) -> usize {
@@ -93,6 +98,21 @@ fn fetch_add(p: &mut u64, v: u64) -> u64 {
     val
 }
 
+/// The inner packet's protocol, DSCP, addresses and ports.
+#[inline(always)]
+fn packet_meta(ctx: &TcContext, h_proto: u16) -> Result<PacketMeta, DropReason> {
+    if h_proto == ETH_P_IP {
+        let h: [u8; IPV4_HLEN] = ctx.load(ETH_HLEN).map_err(|_| DropReason::NotIp)?;
+        let ihl = ((h[0] & 0x0f) as usize) * 4;
+        let l4: [u8; 4] = ctx.load(ETH_HLEN + ihl).unwrap_or([0; 4]);
+        Ok(PacketMeta::from_ipv4(&h, &l4))
+    } else {
+        let h: [u8; IPV6_HLEN] = ctx.load(ETH_HLEN).map_err(|_| DropReason::NotIp)?;
+        let l4: [u8; 4] = ctx.load(ETH_HLEN + IPV6_HLEN).unwrap_or([0; 4]);
+        Ok(PacketMeta::from_ipv6(&h, &l4))
+    }
+}
+
 #[inline(always)]
 fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // 1. Which connection: longest prefix match on the inner destination.
@@ -114,22 +134,60 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // SAFETY: map values stay valid for the whole program run.
     let (conn, tx) = unsafe { (&*conn_ptr, &mut *tx_ptr) };
 
-    // 2. Which subflow: the class's policy, a pure function of mptcp-common.
-    let policy = match CLASS_POLICY.get(0) {
-        Some(p) => Policy::from_u32(*p).unwrap_or(Policy::MinRtt),
-        None => Policy::MinRtt,
+    // 2. Which class: the first matching rule (parsing only when rules exist).
+    let n_rules = settings().n_rules as u32;
+    let mut meta = PacketMeta::default();
+    let mut parsed = false;
+    let mut class = DEFAULT_CLASS;
+    if n_rules > 0 {
+        meta = packet_meta(ctx, h_proto)?;
+        parsed = true;
+        class = classify(|i| CLASS_RULES.get(i), n_rules, &meta);
+    }
+    let cp = match CLASS_POLICY.get(class as u32) {
+        Some(p) => *p,
+        None => ClassPolicy::new(Policy::MinRtt),
     };
+    let flowlet = cp.policy() == Policy::Flowlet;
+
+    // 3. Which subflow: the class's policy, one pure function of mptcp-common.
     let inner_len = ctx.len().saturating_sub(ETH_HLEN as u32);
+    // SAFETY: plain helper call.
     let now_ns = unsafe { bpf_ktime_get_ns() };
+    let mut flow_key = FlowletKey { token, flow_hash: 0 };
+    let mut flow = FlowletEntry::default();
+    if flowlet {
+        if !parsed {
+            meta = packet_meta(ctx, h_proto)?;
+        }
+        flow_key.flow_hash = meta.flow_hash();
+        // SAFETY: the value is copied out at once.
+        if let Some(e) = unsafe { FLOWLETS.get(flow_key) } {
+            flow = *e;
+        }
+    }
+    let mut sched = tx.sched;
     let paths = ConnPaths { conn, tx, now_ns };
-    let chosen = select(policy, &paths, inner_len).ok_or(DropReason::NoSubflow)?;
-    let i = opaque(chosen as u32) as usize & (MAX_SUBFLOWS - 1);
+    let d = decide(cp, &paths, inner_len, now_ns, &sched, &flow).ok_or(DropReason::NoSubflow)?;
+    commit(&d, &paths, inner_len, now_ns, &mut sched, &mut flow, flowlet);
+    let _ = paths;
+    if d.by == Policy::Weighted {
+        tx.sched = sched;
+    }
+    if flowlet {
+        let _ = FLOWLETS.insert(flow_key, flow, 0);
+    }
+    // From here on only laundered numbers: the verifier then sees the same
+    // state whichever policy decided, and checks the rest of the program once
+    // instead of once per policy.
+    let i = opaque(d.subflow as u32) as usize & (MAX_SUBFLOWS - 1);
+    let paths = ConnPaths { conn, tx, now_ns };
     let credit = paths.credit(i);
     let _ = paths;
-    bucket_spend(&mut tx.buckets[i], credit, inner_len, now_ns);
+    bucket_spend(&mut tx.buckets[i], conn.subflows[i].path.rate_bytes_per_sec, credit, inner_len, now_ns);
     let sub = &conn.subflows[i];
 
-    // 3. Sequence numbers advance by the GSO segment count: the kernel copies
+    // 4. Sequence numbers advance by the GSO segment count: the kernel copies
     // our header onto every segment.
     // SAFETY: reading a field of the skb context the program was given.
     let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
@@ -143,7 +201,7 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let seq = fetch_add(&mut tx.subflow_seq[i], segs as u64) as u32;
     let hdr = MpHeader::data(token, i as u8, dsn, seq, (now_ns / 1000) as u32);
 
-    // 4. Encapsulate.
+    // 5. Encapsulate.
     let l3 = if v6 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 };
     let flags = (l3 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_FIXED_GSO) as u64 | encap_l2(MP_HDR_LEN);
     ctx.adjust_room(outer as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| DropReason::EncapFailed)?;
@@ -173,7 +231,7 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // device writes one); it fills in both addresses itself.
     ctx.store(0, &[0u8; 6], 0).map_err(|_| DropReason::EncapFailed)?;
 
-    // 5. Account and send.
+    // 6. Account and send.
     let key = SubflowKey { token, subflow_id: i as u32 };
     if let Some(s) = SUBFLOW_STATS.get_ptr_mut(key) {
         // SAFETY: per-CPU map value, valid for the run, this CPU only.

@@ -2,18 +2,26 @@
 //! are pinned by name so the controller finds them under its pin directory.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap};
+use mptcp_common::classify::ClassRule;
 use mptcp_common::maps::{
-    Connection, ControlCounter, FlowKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState, MAX_CLASSES,
-    MAX_CONNECTIONS, MAX_PREFIXES, MAX_SUBFLOWS,
+    Connection, ControlCounter, FlowKey, FlowletKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState, MAX_CLASSES,
+    MAX_CONNECTIONS, MAX_FLOWS, MAX_PREFIXES, MAX_RULES, MAX_SUBFLOWS,
 };
-use mptcp_common::DropReason;
+use mptcp_common::policy::FlowletEntry;
+use mptcp_common::{ClassPolicy, DropReason};
 
 #[map(name = "SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 
 #[map(name = "CLASS_POLICY")]
-pub static CLASS_POLICY: Array<u32> = Array::pinned(MAX_CLASSES, 0);
+pub static CLASS_POLICY: Array<ClassPolicy> = Array::pinned(MAX_CLASSES, 0);
+
+#[map(name = "CLASS_RULES")]
+pub static CLASS_RULES: Array<ClassRule> = Array::pinned(MAX_RULES, 0);
+
+#[map(name = "FLOWLETS")]
+pub static FLOWLETS: LruHashMap<FlowletKey, FlowletEntry> = LruHashMap::pinned(MAX_FLOWS, 0);
 
 #[map(name = "CONNECTIONS")]
 pub static CONNECTIONS: HashMap<u32, Connection> = HashMap::pinned(MAX_CONNECTIONS, 0);
@@ -45,15 +53,16 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
 pub static CONTROL_COUNTERS: Array<u64> = Array::pinned(ControlCounter::COUNT, 0);
 
 /// One scratch word per CPU (not pinned). The egress program passes the
-/// policy's choice through it: a value loaded from a map is an unknown scalar
-/// to the verifier, which stops it from tracking every path through the
-/// policy loop separately (without this it exceeds the 1M-instruction limit).
+/// policy's choices and estimates through it: a value loaded from a map is an
+/// unknown scalar to the verifier, which stops it from tracking every path
+/// through the policy loops separately (without this it exceeds the
+/// 1M-instruction limit).
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// `v` as the verifier's unknown scalar (see [`SCRATCH`]).
 #[inline(always)]
-pub fn opaque(v: u32) -> u32 {
+pub fn opaque64(v: u64) -> u64 {
     match SCRATCH.get_ptr_mut(0) {
         Some(p) => {
             // SAFETY: per-CPU slot valid for the program's run; the volatile
@@ -65,6 +74,12 @@ pub fn opaque(v: u32) -> u32 {
         }
         None => v,
     }
+}
+
+/// [`opaque64`] for a `u32`.
+#[inline(always)]
+pub fn opaque(v: u32) -> u32 {
+    opaque64(v as u64) as u32
 }
 
 /// Count a drop under its reason.

@@ -9,11 +9,11 @@ use aya::util::nr_cpus;
 use mptcp_common::maps::{
     names, Connection, ControlCounter, FlowKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState,
 };
-use mptcp_common::{DropReason, Policy};
+use mptcp_common::{ClassPolicy, DropReason, Policy};
 
 pub struct DataPathMaps {
     pub settings: Array<MapData, Settings>,
-    pub class_policy: Array<MapData, u32>,
+    pub class_policy: Array<MapData, ClassPolicy>,
     pub connections: HashMap<MapData, u32, Connection>,
     pub conn_by_dest_v4: LpmTrie<MapData, [u8; 4], u32>,
     pub conn_by_dest_v6: LpmTrie<MapData, [u8; 16], u32>,
@@ -55,13 +55,23 @@ impl DataPathMaps {
     }
 
     pub fn policy(&self) -> Result<Policy> {
-        let v = self.class_policy.get(&0, 0)?;
-        Policy::from_u32(v).with_context(|| format!("CLASS_POLICY[0] holds unknown policy {v}"))
+        Ok(self.class_policy(0)?.policy())
+    }
+
+    pub fn class_policy(&self, class: u32) -> Result<ClassPolicy> {
+        let v = self.class_policy.get(&class, 0)?;
+        Policy::from_u8(v.policy)
+            .with_context(|| format!("CLASS_POLICY[{class}] holds unknown policy {}", v.policy))?;
+        Ok(v)
     }
 
     /// One map write; the next packet follows the new policy.
     pub fn set_policy(&mut self, p: Policy) -> Result<()> {
-        self.class_policy.set(0, p as u32, 0)?;
+        self.set_class_policy(0, ClassPolicy::new(p))
+    }
+
+    pub fn set_class_policy(&mut self, class: u32, cp: ClassPolicy) -> Result<()> {
+        self.class_policy.set(class, cp, 0)?;
         Ok(())
     }
 

@@ -69,6 +69,7 @@ impl Path {
             priority: self.cfg.priority,
             backup: self.cfg.backup,
             rate_bytes_per_sec: self.cfg.rate_bytes_per_sec(),
+            weight: self.cfg.weight,
         }
     }
 
@@ -87,7 +88,7 @@ impl Path {
             rttvar_us: self.rtt.rttvar_us,
             rate_bytes_per_sec: self.cfg.rate_bytes_per_sec(),
             weight: self.cfg.weight,
-            _pad: 0,
+            owd_us: 0,
         }
     }
 

@@ -315,8 +315,8 @@ impl Concentrator {
             srtt_us: rtt.srtt_us,
             rttvar_us: rtt.rttvar_us,
             rate_bytes_per_sec: hint.rate_bytes_per_sec,
-            weight: 1,
-            _pad: 0,
+            weight: hint.weight,
+            owd_us: 0,
         };
         subflows::install_rx(&mut self.maps, token, id, &ep)?;
         subflows::install_tx(&mut self.maps, token, id, &ep, st)?;

@@ -99,9 +99,11 @@ pub struct PathConfig {
     /// Used only when no non-backup path is up.
     #[serde(default)]
     pub backup: bool,
-    /// Capacity hint in Mbit/s; paces min-rtt's spill-over.
+    /// Capacity hint in Mbit/s: paces min-rtt's spill-over and
+    /// earliest-arrival's queue estimate.
     pub rate_mbit: Option<f64>,
-    #[serde(default = "default_weight")]
+    /// Share under the weighted policy; 0 (default) = in proportion to the rate.
+    #[serde(default)]
     pub weight: u32,
 }
 
@@ -131,9 +133,6 @@ fn default_probe_interval() -> u64 {
 }
 fn default_down_after() -> u32 {
     3
-}
-fn default_weight() -> u32 {
-    1
 }
 
 impl Config {
@@ -244,11 +243,21 @@ impl Config {
     }
 }
 
+/// The policies the data path carries out in full. Redundant is decided in
+/// mptcp-common but its copies are not sent yet, so it cannot be selected.
+pub const SELECTABLE: [Policy; 5] =
+    [Policy::MinRtt, Policy::ActiveBackup, Policy::Weighted, Policy::EarliestArrival, Policy::Flowlet];
+
 pub fn parse_policy(s: &str) -> Result<Policy> {
-    Policy::from_name(s).with_context(|| {
-        let known: Vec<_> = Policy::ALL.iter().map(|p| p.name()).collect();
-        format!("unknown policy {s:?}; known policies: {}", known.join(", "))
-    })
+    let known = || SELECTABLE.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
+    match Policy::from_name(s) {
+        Some(p) if SELECTABLE.contains(&p) => Ok(p),
+        Some(_) => bail!(
+            "policy {s:?} is not available yet (its copies are not sent by the data path); available: {}",
+            known()
+        ),
+        None => bail!("unknown policy {s:?}; known policies: {}", known()),
+    }
 }
 
 pub fn validate_instance(name: &str) -> Result<()> {
@@ -274,7 +283,7 @@ pub fn parse_path_flag(s: &str) -> Result<PathConfig> {
         priority: 0,
         backup: false,
         rate_mbit: None,
-        weight: 1,
+        weight: 0,
     })
 }
 

@@ -72,12 +72,14 @@ pub enum Body {
     },
 }
 
-/// Priority, backup flag and rate of a path, as the client configured them.
+/// Priority, backup flag, rate and weight of a path, as the client configured them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PathHint {
     pub priority: u32,
     pub backup: bool,
     pub rate_bytes_per_sec: u64,
+    /// weighted policy share; 0 = by rate.
+    pub weight: u32,
 }
 
 #[repr(u8)]
@@ -148,6 +150,7 @@ impl Message {
                 b.extend_from_slice(&path.priority.to_be_bytes());
                 b.push(path.backup as u8);
                 b.extend_from_slice(&path.rate_bytes_per_sec.to_be_bytes());
+                b.extend_from_slice(&path.weight.to_be_bytes());
                 b.push(prefixes.len().min(MAX_PREFIXES) as u8);
                 for p in prefixes.iter().take(MAX_PREFIXES) {
                     match p.addr() {
@@ -225,7 +228,12 @@ impl Message {
                 let join = r.u8()? != 0;
                 let nonce_c = r.u64()?;
                 let key_c = r.u64()?;
-                let path = PathHint { priority: r.u32()?, backup: r.u8()? != 0, rate_bytes_per_sec: r.u64()? };
+                let path = PathHint {
+                    priority: r.u32()?,
+                    backup: r.u8()? != 0,
+                    rate_bytes_per_sec: r.u64()?,
+                    weight: r.u32()?,
+                };
                 let n = r.u8()? as usize;
                 if n > MAX_PREFIXES {
                     return Err(DecodeError::Malformed("too many prefixes"));
@@ -311,7 +319,7 @@ mod tests {
                 join: false,
                 nonce_c: 1,
                 key_c: 2,
-                path: PathHint { priority: 3, backup: true, rate_bytes_per_sec: 1_250_000 },
+                path: PathHint { priority: 3, backup: true, rate_bytes_per_sec: 1_250_000, weight: 7 },
                 prefixes: vec!["10.99.0.2/32".parse().unwrap(), "fd99::2/128".parse().unwrap()],
             },
             Body::Hello { join: true, nonce_c: 1, key_c: 0, path: PathHint::default(), prefixes: vec![] },

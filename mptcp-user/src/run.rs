@@ -118,7 +118,7 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
         uplink_indexes.push(net.link(u).await?.map(|l| l.index).unwrap_or(0));
     }
     let mut maps = DataPathMaps::open(&dir)?;
-    maps.settings.set(0, Settings { port: cfg.port, _pad: 0, uplink_mtu }, 0)?;
+    maps.settings.set(0, Settings { port: cfg.port, n_rules: 0, uplink_mtu }, 0)?;
     maps.set_policy(cfg.policy()?)?;
     InstanceState {
         role: cfg.role,

@@ -11,12 +11,13 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::util::nr_cpus;
 use aya::{Ebpf, EbpfLoader};
 use mptcp_common::checksum::ipv4_header_checksum;
+use mptcp_common::classify::ClassRule;
 use mptcp_common::maps::{
     names, programs, Connection, FlowKey, PathState, RxSeq, Settings, Subflow, SubflowKey, SubflowStats, TxState,
     PATH_ESTABLISHED, PATH_UP,
 };
 use mptcp_common::wire::{MpHeader, FAMILY_V4, FAMILY_V6, MP_HDR_LEN};
-use mptcp_common::{DropReason, Policy};
+use mptcp_common::{ClassPolicy, DropReason, Policy};
 
 use crate::object::EBPF_OBJECT;
 
@@ -59,7 +60,7 @@ impl Fixture {
         let p: &mut Xdp = f.ebpf.program_mut("uplink_ingress").unwrap().try_into()?;
         p.load()?;
         let mut s: Array<_, Settings> = f.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
-        s.set(0, Settings { port: PORT, _pad: 0, uplink_mtu: 1500 }, 0)?;
+        s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500 }, 0)?;
         Ok(f)
     }
 
@@ -100,8 +101,25 @@ impl Fixture {
         l4.insert(&Key::new(prefix_v4.0, prefix_v4.1), TOKEN, 0)?;
         let mut l6: LpmTrie<_, [u8; 16], u32> = self.ebpf.map_mut(names::CONN_BY_DEST_V6).unwrap().try_into()?;
         l6.insert(&Key::new(0, [0; 16]), TOKEN, 0)?;
-        let mut p: Array<_, u32> = self.ebpf.map_mut(names::CLASS_POLICY).unwrap().try_into()?;
-        p.set(0, policy as u32, 0)?;
+        self.set_class_policy(0, ClassPolicy::new(policy))
+    }
+
+    pub fn set_class_policy(&mut self, class: u32, cp: ClassPolicy) -> Result<()> {
+        let mut p: Array<_, ClassPolicy> = self.ebpf.map_mut(names::CLASS_POLICY).unwrap().try_into()?;
+        p.set(class, cp, 0)?;
+        Ok(())
+    }
+
+    /// Install classifier rules (and their count in the settings).
+    pub fn set_rules(&mut self, rules: &[ClassRule]) -> Result<()> {
+        let mut r: Array<_, ClassRule> = self.ebpf.map_mut(names::CLASS_RULES).unwrap().try_into()?;
+        for (i, rule) in rules.iter().enumerate() {
+            r.set(i as u32, *rule, 0)?;
+        }
+        let mut s: Array<_, Settings> = self.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
+        let mut v = s.get(&0, 0)?;
+        v.n_rules = rules.len() as u16;
+        s.set(0, v, 0)?;
         Ok(())
     }
 
@@ -184,6 +202,18 @@ pub fn inner_v4(dst: [u8; 4]) -> Vec<u8> {
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let mut p = ip.to_vec();
     p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8]);
+    p
+}
+
+/// A small UDP datagram in IPv4 (valid header checksum, no UDP checksum).
+pub fn udp_v4(dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut ip = [0x45, 0, 0, 36, 0, 1, 0, 0, 64, 17, 0, 0, 10, 99, 0, 2, dst[0], dst[1], dst[2], dst[3]];
+    let c = ipv4_header_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut p = ip.to_vec();
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
     p
 }
 

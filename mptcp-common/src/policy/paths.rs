@@ -1,0 +1,107 @@
+//! The view of a connection's subflows the policies decide on, and the
+//! eligibility and ranking rules they share.
+
+use crate::maps::{PathState, MAX_SUBFLOWS};
+
+/// A connection's subflows as a policy sees them.
+pub trait Paths {
+    /// Number of slots (at most [`MAX_SUBFLOWS`]); unused slots are not established.
+    fn count(&self) -> usize;
+    fn state(&self, i: usize) -> &PathState;
+    /// Bytes subflow `i` may send now within its rate
+    /// ([`super::bucket_credit`]); `i64::MAX` when its rate is unknown.
+    fn credit(&self, i: usize) -> i64;
+    /// Returns `v` unchanged. The eBPF implementation routes it through a map
+    /// so the verifier treats it as an unknown number: otherwise it follows
+    /// every combination of "best so far" indices through the unrolled loops
+    /// separately and gives up at its 1M-instruction limit.
+    #[inline(always)]
+    fn launder(&self, v: usize) -> usize {
+        v
+    }
+}
+
+/// Index value meaning "none chosen". The loops use plain sentinels rather
+/// than `Option`s: in BPF every value must be initialised on every path, and
+/// the verifier rejects reads of registers LLVM left undefined.
+pub const NONE: usize = usize::MAX;
+/// Tier value meaning "not eligible".
+pub const NO_TIER: u8 = 3;
+
+/// Eligibility tier of a path: 0 up, 1 up backup, 2 established but down,
+/// [`NO_TIER`] never.
+#[inline(always)]
+pub fn tier(p: &PathState) -> u8 {
+    if !p.established() {
+        NO_TIER
+    } else if p.up() && !p.backup() {
+        0
+    } else if p.up() {
+        1
+    } else {
+        2
+    }
+}
+
+/// The best tier any subflow of `paths` is in ([`NO_TIER`] if none),
+/// laundered so the callers' loops compare against an opaque number.
+#[inline(always)]
+pub fn best_tier<P: Paths>(paths: &P) -> u8 {
+    let mut best = NO_TIER;
+    let n = paths.count();
+    for i in 0..MAX_SUBFLOWS {
+        if i >= n {
+            break;
+        }
+        let t = tier(paths.state(i));
+        if t < best {
+            best = t;
+        }
+    }
+    if best == NO_TIER {
+        best
+    } else {
+        paths.launder(best as usize) as u8
+    }
+}
+
+/// Whether subflow `i` is in tier `want` (and exists).
+#[inline(always)]
+pub fn eligible<P: Paths>(paths: &P, i: usize, want: u8) -> bool {
+    i < paths.count() && tier(paths.state(i)) == want
+}
+
+/// RTT used for ranking: an unmeasured path (srtt 0) ranks after every
+/// measured one, so a brand-new subflow does not attract all traffic.
+#[inline(always)]
+pub fn rtt_rank(p: &PathState) -> u32 {
+    if p.srtt_us == 0 {
+        u32::MAX
+    } else {
+        p.srtt_us
+    }
+}
+
+/// `a / b`, 0 when `b` is 0. Spelled out so the compiler sees the divisor is
+/// never zero: a division it cannot prove safe leaves a panic path in the
+/// BPF object, which the verifier rejects.
+#[inline(always)]
+pub fn div(a: u64, b: u64) -> u64 {
+    a.checked_div(b).unwrap_or(0)
+}
+
+/// Unmeasured one-way delay, for ranking: after any real one (~4.3 min).
+pub const UNKNOWN_DELAY_US: u64 = 1 << 28;
+
+/// One-way delay estimate: the receiver-reported one when there is one,
+/// else half the smoothed RTT.
+#[inline(always)]
+pub fn owd_us(p: &PathState) -> u64 {
+    if p.owd_us != 0 {
+        p.owd_us as u64
+    } else if p.srtt_us != 0 {
+        (p.srtt_us / 2) as u64
+    } else {
+        UNKNOWN_DELAY_US
+    }
+}

@@ -1,0 +1,66 @@
+//! weighted: weighted fair sharing of bytes across subflows (start-time fair
+//! queueing over virtual finish tags), so each subflow carries its weight's
+//! share of the bytes whatever the packet sizes.
+
+use super::paths::{best_tier, div, tier, Paths, NONE, NO_TIER};
+use super::SchedState;
+use crate::maps::{PathState, MAX_SUBFLOWS};
+
+/// A subflow's weight: the configured one; else its rate in kB/s; else 1.
+/// (Configure weights on all paths or on none: the units do not mix.)
+#[inline(always)]
+pub fn weight_of(p: &PathState) -> u64 {
+    if p.weight != 0 {
+        p.weight as u64
+    } else if p.rate_bytes_per_sec >= 1000 {
+        p.rate_bytes_per_sec / 1000
+    } else {
+        1
+    }
+}
+
+/// Virtual time a `pkt_len`-byte packet costs on a path: bytes / weight, scaled.
+#[inline(always)]
+pub fn wrr_cost(p: &PathState, pkt_len: u32) -> u64 {
+    div((pkt_len as u64) << 16, weight_of(p))
+}
+
+/// Among the best tier, the subflow with the smallest virtual finish tag after
+/// this packet, where a subflow's start tag is its last finish tag, or the
+/// connection's virtual clock if it is behind it (a subflow returning from
+/// down or from a lower tier does not get a burst to catch up). Returns the
+/// subflow and the new clock (the smallest start tag among the candidates).
+#[inline(always)]
+pub fn weighted<P: Paths>(paths: &P, sched: &SchedState, pkt_len: u32) -> Option<(usize, u64)> {
+    let want = best_tier(paths);
+    if want == NO_TIER {
+        return None;
+    }
+    let n = paths.count();
+    let (mut best, mut best_finish) = (NONE, u64::MAX);
+    let mut clock = u64::MAX;
+    for i in 0..MAX_SUBFLOWS {
+        if i >= n {
+            break;
+        }
+        let p = paths.state(i);
+        if tier(p) != want {
+            continue;
+        }
+        let f = sched.wrr_finish[i];
+        let start = if f > sched.wrr_clock { f } else { sched.wrr_clock };
+        if start < clock {
+            clock = start;
+        }
+        let finish = start + wrr_cost(p, pkt_len);
+        if best == NONE || finish < best_finish {
+            best = paths.launder(i);
+            best_finish = finish;
+        }
+    }
+    if best != NONE {
+        Some((best, clock))
+    } else {
+        None
+    }
+}
