@@ -13,7 +13,7 @@ use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use mptcp_common::checksum::replace16;
 use mptcp_common::classify::{classify, PacketMeta, DEFAULT_CLASS};
-use mptcp_common::maps::{Connection, FlowletKey, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
+use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, SubflowKey, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, FlowletEntry, Paths};
 use mptcp_common::wire::{
     MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN, UDP_HLEN,
@@ -42,7 +42,7 @@ pub fn bond_egress(ctx: TcContext) -> i32 {
 /// The connection's subflows as the policy functions see them.
 struct ConnPaths<'a> {
     conn: &'a Connection,
-    tx: &'a TxState,
+    buckets: &'a [Bucket; MAX_SUBFLOWS],
     now_ns: u64,
 }
 
@@ -64,12 +64,12 @@ impl Paths for ConnPaths<'_> {
     fn credit(&self, i: usize) -> i64 {
         let i = i & (MAX_SUBFLOWS - 1);
         // Laundered: the refill's branches then cost a sum, not a product, over the loop.
-        opaque64(bucket_credit(&self.tx.buckets[i], self.conn.subflows[i].path.rate_bytes_per_sec, self.now_ns) as u64)
+        opaque64(bucket_credit(&self.buckets[i], self.conn.subflows[i].path.rate_bytes_per_sec, self.now_ns) as u64)
             as i64
     }
     #[inline(always)]
     fn launder(&self, v: usize) -> usize {
-        opaque(v as u32) as usize
+        opaque64(v as u64) as usize
     }
 }
 
@@ -166,13 +166,14 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
             flow = *e;
         }
     }
+    // The policies read weighted's tags from a stack copy: read in place from
+    // the map value, the verifier's work exceeds its budget.
     let mut sched = tx.sched;
-    let paths = ConnPaths { conn, tx, now_ns };
+    let paths = ConnPaths { conn, buckets: &tx.buckets, now_ns };
     let d = decide(cp, &paths, inner_len, now_ns, &sched, &flow).ok_or(DropReason::NoSubflow)?;
     commit(&d, &paths, inner_len, now_ns, &mut sched, &mut flow, flowlet);
-    let _ = paths;
     if d.by == Policy::Weighted {
-        tx.sched = sched;
+        tx.sched = sched; // only weighted changed it; don't overwrite another CPU's update
     }
     if flowlet {
         let _ = FLOWLETS.insert(flow_key, flow, 0);
@@ -181,9 +182,7 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // state whichever policy decided, and checks the rest of the program once
     // instead of once per policy.
     let i = opaque(d.subflow as u32) as usize & (MAX_SUBFLOWS - 1);
-    let paths = ConnPaths { conn, tx, now_ns };
-    let credit = paths.credit(i);
-    let _ = paths;
+    let credit = ConnPaths { conn, buckets: &tx.buckets, now_ns }.credit(i);
     bucket_spend(&mut tx.buckets[i], conn.subflows[i].path.rate_bytes_per_sec, credit, inner_len, now_ns);
     let sub = &conn.subflows[i];
 

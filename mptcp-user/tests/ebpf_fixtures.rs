@@ -3,11 +3,11 @@
 //! verdict, the output packet and the counters. Run as root.
 
 use anyhow::Result;
-use aya::maps::{Array, HashMap};
+use aya::maps::HashMap;
 use mptcp_common::checksum::ipv4_header_checksum;
 use mptcp_common::maps::{names, Connection, FlowKey};
 use mptcp_common::wire::{MpHeader, FAMILY_V6, KIND_CONTROL, MP_HDR_LEN};
-use mptcp_common::{template, DropReason, Policy};
+use mptcp_common::{template, ClassPolicy, DropReason, Policy};
 use mptcp_user::testrun::*;
 
 #[test]
@@ -104,8 +104,7 @@ fn egress_fixtures() -> Result<()> {
     assert_eq!(f.stats(1)?.tx_packets, 0);
 
     // active-backup picks the lowest priority value: subflow 1, IPv6 outer.
-    let mut p: Array<_, u32> = f.ebpf.map_mut(names::CLASS_POLICY).unwrap().try_into()?;
-    p.set(0, Policy::ActiveBackup as u32, 0)?;
+    f.set_class_policy(0, ClassPolicy::new(Policy::ActiveBackup))?;
     let (verdict, out) = f.run_tc(&input)?;
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(&out[12..14], &[0x86, 0xdd], "outer IPv6");

@@ -5,8 +5,8 @@
 //! delay before the slow one is used.
 
 use super::bucket::{backlog, MAX_BACKLOG};
-use super::paths::{best_tier, div, owd_us, tier, Paths, NONE, NO_TIER};
-use crate::maps::{PathState, MAX_SUBFLOWS};
+use super::paths::{argmin, div, owd_us, Paths};
+use crate::maps::PathState;
 
 /// Estimated time until a `pkt_len`-byte packet sent now on a path with
 /// `credit` arrives: one-way delay + (queued bytes + the packet) / rate.
@@ -26,29 +26,5 @@ pub fn arrival_us(p: &PathState, credit: i64, pkt_len: u32) -> u64 {
 /// lower subflow id).
 #[inline(always)]
 pub fn earliest_arrival<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
-    let want = best_tier(paths);
-    if want == NO_TIER {
-        return None;
-    }
-    let n = paths.count();
-    let (mut best, mut best_us) = (NONE, u64::MAX);
-    for i in 0..MAX_SUBFLOWS {
-        if i >= n {
-            break;
-        }
-        let p = paths.state(i);
-        if tier(p) != want {
-            continue;
-        }
-        let t = arrival_us(p, paths.credit(i), pkt_len);
-        if best == NONE || t < best_us {
-            best = paths.launder(i);
-            best_us = t;
-        }
-    }
-    if best != NONE {
-        Some(best)
-    } else {
-        None
-    }
+    argmin(paths, |i, p| arrival_us(p, paths.credit(i), pkt_len))
 }

@@ -65,10 +65,36 @@ pub fn best_tier<P: Paths>(paths: &P) -> u8 {
     }
 }
 
-/// Whether subflow `i` is in tier `want` (and exists).
+/// Among the subflows of the best tier, the one with the smallest `key`
+/// (ties: the lower subflow id), or `None` if no subflow is established.
+/// Every policy that picks one subflow is this loop with its own key.
 #[inline(always)]
-pub fn eligible<P: Paths>(paths: &P, i: usize, want: u8) -> bool {
-    i < paths.count() && tier(paths.state(i)) == want
+pub fn argmin<P: Paths, F: FnMut(usize, &PathState) -> u64>(paths: &P, mut key: F) -> Option<usize> {
+    let want = best_tier(paths);
+    if want == NO_TIER {
+        return None;
+    }
+    let n = paths.count();
+    let (mut best, mut best_key) = (NONE, u64::MAX);
+    for i in 0..MAX_SUBFLOWS {
+        if i >= n {
+            break;
+        }
+        let p = paths.state(i);
+        if tier(p) != want {
+            continue;
+        }
+        let k = key(i, p);
+        if best == NONE || k < best_key {
+            best = paths.launder(i);
+            best_key = k;
+        }
+    }
+    if best != NONE {
+        Some(best)
+    } else {
+        None
+    }
 }
 
 /// RTT used for ranking: an unmeasured path (srtt 0) ranks after every

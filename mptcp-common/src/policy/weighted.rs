@@ -2,7 +2,7 @@
 //! queueing over virtual finish tags), so each subflow carries its weight's
 //! share of the bytes whatever the packet sizes.
 
-use super::paths::{best_tier, div, tier, Paths, NONE, NO_TIER};
+use super::paths::{argmin, div, Paths};
 use super::SchedState;
 use crate::maps::{PathState, MAX_SUBFLOWS};
 
@@ -32,35 +32,14 @@ pub fn wrr_cost(p: &PathState, pkt_len: u32) -> u64 {
 /// subflow and the new clock (the smallest start tag among the candidates).
 #[inline(always)]
 pub fn weighted<P: Paths>(paths: &P, sched: &SchedState, pkt_len: u32) -> Option<(usize, u64)> {
-    let want = best_tier(paths);
-    if want == NO_TIER {
-        return None;
-    }
-    let n = paths.count();
-    let (mut best, mut best_finish) = (NONE, u64::MAX);
     let mut clock = u64::MAX;
-    for i in 0..MAX_SUBFLOWS {
-        if i >= n {
-            break;
-        }
-        let p = paths.state(i);
-        if tier(p) != want {
-            continue;
-        }
-        let f = sched.wrr_finish[i];
+    let best = argmin(paths, |i, p| {
+        let f = sched.wrr_finish[i & (MAX_SUBFLOWS - 1)];
         let start = if f > sched.wrr_clock { f } else { sched.wrr_clock };
         if start < clock {
             clock = start;
         }
-        let finish = start + wrr_cost(p, pkt_len);
-        if best == NONE || finish < best_finish {
-            best = paths.launder(i);
-            best_finish = finish;
-        }
-    }
-    if best != NONE {
-        Some((best, clock))
-    } else {
-        None
-    }
+        start + wrr_cost(p, pkt_len)
+    })?;
+    Some((best, clock))
 }
