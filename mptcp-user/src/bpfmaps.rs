@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::util::nr_cpus;
+use mptcp_common::classify::ClassRule;
 use mptcp_common::maps::{
     names, Connection, ControlCounter, FlowKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState,
 };
@@ -14,6 +15,7 @@ use mptcp_common::{ClassPolicy, DropReason, Policy};
 pub struct DataPathMaps {
     pub settings: Array<MapData, Settings>,
     pub class_policy: Array<MapData, ClassPolicy>,
+    pub class_rules: Array<MapData, ClassRule>,
     pub connections: HashMap<MapData, u32, Connection>,
     pub conn_by_dest_v4: LpmTrie<MapData, [u8; 4], u32>,
     pub conn_by_dest_v6: LpmTrie<MapData, [u8; 16], u32>,
@@ -42,6 +44,7 @@ impl DataPathMaps {
         Ok(Self {
             settings: typed!(pin_dir, names::SETTINGS),
             class_policy: typed!(pin_dir, names::CLASS_POLICY),
+            class_rules: typed!(pin_dir, names::CLASS_RULES),
             connections: typed!(pin_dir, names::CONNECTIONS),
             conn_by_dest_v4: typed!(pin_dir, names::CONN_BY_DEST_V4),
             conn_by_dest_v6: typed!(pin_dir, names::CONN_BY_DEST_V6),

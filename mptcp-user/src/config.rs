@@ -40,6 +40,9 @@ pub struct Config {
     pub probe: ProbeConfig,
     #[serde(default, rename = "path")]
     pub paths: Vec<PathConfig>,
+    /// Traffic classes besides the default one (which uses `policy`).
+    #[serde(default, rename = "class")]
+    pub classes: Vec<crate::classes::ClassConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -155,11 +158,17 @@ impl Config {
             bond: BondConfig::default(),
             probe: ProbeConfig::default(),
             paths: Vec::new(),
+            classes: Vec::new(),
         }
     }
 
     pub fn policy(&self) -> Result<Policy> {
         parse_policy(&self.policy)
+    }
+
+    /// The classes compiled for the data path (class 0 = default = `policy`).
+    pub fn class_plan(&self) -> Result<crate::classes::ClassPlan> {
+        crate::classes::plan(&self.policy, &self.classes)
     }
 
     /// The pre-shared key's bytes.
@@ -182,7 +191,7 @@ impl Config {
     /// Checks that need no system access.
     pub fn validate(&self) -> Result<()> {
         validate_instance(&self.instance)?;
-        self.policy()?;
+        self.class_plan()?;
         let psk = self.psk_bytes()?;
         if psk.len() < 8 {
             bail!("the pre-shared key is {} bytes; use at least 8", psk.len());

@@ -3,6 +3,7 @@
 //! BPF maps the scheduler reads.
 
 pub mod bpfmaps;
+pub mod classes;
 pub mod client;
 pub mod concentrator;
 pub mod config;

@@ -42,6 +42,9 @@ pub struct InstanceState {
     pub uplink_indexes: Vec<u32>,
     /// Path names, in subflow-id order (client) or listen order (concentrator).
     pub path_names: Vec<String>,
+    /// Class names by class id (0 = default).
+    #[serde(default)]
+    pub classes: Vec<String>,
     pub pid: u32,
     /// Named network namespace the controller entered (`--netns`), if any.
     #[serde(default)]

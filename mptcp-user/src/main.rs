@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
+use mptcp_common::Policy;
 use mptcp_user::config::{self, Config, Role};
 use mptcp_user::{lifecycle, run, status};
 
@@ -51,13 +52,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PolicyAction {
+    /// Each class and its policy.
     Show {
         #[arg(long, default_value = "default")]
         instance: String,
     },
+    /// Switch a class's policy; the next packet follows it.
     Set {
-        /// min-rtt or active-backup
+        /// min-rtt, active-backup, weighted, earliest-arrival or flowlet
         policy: String,
+        /// The class to switch (its name in the config; default: the default class).
+        #[arg(long, default_value = mptcp_user::classes::DEFAULT_CLASS_NAME)]
+        class: String,
+        /// flowlet only: the policy that places flows when they may move.
+        #[arg(long)]
+        base: Option<String>,
         #[arg(long, default_value = "default")]
         instance: String,
     },
@@ -134,6 +143,17 @@ fn build_config(a: &UpArgs) -> Result<Config> {
     Ok(cfg)
 }
 
+/// The running instance's maps and class names (by class id).
+fn open_classes(instance: &str) -> Result<(mptcp_user::bpfmaps::DataPathMaps, Vec<String>)> {
+    let maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(instance))
+        .with_context(|| format!("instance {instance} is not running"))?;
+    let mut names = lifecycle::InstanceState::load(instance)?.map(|s| s.classes).unwrap_or_default();
+    if names.is_empty() {
+        names.push(mptcp_user::classes::DEFAULT_CLASS_NAME.to_string());
+    }
+    Ok((maps, names))
+}
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -175,17 +195,24 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Policy { action } => match action {
             PolicyAction::Show { instance } => {
-                let maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(&instance))
-                    .with_context(|| format!("instance {instance} is not running"))?;
-                println!("{}", maps.policy()?.name());
+                let (maps, names) = open_classes(&instance)?;
+                for (id, name) in names.iter().enumerate() {
+                    let cp = maps.class_policy(id as u32)?;
+                    match cp.policy() {
+                        Policy::Flowlet => println!("{name}: flowlet (base {})", cp.base().name()),
+                        p => println!("{name}: {}", p.name()),
+                    }
+                }
                 Ok(())
             }
-            PolicyAction::Set { policy, instance } => {
-                let p = config::parse_policy(&policy)?;
-                let mut maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(&instance))
-                    .with_context(|| format!("instance {instance} is not running"))?;
-                maps.set_policy(p)?;
-                println!("policy of instance {instance}: {}", p.name());
+            PolicyAction::Set { policy, class, base, instance } => {
+                let cp = mptcp_user::classes::class_policy(&policy, base.as_deref())?;
+                let (mut maps, names) = open_classes(&instance)?;
+                let id = names.iter().position(|n| *n == class).with_context(|| {
+                    format!("instance {instance} has no class {class:?}; its classes: {}", names.join(", "))
+                })?;
+                maps.set_class_policy(id as u32, cp)?;
+                println!("instance {instance}, class {class}: {}", cp.policy().name());
                 Ok(())
             }
         },

@@ -119,13 +119,15 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
     }
     let mut maps = DataPathMaps::open(&dir)?;
     maps.settings.set(0, Settings { port: cfg.port, n_rules: 0, uplink_mtu }, 0)?;
-    maps.set_policy(cfg.policy()?)?;
+    let classes = cfg.class_plan()?;
+    crate::classes::install(&mut maps, &classes)?;
     InstanceState {
         role: cfg.role,
         bond: cfg.bond.name.clone(),
         uplinks,
         uplink_indexes,
         path_names: cfg.paths.iter().map(|p| p.display_name().to_string()).collect(),
+        classes: classes.names.clone(),
         pid: std::process::id(),
         netns: opts.netns.clone(),
     }

@@ -1,0 +1,257 @@
+//! Traffic classes from the configuration: `[[class]]` tables with a name, a
+//! policy and `[[class.match]]` rules, compiled into the data path's
+//! `CLASS_POLICY` and `CLASS_RULES` maps. Class 0 is the default class (the
+//! top-level `policy`); configured classes follow in file order, and their
+//! rules are evaluated in file order, the first match winning.
+
+use std::net::IpAddr;
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use mptcp_common::classify::{ClassRule, DSCP_ANY, IPPROTO_TCP, IPPROTO_UDP};
+use mptcp_common::maps::{MAX_CLASSES, MAX_RULES};
+use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
+use mptcp_common::{ClassPolicy, Policy};
+use serde::Deserialize;
+
+use crate::bpfmaps::DataPathMaps;
+use crate::config::parse_policy;
+
+/// The name of class 0.
+pub const DEFAULT_CLASS_NAME: &str = "default";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    pub name: String,
+    pub policy: String,
+    /// flowlet only: the policy that places a flow when it may move (default min-rtt).
+    pub base: Option<String>,
+    /// The rules that select this class; every field set in one rule must match.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<MatchConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// "tcp", "udp", "icmp", "icmpv6" or an IP protocol number.
+    pub protocol: Option<String>,
+    /// A port or an inclusive range, e.g. "443" or "5060-5070".
+    pub sport: Option<String>,
+    pub dport: Option<String>,
+    /// DiffServ code point, 0..=63 (e.g. 46 = EF).
+    pub dscp: Option<u8>,
+    /// Inner destination prefix.
+    pub destination: Option<IpNet>,
+}
+
+/// Classes ready for the maps: names and policies by class id, and the rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassPlan {
+    pub names: Vec<String>,
+    pub policies: Vec<ClassPolicy>,
+    pub rules: Vec<ClassRule>,
+}
+
+fn parse_protocol(s: &str) -> Result<u8> {
+    Ok(match s {
+        "tcp" => IPPROTO_TCP,
+        "udp" => IPPROTO_UDP,
+        "icmp" => 1,
+        "icmpv6" => 58,
+        n => match n.parse::<u8>() {
+            Ok(v) if v != 0 => v,
+            _ => bail!("protocol {s:?}: use tcp, udp, icmp, icmpv6 or a protocol number 1..=255"),
+        },
+    })
+}
+
+fn parse_ports(s: &str) -> Result<(u16, u16)> {
+    let bad = || format!("port range {s:?}: use a port (443) or an inclusive range (5000-5100)");
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<u16>().with_context(bad)?, b.trim().parse::<u16>().with_context(bad)?),
+        None => {
+            let p = s.trim().parse::<u16>().with_context(bad)?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        bail!("port range {s:?} is empty (the first port is above the last)");
+    }
+    Ok((lo, hi))
+}
+
+/// A class's policy value; `base` only with flowlet.
+pub fn class_policy(policy: &str, base: Option<&str>) -> Result<ClassPolicy> {
+    let p = parse_policy(policy)?;
+    let mut cp = ClassPolicy::new(p);
+    match (p, base) {
+        (Policy::Flowlet, Some(b)) => {
+            let b = parse_policy(b).context("base")?;
+            if !b.is_base() {
+                bail!("base policy {} cannot place flows for flowlet; use min-rtt, active-backup, weighted or earliest-arrival", b.name());
+            }
+            cp = cp.with_base(b);
+        }
+        (_, Some(_)) => bail!("`base` is for flowlet classes only"),
+        _ => {}
+    }
+    Ok(cp)
+}
+
+fn rule(class: u8, m: &MatchConfig) -> Result<ClassRule> {
+    let mut r = ClassRule { class, ..Default::default() };
+    if let Some(p) = &m.protocol {
+        r.proto = parse_protocol(p)?;
+    }
+    if let Some(s) = &m.sport {
+        (r.sport_lo, r.sport_hi) = parse_ports(s)?;
+    }
+    if let Some(s) = &m.dport {
+        (r.dport_lo, r.dport_hi) = parse_ports(s)?;
+    }
+    if (m.sport.is_some() || m.dport.is_some()) && r.proto != IPPROTO_TCP && r.proto != IPPROTO_UDP {
+        bail!("ports only match TCP or UDP: add protocol = \"tcp\" or \"udp\"");
+    }
+    if let Some(d) = m.dscp {
+        if d > 63 {
+            bail!("dscp {d} is out of range 0..=63");
+        }
+        r.dscp = d;
+    } else {
+        r.dscp = DSCP_ANY;
+    }
+    if let Some(net) = m.destination {
+        let net = net.trunc();
+        r.prefix_len = net.prefix_len();
+        match net.addr() {
+            IpAddr::V4(a) => {
+                r.family = FAMILY_V4;
+                r.prefix[..4].copy_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                r.family = FAMILY_V6;
+                r.prefix = a.octets();
+            }
+        }
+    }
+    if m.protocol.is_none() && m.sport.is_none() && m.dport.is_none() && m.dscp.is_none() && m.destination.is_none() {
+        bail!("an empty match would take every packet; name at least one of protocol, sport, dport, dscp, destination");
+    }
+    Ok(r)
+}
+
+/// Check and compile the configured classes behind the default class's `policy`.
+pub fn plan(default_policy: &str, classes: &[ClassConfig]) -> Result<ClassPlan> {
+    let mut plan = ClassPlan {
+        names: vec![DEFAULT_CLASS_NAME.to_string()],
+        policies: vec![class_policy(default_policy, None)?],
+        rules: Vec::new(),
+    };
+    if classes.len() >= MAX_CLASSES as usize {
+        bail!("{} classes configured; at most {} besides the default class", classes.len(), MAX_CLASSES - 1);
+    }
+    for c in classes {
+        let id = plan.names.len() as u8;
+        let ctx = || format!("class {:?}", c.name);
+        if c.name.is_empty() || plan.names.contains(&c.name) {
+            bail!("class name {:?} is empty or used twice (\"{DEFAULT_CLASS_NAME}\" is the default class)", c.name);
+        }
+        plan.policies.push(class_policy(&c.policy, c.base.as_deref()).with_context(ctx)?);
+        if c.matches.is_empty() {
+            bail!("class {:?} has no [[class.match]] rule, so no packet could reach it", c.name);
+        }
+        for (i, m) in c.matches.iter().enumerate() {
+            plan.rules.push(rule(id, m).with_context(|| format!("class {:?}, match {}", c.name, i + 1))?);
+        }
+        plan.names.push(c.name.clone());
+    }
+    if plan.rules.len() > MAX_RULES as usize {
+        bail!("{} match rules configured; at most {MAX_RULES}", plan.rules.len());
+    }
+    Ok(plan)
+}
+
+/// Write the plan into the data path: policies and rules first, the rule
+/// count last, so a packet never sees a rule pointing at an unset class.
+pub fn install(maps: &mut DataPathMaps, plan: &ClassPlan) -> Result<()> {
+    for (id, cp) in plan.policies.iter().enumerate() {
+        maps.set_class_policy(id as u32, *cp)?;
+    }
+    for (i, r) in plan.rules.iter().enumerate() {
+        maps.class_rules.set(i as u32, *r, 0)?;
+    }
+    let mut s = maps.settings.get(&0, 0)?;
+    s.n_rules = plan.rules.len() as u16;
+    maps.settings.set(0, s, 0)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(toml_text: &str) -> Vec<ClassConfig> {
+        #[derive(Deserialize)]
+        struct F {
+            class: Vec<ClassConfig>,
+        }
+        toml::from_str::<F>(toml_text).unwrap().class
+    }
+
+    #[test]
+    fn classes_compile_in_order_behind_the_default() {
+        let c = class(
+            r#"
+            [[class]]
+            name = "voice"
+            policy = "earliest-arrival"
+            [[class.match]]
+            protocol = "udp"
+            dport = "5060-5070"
+            [[class.match]]
+            dscp = 46
+            [[class]]
+            name = "bulk"
+            policy = "flowlet"
+            base = "weighted"
+            [[class.match]]
+            destination = "10.8.0.0/16"
+            "#,
+        );
+        let p = plan("min-rtt", &c).unwrap();
+        assert_eq!(p.names, ["default", "voice", "bulk"]);
+        assert_eq!(p.policies[2], ClassPolicy::new(Policy::Flowlet).with_base(Policy::Weighted));
+        assert_eq!(p.rules.len(), 3);
+        assert_eq!((p.rules[0].class, p.rules[0].proto, p.rules[0].dport_lo, p.rules[0].dport_hi), (1, 17, 5060, 5070));
+        assert_eq!((p.rules[1].class, p.rules[1].dscp, p.rules[1].proto), (1, 46, 0));
+        assert_eq!((p.rules[2].class, p.rules[2].family, p.rules[2].prefix_len), (2, FAMILY_V4, 16));
+        assert_eq!(&p.rules[2].prefix[..4], &[10, 8, 0, 0]);
+    }
+
+    #[test]
+    fn the_example_client_config_has_valid_classes() {
+        let c: crate::config::Config = toml::from_str(include_str!("../../scripts/client.toml")).unwrap();
+        let p = c.class_plan().unwrap();
+        assert_eq!(p.names, ["default", "voice"]);
+        assert_eq!(p.rules.len(), 2);
+    }
+
+    #[test]
+    fn bad_classes_are_refused_naming_the_cause() {
+        let err = |t: &str| format!("{:#}", plan("min-rtt", &class(t)).unwrap_err());
+        let head = "[[class]]\nname = \"x\"\npolicy = \"min-rtt\"\n";
+        assert!(err(head).contains("no [[class.match]]"));
+        assert!(err(&format!("{head}[[class.match]]\ndport = \"80\"")).contains("only match TCP or UDP"));
+        assert!(err(&format!("{head}[[class.match]]\nprotocol = \"tcp\"\ndport = \"90-80\"")).contains("empty"));
+        assert!(err(&format!("{head}[[class.match]]\ndscp = 64")).contains("out of range"));
+        assert!(err(&format!("{head}[[class.match]]\nprotocol = \"sctp\"")).contains("protocol"));
+        assert!(err(&format!("{head}[[class.match]]\n")).contains("empty match"));
+        assert!(err("[[class]]\nname = \"default\"\npolicy = \"min-rtt\"\n[[class.match]]\ndscp = 1")
+            .contains("used twice"));
+        assert!(err("[[class]]\nname = \"y\"\npolicy = \"min-rtt\"\nbase = \"weighted\"\n[[class.match]]\ndscp = 1")
+            .contains("flowlet classes only"));
+        assert!(err("[[class]]\nname = \"y\"\npolicy = \"nope\"\n[[class.match]]\ndscp = 1").contains("unknown policy"));
+    }
+}
