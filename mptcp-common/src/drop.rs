@@ -27,10 +27,14 @@ pub enum DropReason {
     BadToken = 9,
     /// Ingress: removing the outer headers failed, or the inner packet is not IP.
     DecapFailed = 10,
+    /// Ingress: another copy of this redundant packet was delivered first.
+    Duplicate = 11,
+    /// Ingress: a redundant copy older than the duplicate-suppression window.
+    StaleCopy = 12,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 13;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         Self::NotIp,
         Self::NoConnection,
@@ -43,6 +47,8 @@ impl DropReason {
         Self::UnknownSubflow,
         Self::BadToken,
         Self::DecapFailed,
+        Self::Duplicate,
+        Self::StaleCopy,
     ];
 
     /// Stable name used in `status` output and JSON.
@@ -59,6 +65,8 @@ impl DropReason {
             Self::UnknownSubflow => "unknown-subflow",
             Self::BadToken => "bad-token",
             Self::DecapFailed => "decap-failed",
+            Self::Duplicate => "duplicate",
+            Self::StaleCopy => "stale-copy",
         }
     }
 }

@@ -11,6 +11,7 @@ extern crate std;
 
 pub mod checksum;
 pub mod classify;
+pub mod dedup;
 pub mod drop;
 pub mod maps;
 pub mod mtu;

@@ -39,10 +39,11 @@ pub mod names {
     pub const SUBFLOW_BY_TUPLE: &str = "SUBFLOW_BY_TUPLE";
     pub const SUBFLOW_STATS: &str = "SUBFLOW_STATS";
     pub const RX_SEQ: &str = "RX_SEQ";
+    pub const DEDUP: &str = "DEDUP";
     pub const DROPS: &str = "DROPS";
     pub const CONTROL_COUNTERS: &str = "CONTROL_COUNTERS";
     /// Every map, for pinning and cleanup.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         SETTINGS,
         CLASS_POLICY,
         CLASS_RULES,
@@ -54,6 +55,7 @@ pub mod names {
         SUBFLOW_BY_TUPLE,
         SUBFLOW_STATS,
         RX_SEQ,
+        DEDUP,
         DROPS,
         CONTROL_COUNTERS,
     ];
@@ -224,6 +226,20 @@ impl SubflowStats {
     }
 }
 
+/// `DEDUP[token]`: the receiver's duplicate-suppression window (see
+/// [`crate::dedup`]), kernel-owned; the controller creates it per connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct DedupWindow {
+    pub slots: [u64; crate::dedup::DEDUP_SLOTS],
+}
+
+impl Default for DedupWindow {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
 /// `FLOWLETS` key: one inner flow of one connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
@@ -318,6 +334,8 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for FlowletKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DedupWindow {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::policy::ClassPolicy {}
     // SAFETY: as above.

@@ -37,6 +37,10 @@ pub const KIND_DATA: u8 = 0;
 /// `kind`: a control message for the controller.
 pub const KIND_CONTROL: u8 = 1;
 
+/// `flags`: one of several copies of a packet (redundant policy); the
+/// receiver delivers only the first copy of its DSN.
+pub const FLAG_REPLICATED: u8 = 1;
+
 /// Length of [`MpHeader`] on the wire.
 pub const MP_HDR_LEN: usize = core::mem::size_of::<MpHeader>();
 pub const ETH_HLEN: usize = 14;
@@ -87,6 +91,11 @@ impl MpHeader {
             subflow_seq_be: subflow_seq.to_be(),
             tstamp_us_be: tstamp_us.to_be(),
         }
+    }
+
+    pub const fn with_flags(mut self, flags: u8) -> Self {
+        self.flags = flags;
+        self
     }
 
     pub const fn control(token: u32, subflow_id: u8) -> Self {

@@ -13,16 +13,16 @@ use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use mptcp_common::checksum::replace16;
 use mptcp_common::classify::{classify, PacketMeta, DEFAULT_CLASS};
-use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, SubflowKey, MAX_SUBFLOWS};
+use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, FlowletEntry, Paths};
 use mptcp_common::wire::{
-    MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN, UDP_HLEN,
+    MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN, UDP_HLEN,
 };
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
 use crate::maps::{
-    count_drop, opaque, opaque64, settings, CLASS_POLICY, CLASS_RULES, CONNECTIONS, CONN_BY_DEST_V4, CONN_BY_DEST_V6,
-    FLOWLETS, SUBFLOW_STATS, TX_STATE,
+    count_drop, opaque, opaque64, settings, Replica, CLASS_POLICY, CLASS_RULES, CONNECTIONS, CONN_BY_DEST_V4,
+    CONN_BY_DEST_V6, FLOWLETS, REPLICA, SUBFLOW_STATS, TX_STATE,
 };
 
 const V4_OUTER: usize = IPV4_HLEN + UDP_HLEN + MP_HDR_LEN;
@@ -113,6 +113,96 @@ fn packet_meta(ctx: &TcContext, h_proto: u16) -> Result<PacketMeta, DropReason> 
     }
 }
 
+/// The class's policy for this packet: (subflow, mask of subflows for copies).
+#[inline(always)]
+fn schedule(
+    ctx: &TcContext,
+    h_proto: u16,
+    token: u32,
+    conn: &Connection,
+    tx: &mut TxState,
+    inner_len: u32,
+    now_ns: u64,
+) -> Result<(usize, u32), DropReason> {
+    // Which class: the first matching rule (parsing only when rules exist).
+    let n_rules = settings().n_rules as u32;
+    let mut meta = PacketMeta::default();
+    let mut parsed = false;
+    let mut class = DEFAULT_CLASS;
+    if n_rules > 0 {
+        meta = packet_meta(ctx, h_proto)?;
+        parsed = true;
+        class = classify(|i| CLASS_RULES.get(i), n_rules, &meta);
+    }
+    let cp = match CLASS_POLICY.get(class as u32) {
+        Some(p) => *p,
+        None => ClassPolicy::new(Policy::MinRtt),
+    };
+    let flowlet = cp.policy() == Policy::Flowlet;
+    let mut flow_key = FlowletKey { token, flow_hash: 0 };
+    let mut flow = FlowletEntry::default();
+    if flowlet {
+        if !parsed {
+            meta = packet_meta(ctx, h_proto)?;
+        }
+        flow_key.flow_hash = meta.flow_hash();
+        // SAFETY: the value is copied out at once.
+        if let Some(e) = unsafe { FLOWLETS.get(flow_key) } {
+            flow = *e;
+        }
+    }
+    // Which subflow: one pure function of mptcp-common. The policies read
+    // weighted's tags from a stack copy: read in place from the map value,
+    // the verifier's work exceeds its budget.
+    let mut sched = tx.sched;
+    let paths = ConnPaths { conn, buckets: &tx.buckets, now_ns };
+    let d = decide(cp, &paths, inner_len, now_ns, &sched, &flow).ok_or(DropReason::NoSubflow)?;
+    commit(&d, &paths, inner_len, now_ns, &mut sched, &mut flow, flowlet);
+    if d.by == Policy::Weighted {
+        tx.sched = sched; // only weighted changed it; don't overwrite another CPU's update
+    }
+    if flowlet {
+        let _ = FLOWLETS.insert(flow_key, flow, 0);
+    }
+    Ok((d.subflow, d.replicas))
+}
+
+/// The pending copy for this run, if the run is a clone's (and clear it, so
+/// nothing further down the stack takes it again).
+#[inline(always)]
+fn take_replica() -> Replica {
+    match REPLICA.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot valid for the run; this CPU only.
+        Some(p) => unsafe {
+            let r = *p;
+            (*p).active = 0;
+            r
+        },
+        None => Replica { active: 0, subflow: 0, dsn: 0 },
+    }
+}
+
+/// Clone the packet into the bond's egress once per subflow in `mask`. tc
+/// egress runs inside the clone's transmit, on this CPU, before the helper
+/// returns, so the nested run finds its subflow and DSN in REPLICA.
+#[inline(always)]
+fn send_replicas(ctx: &TcContext, mask: u32, dsn: u32) {
+    let Some(p) = REPLICA.get_ptr_mut(0) else { return };
+    // SAFETY: reading a field of the skb context the program was given.
+    let bond = unsafe { (*ctx.skb.skb).ifindex };
+    for j in 0..MAX_SUBFLOWS as u32 {
+        if mask & (1 << j) == 0 {
+            continue;
+        }
+        // SAFETY: per-CPU slot valid for the run; this CPU only.
+        unsafe { *p = Replica { active: 1, subflow: j, dsn: dsn as u64 } };
+        // A failed copy is not fatal: the packet itself still goes out.
+        let _ = ctx.clone_redirect(bond, 0);
+        // SAFETY: as above.
+        unsafe { (*p).active = 0 };
+    }
+}
+
 #[inline(always)]
 fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // 1. Which connection: longest prefix match on the inner destination.
@@ -134,60 +224,29 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // SAFETY: map values stay valid for the whole program run.
     let (conn, tx) = unsafe { (&*conn_ptr, &mut *tx_ptr) };
 
-    // 2. Which class: the first matching rule (parsing only when rules exist).
-    let n_rules = settings().n_rules as u32;
-    let mut meta = PacketMeta::default();
-    let mut parsed = false;
-    let mut class = DEFAULT_CLASS;
-    if n_rules > 0 {
-        meta = packet_meta(ctx, h_proto)?;
-        parsed = true;
-        class = classify(|i| CLASS_RULES.get(i), n_rules, &meta);
-    }
-    let cp = match CLASS_POLICY.get(class as u32) {
-        Some(p) => *p,
-        None => ClassPolicy::new(Policy::MinRtt),
-    };
-    let flowlet = cp.policy() == Policy::Flowlet;
-
-    // 3. Which subflow: the class's policy, one pure function of mptcp-common.
-    let inner_len = ctx.len().saturating_sub(ETH_HLEN as u32);
     // SAFETY: plain helper call.
     let now_ns = unsafe { bpf_ktime_get_ns() };
-    let mut flow_key = FlowletKey { token, flow_hash: 0 };
-    let mut flow = FlowletEntry::default();
-    if flowlet {
-        if !parsed {
-            meta = packet_meta(ctx, h_proto)?;
-        }
-        flow_key.flow_hash = meta.flow_hash();
-        // SAFETY: the value is copied out at once.
-        if let Some(e) = unsafe { FLOWLETS.get(flow_key) } {
-            flow = *e;
-        }
-    }
-    // The policies read weighted's tags from a stack copy: read in place from
-    // the map value, the verifier's work exceeds its budget.
-    let mut sched = tx.sched;
-    let paths = ConnPaths { conn, buckets: &tx.buckets, now_ns };
-    let d = decide(cp, &paths, inner_len, now_ns, &sched, &flow).ok_or(DropReason::NoSubflow)?;
-    commit(&d, &paths, inner_len, now_ns, &mut sched, &mut flow, flowlet);
-    if d.by == Policy::Weighted {
-        tx.sched = sched; // only weighted changed it; don't overwrite another CPU's update
-    }
-    if flowlet {
-        let _ = FLOWLETS.insert(flow_key, flow, 0);
-    }
+    let inner_len = ctx.len().saturating_sub(ETH_HLEN as u32);
+
+    // 2. Which subflow: a copy of a redundant packet re-entering the bond was
+    // placed by the run that cloned it; any other packet by its class's policy.
+    let replica = take_replica();
+    let (i, replicas) = if replica.active != 0 {
+        (replica.subflow as usize, 0)
+    } else {
+        schedule(ctx, h_proto, token, conn, tx, inner_len, now_ns)?
+    };
     // From here on only laundered numbers: the verifier then sees the same
     // state whichever policy decided, and checks the rest of the program once
     // instead of once per policy.
-    let i = opaque(d.subflow as u32) as usize & (MAX_SUBFLOWS - 1);
+    let i = opaque(i as u32) as usize & (MAX_SUBFLOWS - 1);
+    let replicas = opaque(replicas);
     let credit = ConnPaths { conn, buckets: &tx.buckets, now_ns }.credit(i);
     bucket_spend(&mut tx.buckets[i], conn.subflows[i].path.rate_bytes_per_sec, credit, inner_len, now_ns);
     let sub = &conn.subflows[i];
 
-    // 4. Sequence numbers advance by the GSO segment count: the kernel copies
-    // our header onto every segment.
+    // 3. Sequence numbers advance by the GSO segment count: the kernel copies
+    // our header onto every segment. All copies of a packet share its DSN.
     // SAFETY: reading a field of the skb context the program was given.
     let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
     let segs = if gso_segs > 1 { gso_segs } else { 1 };
@@ -196,9 +255,20 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     if gso_segs <= 1 && inner_len as usize + outer > settings().uplink_mtu as usize {
         return Err(DropReason::TooBig);
     }
-    let dsn = fetch_add(&mut tx.dsn, segs as u64) as u32;
+    let dsn = if replica.active != 0 { replica.dsn as u32 } else { fetch_add(&mut tx.dsn, segs as u64) as u32 };
     let seq = fetch_add(&mut tx.subflow_seq[i], segs as u64) as u32;
-    let hdr = MpHeader::data(token, i as u8, dsn, seq, (now_ns / 1000) as u32);
+    let replicated = replica.active != 0 || replicas != 0;
+    let hdr = MpHeader::data(token, i as u8, dsn, seq, (now_ns / 1000) as u32).with_flags(if replicated {
+        FLAG_REPLICATED
+    } else {
+        0
+    });
+
+    // 4. Copies (redundant): the still-unencapsulated packet goes back into
+    // the bond once per further subflow, each copy placed there by REPLICA.
+    if replicas != 0 {
+        send_replicas(ctx, replicas, dsn);
+    }
 
     // 5. Encapsulate.
     let l3 = if v6 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 };

@@ -6,15 +6,16 @@ use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
 use aya_ebpf::macros::xdp;
 use aya_ebpf::programs::XdpContext;
+use mptcp_common::dedup::{dedup_check, dedup_slot, Dedup};
 use mptcp_common::maps::{FlowKey, SubflowKey};
 use mptcp_common::seq::{rx_seq_update, SeqEvent};
 use mptcp_common::wire::{
-    MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, KIND_CONTROL,
-    KIND_DATA, MP_HDR_LEN, UDP_HLEN, VERSION,
+    MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, FLAG_REPLICATED, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN,
+    KIND_CONTROL, KIND_DATA, MP_HDR_LEN, UDP_HLEN, VERSION,
 };
 use mptcp_common::DropReason;
 
-use crate::maps::{count_drop, settings, RX_SEQ, SUBFLOW_BY_TUPLE, SUBFLOW_STATS};
+use crate::maps::{count_drop, settings, DEDUP, RX_SEQ, SUBFLOW_BY_TUPLE, SUBFLOW_STATS};
 use crate::parse::{be16_at, ptr_at, read_at};
 
 #[xdp]
@@ -120,6 +121,11 @@ fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, D
         }
     }
 
+    // Copies of a redundant packet: only the first of its DSN goes up.
+    if hdr.flags & FLAG_REPLICATED != 0 {
+        first_copy(sk.token, hdr.dsn(), hdr.subflow_id)?;
+    }
+
     // Decapsulate: keep the Ethernet addresses, drop the outer headers.
     let macs: [u8; 12] = read_at(start, end, 0).ok_or(DropReason::DecapFailed)?;
     let outer = (L3 + UDP_HLEN + MP_HDR_LEN) as i32;
@@ -135,4 +141,49 @@ fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, D
     // SAFETY: ptr_at checked the 14 bytes are inside the packet.
     unsafe { core::ptr::write_unaligned(eth, e) };
     Ok(XDP_PASS)
+}
+
+/// Atomically replace `*p` with `new` if it still holds `old`; returns the
+/// value found. `core` offers no atomics on bpfel-unknown-none, hence the one
+/// BPF instruction (BPF_ATOMIC | BPF_CMPXCHG, kernel >= 5.12).
+#[inline(always)]
+fn cmpxchg(p: *mut u64, old: u64, new: u64) -> u64 {
+    let mut found = old;
+    // SAFETY: `p` points into a map value valid for the program's run; the
+    // instruction touches only those 8 bytes.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({ptr} + 0, r0, {new})",
+            ptr = in(reg) p,
+            new = in(reg) new,
+            inout("r0") found,
+        );
+    }
+    found
+}
+
+/// Whether this copy of `dsn` from `subflow` is the one to deliver (see
+/// [`mptcp_common::dedup`]). A connection without a window delivers everything.
+#[inline(always)]
+fn first_copy(token: u32, dsn: u32, subflow: u8) -> Result<(), DropReason> {
+    let Some(w) = DEDUP.get_ptr_mut(token) else { return Ok(()) };
+    // SAFETY: the map value is valid for the run; the slot index is masked.
+    let slot = unsafe { core::ptr::addr_of_mut!((*w).slots[dedup_slot(dsn)]) };
+    // A lost race means another CPU just claimed the slot: decide again on its value.
+    let mut old = unsafe { core::ptr::read_volatile(slot) };
+    for _ in 0..4 {
+        match dedup_check(old, dsn, subflow) {
+            Dedup::Again => return Ok(()),
+            Dedup::Duplicate => return Err(DropReason::Duplicate),
+            Dedup::Stale => return Err(DropReason::StaleCopy),
+            Dedup::Claim(new) => {
+                let found = cmpxchg(slot, old, new);
+                if found == old {
+                    return Ok(());
+                }
+                old = found;
+            }
+        }
+    }
+    Ok(()) // contended beyond reason: deliver rather than lose
 }

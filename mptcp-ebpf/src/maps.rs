@@ -5,8 +5,8 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap};
 use mptcp_common::classify::ClassRule;
 use mptcp_common::maps::{
-    Connection, ControlCounter, FlowKey, FlowletKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState, MAX_CLASSES,
-    MAX_CONNECTIONS, MAX_FLOWS, MAX_PREFIXES, MAX_RULES, MAX_SUBFLOWS,
+    Connection, ControlCounter, DedupWindow, FlowKey, FlowletKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState,
+    MAX_CLASSES, MAX_CONNECTIONS, MAX_FLOWS, MAX_PREFIXES, MAX_RULES, MAX_SUBFLOWS,
 };
 use mptcp_common::policy::FlowletEntry;
 use mptcp_common::{ClassPolicy, DropReason};
@@ -45,6 +45,13 @@ pub static SUBFLOW_STATS: PerCpuHashMap<SubflowKey, SubflowStats> =
 #[map(name = "RX_SEQ")]
 pub static RX_SEQ: HashMap<SubflowKey, RxSeq> = HashMap::pinned(MAX_CONNECTIONS * MAX_SUBFLOWS as u32, 0);
 
+/// Allocated per connection by the controller (32 KiB each), not up front.
+#[map(name = "DEDUP")]
+pub static DEDUP: HashMap<u32, DedupWindow> = HashMap::pinned(MAX_CONNECTIONS, BPF_F_NO_PREALLOC);
+
+/// `BPF_F_NO_PREALLOC`.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
 #[map(name = "DROPS")]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);
 
@@ -59,6 +66,20 @@ pub static CONTROL_COUNTERS: Array<u64> = Array::pinned(ControlCounter::COUNT, 0
 /// 1M-instruction limit).
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// A copy of a redundant packet in flight: the egress run that clones the
+/// packet back into the bond writes it, the nested run for the clone (on the
+/// same CPU, inside the clone's transmit) takes it. Not pinned.
+#[derive(Clone, Copy)]
+pub struct Replica {
+    /// 1 while a clone is being transmitted.
+    pub active: u32,
+    pub subflow: u32,
+    pub dsn: u64,
+}
+
+#[map(name = "REPLICA")]
+pub static REPLICA: PerCpuArray<Replica> = PerCpuArray::with_max_entries(1, 0);
 
 /// `v` as the verifier's unknown scalar (see [`SCRATCH`]).
 #[inline(always)]

@@ -8,7 +8,7 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArra
 use aya::util::nr_cpus;
 use mptcp_common::classify::ClassRule;
 use mptcp_common::maps::{
-    names, Connection, ControlCounter, FlowKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState,
+    names, Connection, ControlCounter, DedupWindow, FlowKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState,
 };
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
@@ -23,6 +23,7 @@ pub struct DataPathMaps {
     pub subflow_by_tuple: HashMap<MapData, FlowKey, SubflowKey>,
     pub subflow_stats: PerCpuHashMap<MapData, SubflowKey, SubflowStats>,
     pub rx_seq: HashMap<MapData, SubflowKey, RxSeq>,
+    pub dedup: HashMap<MapData, u32, DedupWindow>,
     pub drops: PerCpuArray<MapData, u64>,
     pub control_counters: Array<MapData, u64>,
 }
@@ -52,6 +53,7 @@ impl DataPathMaps {
             subflow_by_tuple: typed!(pin_dir, names::SUBFLOW_BY_TUPLE),
             subflow_stats: typed!(pin_dir, names::SUBFLOW_STATS),
             rx_seq: typed!(pin_dir, names::RX_SEQ),
+            dedup: typed!(pin_dir, names::DEDUP),
             drops: typed!(pin_dir, names::DROPS),
             control_counters: typed!(pin_dir, names::CONTROL_COUNTERS),
         })
@@ -127,6 +129,15 @@ impl DataPathMaps {
     pub fn ensure_tx_state(&mut self, token: u32) -> Result<()> {
         if self.tx_state.get(&token, 0).is_err() {
             self.tx_state.insert(token, TxState::default(), 0)?;
+        }
+        Ok(())
+    }
+
+    /// The connection's duplicate-suppression window (kept when present:
+    /// clearing it under traffic would let a late copy through).
+    pub fn ensure_dedup_window(&mut self, token: u32) -> Result<()> {
+        if self.dedup.get(&token, 0).is_err() {
+            self.dedup.insert(token, DedupWindow::default(), 0)?;
         }
         Ok(())
     }

@@ -252,21 +252,11 @@ impl Config {
     }
 }
 
-/// The policies the data path carries out in full. Redundant is decided in
-/// mptcp-common but its copies are not sent yet, so it cannot be selected.
-pub const SELECTABLE: [Policy; 5] =
-    [Policy::MinRtt, Policy::ActiveBackup, Policy::Weighted, Policy::EarliestArrival, Policy::Flowlet];
-
 pub fn parse_policy(s: &str) -> Result<Policy> {
-    let known = || SELECTABLE.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
-    match Policy::from_name(s) {
-        Some(p) if SELECTABLE.contains(&p) => Ok(p),
-        Some(_) => bail!(
-            "policy {s:?} is not available yet (its copies are not sent by the data path); available: {}",
-            known()
-        ),
-        None => bail!("unknown policy {s:?}; known policies: {}", known()),
-    }
+    Policy::from_name(s).with_context(|| {
+        let known: Vec<_> = Policy::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown policy {s:?}; known policies: {}", known.join(", "))
+    })
 }
 
 pub fn validate_instance(name: &str) -> Result<()> {

@@ -59,7 +59,7 @@ enum PolicyAction {
     },
     /// Switch a class's policy; the next packet follows it.
     Set {
-        /// min-rtt, active-backup, weighted, earliest-arrival or flowlet
+        /// min-rtt, active-backup, weighted, redundant, earliest-arrival or flowlet
         policy: String,
         /// The class to switch (its name in the config; default: the default class).
         #[arg(long, default_value = mptcp_user::classes::DEFAULT_CLASS_NAME)]

@@ -78,6 +78,7 @@ impl Endpoints {
 pub fn install_rx(maps: &mut DataPathMaps, token: u32, id: u8, ep: &Endpoints) -> Result<()> {
     let key = SubflowKey { token, subflow_id: id as u32 };
     maps.ensure_subflow_counters(key)?;
+    maps.ensure_dedup_window(token)?;
     maps.subflow_by_tuple.insert(ep.flow_key(), key, 0)?;
     Ok(())
 }
@@ -142,6 +143,7 @@ pub fn remove_connection(maps: &mut DataPathMaps, token: u32) -> Result<()> {
     maps.remove_prefixes_of(token);
     let _ = maps.connections.remove(&token);
     let _ = maps.tx_state.remove(&token);
+    let _ = maps.dedup.remove(&token);
     Ok(())
 }
 

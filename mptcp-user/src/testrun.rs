@@ -13,8 +13,8 @@ use aya::{Ebpf, EbpfLoader};
 use mptcp_common::checksum::ipv4_header_checksum;
 use mptcp_common::classify::ClassRule;
 use mptcp_common::maps::{
-    names, programs, Connection, FlowKey, PathState, RxSeq, Settings, Subflow, SubflowKey, SubflowStats, TxState,
-    PATH_ESTABLISHED, PATH_UP,
+    names, programs, Connection, DedupWindow, FlowKey, PathState, RxSeq, Settings, Subflow, SubflowKey, SubflowStats,
+    TxState, PATH_ESTABLISHED, PATH_UP,
 };
 use mptcp_common::wire::{MpHeader, FAMILY_V4, FAMILY_V6, MP_HDR_LEN};
 use mptcp_common::{ClassPolicy, DropReason, Policy};
@@ -78,6 +78,10 @@ impl Fixture {
     pub fn rx_subflow(&mut self, key: FlowKey, id: u32) -> Result<()> {
         let mut t: HashMap<_, FlowKey, SubflowKey> = self.ebpf.map_mut(names::SUBFLOW_BY_TUPLE).unwrap().try_into()?;
         t.insert(key, SubflowKey { token: TOKEN, subflow_id: id }, 0)?;
+        let mut d: HashMap<_, u32, DedupWindow> = self.ebpf.map_mut(names::DEDUP).unwrap().try_into()?;
+        if d.get(&TOKEN, 0).is_err() {
+            d.insert(TOKEN, DedupWindow::default(), 0)?;
+        }
         self.zero_counters(id)
     }
 

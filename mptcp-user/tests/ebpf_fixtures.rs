@@ -138,3 +138,40 @@ fn egress_fixtures() -> Result<()> {
     assert_eq!(f.drops(DropReason::NoSubflow)?, 1);
     Ok(())
 }
+
+/// Copies of a redundant packet: the first copy of a DSN is delivered, the
+/// other subflow's copy is dropped and counted, further segments of the
+/// winning copy pass, unreplicated packets are never suppressed.
+#[test]
+fn duplicate_copies_are_suppressed() -> Result<()> {
+    use mptcp_common::wire::FLAG_REPLICATED;
+    let mut f = Fixture::new()?;
+    f.rx_subflow(v4_key(PORT), 0)?;
+    f.rx_subflow(v4_key(PORT + 1), 1)?;
+    let inner = inner_v4([10, 200, 0, 2]);
+    let copy = |port: u16, id: u8, dsn: u32, seq: u32, flags: u8| {
+        encapsulated(
+            &template::ipv4(CL4, CO4, port, PORT, 0),
+            MpHeader::data(TOKEN, id, dsn, seq, 0).with_flags(flags),
+            &inner,
+        )
+    };
+    // DSN 10: subflow 1's copy first, then a further segment of it, then subflow 0's copy.
+    assert_eq!(f.run_xdp(&copy(PORT + 1, 1, 10, 0, FLAG_REPLICATED))?.0, XDP_PASS);
+    assert_eq!(f.run_xdp(&copy(PORT + 1, 1, 10, 0, FLAG_REPLICATED))?.0, XDP_PASS);
+    assert_eq!(f.run_xdp(&copy(PORT, 0, 10, 0, FLAG_REPLICATED))?.0, XDP_DROP);
+    // DSN 11 the other way round.
+    assert_eq!(f.run_xdp(&copy(PORT, 0, 11, 1, FLAG_REPLICATED))?.0, XDP_PASS);
+    assert_eq!(f.run_xdp(&copy(PORT + 1, 1, 11, 1, FLAG_REPLICATED))?.0, XDP_DROP);
+    assert_eq!(f.drops(DropReason::Duplicate)?, 2);
+    // A copy older than the window.
+    assert_eq!(f.run_xdp(&copy(PORT, 0, 11 + 4096, 2, FLAG_REPLICATED))?.0, XDP_PASS);
+    assert_eq!(f.run_xdp(&copy(PORT + 1, 1, 11, 2, FLAG_REPLICATED))?.0, XDP_DROP);
+    assert_eq!(f.drops(DropReason::StaleCopy)?, 1);
+    // Unreplicated packets with a DSN seen before are not duplicates.
+    assert_eq!(f.run_xdp(&copy(PORT, 0, 10, 3, 0))?.0, XDP_PASS);
+    assert_eq!(f.drops(DropReason::Duplicate)?, 2);
+    // Every copy was accounted on its subflow, delivered or not.
+    assert_eq!(f.stats(0)?.rx_packets + f.stats(1)?.rx_packets, 8);
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use mptcp_common::Policy;
 use mptcp_testbed::wan::Shape;
-use mptcp_user::config::{parse_policy, SELECTABLE};
+use mptcp_user::config::parse_policy;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -236,7 +236,7 @@ impl System {
         Ok(match s {
             "single-path" => vec![System::SinglePath],
             "kernel-mptcp" => vec![System::KernelMptcp],
-            "bond" => SELECTABLE.iter().map(|p| System::Bond(*p)).collect(),
+            "bond" => Policy::ALL.iter().map(|p| System::Bond(*p)).collect(),
             _ => match s.strip_prefix("bond:") {
                 Some(p) => vec![System::Bond(parse_policy(p).context("in systems")?)],
                 None => bail!("unknown system {s:?}; use single-path, kernel-mptcp, bond or bond:<policy>"),
@@ -392,7 +392,7 @@ kind = "tcp-bulk"
     fn a_minimal_scenario_parses_with_defaults() {
         let s = parse(OK).unwrap();
         assert_eq!(s.links[0].uplink().queue_ms, 50.0);
-        assert_eq!(s.systems().unwrap().len(), 2 + SELECTABLE.len());
+        assert_eq!(s.systems().unwrap().len(), 2 + Policy::ALL.len());
     }
 
     #[test]
