@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
+use crate::ctl::{ControlSocket, PathChange, Request, Response};
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::run::Exit;
@@ -538,6 +539,50 @@ impl Client {
         Ok(())
     }
 
+    /// `path set`: new hints for a path, written to its subflow and sent to
+    /// the concentrator (which schedules the return direction by them).
+    async fn path_set(&mut self, c: PathChange) -> Result<String> {
+        c.validate()?;
+        let hits: Vec<usize> = (0..self.paths.len())
+            .filter(|&i| self.paths[i].name() == c.path || self.paths[i].cfg.interface == c.path)
+            .collect();
+        if hits.is_empty() {
+            let names: Vec<&str> = self.paths.iter().map(|p| p.name()).collect();
+            bail!("no path {:?}; the paths are {}", c.path, names.join(", "));
+        }
+        for &i in &hits {
+            let cfg = &mut self.paths[i].cfg;
+            if let Some(v) = c.priority {
+                cfg.priority = v;
+            }
+            if let Some(v) = c.weight {
+                cfg.weight = v;
+            }
+            if let Some(v) = c.rate_mbit {
+                cfg.rate_mbit = Some(v);
+            }
+            if let Some(v) = c.backup {
+                cfg.backup = v;
+            }
+            let hint = self.paths[i].hint();
+            if let (Some(token), true) = (self.token, self.paths[i].established) {
+                subflows::update_path(&mut self.maps, token, self.paths[i].id, |p| hint.apply(p))?;
+                let m = Message { token, subflow_id: self.paths[i].id, body: Body::Hint { path: hint } };
+                self.send(i, &m).await;
+            }
+            tracing::info!(path = self.paths[i].name(), ?hint, "path hints changed");
+        }
+        let p = &self.paths[hits[0]].cfg;
+        Ok(format!(
+            "path {}: priority {}, weight {}, rate {}, backup {}",
+            c.path,
+            p.priority,
+            p.weight,
+            p.rate_mbit.map(|r| format!("{r} Mbit/s")).unwrap_or_else(|| "unknown".into()),
+            p.backup
+        ))
+    }
+
     /// Run until a signal; fail if no path reaches the concentrator in time.
     pub async fn run(mut self, connect_timeout: Duration) -> Result<(Exit, DataPathMaps)> {
         use tokio::signal::unix::{signal, SignalKind};
@@ -546,6 +591,7 @@ impl Client {
         let mut events = Box::pin(netdev::watch()?);
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.probe.interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ctl = ControlSocket::bind(&self.cfg.instance)?;
         let deadline = tokio::time::Instant::now() + connect_timeout;
         let mut announced = false;
         loop {
@@ -553,6 +599,16 @@ impl Client {
                 _ = tick.tick() => self.tick().await?,
                 Some(m) = self.inbound_rx.recv() => self.on_inbound(m).await?,
                 Some(ev) = events.next() => self.on_net_event(ev).await?,
+                Ok((mut s, _)) = ctl.listener.accept() => {
+                    let resp = match ControlSocket::read(&mut s).await {
+                        Ok(Request::PathSet(c)) => match self.path_set(c).await {
+                            Ok(m) => Response::Ok(m),
+                            Err(e) => Response::Error(format!("{e:#}")),
+                        },
+                        Err(e) => Response::Error(format!("{e:#}")),
+                    };
+                    ControlSocket::answer(&mut s, &resp).await;
+                }
                 _ = sigint.recv() => return Ok((Exit::Teardown, self.maps)),
                 _ = sigterm.recv() => return Ok((Exit::Handover, self.maps)),
             }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
+use crate::ctl::{ControlSocket, Request, Response};
 use crate::netdev::{self, Net};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::run::Exit;
@@ -258,6 +259,20 @@ impl Concentrator {
                     }
                 })?;
             }
+            Body::Hint { path } => {
+                let Some(conn) = self.conns.get(&msg.token) else { return Ok(()) };
+                let Some(Some(sub)) = conn.subflows.get(msg.subflow_id as usize) else { return Ok(()) };
+                if sub.ep.remote != m.from || sub.ep.local != m.local {
+                    return Ok(());
+                }
+                tracing::info!(
+                    token = format_args!("{:08x}", msg.token),
+                    subflow = msg.subflow_id,
+                    ?path,
+                    "client changed path hints"
+                );
+                subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |p| path.apply(p))?;
+            }
             _ => {}
         }
         Ok(())
@@ -355,11 +370,21 @@ impl Concentrator {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.probe.interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ctl = ControlSocket::bind(&self.cfg.instance)?;
         println!("mptcp-user: serving");
         loop {
             tokio::select! {
                 _ = tick.tick() => self.tick()?,
                 Some(m) = self.inbound_rx.recv() => self.on_inbound(m).await?,
+                Ok((mut s, _)) = ctl.listener.accept() => {
+                    let resp = match ControlSocket::read(&mut s).await {
+                        Ok(Request::PathSet(_)) => Response::Error(
+                            "path set applies on the client: the concentrator follows the hints each client sends".into(),
+                        ),
+                        Err(e) => Response::Error(format!("{e:#}")),
+                    };
+                    ControlSocket::answer(&mut s, &resp).await;
+                }
                 _ = sigint.recv() => return Ok((Exit::Teardown, self.maps)),
                 _ = sigterm.recv() => return Ok((Exit::Handover, self.maps)),
             }

@@ -70,6 +70,10 @@ pub enum Body {
         seq: u32,
         sent_us: u64,
     },
+    /// The client changed this path's hints at runtime (`mptcp-user path set`).
+    Hint {
+        path: PathHint,
+    },
 }
 
 /// Priority, backup flag, rate and weight of a path, as the client configured them.
@@ -80,6 +84,31 @@ pub struct PathHint {
     pub rate_bytes_per_sec: u64,
     /// weighted policy share; 0 = by rate.
     pub weight: u32,
+}
+
+impl PathHint {
+    fn encode(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(&self.priority.to_be_bytes());
+        b.push(self.backup as u8);
+        b.extend_from_slice(&self.rate_bytes_per_sec.to_be_bytes());
+        b.extend_from_slice(&self.weight.to_be_bytes());
+    }
+
+    fn decode(r: &mut Reader) -> Result<PathHint, DecodeError> {
+        Ok(PathHint { priority: r.u32()?, backup: r.u8()? != 0, rate_bytes_per_sec: r.u64()?, weight: r.u32()? })
+    }
+
+    /// Apply the hint to a subflow's path state (flags other than backup are kept).
+    pub fn apply(&self, p: &mut mptcp_common::maps::PathState) {
+        p.priority = self.priority;
+        p.rate_bytes_per_sec = self.rate_bytes_per_sec;
+        p.weight = self.weight;
+        if self.backup {
+            p.flags |= mptcp_common::maps::PATH_BACKUP;
+        } else {
+            p.flags &= !mptcp_common::maps::PATH_BACKUP;
+        }
+    }
 }
 
 #[repr(u8)]
@@ -130,6 +159,7 @@ const T_ACCEPT: u8 = 4;
 const T_REJECT: u8 = 5;
 const T_PROBE: u8 = 6;
 const T_PROBE_ACK: u8 = 7;
+const T_HINT: u8 = 8;
 
 fn tag(psk: &[u8], data: &[u8]) -> [u8; TAG_LEN] {
     let mut mac = HmacSha256::new_from_slice(psk).expect("HMAC takes any key length");
@@ -147,10 +177,7 @@ impl Message {
                 b.push(*join as u8);
                 b.extend_from_slice(&nonce_c.to_be_bytes());
                 b.extend_from_slice(&key_c.to_be_bytes());
-                b.extend_from_slice(&path.priority.to_be_bytes());
-                b.push(path.backup as u8);
-                b.extend_from_slice(&path.rate_bytes_per_sec.to_be_bytes());
-                b.extend_from_slice(&path.weight.to_be_bytes());
+                path.encode(&mut b);
                 b.push(prefixes.len().min(MAX_PREFIXES) as u8);
                 for p in prefixes.iter().take(MAX_PREFIXES) {
                     match p.addr() {
@@ -199,6 +226,10 @@ impl Message {
                 b.extend_from_slice(&seq.to_be_bytes());
                 b.extend_from_slice(&sent_us.to_be_bytes());
             }
+            Body::Hint { path } => {
+                b.push(T_HINT);
+                path.encode(&mut b);
+            }
         }
         let t = tag(psk, &b);
         b.extend_from_slice(&t);
@@ -228,12 +259,7 @@ impl Message {
                 let join = r.u8()? != 0;
                 let nonce_c = r.u64()?;
                 let key_c = r.u64()?;
-                let path = PathHint {
-                    priority: r.u32()?,
-                    backup: r.u8()? != 0,
-                    rate_bytes_per_sec: r.u64()?,
-                    weight: r.u32()?,
-                };
+                let path = PathHint::decode(&mut r)?;
                 let n = r.u8()? as usize;
                 if n > MAX_PREFIXES {
                     return Err(DecodeError::Malformed("too many prefixes"));
@@ -260,6 +286,7 @@ impl Message {
             }
             T_PROBE => Body::Probe { seq: r.u32()?, sent_us: r.u64()?, srtt_us: r.u32()? },
             T_PROBE_ACK => Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()? },
+            T_HINT => Body::Hint { path: PathHint::decode(&mut r)? },
             _ => return Err(DecodeError::Malformed("unknown message type")),
         };
         if !r.b.is_empty() {
@@ -329,6 +356,7 @@ mod tests {
             Body::Reject { reason: RejectReason::AuthFailed, nonce_c: 9 },
             Body::Probe { seq: 7, sent_us: 123_456, srtt_us: 900 },
             Body::ProbeAck { seq: 7, sent_us: 123_456 },
+            Body::Hint { path: PathHint { priority: 1, backup: false, rate_bytes_per_sec: 375_000, weight: 2 } },
         ];
         bodies.into_iter().map(|body| Message { token: 0xdead_beef, subflow_id: 2, body }).collect()
     }

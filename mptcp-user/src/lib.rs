@@ -8,6 +8,7 @@ pub mod client;
 pub mod concentrator;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod lifecycle;
 pub mod netdev;
 pub mod netns;

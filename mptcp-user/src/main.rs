@@ -48,6 +48,37 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Change a path's hints at runtime (client): they apply to the next
+    /// packet and are sent to the concentrator for the return direction.
+    Path {
+        #[command(subcommand)]
+        action: PathAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PathAction {
+    Set {
+        /// The path's name or interface.
+        path: String,
+        /// Lower is preferred (0 = primary).
+        #[arg(long)]
+        priority: Option<u32>,
+        /// Share under the weighted policy (0 = by rate).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// Capacity hint in Mbit/s.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Use the path only when no regular path is up.
+        #[arg(long, conflicts_with = "no_backup")]
+        backup: bool,
+        /// Make the path a regular one again.
+        #[arg(long)]
+        no_backup: bool,
+        #[arg(long, default_value = "default")]
+        instance: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,6 +222,24 @@ fn real_main(cli: Cli) -> Result<()> {
             } else {
                 status::print_table(&s);
             }
+            Ok(())
+        }
+        Command::Path { action: PathAction::Set { path, priority, weight, rate, backup, no_backup, instance } } => {
+            let change = mptcp_user::ctl::PathChange {
+                path,
+                priority,
+                weight,
+                rate_mbit: rate,
+                backup: if backup {
+                    Some(true)
+                } else if no_backup {
+                    Some(false)
+                } else {
+                    None
+                },
+            };
+            change.validate()?;
+            println!("{}", mptcp_user::ctl::call(&instance, &mptcp_user::ctl::Request::PathSet(change))?);
             Ok(())
         }
         Command::Policy { action } => match action {

@@ -37,6 +37,10 @@ pub struct SubflowStatus {
     pub state: &'static str,
     pub backup: bool,
     pub priority: u32,
+    /// weighted policy share (0 = by rate).
+    pub weight: u32,
+    /// Capacity hint, Mbit/s (0 = unknown).
+    pub rate_mbit: f64,
     pub srtt_us: u32,
     pub rttvar_us: u32,
     /// Fraction of this subflow's packets lost on the way in.
@@ -86,6 +90,8 @@ pub fn collect(instance: &str) -> Result<Status> {
                 state: if s.path.up() { "up" } else { "down" },
                 backup: s.path.backup(),
                 priority: s.path.priority,
+                weight: s.path.weight,
+                rate_mbit: s.path.rate_bytes_per_sec as f64 * 8.0 / 1e6,
                 srtt_us: s.path.srtt_us,
                 rttvar_us: s.path.rttvar_us,
                 rx_loss: if st.rx_packets + lost == 0 { 0.0 } else { lost as f64 / (st.rx_packets + lost) as f64 },

@@ -713,3 +713,50 @@ fn redundant_loses_nothing_when_a_link_dies_and_delivers_each_packet_once() -> R
     assert!(drop_count(&k, "duplicate") > 1000, "concentrator: {k}");
     Ok(())
 }
+
+/// `path set` changes a path's hints at runtime: the client's scheduler
+/// follows at once and the concentrator receives them for the return direction.
+#[test]
+fn path_set_changes_hints_on_both_ends_at_runtime() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let client = start_client_config(&bed, 0, &shaped_config("active-backup", [100, 100], false))?;
+    let stream = |port| udp_stream(&bed.server, cl, server(port), 500, Duration::from_micros(300));
+
+    let before = tx_packets(&client, cl)?;
+    assert_eq!(stream(5003)?, (500, 0));
+    let after = tx_packets(&client, cl)?;
+    assert_eq!(after[1], before[1], "active-backup uses u0 first");
+
+    // u0 becomes a backup: the traffic moves to u1, and the concentrator knows.
+    let (ok, out) = cli(&client, cl, &["path", "set", "u0", "--backup"])?;
+    assert!(ok && out.contains("backup true"), "{out}");
+    let before = tx_packets(&client, cl)?;
+    assert_eq!(stream(5004)?, (500, 0));
+    let after = tx_packets(&client, cl)?;
+    assert!(after[0] == before[0] && after[1] - before[1] >= 500, "{before:?} -> {after:?}");
+    wait_status(&conc, &bed.conc, "the concentrator did not get the hint", |s| {
+        s["connections"][0]["subflows"][0]["backup"] == true
+    })?;
+
+    // Back to regular, with a weight and a rate.
+    let (ok, out) = cli(&client, cl, &["path", "set", "u0", "--no-backup", "--weight", "5", "--rate", "50"])?;
+    assert!(ok, "{out}");
+    let s = client.status(cl)?;
+    let sub0 = &s["connections"][0]["subflows"][0];
+    assert!(sub0["backup"] == false && sub0["weight"] == 5 && sub0["rate_mbit"] == 50.0, "{s}");
+    wait_status(&conc, &bed.conc, "the concentrator did not get the second hint", |s| {
+        let k = &s["connections"][0]["subflows"][0];
+        k["backup"] == false && k["weight"] == 5
+    })?;
+
+    // Bad input names the cause.
+    let (ok, out) = cli(&client, cl, &["path", "set", "wlan9", "--priority", "1"])?;
+    assert!(!ok && out.contains("no path \"wlan9\"") && out.contains("u0, u1"), "{out}");
+    let (ok, out) = cli(&client, cl, &["path", "set", "u0"])?;
+    assert!(!ok && out.contains("nothing to change"), "{out}");
+    let (ok, out) = cli(&conc, &bed.conc, &["path", "set", "u0", "--priority", "1"])?;
+    assert!(!ok && out.contains("applies on the client"), "{out}");
+    Ok(())
+}
