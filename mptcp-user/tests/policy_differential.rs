@@ -72,8 +72,16 @@ fn the_kernel_program_and_the_host_function_choose_the_same_subflow() -> Result<
         f.set_class_policy(0, class)?;
         f.set_class_policy(3, ClassPolicy::new(Policy::ActiveBackup))?;
         f.set_rules(&[rule])?;
-        // Weighted's tags at random; buckets idle (full on both sides, whatever the clock).
+        // Weighted's tags at random; buckets idle (full on both sides, whatever
+        // the clock) or, for half the subflows, frozen at a random credit: a
+        // bucket last charged in the future has not refilled, on either side.
         let mut tx = TxState::default();
+        for b in tx.buckets.iter_mut() {
+            if rng.gen_bool(0.5) {
+                b.credit = rng.gen_range(-2_000_000..200_000);
+                b.last_ns = u64::MAX / 2;
+            }
+        }
         tx.sched.wrr_clock = rng.gen_range(0..1 << 30);
         for t in tx.sched.wrr_finish.iter_mut() {
             *t = rng.gen_range(0..1 << 31);
