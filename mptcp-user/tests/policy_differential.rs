@@ -9,30 +9,11 @@ use mptcp_common::classify::{ClassRule, IPPROTO_UDP};
 use mptcp_common::maps::{
     names, Connection, FlowletKey, PathState, Subflow, TxState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP,
 };
-use mptcp_common::policy::{bucket_credit, commit, decide, FlowletEntry, Paths, SchedState};
+use mptcp_common::policy::{commit, decide, ConnectionPaths, FlowletEntry, SchedState};
 use mptcp_common::wire::{MpHeader, MP_HDR_LEN};
 use mptcp_common::{template, ClassPolicy, Policy};
 use mptcp_user::testrun::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-
-/// The host's view of the same maps the program reads.
-struct HostPaths<'a> {
-    conn: &'a Connection,
-    tx: &'a TxState,
-    now_ns: u64,
-}
-
-impl Paths for HostPaths<'_> {
-    fn count(&self) -> usize {
-        (self.conn.n_subflows as usize).min(MAX_SUBFLOWS)
-    }
-    fn state(&self, i: usize) -> &PathState {
-        &self.conn.subflows[i].path
-    }
-    fn credit(&self, i: usize) -> i64 {
-        bucket_credit(&self.tx.buckets[i], self.conn.subflows[i].path.rate_bytes_per_sec, self.now_ns)
-    }
-}
 
 fn random_path(rng: &mut StdRng) -> PathState {
     let flags = [0, PATH_ESTABLISHED, PATH_ESTABLISHED | PATH_UP, PATH_ESTABLISHED | PATH_UP | PATH_BACKUP]
@@ -96,7 +77,8 @@ fn the_kernel_program_and_the_host_function_choose_the_same_subflow() -> Result<
         let conns: HashMap<_, u32, Connection> = f.ebpf.map(names::CONNECTIONS).unwrap().try_into()?;
         let conn = conns.get(&TOKEN, 0)?;
 
-        let host = HostPaths { conn: &conn, tx: &tx, now_ns: 1 << 50 };
+        let states: Vec<PathState> = conn.subflows[..n].iter().map(|s| s.path).collect();
+        let host = ConnectionPaths { states: &states, buckets: &tx.buckets, now_ns: 1 << 50 };
         let inner_len = (input.len() - 14) as u32;
         let want = decide(class, &host, inner_len, host.now_ns, &tx.sched, &FlowletEntry::default());
         let (verdict, out) = f.run_tc(&input)?;

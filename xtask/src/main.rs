@@ -52,6 +52,9 @@ enum Cmd {
         /// Repeat each system N times and report medians.
         #[arg(long, default_value_t = 1)]
         runs: u32,
+        /// Simulate the bond's policies over model paths instead (no root needed).
+        #[arg(long)]
+        sim: bool,
         /// More mptcp-bench options (after `--`), e.g. `--systems kernel-mptcp,bond:min-rtt`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -105,7 +108,20 @@ fn main() -> Result<()> {
             c.args(["test", "--workspace", "--", "--test-threads=2"]).args(&args);
             run(&mut c)
         }
-        Cmd::Bench { scenario, json, runs, args } => {
+        Cmd::Bench { scenario, json, runs, sim, args } if sim => {
+            run(cargo().args(["build", "--release", "-p", "mptcp-bench"]))?;
+            let bench = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/mptcp-bench");
+            let mut c = Command::new(bench);
+            c.args(["--sim", "--scenario", &scenario]).args(&args);
+            if runs > 1 {
+                eprintln!("xtask: --runs does not apply to --sim: the simulation is deterministic");
+            }
+            if json {
+                c.arg("--json");
+            }
+            run(&mut c)
+        }
+        Cmd::Bench { scenario, json, runs, args, .. } => {
             require_root("bench")?;
             setup::ensure()?;
             // Release builds: the emulator and the controller must not be the bottleneck.

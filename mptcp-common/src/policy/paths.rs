@@ -21,6 +21,30 @@ pub trait Paths {
     }
 }
 
+/// A connection's subflows on the host: path states and token buckets side
+/// by side (the simulator and the host tests; the kernel has its own view).
+pub struct ConnectionPaths<'a> {
+    pub states: &'a [PathState],
+    pub buckets: &'a [crate::maps::Bucket; MAX_SUBFLOWS],
+    pub now_ns: u64,
+}
+
+impl Paths for ConnectionPaths<'_> {
+    fn count(&self) -> usize {
+        if self.states.len() > MAX_SUBFLOWS {
+            MAX_SUBFLOWS
+        } else {
+            self.states.len()
+        }
+    }
+    fn state(&self, i: usize) -> &PathState {
+        &self.states[i]
+    }
+    fn credit(&self, i: usize) -> i64 {
+        super::bucket_credit(&self.buckets[i], self.states[i].rate_bytes_per_sec, self.now_ns)
+    }
+}
+
 /// Index value meaning "none chosen". The loops use plain sentinels rather
 /// than `Option`s: in BPF every value must be initialised on every path, and
 /// the verifier rejects reads of registers LLVM left undefined.

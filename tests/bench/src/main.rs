@@ -9,6 +9,7 @@ mod plot;
 mod report;
 mod run;
 mod scenario;
+mod sim;
 mod systems;
 
 use std::io::Write;
@@ -43,6 +44,10 @@ struct Cli {
     /// Timed BPF_PROG_TEST_RUN runs per program for the per-packet cost (0 skips it).
     #[arg(long, default_value_t = 50_000)]
     cost_samples: usize,
+    /// Simulate the bond's policies over model paths instead (deterministic,
+    /// no root, no namespaces); the other systems are not simulated.
+    #[arg(long)]
+    sim: bool,
 }
 
 fn main() {
@@ -58,6 +63,9 @@ fn main_inner() -> Result<()> {
     if let Some(s) = &cli.systems {
         scn.systems = Some(s.clone());
         scn.validate().context("--systems")?;
+    }
+    if cli.sim {
+        return simulate(&cli, &scn);
     }
     if !nix::unistd::geteuid().is_root() {
         bail!("the benchmark must run as root: it creates network namespaces and loads eBPF programs");
@@ -136,6 +144,32 @@ fn main_inner() -> Result<()> {
     }
     if cli.json {
         writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
+    }
+    Ok(())
+}
+
+/// `--sim`: every bond policy of the scenario's systems through the simulator.
+fn simulate(cli: &Cli, scn: &Scenario) -> Result<()> {
+    let mut results = Vec::new();
+    for system in scn.systems()? {
+        match system {
+            scenario::System::Bond(p) => results.push(sim::simulate(scn, p)),
+            other => eprintln!("bench: {} is not simulated (only the bond's policies are)", other.label()),
+        }
+    }
+    if results.is_empty() {
+        bail!("the scenario's systems include no bond policy to simulate");
+    }
+    let command = format!("cargo xtask bench --sim --scenario {}", cli.scenario.display());
+    let table = sim::markdown(scn, &results, &command);
+    if let Some(out) = &cli.out {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::write(out.join("sim-report.md"), &table)?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{table}")?;
+    if cli.json {
+        writeln!(stdout, "{}", serde_json::json!({ "scenario": scn.name(), "simulated": true, "systems": results }))?;
     }
     Ok(())
 }

@@ -195,10 +195,25 @@ pub struct BondSettings {
     pub probe_interval_ms: Option<u64>,
     /// Missed probes before a path is declared down.
     pub down_after: Option<u32>,
-    /// Give each path its link rate (× 0.95, for header overhead) as the
+    /// Give each path its link rate (× `rate_hint_pct` / 100) as the
     /// capacity hint, as an operator who knows their lines would.
     #[serde(default = "yes")]
     pub rate_hints: bool,
+    /// The hint as a percentage of the link rate (default 95: the outer
+    /// headers take ~3.4 % of a full-size packet's wire bytes).
+    #[serde(default = "default_hint_pct")]
+    pub rate_hint_pct: f64,
+}
+
+fn default_hint_pct() -> f64 {
+    95.0
+}
+
+impl BondSettings {
+    /// The capacity hint for a link of `rate_mbit`, if hints are on.
+    pub fn hint_mbit(&self, rate_mbit: f64) -> Option<f64> {
+        self.rate_hints.then_some(rate_mbit * self.rate_hint_pct / 100.0)
+    }
 }
 
 fn yes() -> bool {
@@ -207,7 +222,7 @@ fn yes() -> bool {
 
 impl Default for BondSettings {
     fn default() -> Self {
-        BondSettings { probe_interval_ms: None, down_after: None, rate_hints: true }
+        BondSettings { probe_interval_ms: None, down_after: None, rate_hints: true, rate_hint_pct: default_hint_pct() }
     }
 }
 

@@ -152,11 +152,7 @@ fn probe_section(scn: &Scenario) -> String {
 }
 
 fn hint(scn: &Scenario, rate_mbit: f64) -> String {
-    if scn.bond.rate_hints {
-        format!("rate_mbit = {:.3}\n", rate_mbit * 0.95)
-    } else {
-        String::new()
-    }
+    scn.bond.hint_mbit(rate_mbit).map_or_else(String::new, |r| format!("rate_mbit = {r:.3}\n"))
 }
 
 fn launch(ns: &Netns, controller: &Path, log_dir: &Path, name: &str, config: &str, ready: &str) -> Result<Proc> {
