@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use futures::StreamExt;
 use ipnet::IpNet;
 use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP};
+use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -18,6 +19,7 @@ use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{ControlSocket, PathChange, Request, Response};
+use crate::estimate::{publish, rx_report, Feedback, MinRtt, SubflowEstimate};
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::run::Exit;
@@ -46,6 +48,9 @@ struct Path {
     established: bool,
     up: bool,
     rtt: RttEstimator,
+    min_rtt: MinRtt,
+    /// The concentrator's reports of what it received on this subflow.
+    feedback: Feedback,
     probe_seq: u32,
     /// A probe was sent since the last tick's check.
     probing: bool,
@@ -138,6 +143,8 @@ impl Client {
                 established: false,
                 up: false,
                 rtt: RttEstimator::default(),
+                min_rtt: MinRtt::default(),
+                feedback: Feedback::default(),
                 probe_seq: 0,
                 probing: false,
                 acked: false,
@@ -346,6 +353,7 @@ impl Client {
                             subflows::set_up(&mut self.maps, token, self.paths[i].id, false)?;
                         }
                     }
+                    let rx = rx_report(&self.maps, token, self.paths[i].id);
                     let p = &mut self.paths[i];
                     p.probe_seq = p.probe_seq.wrapping_add(1);
                     p.probing = true;
@@ -353,11 +361,23 @@ impl Client {
                     let msg = Message {
                         token,
                         subflow_id: p.id,
-                        body: Body::Probe { seq: p.probe_seq, sent_us: now, srtt_us: p.rtt.srtt_us },
+                        body: Body::Probe {
+                            seq: p.probe_seq,
+                            sent_us: now,
+                            srtt_us: p.rtt.srtt_us,
+                            min_rtt_us: p.min_rtt.get(),
+                            rx,
+                        },
                     };
                     self.send(i, &msg).await;
                     self.maps.bump(ControlCounter::ProbesSent);
                 }
+                let all: Vec<SubflowEstimate> = self
+                    .paths
+                    .iter()
+                    .filter_map(|p| p.feedback.last.map(|estimate| SubflowEstimate { token, subflow: p.id, estimate }))
+                    .collect();
+                publish(&self.cfg.instance, &all);
             }
         }
         Ok(())
@@ -471,7 +491,7 @@ impl Client {
                     _ => tracing::warn!(path = self.paths[i].name(), "handshake refused: {}", reason.explain()),
                 }
             }
-            Body::ProbeAck { seq, sent_us } => {
+            Body::ProbeAck { seq, sent_us, rx } => {
                 let Some(token) = self.token else { return Ok(()) };
                 let p = &mut self.paths[i];
                 // Any of the last 64 probes counts (answers may trail the interval).
@@ -480,8 +500,12 @@ impl Client {
                 }
                 p.acked = true;
                 p.misses = 0;
-                p.rtt.sample(now.saturating_sub(sent_us));
-                let (srtt, rttvar) = (p.rtt.srtt_us, p.rtt.rttvar_us);
+                let rtt = now.saturating_sub(sent_us);
+                p.rtt.sample(rtt);
+                p.min_rtt.sample(now, rtt.min(u32::MAX as u64) as u32);
+                let family = if p.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 };
+                p.feedback.on_report(now, rx, family);
+                let (srtt, rttvar, owd) = (p.rtt.srtt_us, p.rtt.rttvar_us, p.min_rtt.get() / 2);
                 let came_up = !p.up;
                 p.up = true;
                 if came_up {
@@ -491,6 +515,7 @@ impl Client {
                 subflows::update_path(&mut self.maps, token, self.paths[i].id, |ps| {
                     ps.srtt_us = srtt;
                     ps.rttvar_us = rttvar;
+                    ps.owd_us = owd;
                     ps.flags |= PATH_UP;
                 })?;
             }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use ipnet::IpNet;
 use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP};
+use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -17,6 +18,7 @@ use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{ControlSocket, Request, Response};
+use crate::estimate::{publish, rx_report, Feedback, SubflowEstimate};
 use crate::netdev::{self, Net};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::run::Exit;
@@ -32,6 +34,8 @@ struct Sub {
     ep: Endpoints,
     last_seen_us: u64,
     up: bool,
+    /// The client's reports of what it received on this subflow.
+    feedback: Feedback,
 }
 
 struct Conn {
@@ -110,7 +114,12 @@ impl Concentrator {
             let mut c = Conn { subflows: Default::default() };
             for (id, s) in conn.subflows.iter().enumerate() {
                 if s.path.established() {
-                    c.subflows[id] = Some(Sub { ep: Endpoints::from_subflow(s), last_seen_us: now, up: s.path.up() });
+                    c.subflows[id] = Some(Sub {
+                        ep: Endpoints::from_subflow(s),
+                        last_seen_us: now,
+                        up: s.path.up(),
+                        feedback: Feedback::default(),
+                    });
                 }
             }
             tracing::info!(token = format_args!("{:08x}", conn.token), "adopted connection");
@@ -232,7 +241,7 @@ impl Concentrator {
                     Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Accept { nonce_c, nonce_s } };
                 self.send(m.socket, m.from, &a).await;
             }
-            Body::Probe { seq, sent_us, srtt_us } => {
+            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx } => {
                 let Some(conn) = self.conns.get_mut(&msg.token) else { return Ok(()) };
                 let Some(Some(sub)) = conn.subflows.get_mut(msg.subflow_id as usize) else { return Ok(()) };
                 if sub.ep.remote != m.from || sub.ep.local != m.local {
@@ -241,8 +250,13 @@ impl Concentrator {
                 sub.last_seen_us = now;
                 let came_up = !sub.up;
                 sub.up = true;
-                let ack =
-                    Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::ProbeAck { seq, sent_us } };
+                sub.feedback.on_report(now, rx, if sub.ep.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 });
+                let mine = rx_report(&self.maps, msg.token, msg.subflow_id);
+                let ack = Message {
+                    token: msg.token,
+                    subflow_id: msg.subflow_id,
+                    body: Body::ProbeAck { seq, sent_us, rx: mine },
+                };
                 self.send(m.socket, m.from, &ack).await;
                 self.maps.bump(ControlCounter::ProbesAnswered);
                 if came_up {
@@ -256,6 +270,9 @@ impl Concentrator {
                     ps.flags |= PATH_UP;
                     if srtt_us != 0 {
                         ps.srtt_us = srtt_us;
+                    }
+                    if min_rtt_us != 0 {
+                        ps.owd_us = min_rtt_us / 2;
                     }
                 })?;
             }
@@ -337,7 +354,7 @@ impl Concentrator {
         subflows::install_tx(&mut self.maps, token, id, &ep, st)?;
         self.maps.bump(ControlCounter::SubflowsJoined);
         if let Some(c) = self.conns.get_mut(&token) {
-            c.subflows[id as usize] = Some(Sub { ep, last_seen_us: now, up: true });
+            c.subflows[id as usize] = Some(Sub { ep, last_seen_us: now, up: true, feedback: Feedback::default() });
         }
         Ok(())
     }
@@ -361,6 +378,15 @@ impl Concentrator {
             tracing::warn!(token = format_args!("{t:08x}"), subflow = i, "subflow down: probes stopped");
             subflows::set_up(&mut self.maps, t, i, false)?;
         }
+        let mut all = Vec::new();
+        for (&token, c) in &self.conns {
+            for (id, s) in c.subflows.iter().enumerate() {
+                if let Some(estimate) = s.as_ref().and_then(|s| s.feedback.last) {
+                    all.push(SubflowEstimate { token, subflow: id as u8, estimate });
+                }
+            }
+        }
+        publish(&self.cfg.instance, &all);
         Ok(())
     }
 

@@ -65,15 +65,48 @@ pub enum Body {
         seq: u32,
         sent_us: u64,
         srtt_us: u32,
+        /// The client's windowed minimum RTT of this path (propagation delay × 2).
+        min_rtt_us: u32,
+        /// What the client received on this subflow so far.
+        rx: RxReport,
     },
     ProbeAck {
         seq: u32,
         sent_us: u64,
+        /// What the concentrator received on this subflow so far.
+        rx: RxReport,
     },
     /// The client changed this path's hints at runtime (`mptcp-user path set`).
     Hint {
         path: PathHint,
     },
+}
+
+/// A receiver's cumulative counters of one subflow: the sender derives the
+/// path's delivery rate and loss from two of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxReport {
+    /// Bytes on the wire (Ethernet frame) and packets received.
+    pub bytes: u64,
+    pub packets: u64,
+    /// Packets presumed lost (sequence gaps not filled later).
+    pub lost: u64,
+    /// Latest one-way delay sample (receiver's clock minus sender's stamp,
+    /// wrapping: meaningful across hosts only as a trend).
+    pub owd_us: u32,
+}
+
+impl RxReport {
+    fn encode(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(&self.bytes.to_be_bytes());
+        b.extend_from_slice(&self.packets.to_be_bytes());
+        b.extend_from_slice(&self.lost.to_be_bytes());
+        b.extend_from_slice(&self.owd_us.to_be_bytes());
+    }
+
+    fn decode(r: &mut Reader) -> Result<RxReport, DecodeError> {
+        Ok(RxReport { bytes: r.u64()?, packets: r.u64()?, lost: r.u64()?, owd_us: r.u32()? })
+    }
 }
 
 /// Priority, backup flag, rate and weight of a path, as the client configured them.
@@ -215,16 +248,19 @@ impl Message {
                 b.push(*reason as u8);
                 b.extend_from_slice(&nonce_c.to_be_bytes());
             }
-            Body::Probe { seq, sent_us, srtt_us } => {
+            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx } => {
                 b.push(T_PROBE);
                 b.extend_from_slice(&seq.to_be_bytes());
                 b.extend_from_slice(&sent_us.to_be_bytes());
                 b.extend_from_slice(&srtt_us.to_be_bytes());
+                b.extend_from_slice(&min_rtt_us.to_be_bytes());
+                rx.encode(&mut b);
             }
-            Body::ProbeAck { seq, sent_us } => {
+            Body::ProbeAck { seq, sent_us, rx } => {
                 b.push(T_PROBE_ACK);
                 b.extend_from_slice(&seq.to_be_bytes());
                 b.extend_from_slice(&sent_us.to_be_bytes());
+                rx.encode(&mut b);
             }
             Body::Hint { path } => {
                 b.push(T_HINT);
@@ -284,8 +320,14 @@ impl Message {
                 let reason = RejectReason::from_u8(r.u8()?).ok_or(DecodeError::Malformed("bad reject reason"))?;
                 Body::Reject { reason, nonce_c: r.u64()? }
             }
-            T_PROBE => Body::Probe { seq: r.u32()?, sent_us: r.u64()?, srtt_us: r.u32()? },
-            T_PROBE_ACK => Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()? },
+            T_PROBE => Body::Probe {
+                seq: r.u32()?,
+                sent_us: r.u64()?,
+                srtt_us: r.u32()?,
+                min_rtt_us: r.u32()?,
+                rx: RxReport::decode(&mut r)?,
+            },
+            T_PROBE_ACK => Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()?, rx: RxReport::decode(&mut r)? },
             T_HINT => Body::Hint { path: PathHint::decode(&mut r)? },
             _ => return Err(DecodeError::Malformed("unknown message type")),
         };
@@ -354,8 +396,14 @@ mod tests {
             Body::Proof { nonce_c: 1, nonce_s: 3 },
             Body::Accept { nonce_c: 1, nonce_s: 3 },
             Body::Reject { reason: RejectReason::AuthFailed, nonce_c: 9 },
-            Body::Probe { seq: 7, sent_us: 123_456, srtt_us: 900 },
-            Body::ProbeAck { seq: 7, sent_us: 123_456 },
+            Body::Probe {
+                seq: 7,
+                sent_us: 123_456,
+                srtt_us: 900,
+                min_rtt_us: 800,
+                rx: RxReport { bytes: 1 << 40, packets: 5, lost: 1, owd_us: 4_000_000_000 },
+            },
+            Body::ProbeAck { seq: 7, sent_us: 123_456, rx: RxReport { bytes: 9, packets: 1, lost: 0, owd_us: 7 } },
             Body::Hint { path: PathHint { priority: 1, backup: false, rate_bytes_per_sec: 375_000, weight: 2 } },
         ];
         bodies.into_iter().map(|body| Message { token: 0xdead_beef, subflow_id: 2, body }).collect()

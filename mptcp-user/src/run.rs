@@ -211,6 +211,7 @@ pub async fn teardown(instance: &str, bond: &str, net: &Net, delete_bond: bool) 
         }
     }
     let _ = std::fs::remove_file(lifecycle::state_file(instance));
+    let _ = std::fs::remove_file(crate::estimate::estimates_file(instance));
 }
 
 /// `down`: stop a running controller (which cleans up after itself), then
@@ -256,6 +257,7 @@ pub fn down(instance: &str) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("bond removal thread panicked"))??;
         let _ = std::fs::remove_file(lifecycle::state_file(instance));
+        let _ = std::fs::remove_file(crate::estimate::estimates_file(instance));
     }
     if had_pins || removed_bond || state.is_some() {
         println!("instance {instance}: data path removed");

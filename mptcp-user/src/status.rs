@@ -43,6 +43,11 @@ pub struct SubflowStatus {
     pub rate_mbit: f64,
     pub srtt_us: u32,
     pub rttvar_us: u32,
+    /// One-way propagation delay estimate (half the windowed minimum RTT).
+    pub owd_us: u32,
+    /// What the peer reports receiving on this subflow, last probe interval.
+    pub delivery_mbit: Option<f64>,
+    pub peer_loss_pct: Option<f64>,
     /// Fraction of this subflow's packets lost on the way in.
     pub rx_loss: f64,
     pub tx_packets: u64,
@@ -60,6 +65,7 @@ pub fn collect(instance: &str) -> Result<Status> {
     }
     let state = InstanceState::load(instance)?;
     let maps = DataPathMaps::open(&dir)?;
+    let estimates = crate::estimate::load(instance);
     let mut connections = Vec::new();
     let mut conns = maps.connections();
     conns.sort_by_key(|c| c.token);
@@ -71,6 +77,7 @@ pub fn collect(instance: &str) -> Result<Status> {
             }
             let ep = Endpoints::from_subflow(s);
             let st = maps.subflow_stats(SubflowKey { token: c.token, subflow_id: id as u32 });
+            let est = estimates.iter().find(|e| e.token == c.token && e.subflow as usize == id).map(|e| e.estimate);
             let lost = st.rx_lost();
             let path = match &state {
                 Some(i) if i.role == crate::config::Role::Client => i.path_names.get(id).cloned().unwrap_or_default(),
@@ -94,6 +101,9 @@ pub fn collect(instance: &str) -> Result<Status> {
                 rate_mbit: s.path.rate_bytes_per_sec as f64 * 8.0 / 1e6,
                 srtt_us: s.path.srtt_us,
                 rttvar_us: s.path.rttvar_us,
+                owd_us: s.path.owd_us,
+                delivery_mbit: est.map(|e| e.delivery_bytes_per_sec as f64 * 8.0 / 1e6),
+                peer_loss_pct: est.map(|e| e.loss * 100.0),
                 rx_loss: if st.rx_packets + lost == 0 { 0.0 } else { lost as f64 / (st.rx_packets + lost) as f64 },
                 tx_packets: st.tx_packets,
                 tx_bytes: st.tx_bytes,
