@@ -23,6 +23,7 @@ use std::collections::HashSet;
 use mptcp_common::maps::{Bucket, PathState, MAX_SUBFLOWS, PATH_ESTABLISHED, PATH_UP};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, ConnectionPaths, FlowletEntry, SchedState};
 use mptcp_common::{ClassPolicy, Policy};
+use mptcp_testbed::rng::Rng;
 use serde::Serialize;
 
 use crate::scenario::{Action, Scenario, Traffic};
@@ -85,17 +86,6 @@ struct Flow {
     seq: u64,
     probe: bool,
     flowlet: FlowletEntry,
-}
-
-/// xorshift64*: deterministic, good enough for jitter and loss.
-struct Rng(u64);
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 struct Arrival {
@@ -194,7 +184,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
     let class = ClassPolicy::new(policy);
     let mut buckets = [Bucket::default(); MAX_SUBFLOWS];
     let mut sched = SchedState::default();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut arrivals: Vec<Arrival> = Vec::new();
     let mut offered: Vec<u64> = vec![0; flows.len()];
 

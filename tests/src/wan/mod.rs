@@ -278,18 +278,6 @@ fn ifindex(dev: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(dev).with_context(|| format!("no emulator device {dev}"))
 }
 
-/// Per-thread xorshift: loss draws need to be cheap, not cryptographic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn is_ip(frame: &[u8]) -> bool {
     frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x0800 | 0x86DD)
 }
@@ -310,7 +298,7 @@ fn delay_line(
     nix::sys::prctl::set_timerslack(1000).ok();
     let this = &link.dirs[dir as usize];
     let other = &link.dirs[1 - dir as usize];
-    let mut rng = Rng(seed | 1);
+    let mut rng = crate::rng::Rng::new(seed);
     let mut held: VecDeque<Held> = VecDeque::new();
     let mut held_bytes = 0usize;
     let mut last_due = Instant::now();
@@ -349,7 +337,7 @@ fn delay_line(
                 continue;
             }
             let loss = this.loss.load(Relaxed);
-            if loss > 0 && is_ip(frame) && (rng.next() >> 32) < loss as u64 {
+            if loss > 0 && is_ip(frame) && (rng.next_u64() >> 32) < loss as u64 {
                 this.lost.fetch_add(1, Relaxed);
                 continue;
             }
@@ -359,7 +347,7 @@ fn delay_line(
             }
             let (delay, jitter) = (this.delay_us.load(Relaxed), this.jitter_us.load(Relaxed));
             let us = if jitter > 0 {
-                let offset = (rng.next() % (2 * jitter + 1)) as i64 - jitter as i64;
+                let offset = (rng.next_u64() % (2 * jitter + 1)) as i64 - jitter as i64;
                 (delay as i64 + offset).max(0) as u64
             } else {
                 delay
