@@ -16,7 +16,8 @@ use mptcp_common::classify::{classify, PacketMeta, DEFAULT_CLASS};
 use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, FlowletEntry, Paths};
 use mptcp_common::wire::{
-    MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN, UDP_HLEN,
+    wire_len, MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN,
+    UDP_HLEN,
 };
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
@@ -113,7 +114,8 @@ fn packet_meta(ctx: &TcContext, h_proto: u16) -> Result<PacketMeta, DropReason> 
     }
 }
 
-/// The class's policy for this packet: (subflow, mask of subflows for copies).
+/// The class's policy for a packet of `wire_bytes` ([`wire_len`]): (subflow,
+/// mask of subflows for copies).
 #[inline(always)]
 fn schedule(
     ctx: &TcContext,
@@ -121,7 +123,7 @@ fn schedule(
     token: u32,
     conn: &Connection,
     tx: &mut TxState,
-    inner_len: u32,
+    wire_bytes: u32,
     now_ns: u64,
 ) -> Result<(usize, u32), DropReason> {
     // Which class: the first matching rule (parsing only when rules exist).
@@ -156,8 +158,8 @@ fn schedule(
     // the verifier's work exceeds its budget.
     let mut sched = tx.sched;
     let paths = ConnPaths { conn, buckets: &tx.buckets, now_ns };
-    let d = decide(cp, &paths, inner_len, now_ns, &sched, &flow).ok_or(DropReason::NoSubflow)?;
-    commit(&d, &paths, inner_len, now_ns, &mut sched, &mut flow, flowlet);
+    let d = decide(cp, &paths, wire_bytes, now_ns, &sched, &flow).ok_or(DropReason::NoSubflow)?;
+    commit(&d, &paths, wire_bytes, now_ns, &mut sched, &mut flow, flowlet);
     if d.by == Policy::Weighted {
         tx.sched = sched; // only weighted changed it; don't overwrite another CPU's update
     }
@@ -227,6 +229,10 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // SAFETY: plain helper call.
     let now_ns = unsafe { bpf_ktime_get_ns() };
     let inner_len = ctx.len().saturating_sub(ETH_HLEN as u32);
+    // The buckets count every GSO segment's bytes on the wire. Laundered:
+    // the verifier need not carry how it was computed through the policies.
+    // SAFETY: reading a field of the skb context the program was given.
+    let wire = opaque(wire_len(inner_len, unsafe { (*ctx.skb.skb).gso_segs }));
 
     // 2. Which subflow: a copy of a redundant packet re-entering the bond was
     // placed by the run that cloned it; any other packet by its class's policy.
@@ -234,7 +240,7 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let (i, replicas) = if replica.active != 0 {
         (replica.subflow as usize, 0)
     } else {
-        schedule(ctx, h_proto, token, conn, tx, inner_len, now_ns)?
+        schedule(ctx, h_proto, token, conn, tx, wire, now_ns)?
     };
     // From here on only laundered numbers: the verifier then sees the same
     // state whichever policy decided, and checks the rest of the program once
@@ -242,7 +248,7 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let i = opaque(i as u32) as usize & (MAX_SUBFLOWS - 1);
     let replicas = opaque(replicas);
     let credit = ConnPaths { conn, buckets: &tx.buckets, now_ns }.credit(i);
-    bucket_spend(&mut tx.buckets[i], conn.subflows[i].path.rate_bytes_per_sec, credit, inner_len, now_ns);
+    bucket_spend(&mut tx.buckets[i], conn.subflows[i].path.rate_bytes_per_sec, credit, wire, now_ns);
     let sub = &conn.subflows[i];
 
     // 3. Sequence numbers advance by the GSO segment count: the kernel copies

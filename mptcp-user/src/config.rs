@@ -102,8 +102,9 @@ pub struct PathConfig {
     /// Used only when no non-backup path is up.
     #[serde(default)]
     pub backup: bool,
-    /// Capacity hint in Mbit/s: paces min-rtt's spill-over and
-    /// earliest-arrival's queue estimate.
+    /// Capacity hint in Mbit/s, the line rate as the link counts it (bytes on
+    /// the wire, the tunnel's and the Ethernet headers included): paces
+    /// min-rtt's spill-over and earliest-arrival's queue estimate.
     pub rate_mbit: Option<f64>,
     /// Share under the weighted policy; 0 (default) = in proportion to the rate.
     #[serde(default)]

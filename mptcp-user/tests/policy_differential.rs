@@ -10,7 +10,7 @@ use mptcp_common::maps::{
     names, Connection, FlowletKey, PathState, Subflow, TxState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP,
 };
 use mptcp_common::policy::{commit, decide, ConnectionPaths, FlowletEntry, SchedState};
-use mptcp_common::wire::{MpHeader, MP_HDR_LEN};
+use mptcp_common::wire::{wire_len, MpHeader, MP_HDR_LEN};
 use mptcp_common::{template, ClassPolicy, Policy};
 use mptcp_user::testrun::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -79,8 +79,8 @@ fn the_kernel_program_and_the_host_function_choose_the_same_subflow() -> Result<
 
         let states: Vec<PathState> = conn.subflows[..n].iter().map(|s| s.path).collect();
         let host = ConnectionPaths { states: &states, buckets: &tx.buckets, now_ns: 1 << 50 };
-        let inner_len = (input.len() - 14) as u32;
-        let want = decide(class, &host, inner_len, host.now_ns, &tx.sched, &FlowletEntry::default());
+        let wire = wire_len((input.len() - 14) as u32, 1);
+        let want = decide(class, &host, wire, host.now_ns, &tx.sched, &FlowletEntry::default());
         let (verdict, out) = f.run_tc(&input)?;
         match want {
             None => assert_eq!(verdict, TC_ACT_SHOT, "case {case}: no established subflow, the packet must drop"),
@@ -95,7 +95,7 @@ fn the_kernel_program_and_the_host_function_choose_the_same_subflow() -> Result<
                     &conn.subflows[..n]
                 );
                 let mut sched: SchedState = tx.sched;
-                commit(&d, &host, inner_len, host.now_ns, &mut sched, &mut FlowletEntry::default(), false);
+                commit(&d, &host, wire, host.now_ns, &mut sched, &mut FlowletEntry::default(), false);
                 let txs: HashMap<_, u32, TxState> = f.ebpf.map(names::TX_STATE).unwrap().try_into()?;
                 assert_eq!(txs.get(&TOKEN, 0)?.sched, sched, "case {case}: weighted's tags");
                 compared[policy as usize] += 1;

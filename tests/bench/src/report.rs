@@ -21,6 +21,8 @@ pub struct Summary {
     pub description: String,
     pub runs: usize,
     pub capacity_mbit: f64,
+    /// The end hosts' TCP congestion control.
+    pub tcp_congestion: String,
     pub links: Vec<String>,
     /// The scenario takes a link down, so recovery times apply.
     pub has_failure: bool,
@@ -78,6 +80,7 @@ pub fn summarize(scn: &Scenario, runs: &[Vec<SystemRun>], cost: Option<Cost>) ->
         description: scn.description.clone(),
         runs: runs.len(),
         capacity_mbit: scn.capacity_mbit(),
+        tcp_congestion: scn.tcp_congestion.clone(),
         links: scn.links.iter().map(|l| l.name.clone()).collect(),
         has_failure: scn.events.iter().any(|e| e.action == crate::scenario::Action::Down),
         systems,
@@ -116,8 +119,8 @@ pub fn markdown(s: &Summary, command: &str) -> String {
     let cols: Vec<&Col> = cols.iter().filter(|c| has(s, c.1) || c.0 == "Recovery s" && s.has_failure).collect();
     let mut out = format!("## {}\n\n{}\n\n", s.scenario, s.description);
     out += &format!(
-        "Summed uplink capacity {:.1} Mbit/s; medians of {} run(s). Produced by `{command}`.\n\n",
-        s.capacity_mbit, s.runs
+        "Summed uplink capacity {:.1} Mbit/s; end hosts' TCP: {}; medians of {} run(s). Produced by `{command}`.\n\n",
+        s.capacity_mbit, s.tcp_congestion, s.runs
     );
     out += "| System |";
     for c in &cols {

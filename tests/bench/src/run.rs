@@ -86,6 +86,17 @@ pub fn run_system(
         wan.set(k, Direction::Up, &l.uplink())?;
         wan.set(k, Direction::Down, &l.downlink())?;
     }
+    for ns in bed.clients.iter().chain([&bed.server]) {
+        ns.sh(&format!("sysctl -qw net.ipv4.tcp_congestion_control={}", scn.tcp_congestion)).with_context(|| {
+            format!(
+                "cannot use TCP congestion control {:?}: the kernel offers {}",
+                scn.tcp_congestion,
+                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                    .unwrap_or_default()
+                    .trim()
+            )
+        })?;
+    }
     let running = systems::start(system, &bed, scn, controller, log_dir)
         .with_context(|| format!("starting {}", system.label()))?;
     let stream = if system == System::KernelMptcp { Stream::Mptcp } else { Stream::Tcp };

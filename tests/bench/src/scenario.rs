@@ -28,6 +28,17 @@ pub struct Scenario {
     pub systems: Option<Vec<String>>,
     #[serde(default)]
     pub bond: BondSettings,
+    /// Congestion control of the end hosts' TCP (client and server
+    /// namespaces, every system alike). Default "cubic", Linux's own default,
+    /// so results do not depend on what the benchmarking host is set to.
+    /// BBR caps what it keeps in flight at twice the smallest path's
+    /// bandwidth-delay product, which a bond under one TCP flow cannot fill.
+    #[serde(default = "default_tcp_congestion")]
+    pub tcp_congestion: String,
+}
+
+fn default_tcp_congestion() -> String {
+    "cubic".into()
 }
 
 /// One emulated link between the client and the concentrator. The top-level
@@ -199,14 +210,14 @@ pub struct BondSettings {
     /// capacity hint, as an operator who knows their lines would.
     #[serde(default = "yes")]
     pub rate_hints: bool,
-    /// The hint as a percentage of the link rate (default 95: the outer
-    /// headers take ~3.4 % of a full-size packet's wire bytes).
+    /// The hint as a percentage of the link rate (default 100: the buckets
+    /// count bytes on the wire, headers included, as the links do).
     #[serde(default = "default_hint_pct")]
     pub rate_hint_pct: f64,
 }
 
 fn default_hint_pct() -> f64 {
-    95.0
+    100.0
 }
 
 impl BondSettings {
@@ -297,6 +308,12 @@ impl Scenario {
             ensure!(l.downlink().rate_mbit > 0.0, "link {:?}: downlink rate_mbit must be positive", l.name);
         }
         ensure!(!self.traffic.is_empty(), "at least one [[traffic]] is needed");
+        ensure!(
+            !self.tcp_congestion.is_empty()
+                && self.tcp_congestion.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "tcp_congestion {:?} is not a congestion control name (e.g. \"cubic\", \"bbr\")",
+            self.tcp_congestion
+        );
         for t in &self.traffic {
             match t {
                 Traffic::TcpBulk { flows } => ensure!((1..=64).contains(flows), "tcp-bulk flows must be 1..64"),

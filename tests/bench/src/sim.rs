@@ -22,6 +22,7 @@ use std::collections::HashSet;
 
 use mptcp_common::maps::{Bucket, PathState, MAX_SUBFLOWS, PATH_ESTABLISHED, PATH_UP};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, ConnectionPaths, FlowletEntry, SchedState};
+use mptcp_common::wire::wire_len;
 use mptcp_common::{ClassPolicy, Policy};
 use mptcp_testbed::rng::Rng;
 use serde::Serialize;
@@ -39,7 +40,6 @@ const DEFAULT_DOWN_AFTER: u32 = 3;
 /// the buckets' last charge, so they start full (idle paths).
 const T0: u64 = 1_000_000_000;
 /// Outer IPv4 + UDP + multipath header on every packet on the wire.
-const ENCAP: usize = mptcp_common::wire::encap_overhead(mptcp_common::wire::FAMILY_V4);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SimResult {
@@ -246,8 +246,10 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
         let paths = ConnectionPaths { states: &states[..n], buckets: &buckets, now_ns: now };
         let f = &mut flows[fi];
         let size = f.size;
-        if let Some(d) = decide(class, &paths, size, now, &sched, &f.flowlet) {
-            commit(&d, &paths, size, now, &mut sched, &mut f.flowlet, policy == Policy::Flowlet);
+        // What the bond's buckets count, and what the link carries.
+        let wire = wire_len(size, 1);
+        if let Some(d) = decide(class, &paths, wire, now, &sched, &f.flowlet) {
+            commit(&d, &paths, wire, now, &mut sched, &mut f.flowlet, policy == Policy::Flowlet);
             let used = d.replicas | (1 << d.subflow);
             for k in 0..n {
                 if used & (1 << k) == 0 {
@@ -255,7 +257,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                 }
                 let rate = states[k].rate_bytes_per_sec;
                 let credit = bucket_credit(&buckets[k], rate, now);
-                bucket_spend(&mut buckets[k], rate, credit, size, now);
+                bucket_spend(&mut buckets[k], rate, credit, wire, now);
                 let l = &mut links[k];
                 l.sent_bytes += size as u64;
                 if !l.alive {
@@ -265,7 +267,6 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                 if start - now > l.queue_ns {
                     continue; // tail drop
                 }
-                let wire = size + ENCAP as u32;
                 l.free_at = start + (wire as f64 * 8.0 / l.rate_bps * 1e9) as u64;
                 let jitter = (rng.next_f64() * l.jitter_ns as f64) as u64;
                 let at = (l.free_at + l.delay_ns + jitter).max(l.last_arrival);
@@ -390,14 +391,14 @@ mod tests {
         assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
     }
 
-    /// Over 11 Mbit/s offered to 10 + 3 with exact rate hints (1400 of every
-    /// 1448 wire bytes are the packet): earliest-arrival delivers in order
+    /// Over 11 Mbit/s offered to 10 + 3 with exact rate hints (the default:
+    /// the buckets count wire bytes, as the links do): earliest-arrival delivers in order
     /// where min-rtt's spill-over reorders, and both use the slow link. The
     /// fast queue never drains here, so any rate error accumulates in the
     /// queue estimate: 0.005 % off reorders after a few thousand packets.
     #[test]
     fn earliest_arrival_keeps_order_where_min_rtt_reorders() {
-        let s = scenario(&format!("{TWO_UNEQUAL}\n[bond]\nrate_hint_pct = 96.685083\n"));
+        let s = scenario(TWO_UNEQUAL);
         let ea = simulate(&s, Policy::EarliestArrival);
         let mr = simulate(&s, Policy::MinRtt);
         assert!(ea.reordered_pct < 0.5, "{ea:?}");
@@ -411,7 +412,8 @@ mod tests {
     /// reorders about as much as the error. (Why rate estimates matter.)
     #[test]
     fn earliest_arrival_reorders_when_the_rate_hint_is_low() {
-        let ea = simulate(&scenario(TWO_UNEQUAL), Policy::EarliestArrival);
+        let s = scenario(&format!("{TWO_UNEQUAL}\n[bond]\nrate_hint_pct = 95\n"));
+        let ea = simulate(&s, Policy::EarliestArrival);
         assert!(ea.reordered_pct > 2.0, "{ea:?}");
     }
 
