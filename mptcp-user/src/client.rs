@@ -19,7 +19,7 @@ use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{ControlSocket, PathChange, Request, Response};
-use crate::estimate::{publish, rx_report, Feedback, MinRtt, SubflowEstimate};
+use crate::estimate::{publish, rx_report, tx_wire_bytes, Capacity, Feedback, MinRtt, SubflowEstimate};
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::run::Exit;
@@ -51,6 +51,8 @@ struct Path {
     min_rtt: MinRtt,
     /// The concentrator's reports of what it received on this subflow.
     feedback: Feedback,
+    /// The rate estimate used when `cfg` sets none.
+    capacity: Capacity,
     probe_seq: u32,
     /// A probe was sent since the last tick's check.
     probing: bool,
@@ -145,6 +147,7 @@ impl Client {
                 rtt: RttEstimator::default(),
                 min_rtt: MinRtt::default(),
                 feedback: Feedback::default(),
+                capacity: Capacity::default(),
                 probe_seq: 0,
                 probing: false,
                 acked: false,
@@ -505,6 +508,14 @@ impl Client {
                 p.min_rtt.sample(now, rtt.min(u32::MAX as u64) as u32);
                 let family = if p.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 };
                 p.feedback.on_report(now, rx, family);
+                let queue_us = p.rtt.srtt_us.saturating_sub(p.min_rtt.get()) as u64;
+                let sent = tx_wire_bytes(&self.maps, token, p.id);
+                let estimate = p.capacity.on_report(now, sent, rx.bytes, queue_us, p.cfg.max_rate_bytes_per_sec());
+                // A configured rate overrides the estimate.
+                let rate = match p.cfg.rate_bytes_per_sec() {
+                    0 => estimate,
+                    r => r,
+                };
                 let (srtt, rttvar, owd) = (p.rtt.srtt_us, p.rtt.rttvar_us, p.min_rtt.get() / 2);
                 let came_up = !p.up;
                 p.up = true;
@@ -516,6 +527,7 @@ impl Client {
                     ps.srtt_us = srtt;
                     ps.rttvar_us = rttvar;
                     ps.owd_us = owd;
+                    ps.rate_bytes_per_sec = rate;
                     ps.flags |= PATH_UP;
                 })?;
             }
@@ -584,14 +596,20 @@ impl Client {
                 cfg.weight = v;
             }
             if let Some(v) = c.rate_mbit {
-                cfg.rate_mbit = Some(v);
+                cfg.rate_mbit = (v > 0.0).then_some(v);
             }
             if let Some(v) = c.backup {
                 cfg.backup = v;
             }
             let hint = self.paths[i].hint();
+            let estimate = self.paths[i].capacity.get();
             if let (Some(token), true) = (self.token, self.paths[i].established) {
-                subflows::update_path(&mut self.maps, token, self.paths[i].id, |p| hint.apply(p))?;
+                subflows::update_path(&mut self.maps, token, self.paths[i].id, |p| {
+                    hint.apply(p);
+                    if hint.rate_bytes_per_sec == 0 {
+                        p.rate_bytes_per_sec = estimate;
+                    }
+                })?;
                 let m = Message { token, subflow_id: self.paths[i].id, body: Body::Hint { path: hint } };
                 self.send(i, &m).await;
             }
@@ -603,7 +621,7 @@ impl Client {
             c.path,
             p.priority,
             p.weight,
-            p.rate_mbit.map(|r| format!("{r} Mbit/s")).unwrap_or_else(|| "unknown".into()),
+            p.rate_mbit.map(|r| format!("{r} Mbit/s")).unwrap_or_else(|| "estimated".into()),
             p.backup
         ))
     }

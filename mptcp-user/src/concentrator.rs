@@ -18,7 +18,7 @@ use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{ControlSocket, Request, Response};
-use crate::estimate::{publish, rx_report, Feedback, SubflowEstimate};
+use crate::estimate::{publish, rx_report, tx_wire_bytes, Capacity, Feedback, SubflowEstimate};
 use crate::netdev::{self, Net};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::run::Exit;
@@ -36,6 +36,10 @@ struct Sub {
     up: bool,
     /// The client's reports of what it received on this subflow.
     feedback: Feedback,
+    /// The client's rate hint for the path (0: none, use `capacity`).
+    hint_rate: u64,
+    /// The rate estimate used without a hint.
+    capacity: Capacity,
 }
 
 struct Conn {
@@ -119,6 +123,10 @@ impl Concentrator {
                         last_seen_us: now,
                         up: s.path.up(),
                         feedback: Feedback::default(),
+                        // Whether the rate was the client's hint is not in the
+                        // maps: keep it as one until the client says otherwise.
+                        hint_rate: s.path.rate_bytes_per_sec,
+                        capacity: Capacity::default(),
                     });
                 }
             }
@@ -251,6 +259,13 @@ impl Concentrator {
                 let came_up = !sub.up;
                 sub.up = true;
                 sub.feedback.on_report(now, rx, if sub.ep.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 });
+                let queue_us = srtt_us.saturating_sub(min_rtt_us) as u64;
+                let sent = tx_wire_bytes(&self.maps, msg.token, msg.subflow_id);
+                let estimate = sub.capacity.on_report(now, sent, rx.bytes, queue_us, 0);
+                let rate = match sub.hint_rate {
+                    0 => estimate,
+                    r => r,
+                };
                 let mine = rx_report(&self.maps, msg.token, msg.subflow_id);
                 let ack = Message {
                     token: msg.token,
@@ -274,21 +289,29 @@ impl Concentrator {
                     if min_rtt_us != 0 {
                         ps.owd_us = min_rtt_us / 2;
                     }
+                    ps.rate_bytes_per_sec = rate;
                 })?;
             }
             Body::Hint { path } => {
-                let Some(conn) = self.conns.get(&msg.token) else { return Ok(()) };
-                let Some(Some(sub)) = conn.subflows.get(msg.subflow_id as usize) else { return Ok(()) };
+                let Some(conn) = self.conns.get_mut(&msg.token) else { return Ok(()) };
+                let Some(Some(sub)) = conn.subflows.get_mut(msg.subflow_id as usize) else { return Ok(()) };
                 if sub.ep.remote != m.from || sub.ep.local != m.local {
                     return Ok(());
                 }
+                sub.hint_rate = path.rate_bytes_per_sec;
                 tracing::info!(
                     token = format_args!("{:08x}", msg.token),
                     subflow = msg.subflow_id,
                     ?path,
                     "client changed path hints"
                 );
-                subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |p| path.apply(p))?;
+                let estimate = sub.capacity.get();
+                subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |p| {
+                    path.apply(p);
+                    if path.rate_bytes_per_sec == 0 {
+                        p.rate_bytes_per_sec = estimate;
+                    }
+                })?;
             }
             _ => {}
         }
@@ -354,7 +377,14 @@ impl Concentrator {
         subflows::install_tx(&mut self.maps, token, id, &ep, st)?;
         self.maps.bump(ControlCounter::SubflowsJoined);
         if let Some(c) = self.conns.get_mut(&token) {
-            c.subflows[id as usize] = Some(Sub { ep, last_seen_us: now, up: true, feedback: Feedback::default() });
+            c.subflows[id as usize] = Some(Sub {
+                ep,
+                last_seen_us: now,
+                up: true,
+                feedback: Feedback::default(),
+                hint_rate: hint.rate_bytes_per_sec,
+                capacity: Capacity::default(),
+            });
         }
         Ok(())
     }

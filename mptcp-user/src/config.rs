@@ -106,6 +106,9 @@ pub struct PathConfig {
     /// the wire, the tunnel's and the Ethernet headers included): paces
     /// min-rtt's spill-over and earliest-arrival's queue estimate.
     pub rate_mbit: Option<f64>,
+    /// Without `rate_mbit`, the rate is estimated from the peer's feedback;
+    /// this bounds the estimate (Mbit/s, e.g. the line's sync rate).
+    pub max_rate_mbit: Option<f64>,
     /// Share under the weighted policy; 0 (default) = in proportion to the rate.
     #[serde(default)]
     pub weight: u32,
@@ -117,6 +120,10 @@ impl PathConfig {
     }
     pub fn rate_bytes_per_sec(&self) -> u64 {
         self.rate_mbit.map(|m| (m * 1_000_000.0 / 8.0) as u64).unwrap_or(0)
+    }
+    /// The bound on the estimated rate, bytes per second (0: none).
+    pub fn max_rate_bytes_per_sec(&self) -> u64 {
+        self.max_rate_mbit.map(|m| (m * 1_000_000.0 / 8.0) as u64).unwrap_or(0)
     }
 }
 
@@ -237,9 +244,9 @@ impl Config {
                     bail!("path {}: `local` {l} and `remote` {r} are of different IP families", p.display_name());
                 }
             }
-            if let Some(r) = p.rate_mbit {
-                if !(r > 0.0 && r.is_finite()) {
-                    bail!("path {}: rate_mbit must be a positive number", p.display_name());
+            for (key, v) in [("rate_mbit", p.rate_mbit), ("max_rate_mbit", p.max_rate_mbit)] {
+                if v.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                    bail!("path {}: {key} must be a positive number", p.display_name());
                 }
             }
             if self.paths[..i].iter().any(|q| q.interface == p.interface && q.remote == p.remote) {
@@ -283,6 +290,7 @@ pub fn parse_path_flag(s: &str) -> Result<PathConfig> {
         priority: 0,
         backup: false,
         rate_mbit: None,
+        max_rate_mbit: None,
         weight: 0,
     })
 }

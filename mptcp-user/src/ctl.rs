@@ -38,8 +38,8 @@ impl PathChange {
             bail!("nothing to change: give --priority, --weight, --rate, --backup or --no-backup");
         }
         if let Some(r) = self.rate_mbit {
-            if !(r > 0.0 && r.is_finite()) {
-                bail!("--rate must be a positive number of Mbit/s");
+            if !(r >= 0.0 && r.is_finite()) {
+                bail!("--rate must be a number of Mbit/s, 0 to estimate the rate from feedback");
             }
         }
         Ok(())

@@ -3,7 +3,9 @@
 //! sending end turns two reports into the path's delivery rate and loss, and
 //! keeps a windowed minimum RTT whose half is the one-way propagation delay
 //! earliest-arrival and flowlet use (the smoothed RTT also holds the queue,
-//! which the token bucket already counts).
+//! which the token bucket already counts). For a path without a configured
+//! rate, [`Capacity`] turns the same reports into the rate its token bucket
+//! runs at.
 
 use std::collections::VecDeque;
 
@@ -36,6 +38,79 @@ impl MinRtt {
     /// 0 before any sample.
     pub fn get(&self) -> u32 {
         self.samples.front().map_or(0, |&(_, r)| r)
+    }
+}
+
+/// Delivery rates are measured over at least this long: over one probe
+/// interval the reports' transit jitter would dominate.
+const RATE_SPAN_US: u64 = 1_000_000;
+/// Queueing delay (smoothed minus minimum RTT) from which a path may count
+/// as saturated.
+const SATURATED_QUEUE_US: u64 = 5_000;
+/// A path is saturated when, besides queueing, it was offered this much more
+/// than it delivered (percent): its queue grew or it dropped.
+const SATURATED_EXCESS_PCT: u64 = 105;
+/// While a path delivers what it is given without queueing, its estimate
+/// grows by this factor (percent) per span, so it can find more capacity.
+const PROBE_GAIN_PCT: u64 = 110;
+/// "Given": delivered at least this share (percent) of the estimate.
+const PUSHED_PCT: u64 = 90;
+
+/// A path's capacity estimate in wire bytes per second, from what the peer
+/// received (its reports) against what this end sent (the data path's
+/// counters). Saturated (queueing and offered more than it delivered), the
+/// path's delivery rate is its capacity; delivering all of a near-full
+/// bucket without queueing, it may carry more, so the estimate grows.
+/// Otherwise (the traffic is below the estimate) it stays. At most one
+/// change per span, so each is judged on a rate measured under the last.
+#[derive(Clone, Debug, Default)]
+pub struct Capacity {
+    /// (time µs, wire bytes sent, wire bytes received), oldest first.
+    history: VecDeque<(u64, u64, u64)>,
+    rate: u64,
+    changed_us: u64,
+}
+
+impl Capacity {
+    /// The estimate, wire bytes per second; 0 until the path first saturates.
+    pub fn get(&self) -> u64 {
+        self.rate
+    }
+
+    /// A report at `now_us`: cumulative wire bytes this end sent on the path
+    /// and the peer received, and the path's queueing delay now. Returns the
+    /// estimate. `max` (0: none) bounds it, e.g. by the line's sync rate.
+    pub fn on_report(&mut self, now_us: u64, sent: u64, received: u64, queue_us: u64, max: u64) -> u64 {
+        if self.history.back().is_some_and(|&(t, s, r)| now_us < t || sent < s || received < r) {
+            self.history.clear(); // a counter restarted: measure afresh
+        }
+        self.history.push_back((now_us, sent, received));
+        // Keep the newest entry at least a span old as the base, and no older ones.
+        while self.history.get(1).is_some_and(|&(t, _, _)| now_us - t >= RATE_SPAN_US) {
+            self.history.pop_front();
+        }
+        let &(t0, s0, r0) = self.history.front().expect("just pushed");
+        let span = now_us - t0;
+        if span < RATE_SPAN_US || now_us.saturating_sub(self.changed_us) < RATE_SPAN_US {
+            return self.rate;
+        }
+        let delivered = (received - r0) * 1_000_000 / span;
+        let offered = (sent - s0) * 1_000_000 / span;
+        let saturated =
+            queue_us >= SATURATED_QUEUE_US && offered * 100 >= delivered * SATURATED_EXCESS_PCT && delivered > 0;
+        let next = if saturated {
+            delivered
+        } else if self.rate != 0 && delivered * 100 >= self.rate * PUSHED_PCT {
+            self.rate.max(delivered) * PROBE_GAIN_PCT / 100
+        } else {
+            self.rate
+        };
+        let next = if max != 0 { next.min(max) } else { next };
+        if next != self.rate {
+            self.rate = next;
+            self.changed_us = now_us;
+        }
+        self.rate
     }
 }
 
@@ -89,6 +164,81 @@ mod tests {
     use super::*;
     use mptcp_common::wire::FAMILY_V4;
 
+    /// A model path under a [`Capacity`], reporting every 100 ms.
+    #[derive(Default)]
+    struct Model {
+        c: Capacity,
+        t: u64,
+        sent: u64,
+        got: u64,
+    }
+
+    impl Model {
+        /// `secs` seconds of offering `offer` B/s to a path that carries at
+        /// most `cap` B/s; the excess queues (50 ms tail-drop queue), and the
+        /// queue shows as queueing delay.
+        fn drive(&mut self, secs: u64, offer: u64, cap: u64, max: u64) {
+            let mut queue = 0u64;
+            for _ in 0..secs * 10 {
+                self.t += 100_000;
+                self.sent += offer / 10;
+                queue += offer / 10;
+                let out = queue.min(cap / 10);
+                queue -= out;
+                self.got += out;
+                queue = queue.min(cap / 20);
+                let queue_us = queue * 1_000_000 / cap;
+                self.c.on_report(self.t, self.sent, self.got, queue_us, max);
+            }
+        }
+    }
+
+    #[test]
+    fn a_saturated_path_is_estimated_at_its_capacity() {
+        let mut m = Model::default();
+        m.drive(5, 2_000_000, 1_250_000, 0);
+        let r = m.c.get();
+        assert!((1_150_000..=1_300_000).contains(&r), "{r}");
+    }
+
+    #[test]
+    fn the_estimate_grows_while_the_path_takes_all_it_is_given() {
+        // Estimated low at first: a sender that keeps the path at its
+        // estimate (a bucket-limited scheduler) sees it rise to the capacity.
+        let mut m = Model::default();
+        m.drive(3, 2_000_000, 500_000, 0);
+        assert!(m.c.get() < 600_000, "{}", m.c.get());
+        for _ in 0..30 {
+            let offer = m.c.get();
+            m.drive(1, offer, 1_250_000, 0);
+        }
+        let r = m.c.get();
+        assert!((1_000_000..=1_500_000).contains(&r), "{r}");
+    }
+
+    #[test]
+    fn light_traffic_or_a_quiet_path_leaves_the_estimate_alone() {
+        let mut m = Model::default();
+        m.drive(5, 2_000_000, 1_250_000, 0);
+        m.drive(10, 50_000, 1_250_000, 0);
+        // (The span that drains the queue delivers at capacity unqueued: one
+        // probing step up.) The light traffic does not drag it down.
+        let r = m.c.get();
+        assert!((1_250_000..=1_400_000).contains(&r), "{r}");
+        m.drive(10, 50_000, 1_250_000, 0);
+        assert_eq!(m.c.get(), r);
+        // Queueing without excess (jitter) is not saturation either.
+        m.c.on_report(m.t + 2_000_000, m.sent, m.got, 40_000, 0);
+        assert_eq!(m.c.get(), r);
+    }
+
+    #[test]
+    fn a_bound_caps_the_estimate() {
+        let mut m = Model::default();
+        m.drive(5, 2_000_000, 1_250_000, 1_000_000);
+        assert_eq!(m.c.get(), 1_000_000);
+    }
+
     #[test]
     fn min_rtt_is_the_windowed_minimum() {
         let mut m = MinRtt::default();
@@ -123,6 +273,12 @@ mod tests {
 pub fn rx_report(maps: &crate::bpfmaps::DataPathMaps, token: u32, subflow: u8) -> RxReport {
     let s = maps.subflow_stats(mptcp_common::maps::SubflowKey { token, subflow_id: subflow as u32 });
     RxReport { bytes: s.rx_bytes, packets: s.rx_packets, lost: s.rx_lost(), owd_us: s.rx_owd_us as u32 }
+}
+
+/// Wire bytes (Ethernet frames) this end has sent on a subflow.
+pub fn tx_wire_bytes(maps: &crate::bpfmaps::DataPathMaps, token: u32, subflow: u8) -> u64 {
+    let s = maps.subflow_stats(mptcp_common::maps::SubflowKey { token, subflow_id: subflow as u32 });
+    s.tx_bytes + s.tx_packets * ETH_HLEN as u64
 }
 
 /// One subflow's latest estimate, as `status` shows it.

@@ -67,7 +67,8 @@ enum PathAction {
         /// Share under the weighted policy (0 = by rate).
         #[arg(long)]
         weight: Option<u32>,
-        /// Capacity hint in Mbit/s.
+        /// Capacity hint in Mbit/s, the line rate (0: estimate it from the
+        /// peer's feedback, as without `rate_mbit` in the config).
         #[arg(long)]
         rate: Option<f64>,
         /// Use the path only when no regular path is up.

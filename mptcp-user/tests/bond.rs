@@ -787,3 +787,33 @@ fn feedback_reports_the_delivery_rate_and_the_propagation_delay() -> Result<()> 
         Ok(())
     })
 }
+
+/// Without a rate hint, a path's rate comes from the feedback: once bulk
+/// traffic saturates a tbf-shaped 8 Mbit/s uplink, the path's rate in the
+/// data path is what it delivered (wire bytes, as tbf counts them); and a
+/// configured bound caps the estimate of the other path.
+#[test]
+fn a_path_without_a_rate_hint_is_estimated_from_feedback() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let cl = &bed.clients[0];
+    Testbed::shape(cl, &Testbed::client_dev(0), 8)?;
+    Testbed::shape(cl, &Testbed::client_dev(1), 8)?;
+    let _conc = start_conc(&bed, &[])?;
+    let config = shaped_config("min-rtt", [1, 1], false).replacen("rate_mbit = 1\n", "", 1).replacen(
+        "rate_mbit = 1\n",
+        "max_rate_mbit = 2\n",
+        1,
+    );
+    let client = start_client_config(&bed, 0, &config)?;
+    wait_subflows(&client, cl, 2)?;
+    let s = client.status(cl)?;
+    assert_eq!(s["connections"][0]["subflows"][0]["rate_mbit"].as_f64(), Some(0.0), "no estimate before traffic: {s}");
+    std::thread::scope(|sc| -> Result<()> {
+        let bulk = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 12 << 20, Duration::from_secs(60)));
+        let rate = |s: &Value, i: usize| s["connections"][0]["subflows"][i]["rate_mbit"].as_f64().unwrap_or(0.0);
+        wait_status(&client, cl, "path 0 estimated near its 8 Mbit/s", |s| (6.0..=9.0).contains(&rate(s, 0)))?;
+        wait_status(&client, cl, "path 1 estimated, capped at 2 Mbit/s", |s| rate(s, 1) == 2.0)?;
+        bulk.join().map_err(|_| anyhow::anyhow!("bulk thread panicked"))??;
+        Ok(())
+    })
+}
