@@ -403,9 +403,34 @@ pub fn tcp_send_and_verify(
     Ok(Transfer { bytes: len, duration: start.elapsed() })
 }
 
+/// What a numbered UDP stream's receiver saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpStreamResult {
+    pub received: u32,
+    pub duplicates: u32,
+    /// Datagrams that arrived after a higher-numbered one.
+    pub reordered: u32,
+    /// How far out of order those were: the 99th percentile and the largest
+    /// of (highest number seen before it − its number). 0 when none was.
+    pub displacement_p99: u32,
+    pub displacement_max: u32,
+}
+
 /// Send `count` numbered datagrams (paced) from `client` to `dst`, where a
 /// receiver in `server` counts them. Returns (received, duplicates).
 pub fn udp_stream(server: &Netns, client: &Netns, dst: SocketAddr, count: u32, gap: Duration) -> Result<(u32, u32)> {
+    let r = udp_stream_ordered(server, client, dst, count, gap)?;
+    Ok((r.received, r.duplicates))
+}
+
+/// [`udp_stream`], also counting datagrams that arrive out of order.
+pub fn udp_stream_ordered(
+    server: &Netns,
+    client: &Netns,
+    dst: SocketAddr,
+    count: u32,
+    gap: Duration,
+) -> Result<UdpStreamResult> {
     let bind: SocketAddr =
         if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse()?;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -414,7 +439,9 @@ pub fn udp_stream(server: &Netns, client: &Netns, dst: SocketAddr, count: u32, g
         s.set_read_timeout(Some(Duration::from_millis(1500)))?;
         tx.send(()).ok();
         let mut seen = vec![false; count as usize];
-        let (mut got, mut dup) = (0, 0);
+        let mut r = UdpStreamResult::default();
+        let mut highest = None;
+        let mut displacements = Vec::new();
         let mut buf = [0u8; 2048];
         while let Ok(n) = s.recv(&mut buf) {
             if n < 4 {
@@ -423,14 +450,22 @@ pub fn udp_stream(server: &Netns, client: &Netns, dst: SocketAddr, count: u32, g
             let i = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
             if i < seen.len() {
                 if seen[i] {
-                    dup += 1;
+                    r.duplicates += 1;
                 } else {
                     seen[i] = true;
-                    got += 1;
+                    r.received += 1;
+                    if let Some(h) = highest.filter(|&h| i < h) {
+                        r.reordered += 1;
+                        displacements.push((h - i) as u32);
+                    }
+                    highest = highest.max(Some(i));
                 }
             }
         }
-        Ok((got, dup))
+        displacements.sort_unstable();
+        r.displacement_max = displacements.last().copied().unwrap_or(0);
+        r.displacement_p99 = displacements.get(displacements.len() * 99 / 100).copied().unwrap_or(0);
+        Ok(r)
     });
     rx.recv_timeout(Duration::from_secs(5)).context("UDP receiver did not start")?;
     client.run(move || {
