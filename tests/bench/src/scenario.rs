@@ -425,6 +425,8 @@ kind = "tcp-bulk"
         let s = parse(OK).unwrap();
         assert_eq!(s.links[0].uplink().queue_ms, 50.0);
         assert_eq!(s.systems().unwrap().len(), 2 + Policy::ALL.len());
+        assert_eq!(s.tcp_congestion, "cubic");
+        assert_eq!(s.bond.hint_mbit(10.0), Some(10.0));
     }
 
     #[test]
@@ -443,6 +445,8 @@ kind = "tcp-bulk"
         assert!(e.contains("unknown link \"b\""), "{e}");
         let late = format!("{OK}[[event]]\nat_s = 9\nlink = \"a\"\naction = \"down\"\n");
         assert!(format!("{:#}", parse(&late).unwrap_err()).contains("outside the run"));
+        let cc = format!("tcp_congestion = \"cubic; reboot\"\n{OK}");
+        assert!(format!("{:#}", parse(&cc).unwrap_err()).contains("tcp_congestion"));
         let sys = format!("systems = [\"bond:fastest\"]\n{OK}");
         assert!(format!("{:#}", parse(&sys).unwrap_err()).contains("unknown policy \"fastest\""));
     }
