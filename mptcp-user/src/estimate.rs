@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::RxReport;
 
-/// How long a minimum RTT sample stays valid (a route change raises the floor).
-const MIN_RTT_WINDOW_US: u64 = 10_000_000;
+/// How long a minimum RTT sample stays valid (a route change raises the
+/// floor). Long, as Linux's `tcp_min_rtt_wlen` (300 s): a bulk flow can keep
+/// a queue standing for many seconds, and a shorter window would take that
+/// queue for propagation delay.
+const MIN_RTT_WINDOW_US: u64 = 300_000_000;
 
 /// The windowed minimum of RTT samples.
 #[derive(Clone, Debug, Default)]
@@ -47,9 +50,12 @@ const RATE_SPAN_US: u64 = 1_000_000;
 /// Queueing delay (smoothed minus minimum RTT) from which a path may count
 /// as saturated.
 const SATURATED_QUEUE_US: u64 = 5_000;
-/// A path is saturated when, besides queueing, it was offered this much more
-/// than it delivered (percent): its queue grew or it dropped.
+/// A path is saturated when it was offered this much more (percent) than it
+/// delivered: its queue grew or overflowed.
 const SATURATED_EXCESS_PCT: u64 = 105;
+/// Loss above this share (percent) counts as overflow only with a queue:
+/// otherwise it is the path's random loss, which says nothing of capacity.
+const RANDOM_LOSS_PCT: f64 = 1.0;
 /// While a path delivers what it is given without queueing, its estimate
 /// grows by this factor (percent) per span, so it can find more capacity.
 const PROBE_GAIN_PCT: u64 = 110;
@@ -58,15 +64,18 @@ const PUSHED_PCT: u64 = 90;
 
 /// A path's capacity estimate in wire bytes per second, from what the peer
 /// received (its reports) against what this end sent (the data path's
-/// counters). Saturated (queueing and offered more than it delivered), the
-/// path's delivery rate is its capacity; delivering all of a near-full
-/// bucket without queueing, it may carry more, so the estimate grows.
-/// Otherwise (the traffic is below the estimate) it stays. At most one
-/// change per span, so each is judged on a rate measured under the last.
+/// counters). Saturated — driven at its estimate (light traffic proves
+/// nothing) and offered more than it delivered (its queue grew or
+/// overflowed), where a lossy span counts only with a standing queue (every
+/// RTT sample of the span above the path's minimum; jitter alone lets some
+/// through) — the path's delivery rate is its capacity; delivering all of a near-full bucket
+/// without queueing, it may carry more, so the estimate grows. Otherwise (the
+/// traffic is below the estimate) it stays. At most one change per span, so
+/// each is judged on a rate measured under the last.
 #[derive(Clone, Debug, Default)]
 pub struct Capacity {
-    /// (time µs, wire bytes sent, wire bytes received), oldest first.
-    history: VecDeque<(u64, u64, u64)>,
+    /// (time µs, wire bytes sent, wire bytes received, RTT sample µs), oldest first.
+    history: VecDeque<(u64, u64, u64, u32)>,
     rate: u64,
     changed_us: u64,
 }
@@ -78,26 +87,35 @@ impl Capacity {
     }
 
     /// A report at `now_us`: cumulative wire bytes this end sent on the path
-    /// and the peer received, and the path's queueing delay now. Returns the
-    /// estimate. `max` (0: none) bounds it, e.g. by the line's sync rate.
-    pub fn on_report(&mut self, now_us: u64, sent: u64, received: u64, queue_us: u64, max: u64) -> u64 {
-        if self.history.back().is_some_and(|&(t, s, r)| now_us < t || sent < s || received < r) {
+    /// and the peer received, the latest RTT sample and the path's (windowed)
+    /// minimum RTT, and the loss the peer reported lately (a fraction).
+    /// Returns the estimate. `max` (0: none) bounds it, e.g. by the line's
+    /// sync rate.
+    pub fn on_report(&mut self, now_us: u64, bytes: (u64, u64), rtt: (u32, u32), loss: f64, max: u64) -> u64 {
+        let ((sent, received), (rtt_us, min_rtt_us)) = (bytes, rtt);
+        if self.history.back().is_some_and(|&(t, s, r, _)| now_us < t || sent < s || received < r) {
             self.history.clear(); // a counter restarted: measure afresh
         }
-        self.history.push_back((now_us, sent, received));
+        self.history.push_back((now_us, sent, received, rtt_us));
         // Keep the newest entry at least a span old as the base, and no older ones.
-        while self.history.get(1).is_some_and(|&(t, _, _)| now_us - t >= RATE_SPAN_US) {
+        while self.history.get(1).is_some_and(|&(t, _, _, _)| now_us - t >= RATE_SPAN_US) {
             self.history.pop_front();
         }
-        let &(t0, s0, r0) = self.history.front().expect("just pushed");
+        let &(t0, s0, r0, _) = self.history.front().expect("just pushed");
+        let standing = self.history.iter().skip(1).map(|&(_, _, _, r)| r).min().unwrap_or(0);
+        let queue_us = standing.saturating_sub(min_rtt_us) as u64;
         let span = now_us - t0;
         if span < RATE_SPAN_US || now_us.saturating_sub(self.changed_us) < RATE_SPAN_US {
             return self.rate;
         }
         let delivered = (received - r0) * 1_000_000 / span;
         let offered = (sent - s0) * 1_000_000 / span;
-        let saturated =
-            queue_us >= SATURATED_QUEUE_US && offered * 100 >= delivered * SATURATED_EXCESS_PCT && delivered > 0;
+        // Driven at its estimate (or without one): light traffic on a path
+        // that jitters says nothing of its capacity.
+        let driven = self.rate == 0 || offered * 100 >= self.rate * PUSHED_PCT;
+        let excess = offered * 100 >= delivered * SATURATED_EXCESS_PCT;
+        let congestive = loss * 100.0 < RANDOM_LOSS_PCT || queue_us >= SATURATED_QUEUE_US;
+        let saturated = driven && delivered > 0 && excess && congestive;
         let next = if saturated {
             delivered
         } else if self.rate != 0 && delivered * 100 >= self.rate * PUSHED_PCT {
@@ -164,6 +182,8 @@ mod tests {
     use super::*;
     use mptcp_common::wire::FAMILY_V4;
 
+    const BASE_RTT_US: u32 = 20_000;
+
     /// A model path under a [`Capacity`], reporting every 100 ms.
     #[derive(Default)]
     struct Model {
@@ -187,8 +207,8 @@ mod tests {
                 queue -= out;
                 self.got += out;
                 queue = queue.min(cap / 20);
-                let queue_us = queue * 1_000_000 / cap;
-                self.c.on_report(self.t, self.sent, self.got, queue_us, max);
+                let rtt = BASE_RTT_US + (queue * 1_000_000 / cap) as u32;
+                self.c.on_report(self.t, (self.sent, self.got), (rtt, BASE_RTT_US), 0.0, max);
             }
         }
     }
@@ -221,15 +241,47 @@ mod tests {
         let mut m = Model::default();
         m.drive(5, 2_000_000, 1_250_000, 0);
         m.drive(10, 50_000, 1_250_000, 0);
-        // (The span that drains the queue delivers at capacity unqueued: one
-        // probing step up.) The light traffic does not drag it down.
+        // (The span across the change of load may read a little low or
+        // high.) The light traffic does not drag it down to its own rate.
         let r = m.c.get();
-        assert!((1_250_000..=1_400_000).contains(&r), "{r}");
+        assert!((1_000_000..=1_400_000).contains(&r), "{r}");
         m.drive(10, 50_000, 1_250_000, 0);
         assert_eq!(m.c.get(), r);
-        // Queueing without excess (jitter) is not saturation either.
-        m.c.on_report(m.t + 2_000_000, m.sent, m.got, 40_000, 0);
-        assert_eq!(m.c.get(), r);
+    }
+
+    #[test]
+    fn jitter_is_not_a_standing_queue() {
+        // Traffic at 0.8 MB/s, all delivered, with RTTs jittering 20..40 ms:
+        // some samples each second reach the minimum, so no saturation, and
+        // the estimate stays where it was.
+        let mut m = Model::default();
+        m.drive(5, 2_000_000, 1_250_000, 0);
+        m.drive(3, 800_000, 1_250_000, 0);
+        let r = m.c.get();
+        assert!(r >= 1_000_000, "{r}");
+        for i in 0..100u64 {
+            m.t += 100_000;
+            m.sent += 80_000;
+            m.got += 80_000;
+            let rtt = BASE_RTT_US + (i * 7919 % 20) as u32 * 1_000;
+            m.c.on_report(m.t, (m.sent, m.got), (rtt, BASE_RTT_US), 0.0, 0);
+        }
+        assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
+    }
+
+    #[test]
+    fn random_loss_is_not_saturation() {
+        // Driven at its estimate, 8 % lost at random, no queue: it does not fall.
+        let mut m = Model::default();
+        m.drive(5, 2_000_000, 1_250_000, 0);
+        let r = m.c.get();
+        for _ in 0..50 {
+            m.t += 100_000;
+            m.sent += r / 10;
+            m.got += r / 10 * 92 / 100;
+            m.c.on_report(m.t, (m.sent, m.got), (BASE_RTT_US, BASE_RTT_US), 0.08, 0);
+        }
+        assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
     }
 
     #[test]
@@ -248,7 +300,7 @@ mod tests {
         m.sample(2_000_000, 50_000);
         assert_eq!(m.get(), 20_000);
         // 20 ms ages out of the window; the later 50 ms remains.
-        m.sample(12_000_000, 60_000);
+        m.sample(MIN_RTT_WINDOW_US + 2_000_000, 60_000);
         assert_eq!(m.get(), 50_000);
     }
 
