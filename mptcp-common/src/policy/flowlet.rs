@@ -4,9 +4,16 @@
 //! delay difference (plus whatever is still queued on the old path); with
 //! accurate estimates the flow is never reordered, and bursty flows still
 //! spread over every path.
+//!
+//! A move onto a path of lower rate also waits for a pause of the delay
+//! difference, as the flowlet rule has it: a flow that never pauses (one bulk
+//! transfer) could otherwise drift onto the slow path whenever the fast one's
+//! bucket runs short, which never reorders, and stay stranded there, since
+//! coming back would need that pause. Onto a path at least as fast it may
+//! move mid-stream.
 
 use super::earliest_arrival::arrival_us;
-use super::paths::{best_tier, tier, Paths, NO_TIER};
+use super::paths::{best_tier, owd_us, tier, Paths, NO_TIER};
 use super::FlowletEntry;
 use crate::maps::MAX_SUBFLOWS;
 
@@ -27,8 +34,13 @@ pub fn flowlet<P: Paths>(paths: &P, flow: &FlowletEntry, base: usize, now_ns: u6
         return base;
     }
     let b = base & (MAX_SUBFLOWS - 1);
-    let arrives = now_ns + arrival_us(paths.state(b), paths.credit(b), pkt_len) * 1_000;
-    if arrives < flow.arrival_ns + FLOWLET_MARGIN_NS {
+    let (pb, pi) = (paths.state(b), paths.state(i & (MAX_SUBFLOWS - 1)));
+    let arrives = now_ns + arrival_us(pb, paths.credit(b), pkt_len) * 1_000;
+    let slower = pb.rate_bytes_per_sec != 0 && pb.rate_bytes_per_sec < pi.rate_bytes_per_sec;
+    // Laundered: the verifier need not follow how the difference came about.
+    let difference_ns = paths.launder(owd_us(pb).abs_diff(owd_us(pi)) as usize) as u64 * 1_000;
+    let paused = now_ns.saturating_sub(flow.last_ns) > difference_ns + FLOWLET_MARGIN_NS;
+    if arrives < flow.arrival_ns + FLOWLET_MARGIN_NS || slower && !paused {
         paths.launder(i)
     } else {
         base

@@ -177,6 +177,26 @@ fn flowlet_moves_bursty_flows_in_order_where_min_rtt_reorders() {
     assert!(reordered > 0, "min-rtt alone was expected to reorder here");
 }
 
+/// flowlet does not strand a flow that never pauses on a slower path: one
+/// bulk flow offered more than the fast path carries stays on it (min-rtt
+/// alone would spill onto the slow one, which never reorders the flow but
+/// would keep it there), while a second flow, new when the fast bucket is
+/// short, is placed on the slow path.
+#[test]
+fn flowlet_keeps_a_steady_flow_off_a_slower_path() {
+    let mut m = Model::new(&[(1_250_000, 500), (375_000, 12_500)]);
+    let class = ClassPolicy::new(Policy::Flowlet).with_base(Policy::MinRtt);
+    let (mut bulk, mut other) = (FlowletEntry::default(), FlowletEntry::default());
+    let mut now = 1_000_000_000u64;
+    let mut on_slow = 0;
+    for _ in 0..2_000 {
+        now += 1_000_000; // 1.4 MB/s against the fast path's 1.25
+        on_slow += m.send(class, &mut bulk, 1400, now).0;
+    }
+    assert_eq!(on_slow, 0, "the bulk flow moved onto the slower path");
+    assert_eq!(m.send(class, &mut other, 1400, now + 1_000).0, 1, "a new flow goes where the base policy says");
+}
+
 // ---------------------------------------------------------------------------
 // A model of real paths: each a FIFO at `rate` followed by a fixed one-way
 // delay, next to the token buckets the data path keeps for them.
