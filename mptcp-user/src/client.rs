@@ -472,6 +472,10 @@ impl Client {
                 p.up = true;
                 p.misses = 0;
                 p.probing = false;
+                // A (re)joined subflow may take another route: measure its
+                // propagation delay and capacity afresh.
+                p.min_rtt = MinRtt::default();
+                p.capacity = Capacity::default();
                 let st = p.path_state(true);
                 subflows::install_tx(&mut self.maps, token, p.id, &ep, st)?;
                 self.maps.bump(ControlCounter::SubflowsJoined);

@@ -17,7 +17,7 @@ use crate::control::RxReport;
 /// How long a minimum RTT sample stays valid (a route change raises the
 /// floor). Long, as Linux's `tcp_min_rtt_wlen` (300 s): a bulk flow can keep
 /// a queue standing for many seconds, and a shorter window would take that
-/// queue for propagation delay.
+/// queue for propagation delay. A subflow that (re)joins starts afresh.
 const MIN_RTT_WINDOW_US: u64 = 300_000_000;
 
 /// The windowed minimum of RTT samples.
