@@ -204,9 +204,12 @@ pub struct SubflowStats {
     pub rx_gaps: u64,
     /// Packets that arrived after a later one (they were counted as a gap).
     pub rx_late: u64,
-    /// Last one-way delay sample, microseconds (same-clock peers only).
+    /// Last one-way delay sample, microseconds: this end's clock minus the
+    /// sender's stamp (low 32 bits, wrapping), an offset plus the delay across
+    /// hosts, the delay itself on one host.
     pub rx_owd_us: u64,
-    pub _reserved: u64,
+    /// When that sample was taken, this end's clock in µs (low 32 bits).
+    pub rx_owd_at_us: u64,
 }
 
 impl SubflowStats {
@@ -217,7 +220,12 @@ impl SubflowStats {
         self.rx_bytes += o.rx_bytes;
         self.rx_gaps += o.rx_gaps;
         self.rx_late += o.rx_late;
-        self.rx_owd_us = self.rx_owd_us.max(o.rx_owd_us);
+        // The newest sample of any CPU (a CPU that stopped receiving keeps an old one).
+        let newer = (o.rx_owd_at_us as u32).wrapping_sub(self.rx_owd_at_us as u32) as i32 > 0;
+        if o.rx_owd_at_us != 0 && (self.rx_owd_at_us == 0 || newer) {
+            self.rx_owd_us = o.rx_owd_us;
+            self.rx_owd_at_us = o.rx_owd_at_us;
+        }
     }
 
     /// Packets presumed lost on the path: gaps that no late packet filled.

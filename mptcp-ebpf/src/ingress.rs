@@ -118,6 +118,7 @@ fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, D
                 _ => {}
             }
             (*s).rx_owd_us = now_us.wrapping_sub(hdr.tstamp_us()) as u64;
+            (*s).rx_owd_at_us = now_us as u64;
         }
     }
 

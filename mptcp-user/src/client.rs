@@ -53,8 +53,6 @@ struct Path {
     feedback: Feedback,
     /// The rate estimate used when `cfg` sets none.
     capacity: Capacity,
-    /// The latest RTT sample (sent to the concentrator for its estimate).
-    last_rtt_us: u32,
     probe_seq: u32,
     /// A probe was sent since the last tick's check.
     probing: bool,
@@ -150,7 +148,6 @@ impl Client {
                 min_rtt: MinRtt::default(),
                 feedback: Feedback::default(),
                 capacity: Capacity::default(),
-                last_rtt_us: 0,
                 probe_seq: 0,
                 probing: false,
                 acked: false,
@@ -372,7 +369,6 @@ impl Client {
                             sent_us: now,
                             srtt_us: p.rtt.srtt_us,
                             min_rtt_us: p.min_rtt.get(),
-                            rtt_us: p.last_rtt_us,
                             rx,
                         },
                     };
@@ -516,13 +512,9 @@ impl Client {
                 p.min_rtt.sample(now, rtt.min(u32::MAX as u64) as u32);
                 let family = if p.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 };
                 p.feedback.on_report(now, rx, family);
-                let sample = rtt.min(u32::MAX as u64) as u32;
-                p.last_rtt_us = sample;
                 let sent = tx_wire_bytes(&self.maps, token, p.id);
-                let rtts = (sample, p.min_rtt.get());
-                let loss = p.feedback.last.map_or(0.0, |e| e.loss);
                 let max = p.cfg.max_rate_bytes_per_sec();
-                let estimate = p.capacity.on_report(now, (sent, rx.bytes), rtts, loss, max);
+                let estimate = p.capacity.on_report(now, (sent, rx.bytes), rx.owd_us, max);
                 // A configured rate overrides the estimate.
                 let rate = match p.cfg.rate_bytes_per_sec() {
                     0 => estimate,

@@ -249,7 +249,7 @@ impl Concentrator {
                     Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Accept { nonce_c, nonce_s } };
                 self.send(m.socket, m.from, &a).await;
             }
-            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx, rtt_us } => {
+            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx } => {
                 let Some(conn) = self.conns.get_mut(&msg.token) else { return Ok(()) };
                 let Some(Some(sub)) = conn.subflows.get_mut(msg.subflow_id as usize) else { return Ok(()) };
                 if sub.ep.remote != m.from || sub.ep.local != m.local {
@@ -260,10 +260,7 @@ impl Concentrator {
                 sub.up = true;
                 sub.feedback.on_report(now, rx, if sub.ep.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 });
                 let sent = tx_wire_bytes(&self.maps, msg.token, msg.subflow_id);
-                // Without the client's RTT sample (an older client) no saturation is seen.
-                let rtts = if rtt_us == 0 { (0, 0) } else { (rtt_us, min_rtt_us) };
-                let loss = sub.feedback.last.map_or(0.0, |e| e.loss);
-                let estimate = sub.capacity.on_report(now, (sent, rx.bytes), rtts, loss, 0);
+                let estimate = sub.capacity.on_report(now, (sent, rx.bytes), rx.owd_us, 0);
                 let rate = match sub.hint_rate {
                     0 => estimate,
                     r => r,

@@ -69,10 +69,6 @@ pub enum Body {
         min_rtt_us: u32,
         /// What the client received on this subflow so far.
         rx: RxReport,
-        /// The client's latest RTT sample of this path (the concentrator's
-        /// capacity estimate tells a standing queue from jitter by it). Last
-        /// on the wire and optional, so older clients' probes still decode (0).
-        rtt_us: u32,
     },
     ProbeAck {
         seq: u32,
@@ -252,14 +248,13 @@ impl Message {
                 b.push(*reason as u8);
                 b.extend_from_slice(&nonce_c.to_be_bytes());
             }
-            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx, rtt_us } => {
+            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx } => {
                 b.push(T_PROBE);
                 b.extend_from_slice(&seq.to_be_bytes());
                 b.extend_from_slice(&sent_us.to_be_bytes());
                 b.extend_from_slice(&srtt_us.to_be_bytes());
                 b.extend_from_slice(&min_rtt_us.to_be_bytes());
                 rx.encode(&mut b);
-                b.extend_from_slice(&rtt_us.to_be_bytes());
             }
             Body::ProbeAck { seq, sent_us, rx } => {
                 b.push(T_PROBE_ACK);
@@ -331,7 +326,6 @@ impl Message {
                 srtt_us: r.u32()?,
                 min_rtt_us: r.u32()?,
                 rx: RxReport::decode(&mut r)?,
-                rtt_us: if r.b.is_empty() { 0 } else { r.u32()? },
             },
             T_PROBE_ACK => Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()?, rx: RxReport::decode(&mut r)? },
             T_HINT => Body::Hint { path: PathHint::decode(&mut r)? },
@@ -408,28 +402,11 @@ mod tests {
                 srtt_us: 900,
                 min_rtt_us: 800,
                 rx: RxReport { bytes: 1 << 40, packets: 5, lost: 1, owd_us: 4_000_000_000 },
-                rtt_us: 300,
             },
             Body::ProbeAck { seq: 7, sent_us: 123_456, rx: RxReport { bytes: 9, packets: 1, lost: 0, owd_us: 7 } },
             Body::Hint { path: PathHint { priority: 1, backup: false, rate_bytes_per_sec: 375_000, weight: 2 } },
         ];
         bodies.into_iter().map(|body| Message { token: 0xdead_beef, subflow_id: 2, body }).collect()
-    }
-
-    #[test]
-    fn a_probe_without_rttvar_from_an_older_client_decodes() {
-        let m = Message {
-            token: 1,
-            subflow_id: 0,
-            body: Body::Probe { seq: 1, sent_us: 2, srtt_us: 3, min_rtt_us: 4, rx: RxReport::default(), rtt_us: 0 },
-        };
-        let psk = b"k";
-        let full = m.encode(psk);
-        // The same probe as an older client sends it: 4 bytes shorter, signed.
-        let mut old = full[..full.len() - 4 - TAG_LEN].to_vec();
-        let t = tag(psk, &old);
-        old.extend_from_slice(&t);
-        assert_eq!(Message::decode(&old, psk).unwrap(), m);
     }
 
     #[test]

@@ -47,35 +47,51 @@ impl MinRtt {
 /// Delivery rates are measured over at least this long: over one probe
 /// interval the reports' transit jitter would dominate.
 const RATE_SPAN_US: u64 = 1_000_000;
-/// Queueing delay (smoothed minus minimum RTT) from which a path may count
-/// as saturated.
+/// A standing queue this long (beyond half the span's delay spread, which
+/// jitter alone produces) marks a saturated path...
 const SATURATED_QUEUE_US: u64 = 5_000;
-/// A path is saturated when it was offered this much more (percent) than it
-/// delivered: its queue grew or overflowed.
-const SATURATED_EXCESS_PCT: u64 = 105;
-/// Loss above this share (percent) counts as overflow only with a queue:
-/// otherwise it is the path's random loss, which says nothing of capacity.
-const RANDOM_LOSS_PCT: f64 = 1.0;
+/// ...when it was offered at least this share (percent) of what it delivered
+/// (not draining the queue; an ACK-clocked TCP flow offers about what the
+/// path delivers)...
+const SATURATED_OFFERED_PCT: u64 = 98;
+/// ...and at least this share (percent) of its estimate: a light flow over a
+/// queue it did not build proves nothing.
+const LOADED_PCT: u64 = 50;
+/// Below this standing queue a path counts as unqueued.
+const UNQUEUED_US: u64 = 1_000;
 /// While a path delivers what it is given without queueing, its estimate
 /// grows by this factor (percent) per span, so it can find more capacity.
 const PROBE_GAIN_PCT: u64 = 110;
 /// "Given": delivered at least this share (percent) of the estimate.
 const PUSHED_PCT: u64 = 90;
+/// The one-way delay floor is the minimum over this long. One-way samples
+/// mix two hosts' clocks, so the window is short enough for their drift
+/// (50 ppm is 1.5 ms over 30 s) to stay below the queue threshold.
+const OWD_FLOOR_WINDOW_US: u64 = 30_000_000;
 
 /// A path's capacity estimate in wire bytes per second, from what the peer
 /// received (its reports) against what this end sent (the data path's
-/// counters). Saturated — driven at its estimate (light traffic proves
-/// nothing) and offered more than it delivered (its queue grew or
-/// overflowed), where a lossy span counts only with a standing queue (every
-/// RTT sample of the span above the path's minimum; jitter alone lets some
-/// through) — the path's delivery rate is its capacity; delivering all of a near-full bucket
-/// without queueing, it may carry more, so the estimate grows. Otherwise (the
-/// traffic is below the estimate) it stays. At most one change per span, so
-/// each is judged on a rate measured under the last.
+/// counters). The path is saturated when it holds a standing queue — every
+/// one-way delay sample of the last second above the floor, by more than
+/// jitter explains — that it is not draining, under real load. The queue is
+/// measured one way, from the peer's delay samples of this end's packets, so
+/// a queue in the other direction does not count (counters alone cannot say
+/// that: a growing reverse queue delays the reports and reads as excess).
+/// Saturated, the path's delivery rate is its capacity; delivering a
+/// near-full bucket unqueued, it may carry more, so the estimate grows.
+/// Otherwise (the traffic is below the estimate) it stays. At most one change
+/// per span, so each is judged on a rate measured under the last. A path
+/// whose buffer holds less than the threshold is never seen saturated.
 #[derive(Clone, Debug, Default)]
 pub struct Capacity {
-    /// (time µs, wire bytes sent, wire bytes received, RTT sample µs), oldest first.
-    history: VecDeque<(u64, u64, u64, u32)>,
+    /// (time µs, wire bytes sent, wire bytes received, one-way delay sample
+    /// relative to `origin`), oldest first.
+    history: VecDeque<(u64, u64, u64, Option<i64>)>,
+    /// The first one-way delay sample: samples are kept relative to it, as
+    /// they wrap and carry the clocks' offset.
+    origin: Option<u32>,
+    /// Windowed minimum of the relative samples (time µs, sample), increasing.
+    floor: VecDeque<(u64, i64)>,
     rate: u64,
     changed_us: u64,
 }
@@ -87,38 +103,58 @@ impl Capacity {
     }
 
     /// A report at `now_us`: cumulative wire bytes this end sent on the path
-    /// and the peer received, the latest RTT sample and the path's (windowed)
-    /// minimum RTT, and the loss the peer reported lately (a fraction).
+    /// and the peer received, and the peer's latest one-way delay sample of
+    /// this end's packets (its clock minus our stamp, wrapping; 0: none).
     /// Returns the estimate. `max` (0: none) bounds it, e.g. by the line's
     /// sync rate.
-    pub fn on_report(&mut self, now_us: u64, bytes: (u64, u64), rtt: (u32, u32), loss: f64, max: u64) -> u64 {
-        let ((sent, received), (rtt_us, min_rtt_us)) = (bytes, rtt);
+    pub fn on_report(&mut self, now_us: u64, bytes: (u64, u64), owd_sample: u32, max: u64) -> u64 {
+        let (sent, received) = bytes;
         if self.history.back().is_some_and(|&(t, s, r, _)| now_us < t || sent < s || received < r) {
             self.history.clear(); // a counter restarted: measure afresh
         }
-        self.history.push_back((now_us, sent, received, rtt_us));
+        let owd = (owd_sample != 0).then(|| {
+            let origin = *self.origin.get_or_insert(owd_sample);
+            owd_sample.wrapping_sub(origin) as i32 as i64
+        });
+        if let Some(d) = owd {
+            while self.floor.back().is_some_and(|&(_, f)| f >= d) {
+                self.floor.pop_back();
+            }
+            self.floor.push_back((now_us, d));
+            while self.floor.front().is_some_and(|&(t, _)| now_us.saturating_sub(t) > OWD_FLOOR_WINDOW_US) {
+                self.floor.pop_front();
+            }
+        }
+        self.history.push_back((now_us, sent, received, owd));
         // Keep the newest entry at least a span old as the base, and no older ones.
         while self.history.get(1).is_some_and(|&(t, _, _, _)| now_us - t >= RATE_SPAN_US) {
             self.history.pop_front();
         }
         let &(t0, s0, r0, _) = self.history.front().expect("just pushed");
-        let standing = self.history.iter().skip(1).map(|&(_, _, _, r)| r).min().unwrap_or(0);
-        let queue_us = standing.saturating_sub(min_rtt_us) as u64;
         let span = now_us - t0;
         if span < RATE_SPAN_US || now_us.saturating_sub(self.changed_us) < RATE_SPAN_US {
             return self.rate;
         }
+        // The smallest sample of the span above the floor: a queue that stood the whole span.
+        let samples = self.history.iter().skip(1).map(|&(_, _, _, d)| d).collect::<Option<Vec<i64>>>();
+        let floor = self.floor.front().map(|&(_, f)| f);
+        let (queue_us, spread_us) = match (samples, floor) {
+            (Some(v), Some(f)) if !v.is_empty() => {
+                let (lo, hi) = (*v.iter().min().unwrap(), *v.iter().max().unwrap());
+                ((lo - f).max(0) as u64, (hi - lo) as u64)
+            }
+            _ => (0, 0),
+        };
         let delivered = (received - r0) * 1_000_000 / span;
         let offered = (sent - s0) * 1_000_000 / span;
-        // Driven at its estimate (or without one): light traffic on a path
-        // that jitters says nothing of its capacity.
-        let driven = self.rate == 0 || offered * 100 >= self.rate * PUSHED_PCT;
-        let excess = offered * 100 >= delivered * SATURATED_EXCESS_PCT;
-        let congestive = loss * 100.0 < RANDOM_LOSS_PCT || queue_us >= SATURATED_QUEUE_US;
-        let saturated = driven && delivered > 0 && excess && congestive;
+        let loaded = self.rate == 0 || offered * 100 >= self.rate * LOADED_PCT;
+        let saturated = queue_us >= SATURATED_QUEUE_US + spread_us / 2
+            && offered * 100 >= delivered * SATURATED_OFFERED_PCT
+            && loaded
+            && delivered > 0;
         let next = if saturated {
             delivered
-        } else if self.rate != 0 && delivered * 100 >= self.rate * PUSHED_PCT {
+        } else if self.rate != 0 && queue_us < UNQUEUED_US && delivered * 100 >= self.rate * PUSHED_PCT {
             self.rate.max(delivered) * PROBE_GAIN_PCT / 100
         } else {
             self.rate
@@ -182,7 +218,8 @@ mod tests {
     use super::*;
     use mptcp_common::wire::FAMILY_V4;
 
-    const BASE_RTT_US: u32 = 20_000;
+    const BASE_OWD_US: u32 = 10_000;
+    const CLOCK_OFFSET_US: u32 = u32::MAX - 3_000_000;
 
     /// A model path under a [`Capacity`], reporting every 100 ms.
     #[derive(Default)]
@@ -194,6 +231,13 @@ mod tests {
     }
 
     impl Model {
+        /// A path that starts idle: its first reports show the bare delay.
+        fn new() -> Model {
+            let mut m = Model::default();
+            m.drive(1, 0, 1_250_000, 0);
+            m
+        }
+
         /// `secs` seconds of offering `offer` B/s to a path that carries at
         /// most `cap` B/s; the excess queues (50 ms tail-drop queue), and the
         /// queue shows as queueing delay.
@@ -207,15 +251,16 @@ mod tests {
                 queue -= out;
                 self.got += out;
                 queue = queue.min(cap / 20);
-                let rtt = BASE_RTT_US + (queue * 1_000_000 / cap) as u32;
-                self.c.on_report(self.t, (self.sent, self.got), (rtt, BASE_RTT_US), 0.0, max);
+                // The peer's clock runs 3 s ahead of ours: only differences count.
+                let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + (queue * 1_000_000 / cap) as u32);
+                self.c.on_report(self.t, (self.sent, self.got), owd, max);
             }
         }
     }
 
     #[test]
     fn a_saturated_path_is_estimated_at_its_capacity() {
-        let mut m = Model::default();
+        let mut m = Model::new();
         m.drive(5, 2_000_000, 1_250_000, 0);
         let r = m.c.get();
         assert!((1_150_000..=1_300_000).contains(&r), "{r}");
@@ -225,7 +270,7 @@ mod tests {
     fn the_estimate_grows_while_the_path_takes_all_it_is_given() {
         // Estimated low at first: a sender that keeps the path at its
         // estimate (a bucket-limited scheduler) sees it rise to the capacity.
-        let mut m = Model::default();
+        let mut m = Model::new();
         m.drive(3, 2_000_000, 500_000, 0);
         assert!(m.c.get() < 600_000, "{}", m.c.get());
         for _ in 0..30 {
@@ -238,7 +283,7 @@ mod tests {
 
     #[test]
     fn light_traffic_or_a_quiet_path_leaves_the_estimate_alone() {
-        let mut m = Model::default();
+        let mut m = Model::new();
         m.drive(5, 2_000_000, 1_250_000, 0);
         m.drive(10, 50_000, 1_250_000, 0);
         // (The span across the change of load may read a little low or
@@ -251,20 +296,24 @@ mod tests {
 
     #[test]
     fn jitter_is_not_a_standing_queue() {
-        // Traffic at 0.8 MB/s, all delivered, with RTTs jittering 20..40 ms:
-        // some samples each second reach the minimum, so no saturation, and
-        // the estimate stays where it was.
-        let mut m = Model::default();
+        // Traffic at 0.8 MB/s, all delivered, over a path whose one-way delay
+        // jitters uniformly over 20 ms: no second's samples all stand above
+        // the floor by more than the jitter, so no saturation, and the
+        // estimate stays where it was.
+        let mut m = Model::new();
         m.drive(5, 2_000_000, 1_250_000, 0);
         m.drive(3, 800_000, 1_250_000, 0);
         let r = m.c.get();
         assert!(r >= 1_000_000, "{r}");
-        for i in 0..100u64 {
+        let mut x = 7u64;
+        for _ in 0..300 {
             m.t += 100_000;
             m.sent += 80_000;
             m.got += 80_000;
-            let rtt = BASE_RTT_US + (i * 7919 % 20) as u32 * 1_000;
-            m.c.on_report(m.t, (m.sent, m.got), (rtt, BASE_RTT_US), 0.0, 0);
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let jitter = ((x >> 33) % 20_000) as u32;
+            let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + jitter);
+            m.c.on_report(m.t, (m.sent, m.got), owd, 0);
         }
         assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
     }
@@ -272,21 +321,37 @@ mod tests {
     #[test]
     fn random_loss_is_not_saturation() {
         // Driven at its estimate, 8 % lost at random, no queue: it does not fall.
-        let mut m = Model::default();
+        let mut m = Model::new();
         m.drive(5, 2_000_000, 1_250_000, 0);
         let r = m.c.get();
         for _ in 0..50 {
             m.t += 100_000;
             m.sent += r / 10;
             m.got += r / 10 * 92 / 100;
-            m.c.on_report(m.t, (m.sent, m.got), (BASE_RTT_US, BASE_RTT_US), 0.08, 0);
+            m.c.on_report(m.t, (m.sent, m.got), CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US), 0);
         }
         assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
     }
 
     #[test]
+    fn an_ack_clocked_flow_over_a_standing_queue_is_saturation() {
+        // Offered what it delivers (no excess), 1.25 MB/s, over a queue that
+        // stands 30 ms after the first second: the estimate is the delivery rate.
+        let mut c = Capacity::default();
+        let (mut t, mut bytes) = (0u64, 0u64);
+        for i in 0..40u64 {
+            t += 100_000;
+            bytes += 125_000;
+            let queue = if i < 10 { 0 } else { 30_000 };
+            let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + queue);
+            c.on_report(t, (bytes, bytes), owd, 0);
+        }
+        assert_eq!(c.get(), 1_250_000);
+    }
+
+    #[test]
     fn a_bound_caps_the_estimate() {
-        let mut m = Model::default();
+        let mut m = Model::new();
         m.drive(5, 2_000_000, 1_250_000, 1_000_000);
         assert_eq!(m.c.get(), 1_000_000);
     }
