@@ -369,4 +369,16 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<SubflowStats>(), 64);
     }
+
+    #[test]
+    fn per_cpu_stats_keep_the_newest_delay_sample() {
+        let cpu = |owd, at| SubflowStats { rx_packets: 1, rx_owd_us: owd, rx_owd_at_us: at, ..Default::default() };
+        let mut total = SubflowStats::default();
+        // An old, large sample on one CPU; a newer, smaller one on another;
+        // a CPU that never sampled. The clock wraps between them.
+        for s in [cpu(90_000, u32::MAX as u64 - 5), cpu(1_000, 10), SubflowStats::default()] {
+            total.add(&s);
+        }
+        assert_eq!((total.rx_owd_us, total.rx_packets), (1_000, 2));
+    }
 }
