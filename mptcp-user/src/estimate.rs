@@ -20,27 +20,49 @@ use crate::control::RxReport;
 /// queue for propagation delay. A subflow that (re)joins starts afresh.
 const MIN_RTT_WINDOW_US: u64 = 300_000_000;
 
-/// The windowed minimum of RTT samples.
-#[derive(Clone, Debug, Default)]
-pub struct MinRtt {
-    samples: VecDeque<(u64, u32)>,
+/// The minimum of the samples of the last `WINDOW_US` microseconds.
+#[derive(Clone, Debug)]
+pub struct WindowedMin<T, const WINDOW_US: u64> {
+    /// (time µs, sample), increasing in both: an older, larger sample can
+    /// never be the minimum again.
+    samples: VecDeque<(u64, T)>,
 }
 
-impl MinRtt {
-    pub fn sample(&mut self, now_us: u64, rtt_us: u32) {
-        // Keep the deque increasing: an older, larger sample can never be the minimum again.
-        while self.samples.back().is_some_and(|&(_, r)| r >= rtt_us) {
+impl<T, const WINDOW_US: u64> Default for WindowedMin<T, WINDOW_US> {
+    fn default() -> Self {
+        Self { samples: VecDeque::new() }
+    }
+}
+
+impl<T: Copy + PartialOrd, const WINDOW_US: u64> WindowedMin<T, WINDOW_US> {
+    pub fn sample(&mut self, now_us: u64, v: T) {
+        while self.samples.back().is_some_and(|&(_, r)| r >= v) {
             self.samples.pop_back();
         }
-        self.samples.push_back((now_us, rtt_us));
-        while self.samples.front().is_some_and(|&(t, _)| now_us.saturating_sub(t) > MIN_RTT_WINDOW_US) {
+        self.samples.push_back((now_us, v));
+        while self.samples.front().is_some_and(|&(t, _)| now_us.saturating_sub(t) > WINDOW_US) {
             self.samples.pop_front();
         }
     }
 
+    /// `None` before any sample.
+    pub fn get(&self) -> Option<T> {
+        self.samples.front().map(|&(_, v)| v)
+    }
+}
+
+/// The windowed minimum of RTT samples (µs).
+#[derive(Clone, Debug, Default)]
+pub struct MinRtt(WindowedMin<u32, MIN_RTT_WINDOW_US>);
+
+impl MinRtt {
+    pub fn sample(&mut self, now_us: u64, rtt_us: u32) {
+        self.0.sample(now_us, rtt_us);
+    }
+
     /// 0 before any sample.
     pub fn get(&self) -> u32 {
-        self.samples.front().map_or(0, |&(_, r)| r)
+        self.0.get().unwrap_or(0)
     }
 }
 
@@ -90,8 +112,8 @@ pub struct Capacity {
     /// The first one-way delay sample: samples are kept relative to it, as
     /// they wrap and carry the clocks' offset.
     origin: Option<u32>,
-    /// Windowed minimum of the relative samples (time µs, sample), increasing.
-    floor: VecDeque<(u64, i64)>,
+    /// The floor: windowed minimum of the relative samples.
+    floor: WindowedMin<i64, OWD_FLOOR_WINDOW_US>,
     rate: u64,
     changed_us: u64,
 }
@@ -117,13 +139,7 @@ impl Capacity {
             owd_sample.wrapping_sub(origin) as i32 as i64
         });
         if let Some(d) = owd {
-            while self.floor.back().is_some_and(|&(_, f)| f >= d) {
-                self.floor.pop_back();
-            }
-            self.floor.push_back((now_us, d));
-            while self.floor.front().is_some_and(|&(t, _)| now_us.saturating_sub(t) > OWD_FLOOR_WINDOW_US) {
-                self.floor.pop_front();
-            }
+            self.floor.sample(now_us, d);
         }
         self.history.push_back((now_us, sent, received, owd));
         // Keep the newest entry at least a span old as the base, and no older ones.
@@ -137,7 +153,7 @@ impl Capacity {
         }
         // The smallest sample of the span above the floor: a queue that stood the whole span.
         let samples = self.history.iter().skip(1).map(|&(_, _, _, d)| d).collect::<Option<Vec<i64>>>();
-        let floor = self.floor.front().map(|&(_, f)| f);
+        let floor = self.floor.get();
         let (queue_us, spread_us) = match (samples, floor) {
             (Some(v), Some(f)) if !v.is_empty() => {
                 let (lo, hi) = (*v.iter().min().unwrap(), *v.iter().max().unwrap());
