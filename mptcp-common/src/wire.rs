@@ -70,15 +70,21 @@ pub const fn encap_overhead(family: u8) -> usize {
 pub const GSO_INNER_HDR_LEN: u32 = 52;
 
 /// Bytes a bond packet of `inner_len` bytes (in `segs` GSO segments) puts on
-/// an uplink: every segment carries an Ethernet header, the outer IPv4 + UDP
-/// headers and ours, and repeats the inner headers. Token buckets count these
-/// bytes, so a path's rate is its line rate as the link counts it. IPv6 outer
-/// headers are 20 bytes longer; such paths are undercounted by about 1.3 %.
+/// an uplink behind `outer_len` bytes of encapsulation: every segment carries
+/// an Ethernet header and the encapsulation, and repeats the inner headers.
+#[inline(always)]
+pub const fn frame_len(inner_len: u32, segs: u32, outer_len: u32) -> u32 {
+    let segs = if segs == 0 { 1 } else { segs };
+    inner_len + segs * (ETH_HLEN as u32 + outer_len) + (segs - 1) * GSO_INNER_HDR_LEN
+}
+
+/// [`frame_len`] over IPv4 outer headers: what the token buckets count, so a
+/// path's rate is its line rate as the link counts it. (The subflow is not
+/// known yet when they are charged; IPv6 outer headers are 20 bytes longer,
+/// so such paths are undercounted by about 1.3 %.)
 #[inline(always)]
 pub const fn wire_len(inner_len: u32, segs: u32) -> u32 {
-    let segs = if segs == 0 { 1 } else { segs };
-    let per_segment = (ETH_HLEN + encap_overhead(FAMILY_V4)) as u32;
-    inner_len + segs * per_segment + (segs - 1) * GSO_INNER_HDR_LEN
+    frame_len(inner_len, segs, encap_overhead(FAMILY_V4) as u32)
 }
 
 /// The multipath header; multi-byte fields are stored in network byte order.

@@ -16,8 +16,8 @@ use mptcp_common::classify::{classify, PacketMeta, DEFAULT_CLASS};
 use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, FlowletEntry, Paths};
 use mptcp_common::wire::{
-    wire_len, MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, GSO_INNER_HDR_LEN, IPV4_HLEN,
-    IPV6_HLEN, MP_HDR_LEN, UDP_HLEN,
+    frame_len, wire_len, MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV4_HLEN, IPV6_HLEN,
+    MP_HDR_LEN, UDP_HLEN,
 };
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
@@ -312,9 +312,8 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
         // SAFETY: per-CPU map value, valid for the run, this CPU only.
         unsafe {
             (*s).tx_packets += segs as u64;
-            // Every segment carries the outer headers and repeats the inner ones.
-            (*s).tx_bytes +=
-                inner_len as u64 + (outer as u64) * segs as u64 + (segs as u64 - 1) * GSO_INNER_HDR_LEN as u64;
+            // The frames' bytes less their Ethernet headers.
+            (*s).tx_bytes += (frame_len(inner_len, segs as u32, outer as u32) - segs as u32 * ETH_HLEN as u32) as u64;
         }
     }
     // SAFETY: plain helper call; a null neighbour lets the kernel resolve it.
