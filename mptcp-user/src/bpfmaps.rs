@@ -71,10 +71,6 @@ impl DataPathMaps {
     }
 
     /// One map write; the next packet follows the new policy.
-    pub fn set_policy(&mut self, p: Policy) -> Result<()> {
-        self.set_class_policy(0, ClassPolicy::new(p))
-    }
-
     pub fn set_class_policy(&mut self, class: u32, cp: ClassPolicy) -> Result<()> {
         self.class_policy.set(class, cp, 0)?;
         Ok(())

@@ -39,7 +39,6 @@ const DEFAULT_DOWN_AFTER: u32 = 3;
 /// Simulated time starts here, not at 0: like the kernel's clock, long after
 /// the buckets' last charge, so they start full (idle paths).
 const T0: u64 = 1_000_000_000;
-/// Outer IPv4 + UDP + multipath header on every packet on the wire.
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SimResult {
