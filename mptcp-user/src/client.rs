@@ -19,7 +19,9 @@ use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{ControlSocket, PathChange, Request, Response};
-use crate::estimate::{publish, rx_report, tx_wire_bytes, Capacity, Feedback, MinRtt, SubflowEstimate};
+use crate::estimate::{
+    counters, effective_rate, publish, rx_report, tx_wire_bytes, Capacity, Feedback, MinRtt, SubflowEstimate,
+};
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::run::Exit;
@@ -356,7 +358,7 @@ impl Client {
                             subflows::set_up(&mut self.maps, token, self.paths[i].id, false)?;
                         }
                     }
-                    let rx = rx_report(&self.maps, token, self.paths[i].id);
+                    let rx = rx_report(&counters(&self.maps, token, self.paths[i].id));
                     let p = &mut self.paths[i];
                     p.probe_seq = p.probe_seq.wrapping_add(1);
                     p.probing = true;
@@ -512,14 +514,10 @@ impl Client {
                 p.min_rtt.sample(now, rtt.min(u32::MAX as u64) as u32);
                 let family = if p.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 };
                 p.feedback.on_report(now, rx, family);
-                let sent = tx_wire_bytes(&self.maps, token, p.id);
+                let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
                 let max = p.cfg.max_rate_bytes_per_sec();
                 let estimate = p.capacity.on_report(now, (sent, rx.bytes), rx.owd_us, max);
-                // A configured rate overrides the estimate.
-                let rate = match p.cfg.rate_bytes_per_sec() {
-                    0 => estimate,
-                    r => r,
-                };
+                let rate = effective_rate(p.cfg.rate_bytes_per_sec(), estimate);
                 let (srtt, rttvar, owd) = (p.rtt.srtt_us, p.rtt.rttvar_us, p.min_rtt.get() / 2);
                 let came_up = !p.up;
                 p.up = true;
@@ -610,9 +608,7 @@ impl Client {
             if let (Some(token), true) = (self.token, self.paths[i].established) {
                 subflows::update_path(&mut self.maps, token, self.paths[i].id, |p| {
                     hint.apply(p);
-                    if hint.rate_bytes_per_sec == 0 {
-                        p.rate_bytes_per_sec = estimate;
-                    }
+                    p.rate_bytes_per_sec = effective_rate(hint.rate_bytes_per_sec, estimate);
                 })?;
                 let m = Message { token, subflow_id: self.paths[i].id, body: Body::Hint { path: hint } };
                 self.send(i, &m).await;

@@ -18,7 +18,9 @@ use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{ControlSocket, Request, Response};
-use crate::estimate::{publish, rx_report, tx_wire_bytes, Capacity, Feedback, SubflowEstimate};
+use crate::estimate::{
+    counters, effective_rate, publish, rx_report, tx_wire_bytes, Capacity, Feedback, SubflowEstimate,
+};
 use crate::netdev::{self, Net};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::run::Exit;
@@ -259,13 +261,10 @@ impl Concentrator {
                 let came_up = !sub.up;
                 sub.up = true;
                 sub.feedback.on_report(now, rx, if sub.ep.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 });
-                let sent = tx_wire_bytes(&self.maps, msg.token, msg.subflow_id);
-                let estimate = sub.capacity.on_report(now, (sent, rx.bytes), rx.owd_us, 0);
-                let rate = match sub.hint_rate {
-                    0 => estimate,
-                    r => r,
-                };
-                let mine = rx_report(&self.maps, msg.token, msg.subflow_id);
+                let own = counters(&self.maps, msg.token, msg.subflow_id);
+                let estimate = sub.capacity.on_report(now, (tx_wire_bytes(&own), rx.bytes), rx.owd_us, 0);
+                let rate = effective_rate(sub.hint_rate, estimate);
+                let mine = rx_report(&own);
                 let ack = Message {
                     token: msg.token,
                     subflow_id: msg.subflow_id,
@@ -307,9 +306,7 @@ impl Concentrator {
                 let estimate = sub.capacity.get();
                 subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |p| {
                     path.apply(p);
-                    if path.rate_bytes_per_sec == 0 {
-                        p.rate_bytes_per_sec = estimate;
-                    }
+                    p.rate_bytes_per_sec = effective_rate(path.rate_bytes_per_sec, estimate);
                 })?;
             }
             _ => {}

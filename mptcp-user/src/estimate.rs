@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 use mptcp_common::wire::{encap_overhead, ETH_HLEN};
 use serde::{Deserialize, Serialize};
 
+use mptcp_common::maps::{SubflowKey, SubflowStats};
+
 use crate::control::RxReport;
 
 /// How long a minimum RTT sample stays valid (a route change raises the
@@ -402,16 +404,29 @@ mod tests {
     }
 }
 
+/// A subflow's data-path counters, summed over the CPUs.
+pub fn counters(maps: &crate::bpfmaps::DataPathMaps, token: u32, subflow: u8) -> SubflowStats {
+    maps.subflow_stats(SubflowKey { token, subflow_id: subflow as u32 })
+}
+
 /// This end's receive counters of a subflow, as reported to the peer.
-pub fn rx_report(maps: &crate::bpfmaps::DataPathMaps, token: u32, subflow: u8) -> RxReport {
-    let s = maps.subflow_stats(mptcp_common::maps::SubflowKey { token, subflow_id: subflow as u32 });
+pub fn rx_report(s: &SubflowStats) -> RxReport {
     RxReport { bytes: s.rx_bytes, packets: s.rx_packets, lost: s.rx_lost(), owd_us: s.rx_owd_us as u32 }
 }
 
 /// Wire bytes (Ethernet frames) this end has sent on a subflow.
-pub fn tx_wire_bytes(maps: &crate::bpfmaps::DataPathMaps, token: u32, subflow: u8) -> u64 {
-    let s = maps.subflow_stats(mptcp_common::maps::SubflowKey { token, subflow_id: subflow as u32 });
+pub fn tx_wire_bytes(s: &SubflowStats) -> u64 {
     s.tx_bytes + s.tx_packets * ETH_HLEN as u64
+}
+
+/// The rate a path runs at: its configured hint when there is one (not 0),
+/// else the feedback's estimate.
+pub fn effective_rate(hint: u64, estimate: u64) -> u64 {
+    if hint != 0 {
+        hint
+    } else {
+        estimate
+    }
 }
 
 /// One subflow's latest estimate, as `status` shows it.
