@@ -102,8 +102,9 @@ const OWD_FLOOR_WINDOW_US: u64 = 30_000_000;
 /// a queue in the other direction does not count (counters alone cannot say
 /// that: a growing reverse queue delays the reports and reads as excess).
 /// Saturated, the path's delivery rate is its capacity; delivering a
-/// near-full bucket unqueued, it may carry more, so the estimate grows.
-/// Otherwise (the traffic is below the estimate) it stays. At most one change
+/// near-full bucket unqueued, it may carry more, so the estimate grows; and
+/// it never stays below what the path delivered. Otherwise (the traffic is
+/// below the estimate) it stays. At most one change
 /// per span, so each is judged on a rate measured under the last. A path
 /// whose buffer holds less than the threshold is never seen saturated.
 #[derive(Clone, Debug, Default)]
@@ -174,6 +175,11 @@ impl Capacity {
             delivered
         } else if self.rate != 0 && queue_us < UNQUEUED_US && delivered * 100 >= self.rate * PUSHED_PCT {
             self.rate.max(delivered) * PROBE_GAIN_PCT / 100
+        } else if self.rate != 0 && delivered > self.rate {
+            // It carried more than the estimate (offered more when every
+            // path was short), so it can: an estimate taken as a queue built
+            // up, or a capacity that grew, must not stick below it.
+            delivered
         } else {
             self.rate
         };
@@ -365,6 +371,26 @@ mod tests {
             c.on_report(t, (bytes, bytes), owd, 0);
         }
         assert_eq!(c.get(), 1_250_000);
+    }
+
+    #[test]
+    fn an_estimate_below_what_the_path_carries_rises_to_it() {
+        // Estimated at 0.5 MB/s while the path filled, then it carries
+        // 1.2 MB/s over a queue that varies too much to read as standing.
+        let mut m = Model::new();
+        m.drive(3, 2_000_000, 500_000, 0);
+        assert!(m.c.get() < 600_000, "{}", m.c.get());
+        let mut x = 11u64;
+        for _ in 0..30 {
+            m.t += 100_000;
+            m.sent += 120_000;
+            m.got += 120_000;
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let queue = 2_000 + ((x >> 33) % 40_000) as u32;
+            m.c.on_report(m.t, (m.sent, m.got), CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + queue), 0);
+        }
+        let r = m.c.get();
+        assert!((1_150_000..=1_250_000).contains(&r), "{r}");
     }
 
     #[test]
