@@ -330,12 +330,22 @@ pub struct Transfer {
     pub duration: Duration,
 }
 
+/// The end hosts' TCP in the tests' transfers: Linux's default congestion
+/// control, set per socket so the host's own default does not matter.
+fn test_stream() -> traffic::Stream {
+    traffic::Stream::new(traffic::Transport::Tcp, traffic::DEFAULT_CONGESTION)
+}
+
 /// A server in `server` accepting one TCP connection on `bind`; returns the
 /// SHA-256 of everything received. Start it before the client.
 pub fn tcp_sink(server: &Netns, bind: SocketAddr, timeout: Duration) -> Result<Sink> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = server.spawn_thread(move || {
-        let l = TcpListener::bind(bind)?;
+        let l = test_stream().socket(bind)?;
+        l.set_reuse_address(true)?;
+        l.bind(&bind.into()).with_context(|| format!("bind {bind}"))?;
+        l.listen(16)?;
+        let l: TcpListener = l.into();
         tx.send(()).ok();
         l.set_nonblocking(true)?;
         let deadline = Instant::now() + timeout;
@@ -348,6 +358,7 @@ pub fn tcp_sink(server: &Netns, bind: SocketAddr, timeout: Duration) -> Result<S
                 Err(e) => return Err(e).context("no TCP connection arrived"),
             }
         };
+        test_stream().set_congestion(&s)?;
         s.set_nonblocking(false)?;
         s.set_read_timeout(Some(timeout))?;
         let mut h = Sha256::new();
@@ -386,8 +397,9 @@ pub fn tcp_send_and_verify(
     let want: [u8; 32] = Sha256::digest(&data).into();
     let start = Instant::now();
     client.run(move || {
-        let mut s =
-            TcpStream::connect_timeout(&dst, Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
+        let s = test_stream().socket(dst)?;
+        s.connect_timeout(&dst.into(), Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
+        let mut s: TcpStream = s.into();
         s.set_write_timeout(Some(timeout))?;
         s.write_all(&data).context("sending the transfer")?;
         s.shutdown(std::net::Shutdown::Write)?;

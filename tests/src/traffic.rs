@@ -98,7 +98,8 @@ pub fn udp_cbr(
         move || {
             let s = UdpSocket::bind(any_addr(dst)).with_context(|| format!("bind UDP receiver on {dst}"))?;
             s.set_read_timeout(Some(Duration::from_millis(50)))?;
-            let _ = socket2::SockRef::from(&s).set_recv_buffer_size(8 << 20);
+            // Forced (as root): the host's net.core.rmem_max would cap a plain request.
+            let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &(8 << 20));
             ready_tx.send(()).ok();
             let mut seen = std::collections::HashSet::new();
             let mut r = UdpReport::default();
@@ -171,21 +172,69 @@ pub fn udp_cbr(
     Ok(r)
 }
 
-/// Stream socket flavour for bulk flows.
+/// The end hosts' congestion control unless a test or scenario says
+/// otherwise: Linux's own default (the host's may be anything, often BBR).
+pub const DEFAULT_CONGESTION: &str = "cubic";
+
+/// Which stream protocol the end hosts speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
+pub enum Transport {
     Tcp,
     /// IPPROTO_MPTCP: the kernel's own Multipath TCP.
     Mptcp,
 }
 
+/// How the end hosts' stream sockets are made: the protocol, and the TCP
+/// congestion control set on every socket (`TCP_CONGESTION`; on an MPTCP
+/// socket the kernel applies it to every subflow, joins included). Per socket,
+/// so no namespace or host sysctl is touched: a namespace may make a
+/// congestion control its default only when the host's
+/// `tcp_allowed_congestion_control` lists it, and a fresh machine lists only
+/// `reno bbr`. `None` keeps the namespace's default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stream {
+    pub transport: Transport,
+    pub congestion: Option<String>,
+}
+
 impl Stream {
-    fn protocol(self) -> Protocol {
-        match self {
-            Stream::Tcp => Protocol::TCP,
-            Stream::Mptcp => Protocol::MPTCP,
-        }
+    pub fn new(transport: Transport, congestion: &str) -> Stream {
+        Stream { transport, congestion: Some(congestion.to_string()) }
     }
+
+    /// A stream socket of this flavour for `peer`'s address family, its
+    /// congestion control set.
+    pub fn socket(&self, peer: SocketAddr) -> Result<Socket> {
+        let protocol = match self.transport {
+            Transport::Tcp => Protocol::TCP,
+            Transport::Mptcp => Protocol::MPTCP,
+        };
+        let s = Socket::new(Domain::for_address(peer), Type::STREAM, Some(protocol))
+            .with_context(|| format!("create a {:?} socket (is MPTCP enabled?)", self.transport))?;
+        self.set_congestion(&s)?;
+        Ok(s)
+    }
+
+    /// Set the congestion control on a socket this flavour made or accepted
+    /// (an accepted MPTCP socket passes it on to its subflows).
+    pub fn set_congestion<'s>(&self, s: impl Into<socket2::SockRef<'s>>) -> Result<()> {
+        if let Some(cc) = &self.congestion {
+            s.into().set_tcp_congestion(cc.as_bytes()).with_context(|| {
+                format!(
+                    "cannot set TCP congestion control {cc:?} on a socket (the kernel offers {})",
+                    available_congestion()
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The congestion controls this kernel has built in or loaded.
+pub fn available_congestion() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("? ({e})"))
 }
 
 /// A bulk receiver's view: bytes per `bucket` since `epoch`, and the time the
@@ -221,8 +270,7 @@ impl BulkSink {
     ) -> Result<BulkSink> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let handle = server.spawn_thread(move || {
-            let l = Socket::new(Domain::for_address(bind), Type::STREAM, Some(stream.protocol()))
-                .context("create the listening socket (is MPTCP enabled?)")?;
+            let l = stream.socket(bind)?;
             l.set_reuse_address(true)?;
             l.bind(&bind.into()).with_context(|| format!("bind {bind}"))?;
             l.listen(16)?;
@@ -238,6 +286,7 @@ impl BulkSink {
                 if conns.len() < flows {
                     match l.accept() {
                         Ok((s, _)) => {
+                            stream.set_congestion(&s)?;
                             s.set_nonblocking(true)?;
                             conns.push(s);
                             open.push(true);
@@ -314,9 +363,9 @@ pub fn bulk_send(
 ) -> Result<()> {
     let mut senders = Vec::new();
     for f in 0..flows {
+        let stream = stream.clone();
         senders.push(client.spawn_thread(move || {
-            let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(stream.protocol()))
-                .context("create the sending socket (is MPTCP enabled?)")?;
+            let s = stream.socket(dst)?;
             s.connect_timeout(&dst.into(), Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
             let mut s: std::net::TcpStream = s.into();
             // Short timeouts, so the loop notices its deadline even when blocked.
@@ -362,14 +411,17 @@ pub fn request_response(
     count: usize,
 ) -> Result<Vec<u64>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server_stream = stream.clone();
     let srv = server.spawn_thread(move || {
-        let l = Socket::new(Domain::for_address(dst), Type::STREAM, Some(stream.protocol()))?;
+        let stream = server_stream;
+        let l = stream.socket(dst)?;
         l.set_reuse_address(true)?;
         l.bind(&any_addr(dst).into())?;
         l.listen(4)?;
         let l: std::net::TcpListener = l.into();
         ready_tx.send(()).ok();
         let (mut s, _) = l.accept()?;
+        stream.set_congestion(&s)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut q = vec![0u8; request];
@@ -382,7 +434,7 @@ pub fn request_response(
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).context("request/response server did not start")?;
     let rtts = client.run(move || {
-        let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(stream.protocol()))?;
+        let s = stream.socket(dst)?;
         s.connect_timeout(&dst.into(), Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
         let mut s: std::net::TcpStream = s.into();
         s.set_nodelay(true)?;

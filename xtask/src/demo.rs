@@ -4,12 +4,13 @@
 //! seconds while per-subflow rates are printed every second.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use mptcp_testbed::traffic::{Stream, Transport, DEFAULT_CONGESTION};
 use mptcp_testbed::{payload, Netns, Proc, Testbed};
 use serde_json::{json, Value};
 
@@ -78,10 +79,19 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
         Testbed::SERVER_V4
     );
 
-    // The stream: a sink in the server namespace, a sender in the client's.
-    let sink = bed.server.spawn_thread(|| -> Result<u64> {
-        let l = TcpListener::bind("0.0.0.0:5201")?;
-        let (mut s, _) = l.accept()?;
+    // The stream: a sink in the server namespace, a sender in the client's,
+    // both on Linux's default congestion control whatever the host's is.
+    let stream = Stream::new(Transport::Tcp, DEFAULT_CONGESTION);
+    let sink_stream = stream.clone();
+    let sink = bed.server.spawn_thread(move || -> Result<u64> {
+        let bind: SocketAddr = "0.0.0.0:5201".parse()?;
+        let l = sink_stream.socket(bind)?;
+        l.set_reuse_address(true)?;
+        l.bind(&bind.into())?;
+        l.listen(1)?;
+        let (s, _) = l.accept()?;
+        sink_stream.set_congestion(&s)?;
+        let mut s: TcpStream = s.into();
         let mut buf = vec![0u8; 65536];
         let mut n = 0u64;
         loop {
@@ -95,7 +105,9 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
     let dst: SocketAddr = format!("{}:5201", Testbed::SERVER_V4).parse()?;
     let until = Instant::now() + Duration::from_secs(duration);
     let sender = cl.spawn_thread(move || -> Result<()> {
-        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5)).context("connect through the bond")?;
+        let s = stream.socket(dst)?;
+        s.connect_timeout(&dst.into(), Duration::from_secs(5)).context("connect through the bond")?;
+        let mut s: TcpStream = s.into();
         let chunk = payload(64 * 1024, 7);
         while Instant::now() < until {
             s.write_all(&chunk)?;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mptcp_testbed::traffic::{self, percentile, Amount, BulkReport, BulkSink, Stream, UdpReport};
+use mptcp_testbed::traffic::{self, percentile, Amount, BulkReport, BulkSink, Stream, Transport, UdpReport};
 use mptcp_testbed::wan::{Direction, Shape, BUCKET};
 use mptcp_testbed::{Netns, Testbed};
 use serde::Serialize;
@@ -80,26 +80,23 @@ pub fn run_system(
     progress: &dyn Fn(&str),
 ) -> Result<SystemRun> {
     let n = scn.links.len();
+    // The end hosts' congestion control is set on each socket: no sysctl.
+    let available = traffic::available_congestion();
+    anyhow::ensure!(
+        available.split_whitespace().any(|cc| cc == scn.tcp_congestion),
+        "scenario asks for TCP congestion control {:?}, but this kernel offers only {available}",
+        scn.tcp_congestion
+    );
     let bed = Testbed::with_wan(1, n)?;
     let wan = bed.wan();
     for (k, l) in scn.links.iter().enumerate() {
         wan.set(k, Direction::Up, &l.uplink())?;
         wan.set(k, Direction::Down, &l.downlink())?;
     }
-    for ns in bed.clients.iter().chain([&bed.server]) {
-        ns.sh(&format!("sysctl -qw net.ipv4.tcp_congestion_control={}", scn.tcp_congestion)).with_context(|| {
-            format!(
-                "cannot use TCP congestion control {:?}: the kernel offers {}",
-                scn.tcp_congestion,
-                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-                    .unwrap_or_default()
-                    .trim()
-            )
-        })?;
-    }
     let running = systems::start(system, &bed, scn, controller, log_dir)
         .with_context(|| format!("starting {}", system.label()))?;
-    let stream = if system == System::KernelMptcp { Stream::Mptcp } else { Stream::Tcp };
+    let transport = if system == System::KernelMptcp { Transport::Mptcp } else { Transport::Tcp };
+    let stream = Stream::new(transport, &scn.tcp_congestion);
     let (client, srv) = (&bed.clients[0], &bed.server);
     let before = (tcp_counters(client)?, tcp_counters(srv)?, running.usage());
     let duration = Duration::from_secs_f64(scn.duration_s);
@@ -108,8 +105,14 @@ pub fn run_system(
     let epoch = Instant::now();
     let finished = AtomicBool::new(false);
     let outcomes: Vec<Result<Outcome>> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            scn.traffic.iter().map(|t| s.spawn(move || traffic_run(t, client, srv, stream, epoch, duration))).collect();
+        let handles: Vec<_> = scn
+            .traffic
+            .iter()
+            .map(|t| {
+                let stream = stream.clone();
+                s.spawn(move || traffic_run(t, client, srv, stream, epoch, duration))
+            })
+            .collect();
         let events = s.spawn(|| apply_events(scn, &bed, epoch, &finished));
         let mut next_report = Duration::from_secs(1);
         while !handles.iter().all(|h| h.is_finished()) {
@@ -212,13 +215,13 @@ fn traffic_run(
         Traffic::TcpBulk { flows } => {
             // Data still in flight on a slow path when the senders stop counts.
             let stop = d + Duration::from_secs(2);
-            let sink = BulkSink::start(srv, bind(BULK_PORT), stream, *flows, epoch, BUCKET, stop)?;
+            let sink = BulkSink::start(srv, bind(BULK_PORT), stream.clone(), *flows, epoch, BUCKET, stop)?;
             traffic::bulk_send(client, server(BULK_PORT), stream, *flows, Amount::For(d), d)?;
             Ok(Outcome::Bulk { report: sink.join()?, timed: Some(d) })
         }
         Traffic::Transfer { size_mb } => {
             // The scenario's duration is the transfer's deadline.
-            let sink = BulkSink::start(srv, bind(BULK_PORT), stream, 1, epoch, BUCKET, d)?;
+            let sink = BulkSink::start(srv, bind(BULK_PORT), stream.clone(), 1, epoch, BUCKET, d)?;
             let bytes = (size_mb * 1e6) as u64;
             traffic::bulk_send(client, server(BULK_PORT), stream, 1, Amount::Bytes(bytes), d)?;
             Ok(Outcome::Bulk { report: sink.join()?, timed: None })

@@ -28,9 +28,10 @@ pub struct Scenario {
     pub systems: Option<Vec<String>>,
     #[serde(default)]
     pub bond: BondSettings,
-    /// Congestion control of the end hosts' TCP (client and server
-    /// namespaces, every system alike). Default "cubic", Linux's own default,
-    /// so results do not depend on what the benchmarking host is set to.
+    /// Congestion control of the end hosts' TCP, set on every socket of the
+    /// client and the server (every system alike; an MPTCP socket passes it to
+    /// its subflows). Default "cubic", Linux's own default, so results do not
+    /// depend on what the benchmarking host is set to; no sysctl is changed.
     /// BBR caps what it keeps in flight at twice the smallest path's
     /// bandwidth-delay product, which a bond under one TCP flow cannot fill.
     #[serde(default = "default_tcp_congestion")]
@@ -38,7 +39,7 @@ pub struct Scenario {
 }
 
 fn default_tcp_congestion() -> String {
-    "cubic".into()
+    mptcp_testbed::traffic::DEFAULT_CONGESTION.into()
 }
 
 /// One emulated link between the client and the concentrator. The top-level
