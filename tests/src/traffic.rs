@@ -67,6 +67,24 @@ impl UdpReport {
     }
 }
 
+/// One datagram and the monotonic time (µs) the kernel received it.
+fn recv_stamped(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, u64)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let m = recvmsg::<SockaddrStorage>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(std::io::Error::from)?;
+    let mut at = mono_us();
+    if let Ok(mut cmsgs) = m.cmsgs() {
+        if let Some(ControlMessageOwned::ScmTimestampns(ts)) = cmsgs.next() {
+            let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            at = at.saturating_sub(wall.saturating_sub(Duration::from(ts)).as_micros() as u64);
+        }
+    }
+    Ok((m.bytes, at))
+}
+
 /// Percentile by nearest rank over unsorted samples.
 pub fn percentile(samples: &[u64], p: f64) -> Option<f64> {
     if samples.is_empty() {
@@ -100,15 +118,16 @@ pub fn udp_cbr(
             s.set_read_timeout(Some(Duration::from_millis(50)))?;
             // Forced (as root): the host's net.core.rmem_max would cap a plain request.
             let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &(8 << 20));
+            // Arrival times from the kernel: this thread may be scheduled late.
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimestampns, &true)?;
             ready_tx.send(()).ok();
             let mut seen = std::collections::HashSet::new();
             let mut r = UdpReport::default();
             let mut buf = [0u8; 65536];
             let mut quiet_since: Option<Instant> = None;
             loop {
-                match s.recv(&mut buf) {
-                    Ok(n) if n >= 16 => {
-                        let now = mono_us();
+                match recv_stamped(&s, &mut buf) {
+                    Ok((n, now)) if n >= 16 => {
                         let seq = u64::from_be_bytes(buf[..8].try_into().unwrap());
                         let sent = u64::from_be_bytes(buf[8..16].try_into().unwrap());
                         if !seen.insert(seq) {

@@ -103,9 +103,11 @@ fn main() -> Result<()> {
             println!("test: building");
             run(cargo().args(["build", "--workspace", "--all-targets"]))?;
             println!("test: running the suite (unit, eBPF fixtures, namespace end-to-end)");
-            // Namespace tests push real traffic; two at a time suits small machines.
+            // Namespace tests push real traffic; two at a time suits small
+            // machines. Every test binary runs even after a failure, so one
+            // run names every failing test.
             let mut c = cargo();
-            c.args(["test", "--workspace", "--", "--test-threads=2"]).args(&args);
+            c.args(["test", "--workspace", "--no-fail-fast", "--", "--test-threads=2"]).args(&args);
             run(&mut c)
         }
         Cmd::Bench { scenario, json, runs, sim, args } if sim => {

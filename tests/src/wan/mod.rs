@@ -282,6 +282,18 @@ fn is_ip(frame: &[u8]) -> bool {
     frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x0800 | 0x86DD)
 }
 
+/// Run the calling thread under SCHED_FIFO. The delay line sleeps in ppoll
+/// between frames, so it never holds a CPU for long; the kernel's real-time
+/// throttling bounds it anyway.
+fn realtime_priority() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid,
+    // initialised sched_param; it only changes this thread's scheduling.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        eprintln!("wan: delay line at normal priority: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// Read frames arriving on `rx_fd` (direction `dir`), hold them for their
 /// delay and send them out of `tx_fd`. Frames this host transmits on the `rx`
 /// device are the opposite direction's deliveries and are only counted.
@@ -294,8 +306,11 @@ fn delay_line(
     epoch: &Mutex<Instant>,
     seed: u64,
 ) -> Result<()> {
-    // Wake-ups must be punctual to the microsecond, not the default 50 µs.
+    // Wake-ups must be punctual to the microsecond, not the default 50 µs,
+    // and a busy host (a build, the traffic generators) must not delay
+    // them: the line runs at real-time priority, as netem runs in softirq.
     nix::sys::prctl::set_timerslack(1000).ok();
+    realtime_priority();
     let this = &link.dirs[dir as usize];
     let other = &link.dirs[1 - dir as usize];
     let mut rng = crate::rng::Rng::new(seed);
@@ -316,8 +331,9 @@ fn delay_line(
         }
         // Take in everything waiting (bounded, so departures stay punctual).
         for _ in 0..512 {
-            let Some((n, pkttype)) = socket::receive(&rx_fd, &mut buf)? else { break };
-            let now = Instant::now();
+            let Some(socket::Received { len: n, pkttype, arrived: now }) = socket::receive(&rx_fd, &mut buf)? else {
+                break;
+            };
             if pkttype == socket::PACKET_OUTGOING {
                 other.delivered.fetch_add(1, Relaxed);
                 other.delivered_bytes.fetch_add(n as u64, Relaxed);

@@ -3,7 +3,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use nix::sys::socket::{recvfrom, send, setsockopt, sockopt, LinkAddr, MsgFlags};
+use std::io::IoSliceMut;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::socket::{recvmsg, send, setsockopt, sockopt, ControlMessageOwned, LinkAddr, MsgFlags};
 
 /// Socket buffers big enough for a 300 ms delay at a few hundred Mbit/s queued
 /// behind tbf, so the line drops only where a real link would.
@@ -26,6 +29,9 @@ pub fn open(ifindex: u32, receive: bool) -> io::Result<OwnedFd> {
     setsockopt(&fd, sockopt::SndBufForce, &BUFFER_BYTES)?;
     if receive {
         setsockopt(&fd, sockopt::RcvBufForce, &BUFFER_BYTES)?;
+        // The kernel stamps each frame as it arrives, so a frame's delay
+        // runs from then, not from when this thread got round to it.
+        setsockopt(&fd, sockopt::ReceiveTimestampns, &true)?;
     }
     // Binding with the protocol set starts delivery only from this device.
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
@@ -47,14 +53,39 @@ pub fn open(ifindex: u32, receive: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A received frame: its length, the kernel's packet type (PACKET_HOST,
+/// _OUTGOING, ...) and when it arrived.
+pub struct Received {
+    pub len: usize,
+    pub pkttype: u8,
+    pub arrived: Instant,
+}
+
 /// One frame, without blocking: `Ok(None)` when nothing is waiting.
-/// Returns the length and the kernel's packet type (PACKET_HOST, _OUTGOING, ...).
-pub fn receive(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, u8)>> {
-    match recvfrom::<LinkAddr>(fd.as_raw_fd(), buf) {
-        Ok((n, addr)) => Ok(Some((n, addr.map(|a| a.pkttype()).unwrap_or(0)))),
+pub fn receive(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    match recvmsg::<LinkAddr>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
+        Ok(m) => {
+            let mut arrived = Instant::now();
+            if let Ok(mut cmsgs) = m.cmsgs() {
+                if let Some(ControlMessageOwned::ScmTimestampns(ts)) = cmsgs.next() {
+                    arrived = instant_of_realtime(Duration::from(ts));
+                }
+            }
+            let pkttype = m.address.map(|a| a.pkttype()).unwrap_or(0);
+            Ok(Some(Received { len: m.bytes, pkttype, arrived }))
+        }
         Err(nix::errno::Errno::EAGAIN) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The monotonic instant of a kernel timestamp (CLOCK_REALTIME since the
+/// epoch), by its age now: exact unless the wall clock steps in between.
+pub fn instant_of_realtime(stamp: Duration) -> Instant {
+    let (now, wall) = (Instant::now(), SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default());
+    now.checked_sub(wall.saturating_sub(stamp)).unwrap_or(now)
 }
 
 /// Transmit one whole frame through the device's qdisc.
