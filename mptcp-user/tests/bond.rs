@@ -1,183 +1,18 @@
 //! End-to-end tests of bond mode in network namespaces: the real verifier,
 //! real veth uplinks, the real controller binary on both ends. Run as root.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use mptcp_testbed::{ping, tcp_bulk, udp_stream, udp_stream_ordered, Netns, Proc, Testbed};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mptcp-user");
-const PSK: &str = "test-pre-shared-key";
-
-/// A controller instance; on Drop its pins are removed even if the test failed.
-struct Instance {
-    name: String,
-    proc: Option<Proc>,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(p) = &mut self.proc {
-            let _ = p.signal(Signal::SIGINT);
-            let _ = p.wait_timeout(Duration::from_secs(5));
-        }
-        self.proc = None;
-        let _ = Command::new(BIN).args(["down", "--instance", &self.name]).output();
-        let _ = mptcp_user::lifecycle::remove_pins(&mptcp_user::lifecycle::pin_dir(&self.name));
-    }
-}
-
-fn log_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{name}.log"))
-}
-
-impl Instance {
-    fn proc(&mut self) -> &mut Proc {
-        self.proc.as_mut().expect("running")
-    }
-
-    fn status(&self, ns: &Netns) -> Result<Value> {
-        let out = ns.command(BIN).args(["status", "--json", "--instance", &self.name]).output()?;
-        if !out.status.success() {
-            bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(serde_json::from_slice(&out.stdout)?)
-    }
-
-    fn output(&self) -> String {
-        self.proc.as_ref().map(|p| p.output()).unwrap_or_default()
-    }
-}
-
-fn start(ns: &Netns, name: &str, args: &[String], ready: &str) -> Result<Instance> {
-    let mut cmd = ns.command(BIN);
-    cmd.args(["--log", "info,netlink_packet_route=error", "up", "--instance", name]).args(args);
-    let proc = Proc::spawn(cmd, log_path(name))?;
-    let mut inst = Instance { name: name.to_string(), proc: Some(proc) };
-    inst.proc().wait_for(ready, Duration::from_secs(20))?;
-    Ok(inst)
-}
-
-fn conc_args(bed: &Testbed, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> =
-        ["--role", "concentrator", "--psk", PSK, "--bond-name", "mpb", "--probe-interval-ms", "100"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    for s in Testbed::CONC_BOND_ADDRS {
-        a.extend(["--bond-address".into(), s.into()]);
-    }
-    for c in 0..bed.clients.len() {
-        for k in 0..bed.uplinks {
-            a.extend(["--path".into(), Testbed::conc_dev(c, k)]);
-        }
-    }
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
-
-fn start_conc(bed: &Testbed, extra: &[&str]) -> Result<Instance> {
-    start(&bed.conc, &format!("{}co", bed.prefix), &conc_args(bed, extra), "mptcp-user: serving")
-}
-
-/// Client `c` by flags, one path per uplink.
-fn client_args(bed: &Testbed, c: usize, psk: &str, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "--role",
-        "client",
-        "--psk",
-        psk,
-        "--bond-name",
-        "mpb",
-        "--probe-interval-ms",
-        "100",
-        "--connect-timeout",
-        "5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for s in Testbed::client_bond_addrs(c) {
-        a.extend(["--bond-address".into(), s]);
-    }
-    for r in Testbed::SERVER_ROUTES {
-        a.extend(["--route".into(), r.into()]);
-    }
-    for k in 0..bed.uplinks {
-        a.extend(["--path".into(), format!("{}={}", Testbed::client_dev(k), Testbed::conc_addr(c, k))]);
-    }
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
-
-fn start_client(bed: &Testbed, c: usize, extra: &[&str]) -> Result<Instance> {
-    let inst = start(
-        &bed.clients[c],
-        &format!("{}c{c}", bed.prefix),
-        &client_args(bed, c, PSK, extra),
-        "mptcp-user: connected",
-    )?;
-    wait_subflows(&inst, &bed.clients[c], bed.uplinks)?;
-    Ok(inst)
-}
-
-/// Client by config file (for per-path options).
-fn start_client_config(bed: &Testbed, c: usize, toml: &str) -> Result<Instance> {
-    let name = format!("{}c{c}", bed.prefix);
-    let f = std::env::temp_dir().join(format!("{name}.toml"));
-    std::fs::write(&f, toml)?;
-    let inst = start(&bed.clients[c], &name, &["--config".into(), f.display().to_string()], "mptcp-user: connected")?;
-    wait_subflows(&inst, &bed.clients[c], bed.uplinks)?;
-    Ok(inst)
-}
-
-/// Poll the instance's status until `ok` holds (10 s), else fail with `what`.
-fn wait_status(inst: &Instance, ns: &Netns, what: &str, ok: impl Fn(&Value) -> bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = inst.status(ns)?;
-        if ok(&s) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: {s}\n{}", inst.output());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_subflows(inst: &Instance, ns: &Netns, n: usize) -> Result<()> {
-    wait_status(inst, ns, &format!("{n} subflows up"), |s| {
-        s["connections"][0]["subflows"].as_array().map(|v| v.iter().filter(|f| f["state"] == "up").count()).unwrap_or(0)
-            >= n
-    })
-}
-
-fn subflow_counter(status: &Value, id: usize, field: &str) -> u64 {
-    status["connections"][0]["subflows"]
-        .as_array()
-        .and_then(|v| v.iter().find(|f| f["id"] == id))
-        .map(|f| f[field].as_u64().unwrap_or(0))
-        .unwrap_or(0)
-}
-
-fn drop_count(status: &Value, reason: &str) -> u64 {
-    status["drops"][reason].as_u64().unwrap_or(0)
-}
-
-fn server(port: u16) -> SocketAddr {
-    SocketAddr::new(Testbed::SERVER_V4.parse().unwrap(), port)
-}
-
-fn pins_exist(name: &str) -> bool {
-    Path::new(&mptcp_user::lifecycle::pin_dir(name)).exists()
-}
+use support::*;
 
 #[test]
 fn icmp_tcp_and_udp_cross_the_bond_over_both_subflows() -> Result<()> {
@@ -572,13 +407,6 @@ fn tx_packets(inst: &Instance, ns: &Netns) -> Result<[u64; 2]> {
     Ok([subflow_counter(&s, 0, "tx_packets"), subflow_counter(&s, 1, "tx_packets")])
 }
 
-/// Run `mptcp-user <args> --instance NAME` in `ns`; (success, stdout + stderr).
-fn cli(inst: &Instance, ns: &Netns, args: &[&str]) -> Result<(bool, String)> {
-    let out = ns.command(BIN).args(args).args(["--instance", &inst.name]).output()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Ok((out.status.success(), text))
-}
-
 const VOICE_CLASS: &str = r#"
 [[class]]
 name = "voice"
@@ -640,7 +468,17 @@ fn classes_follow_their_own_policy_and_switch_at_runtime() -> Result<()> {
 /// (a scheduling hiccup on a busy machine) may still move a flow once.
 #[test]
 fn flowlet_keeps_a_steady_flow_on_one_subflow() -> Result<()> {
-    let bed = Testbed::new(1, 2)?;
+    use mptcp_testbed::wan::{Direction, Shape};
+    // Paths 20 ms apart: a move needs a pause of about that, which a flow
+    // sending every 100 µs never makes. (Over two equal veth paths the pause
+    // that allows a move is flowlet's 1 ms margin, and a busy host's
+    // scheduler stalls the sender that long now and then.)
+    let bed = Testbed::with_wan(1, 2)?;
+    for (k, delay_ms) in [(0, 1.0), (1, 21.0)] {
+        for dir in [Direction::Up, Direction::Down] {
+            bed.wan().set(k, dir, &Shape { delay_ms, ..Default::default() })?;
+        }
+    }
     let _conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let client = start_client_config(&bed, 0, &weighted_config("weighted", [1, 1], ""))?;
@@ -799,23 +637,34 @@ fn a_path_without_a_rate_hint_is_estimated_from_feedback() -> Result<()> {
     Testbed::shape(cl, &Testbed::client_dev(0), 8)?;
     Testbed::shape(cl, &Testbed::client_dev(1), 8)?;
     let _conc = start_conc(&bed, &[])?;
-    let config = shaped_config("min-rtt", [1, 1], false).replacen("rate_mbit = 1\n", "", 1).replacen(
+    // Weighted 1:1, so each path carries half of whatever is offered.
+    let config = shaped_config("weighted", [1, 1], false).replacen("rate_mbit = 1\n", "weight = 1\n", 1).replacen(
         "rate_mbit = 1\n",
-        "max_rate_mbit = 2\n",
+        "max_rate_mbit = 2\nweight = 1\n",
         1,
     );
     let client = start_client_config(&bed, 0, &config)?;
     wait_subflows(&client, cl, 2)?;
     let s = client.status(cl)?;
     assert_eq!(s["connections"][0]["subflows"][0]["rate_mbit"].as_f64(), Some(0.0), "no estimate before traffic: {s}");
-    std::thread::scope(|sc| -> Result<()> {
-        let bulk = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 12 << 20, Duration::from_secs(60)));
-        let rate = |s: &Value, i: usize| s["connections"][0]["subflows"][i]["rate_mbit"].as_f64().unwrap_or(0.0);
-        wait_status(&client, cl, "path 0 estimated near its 8 Mbit/s", |s| (6.0..=9.0).contains(&rate(s, 0)))?;
-        wait_status(&client, cl, "path 1 estimated, capped at 2 Mbit/s", |s| rate(s, 1) == 2.0)?;
-        bulk.join().map_err(|_| anyhow::anyhow!("bulk thread panicked"))??;
-        Ok(())
-    })
+    // Light traffic over both paths first: one-way delay samples of empty
+    // queues, the floor a standing queue is measured from.
+    assert!(ping(cl, Testbed::SERVER_V4, 6), "no ping through the bond");
+    // Then 24 Mbit/s of UDP, 12 per 8 Mbit/s path, until both estimates are
+    // checked: open loop, so each path holds a standing queue however busy
+    // the host is (a TCP flow's queue comes and goes with its congestion
+    // control, and the flow may end before the estimator has seen enough).
+    let mut srv = bed.server.command("iperf3");
+    srv.args(["-s", "-p", "5301", "--forceflush"]);
+    let mut srv = Proc::spawn(srv, log_path(&format!("{}-iperf-s", client.name)))?;
+    srv.wait_for("Server listening", Duration::from_secs(5))?;
+    let mut flood = cl.command("iperf3");
+    flood.args(["-c", Testbed::SERVER_V4, "-p", "5301", "-u", "-b", "24M", "-l", "1200", "-t", "60"]);
+    let _flood = Proc::spawn(flood, log_path(&format!("{}-iperf-c", client.name)))?;
+    let rate = |s: &Value, i: usize| s["connections"][0]["subflows"][i]["rate_mbit"].as_f64().unwrap_or(0.0);
+    wait_status(&client, cl, "path 0 estimated near its 8 Mbit/s", |s| (6.0..=9.0).contains(&rate(s, 0)))?;
+    wait_status(&client, cl, "path 1 estimated, capped at 2 Mbit/s", |s| rate(s, 1) == 2.0)?;
+    Ok(())
 }
 
 /// earliest-arrival on the wire, over a near path (10 Mbit/s, 1 ms) and a far
@@ -849,9 +698,10 @@ fn earliest_arrival_spills_to_the_far_path_only_past_its_delay_and_keeps_order()
     assert_eq!(light.received, 2000, "{light:?}");
     assert!(far * 100 <= near, "a light stream stays on the near path: near {near}, far {far}");
 
-    // 512-byte datagrams every 300 µs offer more than the near path carries.
+    // 512-byte datagrams every 400 µs (about 12 Mbit/s on the wire, paced
+    // exactly) offer a fifth more than the near path carries.
     let before = after;
-    let heavy = udp_stream_ordered(&bed.server, cl, server(5005), 8000, Duration::from_micros(300))?;
+    let heavy = udp_stream_ordered(&bed.server, cl, server(5005), 8000, Duration::from_micros(400))?;
     let after = tx_packets(&client, cl)?;
     let (near, far) = (after[0] - before[0], after[1] - before[1]);
     let far_pct = far as f64 * 100.0 / (near + far) as f64;
@@ -864,7 +714,7 @@ fn earliest_arrival_spills_to_the_far_path_only_past_its_delay_and_keeps_order()
     // min-rtt does, they land the far path's 19 ms behind their neighbours.
     let (ok, out) = cli(&client, cl, &["policy", "set", "min-rtt"])?;
     assert!(ok, "{out}");
-    let spilled = udp_stream_ordered(&bed.server, cl, server(5006), 8000, Duration::from_micros(300))?;
+    let spilled = udp_stream_ordered(&bed.server, cl, server(5006), 8000, Duration::from_micros(400))?;
     eprintln!("min-rtt: {spilled:?}");
     assert!(spilled.displacement_p99 >= 12, "min-rtt's spill-over reorders by the delay difference: {spilled:?}");
     assert!(

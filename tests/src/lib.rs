@@ -332,7 +332,7 @@ pub struct Transfer {
 
 /// The end hosts' TCP in the tests' transfers: Linux's default congestion
 /// control, set per socket so the host's own default does not matter.
-fn test_stream() -> traffic::Stream {
+pub fn test_stream() -> traffic::Stream {
     traffic::Stream::new(traffic::Transport::Tcp, traffic::DEFAULT_CONGESTION)
 }
 
@@ -483,10 +483,21 @@ pub fn udp_stream_ordered(
     client.run(move || {
         let s = UdpSocket::bind(if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
         let mut buf = vec![0u8; 512];
+        // Paced against the clock, not by a sleep per datagram: a sleep's
+        // overshoot (tens of µs, more on a busy host) must not lower the
+        // offered rate. After a real stall the schedule restarts rather than
+        // catching up in one burst.
+        let mut start = Instant::now();
         for i in 0..count {
+            let due = start + gap * i;
+            let now = Instant::now();
+            match due.checked_duration_since(now) {
+                Some(wait) => std::thread::sleep(wait),
+                None if now - due > Duration::from_millis(2) => start = now - gap * i,
+                None => {}
+            }
             buf[..4].copy_from_slice(&i.to_be_bytes());
             s.send_to(&buf, dst)?;
-            std::thread::sleep(gap);
         }
         Ok(())
     })?;

@@ -1,0 +1,188 @@
+//! What the end-to-end tests share: controller instances that clean up
+//! after themselves, their arguments, and waiting on their status.
+// Each test crate uses a different part of this.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use mptcp_testbed::{Netns, Proc, Testbed};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mptcp-user");
+pub const PSK: &str = "test-pre-shared-key";
+
+/// A controller instance; on Drop its pins are removed even if the test failed.
+pub struct Instance {
+    pub name: String,
+    pub proc: Option<Proc>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(p) = &mut self.proc {
+            let _ = p.signal(Signal::SIGINT);
+            let _ = p.wait_timeout(Duration::from_secs(5));
+        }
+        self.proc = None;
+        let _ = Command::new(BIN).args(["down", "--instance", &self.name]).output();
+        let _ = mptcp_user::lifecycle::remove_pins(&mptcp_user::lifecycle::pin_dir(&self.name));
+    }
+}
+
+pub fn log_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{name}.log"))
+}
+
+impl Instance {
+    pub fn proc(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect("running")
+    }
+
+    pub fn status(&self, ns: &Netns) -> Result<Value> {
+        let out = ns.command(BIN).args(["status", "--json", "--instance", &self.name]).output()?;
+        if !out.status.success() {
+            bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    pub fn output(&self) -> String {
+        self.proc.as_ref().map(|p| p.output()).unwrap_or_default()
+    }
+}
+
+pub fn start(ns: &Netns, name: &str, args: &[String], ready: &str) -> Result<Instance> {
+    let mut cmd = ns.command(BIN);
+    cmd.args(["--log", "info,netlink_packet_route=error", "up", "--instance", name]).args(args);
+    let proc = Proc::spawn(cmd, log_path(name))?;
+    let mut inst = Instance { name: name.to_string(), proc: Some(proc) };
+    inst.proc().wait_for(ready, Duration::from_secs(20))?;
+    Ok(inst)
+}
+
+pub fn conc_args(bed: &Testbed, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> =
+        ["--role", "concentrator", "--psk", PSK, "--bond-name", "mpb", "--probe-interval-ms", "100"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    for s in Testbed::CONC_BOND_ADDRS {
+        a.extend(["--bond-address".into(), s.into()]);
+    }
+    for c in 0..bed.clients.len() {
+        for k in 0..bed.uplinks {
+            a.extend(["--path".into(), Testbed::conc_dev(c, k)]);
+        }
+    }
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+pub fn start_conc(bed: &Testbed, extra: &[&str]) -> Result<Instance> {
+    start(&bed.conc, &format!("{}co", bed.prefix), &conc_args(bed, extra), "mptcp-user: serving")
+}
+
+/// Client `c` by flags, one path per uplink.
+pub fn client_args(bed: &Testbed, c: usize, psk: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--role",
+        "client",
+        "--psk",
+        psk,
+        "--bond-name",
+        "mpb",
+        "--probe-interval-ms",
+        "100",
+        "--connect-timeout",
+        "5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for s in Testbed::client_bond_addrs(c) {
+        a.extend(["--bond-address".into(), s]);
+    }
+    for r in Testbed::SERVER_ROUTES {
+        a.extend(["--route".into(), r.into()]);
+    }
+    for k in 0..bed.uplinks {
+        a.extend(["--path".into(), format!("{}={}", Testbed::client_dev(k), Testbed::conc_addr(c, k))]);
+    }
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+pub fn start_client(bed: &Testbed, c: usize, extra: &[&str]) -> Result<Instance> {
+    let inst = start(
+        &bed.clients[c],
+        &format!("{}c{c}", bed.prefix),
+        &client_args(bed, c, PSK, extra),
+        "mptcp-user: connected",
+    )?;
+    wait_subflows(&inst, &bed.clients[c], bed.uplinks)?;
+    Ok(inst)
+}
+
+/// Client by config file (for per-path options).
+pub fn start_client_config(bed: &Testbed, c: usize, toml: &str) -> Result<Instance> {
+    let name = format!("{}c{c}", bed.prefix);
+    let f = std::env::temp_dir().join(format!("{name}.toml"));
+    std::fs::write(&f, toml)?;
+    let inst = start(&bed.clients[c], &name, &["--config".into(), f.display().to_string()], "mptcp-user: connected")?;
+    wait_subflows(&inst, &bed.clients[c], bed.uplinks)?;
+    Ok(inst)
+}
+
+/// Poll the instance's status until `ok` holds (10 s), else fail with `what`.
+pub fn wait_status(inst: &Instance, ns: &Netns, what: &str, ok: impl Fn(&Value) -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = inst.status(ns)?;
+        if ok(&s) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: {s}\n{}", inst.output());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn wait_subflows(inst: &Instance, ns: &Netns, n: usize) -> Result<()> {
+    wait_status(inst, ns, &format!("{n} subflows up"), |s| {
+        s["connections"][0]["subflows"].as_array().map(|v| v.iter().filter(|f| f["state"] == "up").count()).unwrap_or(0)
+            >= n
+    })
+}
+
+pub fn subflow_counter(status: &Value, id: usize, field: &str) -> u64 {
+    status["connections"][0]["subflows"]
+        .as_array()
+        .and_then(|v| v.iter().find(|f| f["id"] == id))
+        .map(|f| f[field].as_u64().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+pub fn drop_count(status: &Value, reason: &str) -> u64 {
+    status["drops"][reason].as_u64().unwrap_or(0)
+}
+
+pub fn server(port: u16) -> SocketAddr {
+    SocketAddr::new(Testbed::SERVER_V4.parse().unwrap(), port)
+}
+
+pub fn pins_exist(name: &str) -> bool {
+    Path::new(&mptcp_user::lifecycle::pin_dir(name)).exists()
+}
+
+/// Run `mptcp-user <args> --instance NAME` in `ns`; (success, stdout + stderr).
+pub fn cli(inst: &Instance, ns: &Netns, args: &[&str]) -> Result<(bool, String)> {
+    let out = ns.command(BIN).args(args).args(["--instance", &inst.name]).output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
