@@ -296,10 +296,12 @@ pub enum ControlCounter {
     SubflowsJoined = 4,
     ProbesSent = 5,
     ProbesAnswered = 6,
+    /// Inputs the controller could not handle (logged; it carried on).
+    EventErrors = 7,
 }
 
 impl ControlCounter {
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
     pub const ALL: [ControlCounter; Self::COUNT as usize] = [
         Self::AuthFailed,
         Self::UnknownToken,
@@ -308,6 +310,7 @@ impl ControlCounter {
         Self::SubflowsJoined,
         Self::ProbesSent,
         Self::ProbesAnswered,
+        Self::EventErrors,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -318,6 +321,7 @@ impl ControlCounter {
             Self::SubflowsJoined => "subflows-joined",
             Self::ProbesSent => "probes-sent",
             Self::ProbesAnswered => "probes-answered",
+            Self::EventErrors => "event-errors",
         }
     }
 }

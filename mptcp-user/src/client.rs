@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use futures::StreamExt;
 use ipnet::IpNet;
 use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP};
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
@@ -18,13 +17,13 @@ use tokio::task::JoinHandle;
 use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
-use crate::ctl::{ControlSocket, PathChange, Request, Response};
+use crate::ctl::{PathChange, Request, Response};
+use crate::daemon::{EventError, Handled, Role};
 use crate::estimate::{
     counters, effective_rate, publish, rx_report, tx_wire_bytes, Capacity, Feedback, MinRtt, SubflowEstimate,
 };
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
-use crate::run::Exit;
 use crate::subflows::{self, Endpoints};
 
 /// A handshake in flight on one path.
@@ -118,9 +117,13 @@ pub struct Client {
     paths: Vec<Path>,
     token: Option<u32>,
     inbound_tx: mpsc::Sender<Inbound>,
-    inbound_rx: mpsc::Receiver<Inbound>,
     /// Next path to try the first handshake on.
     next_init: usize,
+    /// A start fails if no path reaches the concentrator by then.
+    connect_timeout: Duration,
+    connect_deadline: tokio::time::Instant,
+    /// "connected" was printed (once, for whoever waits for it).
+    announced: bool,
 }
 
 fn random_u64() -> u64 {
@@ -128,9 +131,14 @@ fn random_u64() -> u64 {
 }
 
 impl Client {
-    pub async fn new(cfg: Config, maps: DataPathMaps, net: Net) -> Result<Client> {
+    pub async fn new(
+        cfg: Config,
+        maps: DataPathMaps,
+        net: Net,
+        inbound_tx: mpsc::Sender<Inbound>,
+        connect_timeout: Duration,
+    ) -> Result<Client> {
         let psk = cfg.psk_bytes()?;
-        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let paths = cfg
             .paths
             .iter()
@@ -157,7 +165,19 @@ impl Client {
                 pending: None,
             })
             .collect();
-        let mut c = Client { cfg, psk, maps, net, paths, token: None, inbound_tx, inbound_rx, next_init: 0 };
+        let mut c = Client {
+            cfg,
+            psk,
+            maps,
+            net,
+            paths,
+            token: None,
+            inbound_tx,
+            next_init: 0,
+            connect_timeout,
+            connect_deadline: tokio::time::Instant::now() + connect_timeout,
+            announced: false,
+        };
         for i in 0..c.paths.len() {
             c.refresh_path(i).await;
         }
@@ -303,8 +323,35 @@ impl Client {
         self.send(i, &msg).await;
     }
 
+    /// Connected: say so once; not connected in time: the start failed.
+    fn check_connected(&mut self) -> Handled {
+        if self.announced {
+            return Ok(());
+        }
+        if self.token.is_some() {
+            self.announced = true;
+            println!("mptcp-user: connected");
+        } else if tokio::time::Instant::now() > self.connect_deadline {
+            let tried: Vec<String> = self
+                .paths
+                .iter()
+                .map(|p| match p.local {
+                    Some(l) => format!("{} ({} -> {})", p.name(), l.ip(), p.remote),
+                    None => format!("{} (no usable local address)", p.name()),
+                })
+                .collect();
+            return Err(EventError::Fatal(anyhow!(
+                "the concentrator is unreachable: no answer within {:?} on any path (tried {})",
+                self.connect_timeout,
+                tried.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// Periodic work: handshakes, probes, liveness.
-    async fn tick(&mut self) -> Result<()> {
+    async fn tick(&mut self) -> Handled {
+        self.check_connected()?;
         let now = now_us();
         // Per handshake step (a CHALLENGE restarts the clock): long enough for a
         // satellite path's round trip, short enough to rotate off a dead path.
@@ -388,7 +435,7 @@ impl Client {
         Ok(())
     }
 
-    async fn on_inbound(&mut self, m: Inbound) -> Result<()> {
+    async fn on_inbound(&mut self, m: Inbound) -> Handled {
         let i = m.socket;
         if i >= self.paths.len() || m.from != self.paths[i].remote {
             return Ok(()); // not from our concentrator on this path
@@ -426,9 +473,16 @@ impl Client {
                     }
                     t
                 };
+                // The path's address or interface went away while the
+                // CHALLENGE was queued: this handshake is void, the next tick
+                // starts another once the path is usable again.
+                let Some(ep) = self.paths[i].endpoints() else {
+                    tracing::debug!(path = self.paths[i].name(), "CHALLENGE for a path that lost its endpoints");
+                    self.paths[i].pending = None;
+                    return Ok(());
+                };
                 self.paths[i].rtt.sample(now.saturating_sub(h.sent_us));
                 // Accept the concentrator's data on this subflow before it may send any.
-                let ep = self.paths[i].endpoints().ok_or_else(|| anyhow!("path lost its endpoints mid-handshake"))?;
                 subflows::install_rx(&mut self.maps, token, self.paths[i].id, &ep)?;
                 h.challenged = Some((nonce_s, token));
                 h.sent_us = now;
@@ -442,7 +496,11 @@ impl Client {
                 if h.nonce_c != nonce_c || ns != nonce_s || msg.token != token {
                     return Ok(());
                 }
-                let ep = self.paths[i].endpoints().ok_or_else(|| anyhow!("path lost its endpoints mid-handshake"))?;
+                let Some(ep) = self.paths[i].endpoints() else {
+                    tracing::debug!(path = self.paths[i].name(), "ACCEPT for a path that lost its endpoints");
+                    self.paths[i].pending = None;
+                    return Ok(());
+                };
                 if !h.join {
                     self.token = Some(token);
                     subflows::install_rx(&mut self.maps, token, self.paths[i].id, &ep)?;
@@ -487,11 +545,11 @@ impl Client {
                 match (reason, self.token) {
                     (RejectReason::AuthFailed, None) => {
                         self.maps.bump(ControlCounter::AuthFailed);
-                        bail!(
+                        return Err(EventError::Fatal(anyhow!(
                             "the concentrator at {} refused the connection: {}",
                             self.paths[i].remote,
                             reason.explain()
-                        );
+                        )));
                     }
                     (RejectReason::UnknownToken, Some(_)) => {
                         tracing::warn!("the concentrator no longer knows our connection (restarted?); reconnecting");
@@ -552,7 +610,7 @@ impl Client {
         Ok(())
     }
 
-    async fn on_net_event(&mut self, ev: NetEvent) -> Result<()> {
+    async fn on_net_event(&mut self, ev: NetEvent) -> Handled {
         let index = match ev {
             NetEvent::Link { index, .. } | NetEvent::LinkGone { index } | NetEvent::Address { index, .. } => index,
         };
@@ -625,57 +683,37 @@ impl Client {
             p.backup
         ))
     }
+}
 
-    /// Run until a signal; fail if no path reaches the concentrator in time.
-    pub async fn run(mut self, connect_timeout: Duration) -> Result<(Exit, DataPathMaps)> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut events = Box::pin(netdev::watch()?);
-        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.probe.interval_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ctl = ControlSocket::bind(&self.cfg.instance)?;
-        let deadline = tokio::time::Instant::now() + connect_timeout;
-        let mut announced = false;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.tick().await?,
-                Some(m) = self.inbound_rx.recv() => self.on_inbound(m).await?,
-                Some(ev) = events.next() => self.on_net_event(ev).await?,
-                Ok((mut s, _)) = ctl.listener.accept() => {
-                    let resp = match ControlSocket::read(&mut s).await {
-                        Ok(Request::PathSet(c)) => match self.path_set(c).await {
-                            Ok(m) => Response::Ok(m),
-                            Err(e) => Response::Error(format!("{e:#}")),
-                        },
-                        Err(e) => Response::Error(format!("{e:#}")),
-                    };
-                    ControlSocket::answer(&mut s, &resp).await;
-                }
-                _ = sigint.recv() => return Ok((Exit::Teardown, self.maps)),
-                _ = sigterm.recv() => return Ok((Exit::Handover, self.maps)),
-            }
-            if !announced {
-                if self.token.is_some() {
-                    announced = true;
-                    println!("mptcp-user: connected");
-                } else if tokio::time::Instant::now() > deadline {
-                    let tried: Vec<String> = self
-                        .paths
-                        .iter()
-                        .map(|p| match p.local {
-                            Some(l) => format!("{} ({} -> {})", p.name(), l.ip(), p.remote),
-                            None => format!("{} (no usable local address)", p.name()),
-                        })
-                        .collect();
-                    bail!(
-                        "the concentrator is unreachable: no answer within {:?} on any path (tried {})",
-                        connect_timeout,
-                        tried.join(", ")
-                    );
-                }
-            }
-        }
+impl Role for Client {
+    async fn on_peer(&mut self, m: Inbound) -> Handled {
+        self.on_inbound(m).await?;
+        self.check_connected()
+    }
+
+    async fn on_tick(&mut self) -> Handled {
+        self.tick().await
+    }
+
+    async fn on_net(&mut self, ev: NetEvent) -> Handled {
+        self.on_net_event(ev).await
+    }
+
+    async fn on_local(&mut self, req: Request) -> Handled<Response> {
+        Ok(match req {
+            Request::PathSet(c) => match self.path_set(c).await {
+                Ok(m) => Response::Ok(m),
+                Err(e) => Response::Error(format!("{e:#}")),
+            },
+        })
+    }
+
+    fn maps(&mut self) -> &mut DataPathMaps {
+        &mut self.maps
+    }
+
+    fn into_maps(self) -> DataPathMaps {
+        self.maps
     }
 }
 

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 use ipnet::IpNet;
@@ -17,13 +16,13 @@ use tokio::sync::mpsc;
 use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
-use crate::ctl::{ControlSocket, Request, Response};
+use crate::ctl::{Request, Response};
+use crate::daemon::{Handled, Role};
 use crate::estimate::{
     counters, effective_rate, publish, rx_report, tx_wire_bytes, Capacity, Feedback, SubflowEstimate,
 };
-use crate::netdev::{self, Net};
+use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
-use crate::run::Exit;
 use crate::subflows::{self, Endpoints};
 
 struct Listener {
@@ -71,13 +70,11 @@ pub struct Concentrator {
     listeners: Vec<Listener>,
     conns: HashMap<u32, Conn>,
     pending: HashMap<(SocketAddr, u64), Pending>,
-    inbound_rx: mpsc::Receiver<Inbound>,
 }
 
 impl Concentrator {
-    pub async fn new(cfg: Config, maps: DataPathMaps, net: &Net) -> Result<Concentrator> {
+    pub async fn new(cfg: Config, maps: DataPathMaps, net: &Net, tx: mpsc::Sender<Inbound>) -> Result<Concentrator> {
         let psk = cfg.psk_bytes()?;
-        let (tx, inbound_rx) = mpsc::channel(1024);
         let mut listeners = Vec::new();
         for p in &cfg.paths {
             let link = net
@@ -107,8 +104,7 @@ impl Concentrator {
                 listeners.push(Listener { iface: p.interface.clone(), ifindex: link.index, socket });
             }
         }
-        let mut c =
-            Concentrator { cfg, psk, maps, listeners, conns: HashMap::new(), pending: HashMap::new(), inbound_rx };
+        let mut c = Concentrator { cfg, psk, maps, listeners, conns: HashMap::new(), pending: HashMap::new() };
         c.adopt();
         Ok(c)
     }
@@ -143,7 +139,7 @@ impl Concentrator {
         }
     }
 
-    async fn on_inbound(&mut self, m: Inbound) -> Result<()> {
+    async fn on_inbound(&mut self, m: Inbound) -> Handled {
         let msg = match Message::decode(&m.data, &self.psk) {
             Ok(msg) => msg,
             Err(DecodeError::BadTag) => {
@@ -245,7 +241,18 @@ impl Concentrator {
                     return Ok(());
                 }
                 if !p.accepted {
-                    self.accept(m.from, nonce_c, m.local, now)?;
+                    if let Err(e) = self.accept(m.from, nonce_c, m.local, now) {
+                        // Nothing half-installed stays: the client is told
+                        // there is no room and tries again later.
+                        self.undo_accept(m.from, nonce_c);
+                        let r = Message {
+                            token: msg.token,
+                            subflow_id: msg.subflow_id,
+                            body: Body::Reject { reason: RejectReason::Full, nonce_c },
+                        };
+                        self.send(m.socket, m.from, &r).await;
+                        return Err(e.context("cannot install the subflow; refused it").into());
+                    }
                 }
                 let a =
                     Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Accept { nonce_c, nonce_s } };
@@ -316,8 +323,7 @@ impl Concentrator {
 
     /// A verified PROOF: install the connection (first subflow) or the subflow.
     fn accept(&mut self, from: SocketAddr, nonce_c: u64, local: SocketAddr, now: u64) -> Result<()> {
-        let p = self.pending.get_mut(&(from, nonce_c)).expect("caller checked");
-        p.accepted = true;
+        let p = self.pending.get(&(from, nonce_c)).expect("caller checked");
         let (join, token, id, hint, prefixes, listener, sent) =
             (p.join, p.token, p.subflow_id, p.hint, p.prefixes.clone(), p.listener, p.challenge_sent_us);
         let ep = Endpoints { local, remote: from, ifindex: self.listeners[listener].ifindex };
@@ -382,10 +388,31 @@ impl Concentrator {
                 capacity: Capacity::default(),
             });
         }
+        if let Some(p) = self.pending.get_mut(&(from, nonce_c)) {
+            p.accepted = true;
+        }
         Ok(())
     }
 
-    fn tick(&mut self) -> Result<()> {
+    /// Remove what a failed [`Concentrator::accept`] may have installed, and
+    /// its handshake.
+    fn undo_accept(&mut self, from: SocketAddr, nonce_c: u64) {
+        let Some(p) = self.pending.remove(&(from, nonce_c)) else { return };
+        let result = if p.join {
+            if let Some(c) = self.conns.get_mut(&p.token) {
+                c.subflows[p.subflow_id as usize] = None;
+            }
+            subflows::remove(&mut self.maps, p.token, p.subflow_id)
+        } else {
+            self.conns.remove(&p.token);
+            subflows::remove_connection(&mut self.maps, p.token)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = format!("{e:#}"), "cannot remove a half-installed subflow");
+        }
+    }
+
+    fn tick(&mut self) -> Handled {
         let now = now_us();
         self.pending.retain(|_, p| p.expires_us > now);
         let silence_us = self.cfg.probe.interval_ms * 1000 * (self.cfg.probe.down_after as u64 + 1);
@@ -415,32 +442,36 @@ impl Concentrator {
         publish(&self.cfg.instance, &all);
         Ok(())
     }
+}
 
-    pub async fn run(mut self) -> Result<(Exit, DataPathMaps)> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.probe.interval_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ctl = ControlSocket::bind(&self.cfg.instance)?;
-        println!("mptcp-user: serving");
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.tick()?,
-                Some(m) = self.inbound_rx.recv() => self.on_inbound(m).await?,
-                Ok((mut s, _)) = ctl.listener.accept() => {
-                    let resp = match ControlSocket::read(&mut s).await {
-                        Ok(Request::PathSet(_)) => Response::Error(
-                            "path set applies on the client: the concentrator follows the hints each client sends".into(),
-                        ),
-                        Err(e) => Response::Error(format!("{e:#}")),
-                    };
-                    ControlSocket::answer(&mut s, &resp).await;
-                }
-                _ = sigint.recv() => return Ok((Exit::Teardown, self.maps)),
-                _ = sigterm.recv() => return Ok((Exit::Handover, self.maps)),
-            }
-        }
+impl Role for Concentrator {
+    async fn on_peer(&mut self, m: Inbound) -> Handled {
+        self.on_inbound(m).await
+    }
+
+    async fn on_tick(&mut self) -> Handled {
+        self.tick()
+    }
+
+    async fn on_net(&mut self, _ev: NetEvent) -> Handled {
+        // Listeners stay bound to their interfaces; clients re-join.
+        Ok(())
+    }
+
+    async fn on_local(&mut self, req: Request) -> Handled<Response> {
+        Ok(match req {
+            Request::PathSet(_) => Response::Error(
+                "path set applies on the client: the concentrator follows the hints each client sends".into(),
+            ),
+        })
+    }
+
+    fn maps(&mut self) -> &mut DataPathMaps {
+        &mut self.maps
+    }
+
+    fn into_maps(self) -> DataPathMaps {
+        self.maps
     }
 }
 

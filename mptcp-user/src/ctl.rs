@@ -1,18 +1,15 @@
 //! Runtime control of a running controller: a unix socket
 //! (`/run/mptcp-ebpf/<instance>.sock`, root only) that takes one JSON request
-//! line and answers one JSON response line. `mptcp-user path set` uses it,
+//! line and answers one JSON response line (served by `daemon::local`). `mptcp-user path set` uses it,
 //! because path hints belong to the controller (it re-installs them on every
 //! re-join and tells the peer), not to a one-off map write.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
 
 use crate::lifecycle::RUN_ROOT;
 
@@ -55,47 +52,6 @@ pub enum Response {
 
 pub fn socket_path(instance: &str) -> PathBuf {
     PathBuf::from(RUN_ROOT).join(format!("{instance}.sock"))
-}
-
-/// The listening socket; its file is removed when this is dropped.
-pub struct ControlSocket {
-    pub listener: UnixListener,
-    path: PathBuf,
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl ControlSocket {
-    /// Bind the instance's socket (a stale file from a dead controller is replaced).
-    pub fn bind(instance: &str) -> Result<ControlSocket> {
-        std::fs::create_dir_all(RUN_ROOT).with_context(|| format!("cannot create {RUN_ROOT}"))?;
-        let path = socket_path(instance);
-        let _ = std::fs::remove_file(&path);
-        let listener =
-            UnixListener::bind(&path).with_context(|| format!("cannot bind control socket {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(ControlSocket { listener, path })
-    }
-
-    /// Read one request from an accepted connection (1 s to send it).
-    pub async fn read(stream: &mut UnixStream) -> Result<Request> {
-        let mut line = String::new();
-        let mut r = tokio::io::BufReader::new(stream);
-        tokio::time::timeout(Duration::from_secs(1), r.read_line(&mut line))
-            .await
-            .context("no request within 1 s")??;
-        serde_json::from_str(&line).context("malformed request")
-    }
-
-    pub async fn answer(stream: &mut UnixStream, resp: &Response) {
-        let mut line = serde_json::to_string(resp).unwrap_or_default();
-        line.push('\n');
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
-    }
 }
 
 /// Send `req` to the instance's controller and return its answer.

@@ -9,6 +9,7 @@ pub mod concentrator;
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod daemon;
 pub mod estimate;
 pub mod lifecycle;
 pub mod netdev;

@@ -12,16 +12,9 @@ use crate::bpfmaps::DataPathMaps;
 use crate::client::Client;
 use crate::concentrator::Concentrator;
 use crate::config::{Config, Role};
+use crate::daemon::{self, Exit, LoopConfig};
 use crate::lifecycle::{self, pin_dir, InstanceState};
 use crate::netdev::Net;
-
-/// How the controller loop ended.
-pub enum Exit {
-    /// SIGINT: remove the data path, pins and bond device.
-    Teardown,
-    /// SIGTERM: leave the data path forwarding for a restarted controller.
-    Handover,
-}
 
 pub struct UpOptions {
     pub connect_timeout: Duration,
@@ -158,16 +151,7 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
             return Err(e);
         }
     };
-    let result = match cfg.role {
-        Role::Client => match Client::new(cfg.clone(), maps, Net::new()?).await {
-            Ok(c) => c.run(opts.connect_timeout).await,
-            Err(e) => Err(e),
-        },
-        Role::Concentrator => match Concentrator::new(cfg.clone(), maps, &net).await {
-            Ok(c) => c.run().await,
-            Err(e) => Err(e),
-        },
-    };
+    let result = run_role(&cfg, maps, &net, &opts).await;
     match result {
         Ok((Exit::Teardown, maps)) => {
             drop(maps);
@@ -189,6 +173,28 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
                 teardown(&cfg.instance, &cfg.bond.name, &net, true).await;
             }
             Err(e)
+        }
+    }
+}
+
+/// Build the role on the data path and run it on the event loop.
+async fn run_role(cfg: &Config, maps: DataPathMaps, net: &Net, opts: &UpOptions) -> Result<(Exit, DataPathMaps)> {
+    let bond_index = net.link(&cfg.bond.name).await?.context("the bond device vanished during start")?.index;
+    let lc = LoopConfig {
+        instance: cfg.instance.clone(),
+        tick: Duration::from_millis(cfg.probe.interval_ms),
+        bond_index,
+        ready: None,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    match cfg.role {
+        Role::Client => {
+            let c = Client::new(cfg.clone(), maps, Net::new()?, tx, opts.connect_timeout).await?;
+            daemon::run(c, rx, lc).await
+        }
+        Role::Concentrator => {
+            let c = Concentrator::new(cfg.clone(), maps, net, tx).await?;
+            daemon::run(c, rx, LoopConfig { ready: Some("mptcp-user: serving"), ..lc }).await
         }
     }
 }
