@@ -20,10 +20,11 @@ use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectR
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
 use crate::estimate::{
-    counters, effective_rate, publish, rx_report, tx_wire_bytes, Capacity, Feedback, MinRtt, SubflowEstimate,
+    counters, effective_rate, rx_report, tx_wire_bytes, Capacity, Feedback, MinRtt, SubflowEstimate,
 };
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
+use crate::runtime::RuntimeChanges;
 use crate::subflows::{self, Endpoints};
 
 /// A handshake in flight on one path.
@@ -178,6 +179,13 @@ impl Client {
             connect_deadline: tokio::time::Instant::now() + connect_timeout,
             announced: false,
         };
+        // Hints set at runtime before a restart (only kept when adopting).
+        for change in RuntimeChanges::load(&c.cfg.instance)?.paths.values() {
+            if let Some(p) = c.paths.iter_mut().find(|p| p.name() == change.path) {
+                change.apply_to(&mut p.cfg);
+                tracing::info!(path = %change.path, "keeping the hints set at runtime");
+            }
+        }
         for i in 0..c.paths.len() {
             c.refresh_path(i).await;
         }
@@ -424,12 +432,6 @@ impl Client {
                     self.send(i, &msg).await;
                     self.maps.bump(ControlCounter::ProbesSent);
                 }
-                let all: Vec<SubflowEstimate> = self
-                    .paths
-                    .iter()
-                    .filter_map(|p| p.feedback.last.map(|estimate| SubflowEstimate { token, subflow: p.id, estimate }))
-                    .collect();
-                publish(&self.cfg.instance, &all);
             }
         }
         Ok(())
@@ -647,20 +649,10 @@ impl Client {
             let names: Vec<&str> = self.paths.iter().map(|p| p.name()).collect();
             bail!("no path {:?}; the paths are {}", c.path, names.join(", "));
         }
+        let mut runtime = RuntimeChanges::load(&self.cfg.instance)?;
         for &i in &hits {
-            let cfg = &mut self.paths[i].cfg;
-            if let Some(v) = c.priority {
-                cfg.priority = v;
-            }
-            if let Some(v) = c.weight {
-                cfg.weight = v;
-            }
-            if let Some(v) = c.rate_mbit {
-                cfg.rate_mbit = (v > 0.0).then_some(v);
-            }
-            if let Some(v) = c.backup {
-                cfg.backup = v;
-            }
+            c.apply_to(&mut self.paths[i].cfg);
+            runtime.record_path(self.paths[i].name(), &c);
             let hint = self.paths[i].hint();
             let estimate = self.paths[i].capacity.get();
             if let (Some(token), true) = (self.token, self.paths[i].established) {
@@ -673,6 +665,7 @@ impl Client {
             }
             tracing::info!(path = self.paths[i].name(), ?hint, "path hints changed");
         }
+        runtime.store(&self.cfg.instance)?;
         let p = &self.paths[hits[0]].cfg;
         Ok(format!(
             "path {}: priority {}, weight {}, rate {}, backup {}",
@@ -705,11 +698,20 @@ impl Role for Client {
                 Ok(m) => Response::Ok(m),
                 Err(e) => Response::Error(format!("{e:#}")),
             },
+            other => Response::Error(format!("{other:?} is answered by the event loop, not the client")),
         })
     }
 
     fn maps(&mut self) -> &mut DataPathMaps {
         &mut self.maps
+    }
+
+    fn estimates(&self) -> Vec<SubflowEstimate> {
+        let Some(token) = self.token else { return Vec::new() };
+        self.paths
+            .iter()
+            .filter_map(|p| p.feedback.last.map(|estimate| SubflowEstimate { token, subflow: p.id, estimate }))
+            .collect()
     }
 
     fn into_maps(self) -> DataPathMaps {

@@ -18,9 +18,7 @@ use crate::config::Config;
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{Request, Response};
 use crate::daemon::{Handled, Role};
-use crate::estimate::{
-    counters, effective_rate, publish, rx_report, tx_wire_bytes, Capacity, Feedback, SubflowEstimate,
-};
+use crate::estimate::{counters, effective_rate, rx_report, tx_wire_bytes, Capacity, Feedback, SubflowEstimate};
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::subflows::{self, Endpoints};
@@ -431,15 +429,6 @@ impl Concentrator {
             tracing::warn!(token = format_args!("{t:08x}"), subflow = i, "subflow down: probes stopped");
             subflows::set_up(&mut self.maps, t, i, false)?;
         }
-        let mut all = Vec::new();
-        for (&token, c) in &self.conns {
-            for (id, s) in c.subflows.iter().enumerate() {
-                if let Some(estimate) = s.as_ref().and_then(|s| s.feedback.last) {
-                    all.push(SubflowEstimate { token, subflow: id as u8, estimate });
-                }
-            }
-        }
-        publish(&self.cfg.instance, &all);
         Ok(())
     }
 }
@@ -463,11 +452,24 @@ impl Role for Concentrator {
             Request::PathSet(_) => Response::Error(
                 "path set applies on the client: the concentrator follows the hints each client sends".into(),
             ),
+            other => Response::Error(format!("{other:?} is answered by the event loop, not the concentrator")),
         })
     }
 
     fn maps(&mut self) -> &mut DataPathMaps {
         &mut self.maps
+    }
+
+    fn estimates(&self) -> Vec<SubflowEstimate> {
+        let mut all = Vec::new();
+        for (&token, c) in &self.conns {
+            for (id, s) in c.subflows.iter().enumerate() {
+                if let Some(estimate) = s.as_ref().and_then(|s| s.feedback.last) {
+                    all.push(SubflowEstimate { token, subflow: id as u8, estimate });
+                }
+            }
+        }
+        all
     }
 
     fn into_maps(self) -> DataPathMaps {

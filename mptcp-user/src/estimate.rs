@@ -456,30 +456,9 @@ pub fn effective_rate(hint: u64, estimate: u64) -> u64 {
 }
 
 /// One subflow's latest estimate, as `status` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct SubflowEstimate {
     pub token: u32,
     pub subflow: u8,
-    #[serde(flatten)]
     pub estimate: PathEstimate,
-}
-
-pub fn estimates_file(instance: &str) -> std::path::PathBuf {
-    std::path::Path::new(crate::lifecycle::RUN_ROOT).join(format!("{instance}.estimates.json"))
-}
-
-/// Publish the controller's latest estimates for `status` (best effort).
-pub fn publish(instance: &str, all: &[SubflowEstimate]) {
-    let f = estimates_file(instance);
-    let tmp = f.with_extension("json.tmp");
-    if let Ok(text) = serde_json::to_vec(all) {
-        if std::fs::write(&tmp, text).is_ok() {
-            let _ = std::fs::rename(&tmp, &f);
-        }
-    }
-}
-
-/// The estimates a running controller published (empty if none).
-pub fn load(instance: &str) -> Vec<SubflowEstimate> {
-    std::fs::read(estimates_file(instance)).ok().and_then(|t| serde_json::from_slice(&t).ok()).unwrap_or_default()
 }

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod object;
 pub mod peer;
 pub mod run;
+pub mod runtime;
 pub mod status;
 pub mod subflows;
 pub mod testrun;

@@ -49,6 +49,9 @@ pub struct InstanceState {
     /// Named network namespace the controller entered (`--netns`), if any.
     #[serde(default)]
     pub netns: Option<String>,
+    /// What was changed at runtime, for a controller that adopts the data path.
+    #[serde(default)]
+    pub runtime: crate::runtime::RuntimeChanges,
 }
 
 impl InstanceState {

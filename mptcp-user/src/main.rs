@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use mptcp_common::Policy;
 use mptcp_user::config::{self, Config, Role};
-use mptcp_user::{lifecycle, run, status};
+use mptcp_user::ctl::{self, Request, Response};
+use mptcp_user::{run, status};
 
 #[derive(Parser)]
 #[command(name = "mptcp-user", version, about = "Multipath bonding with an eBPF per-packet scheduler (mptcp-ebpf)")]
@@ -175,15 +175,9 @@ fn build_config(a: &UpArgs) -> Result<Config> {
     Ok(cfg)
 }
 
-/// The running instance's maps and class names (by class id).
-fn open_classes(instance: &str) -> Result<(mptcp_user::bpfmaps::DataPathMaps, Vec<String>)> {
-    let maps = mptcp_user::bpfmaps::DataPathMaps::open(&lifecycle::pin_dir(instance))
-        .with_context(|| format!("instance {instance} is not running"))?;
-    let mut names = lifecycle::InstanceState::load(instance)?.map(|s| s.classes).unwrap_or_default();
-    if names.is_empty() {
-        names.push(mptcp_user::classes::DEFAULT_CLASS_NAME.to_string());
-    }
-    Ok((maps, names))
+/// Send a request to the instance's controller; print what it said.
+fn ask(instance: &str, req: Request) -> Result<Response> {
+    Ok(ctl::call(instance, &req)?)
 }
 
 fn main() {
@@ -217,7 +211,7 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Down { instance } => run::down(&instance),
         Command::Status { instance, json } => {
-            let s = status::collect(&instance)?;
+            let s = status::query(&instance)?;
             if json {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
@@ -226,7 +220,7 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Path { action: PathAction::Set { path, priority, weight, rate, backup, no_backup, instance } } => {
-            let change = mptcp_user::ctl::PathChange {
+            let change = ctl::PathChange {
                 path,
                 priority,
                 weight,
@@ -240,31 +234,36 @@ fn real_main(cli: Cli) -> Result<()> {
                 },
             };
             change.validate()?;
-            println!("{}", mptcp_user::ctl::call(&instance, &mptcp_user::ctl::Request::PathSet(change))?);
+            print_answer(ask(&instance, Request::PathSet(change))?);
             Ok(())
         }
         Command::Policy { action } => match action {
             PolicyAction::Show { instance } => {
-                let (maps, names) = open_classes(&instance)?;
-                for (id, name) in names.iter().enumerate() {
-                    let cp = maps.class_policy(id as u32)?;
-                    match cp.policy() {
-                        Policy::Flowlet => println!("{name}: flowlet (base {})", cp.base().name()),
-                        p => println!("{name}: {}", p.name()),
-                    }
-                }
+                print_answer(ask(&instance, Request::PolicyShow)?);
                 Ok(())
             }
             PolicyAction::Set { policy, class, base, instance } => {
-                let cp = mptcp_user::classes::class_policy(&policy, base.as_deref())?;
-                let (mut maps, names) = open_classes(&instance)?;
-                let id = names.iter().position(|n| *n == class).with_context(|| {
-                    format!("instance {instance} has no class {class:?}; its classes: {}", names.join(", "))
-                })?;
-                maps.set_class_policy(id as u32, cp)?;
-                println!("instance {instance}, class {class}: {}", cp.policy().name());
+                // Refuse a bad name here, before asking anyone.
+                mptcp_user::classes::class_policy(&policy, base.as_deref())?;
+                print_answer(ask(&instance, Request::PolicySet(ctl::PolicyChoice { class, policy, base }))?);
                 Ok(())
             }
         },
+    }
+}
+
+fn print_answer(r: Response) {
+    match r {
+        Response::Ok(line) => println!("{line}"),
+        Response::Policies(all) => {
+            for c in all {
+                match c.base {
+                    Some(b) => println!("{}: {} (base {b})", c.class, c.policy),
+                    None => println!("{}: {}", c.class, c.policy),
+                }
+            }
+        }
+        Response::Status(s) => status::print_table(&s),
+        Response::Error(e) => eprintln!("mptcp-user: error: {e}"),
     }
 }

@@ -9,12 +9,14 @@ use mptcp_common::mtu::{bond_mtu, IPV6_MIN_MTU};
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 
 use crate::bpfmaps::DataPathMaps;
+use crate::classes::ClassPlan;
 use crate::client::Client;
 use crate::concentrator::Concentrator;
 use crate::config::{Config, Role};
 use crate::daemon::{self, Exit, LoopConfig};
 use crate::lifecycle::{self, pin_dir, InstanceState};
 use crate::netdev::Net;
+use crate::runtime::RuntimeChanges;
 
 pub struct UpOptions {
     pub connect_timeout: Duration,
@@ -112,7 +114,11 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
     }
     let mut maps = DataPathMaps::open(&dir)?;
     maps.settings.set(0, Settings { port: cfg.port, n_rules: 0, uplink_mtu }, 0)?;
-    let classes = cfg.class_plan()?;
+    let mut classes = cfg.class_plan()?;
+    // A restarted controller keeps what the operator changed at runtime;
+    // applied to the plan before it is installed, so the data path never
+    // runs the config's policy in between.
+    let runtime = if adopting { carried_over(cfg, &mut classes)? } else { RuntimeChanges::default() };
     crate::classes::install(&mut maps, &classes)?;
     InstanceState {
         role: cfg.role,
@@ -123,9 +129,39 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
         classes: classes.names.clone(),
         pid: std::process::id(),
         netns: opts.netns.clone(),
+        runtime,
     }
     .store(&cfg.instance)?;
     Ok((maps, adopting))
+}
+
+/// The previous controller's runtime changes that still apply to this
+/// configuration, its policies written into `classes`; the rest is dropped
+/// with a note.
+fn carried_over(cfg: &Config, classes: &mut ClassPlan) -> Result<RuntimeChanges> {
+    let mut runtime = RuntimeChanges::load(&cfg.instance)?;
+    runtime.policies.retain(|name, choice| {
+        let id = classes.names.iter().position(|n| n == name);
+        match (id, crate::classes::class_policy(&choice.policy, choice.base.as_deref())) {
+            (Some(id), Ok(cp)) => {
+                classes.policies[id] = cp;
+                tracing::info!(class = %name, policy = %choice.policy, "keeping the policy set at runtime");
+                true
+            }
+            _ => {
+                tracing::warn!(class = %name, "dropping a runtime policy: the class is no longer configured");
+                false
+            }
+        }
+    });
+    runtime.paths.retain(|name, _| {
+        let known = cfg.paths.iter().any(|p| p.display_name() == name);
+        if !known {
+            tracing::warn!(path = %name, "dropping runtime hints: the path is no longer configured");
+        }
+        known
+    });
+    Ok(runtime)
 }
 
 pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
@@ -217,7 +253,6 @@ pub async fn teardown(instance: &str, bond: &str, net: &Net, delete_bond: bool) 
         }
     }
     let _ = std::fs::remove_file(lifecycle::state_file(instance));
-    let _ = std::fs::remove_file(crate::estimate::estimates_file(instance));
 }
 
 /// `down`: stop a running controller (which cleans up after itself), then
@@ -263,7 +298,6 @@ pub fn down(instance: &str) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("bond removal thread panicked"))??;
         let _ = std::fs::remove_file(lifecycle::state_file(instance));
-        let _ = std::fs::remove_file(crate::estimate::estimates_file(instance));
     }
     if had_pins || removed_bond || state.is_some() {
         println!("instance {instance}: data path removed");

@@ -1,15 +1,16 @@
-//! `status`: per-subflow state and counters read straight from the pinned
-//! maps, so it works whether or not a controller is running.
+//! `status`: per-subflow state and counters. A running controller answers
+//! it (with its estimates from feedback); without one, the CLI reads the
+//! pinned maps itself, so it works while the data path runs alone.
 
 use anyhow::{bail, Result};
 use mptcp_common::maps::SubflowKey;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bpfmaps::DataPathMaps;
 use crate::lifecycle::{pin_dir, InstanceState};
 use crate::subflows::Endpoints;
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub instance: String,
     pub role: Option<String>,
@@ -21,20 +22,20 @@ pub struct Status {
     pub control: std::collections::BTreeMap<String, u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConnectionStatus {
     pub token: String,
     pub prefixes: Vec<String>,
     pub subflows: Vec<SubflowStatus>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SubflowStatus {
     pub id: u32,
     pub path: String,
     pub local: String,
     pub remote: String,
-    pub state: &'static str,
+    pub state: String,
     pub backup: bool,
     pub priority: u32,
     /// weighted policy share (0 = by rate).
@@ -58,14 +59,36 @@ pub struct SubflowStatus {
     pub rx_late: u64,
 }
 
+/// The instance's status: from its controller, or from the pinned maps
+/// when no controller runs (then without estimates).
+pub fn query(instance: &str) -> Result<Status> {
+    match crate::ctl::call(instance, &crate::ctl::Request::Status) {
+        Ok(crate::ctl::Response::Status(s)) => Ok(*s),
+        Ok(other) => bail!("unexpected answer to a status request: {other:?}"),
+        Err(crate::ctl::CallError::NoController { .. }) => collect(instance),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Status read from the pinned maps (no controller involved).
 pub fn collect(instance: &str) -> Result<Status> {
     let dir = pin_dir(instance);
     if !dir.exists() {
         bail!("instance {instance} is not running (no pins under {})", dir.display());
     }
     let state = InstanceState::load(instance)?;
-    let maps = DataPathMaps::open(&dir)?;
-    let estimates = crate::estimate::load(instance);
+    let pid = state.as_ref().and_then(|s| s.live_pid());
+    collect_from(instance, &DataPathMaps::open(&dir)?, state, pid, &[])
+}
+
+/// Status of `maps`, with a controller's estimates.
+pub fn collect_from(
+    instance: &str,
+    maps: &DataPathMaps,
+    state: Option<InstanceState>,
+    controller_pid: Option<u32>,
+    estimates: &[crate::estimate::SubflowEstimate],
+) -> Result<Status> {
     let mut connections = Vec::new();
     let mut conns = maps.connections();
     conns.sort_by_key(|c| c.token);
@@ -94,7 +117,7 @@ pub fn collect(instance: &str) -> Result<Status> {
                 path,
                 local: ep.local.to_string(),
                 remote: ep.remote.to_string(),
-                state: if s.path.up() { "up" } else { "down" },
+                state: if s.path.up() { "up" } else { "down" }.to_string(),
                 backup: s.path.backup(),
                 priority: s.path.priority,
                 weight: s.path.weight,
@@ -123,7 +146,7 @@ pub fn collect(instance: &str) -> Result<Status> {
         instance: instance.to_string(),
         role: state.as_ref().map(|s| format!("{:?}", s.role).to_lowercase()),
         bond: state.as_ref().map(|s| s.bond.clone()),
-        controller_pid: state.as_ref().and_then(|s| s.live_pid()),
+        controller_pid,
         policy: maps.policy().map(|p| p.name().to_string()).unwrap_or_else(|e| e.to_string()),
         connections,
         drops: maps.drops().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use mptcp_common::maps::MAX_PREFIXES;
-use mptcp_testbed::{ping, Testbed};
+use mptcp_testbed::{ping, Proc, Testbed};
 use mptcp_user::control::{Body, Message, PathHint};
+use nix::sys::signal::Signal;
 use support::*;
 
 /// One first-subflow handshake from `s` (its own port) announcing `prefixes`,
@@ -115,5 +116,52 @@ fn silent_local_control_clients_do_not_delay_probes() -> Result<()> {
     // And the socket still takes real requests.
     let (ok, out) = cli(&client, cl, &["path", "set", "u0", "--weight", "2"])?;
     assert!(ok, "{out}");
+    Ok(())
+}
+
+/// `systemctl restart` is SIGTERM then `up`: the new controller adopts the
+/// data path and keeps what the operator changed at runtime (a policy, path
+/// hints) instead of falling back to the config. A fresh start (after
+/// Ctrl-C removed everything) begins from the config again.
+#[test]
+fn runtime_changes_survive_a_restart_that_adopts_the_data_path() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let _conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let mut client = start_client(&bed, 0, &[])?;
+    let (ok, out) = cli(&client, cl, &["policy", "set", "weighted"])?;
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&client, cl, &["path", "set", "u1", "--weight", "3"])?;
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&client, cl, &["path", "set", "u1", "--backup"])?;
+    assert!(ok, "{out}");
+
+    let restart = |client: &mut Instance, signal: Signal, tag: &str| -> Result<()> {
+        client.proc().signal(signal)?;
+        let st = client.proc().wait_timeout(Duration::from_secs(5))?.context("controller did not exit")?;
+        assert!(st.success(), "{}", client.output());
+        let mut cmd = cl.command(BIN);
+        cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, PSK, &[]));
+        client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-{tag}", client.name)))?);
+        client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))
+    };
+    restart(&mut client, Signal::SIGTERM, "adopting")?;
+    assert!(client.output().contains("adopting"), "{}", client.output());
+    let (ok, out) = cli(&client, cl, &["policy", "show"])?;
+    assert!(ok && out.contains("default: weighted"), "the runtime policy was kept: {out}");
+    wait_status(&client, cl, "the runtime hints were kept", |s| {
+        let sub = &s["connections"][0]["subflows"][1];
+        sub["weight"] == 3 && sub["backup"] == true
+    })?;
+
+    // Ctrl-C removes the data path: the next start is fresh, from the config.
+    restart(&mut client, Signal::SIGINT, "fresh")?;
+    assert!(!client.output().contains("adopting"), "{}", client.output());
+    let (ok, out) = cli(&client, cl, &["policy", "show"])?;
+    assert!(ok && out.contains("default: min-rtt"), "a fresh start uses the config's policy: {out}");
+    wait_subflows(&client, cl, 2)?;
+    let s = client.status(cl)?;
+    let sub = &s["connections"][0]["subflows"][1];
+    assert!(sub["weight"] == 0 && sub["backup"] == false, "a fresh start uses the config's hints: {s}");
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! differ).
 
 pub mod local;
+mod requests;
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::ctl::{Request, Response};
+use crate::estimate::SubflowEstimate;
 use crate::netdev::{self, NetEvent};
 use crate::peer::Inbound;
 
@@ -74,6 +76,8 @@ pub(crate) trait Role {
     /// A user's mistake is an `Ok(Response::Error)`; `Err` is the controller's.
     async fn on_local(&mut self, req: Request) -> Handled<Response>;
     fn maps(&mut self) -> &mut DataPathMaps;
+    /// The latest estimates from feedback, per subflow (for `status`).
+    fn estimates(&self) -> Vec<SubflowEstimate>;
     fn into_maps(self) -> DataPathMaps;
 }
 
@@ -124,7 +128,15 @@ pub(crate) async fn run<R: Role>(
             Input::Tick => role.on_tick().await,
             Input::Net(ev) => role.on_net(ev).await,
             Input::Local(local::LocalRequest { request, reply }) => {
-                let r = role.on_local(request).await;
+                let r = match request {
+                    Request::PolicySet(c) => requests::policy_set(role.maps(), &cfg.instance, c),
+                    Request::PolicyShow => requests::policy_show(role.maps(), &cfg.instance),
+                    Request::Status => {
+                        let estimates = role.estimates();
+                        requests::status(role.maps(), &cfg.instance, &estimates)
+                    }
+                    other => role.on_local(other).await,
+                };
                 let answer = match &r {
                     Ok(resp) => resp.clone(),
                     Err(e) => Response::Error(format!("{e}")),
