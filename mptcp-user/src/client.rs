@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
-use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
+use crate::control::{Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
 use crate::estimate::{
@@ -25,18 +25,8 @@ use crate::estimate::{
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::runtime::RuntimeChanges;
+use crate::session::subflow::{self, Action, Event, State};
 use crate::subflows::{self, Endpoints};
-
-/// A handshake in flight on one path.
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    join: bool,
-    nonce_c: u64,
-    key_c: u64,
-    sent_us: u64,
-    /// Set once the CHALLENGE verified: (nonce_s, token).
-    challenged: Option<(u64, u32)>,
-}
 
 struct Path {
     cfg: PathConfig,
@@ -47,8 +37,8 @@ struct Path {
     local: Option<SocketAddr>,
     socket: Option<Arc<UdpSocket>>,
     reader: Option<JoinHandle<()>>,
-    established: bool,
-    up: bool,
+    /// Handshake and liveness: the subflow's state machine.
+    state: State,
     rtt: RttEstimator,
     min_rtt: MinRtt,
     /// The concentrator's reports of what it received on this subflow.
@@ -56,13 +46,6 @@ struct Path {
     /// The rate estimate used when `cfg` sets none.
     capacity: Capacity,
     probe_seq: u32,
-    /// A probe was sent since the last tick's check.
-    probing: bool,
-    /// An answer to any recent probe arrived since the last tick: a path whose
-    /// RTT exceeds the probe interval is slow, not dead.
-    acked: bool,
-    misses: u32,
-    pending: Option<Pending>,
 }
 
 impl Path {
@@ -153,17 +136,12 @@ impl Client {
                 local: None,
                 socket: None,
                 reader: None,
-                established: false,
-                up: false,
+                state: State::Idle,
                 rtt: RttEstimator::default(),
                 min_rtt: MinRtt::default(),
                 feedback: Feedback::default(),
                 capacity: Capacity::default(),
                 probe_seq: 0,
-                probing: false,
-                acked: false,
-                misses: 0,
-                pending: None,
             })
             .collect();
         let mut c = Client {
@@ -208,11 +186,10 @@ impl Client {
             let ep = Endpoints::from_subflow(s);
             match self.paths.get_mut(id) {
                 Some(p) if p.remote == ep.remote && p.local == Some(ep.local) => {
-                    p.established = true;
-                    p.up = s.path.up();
+                    p.state = State::adopted(s.path.up());
                     p.rtt = RttEstimator { srtt_us: s.path.srtt_us, rttvar_us: s.path.rttvar_us };
                     // Apply the current configuration's hints to the adopted subflow.
-                    let st = p.path_state(p.up);
+                    let st = p.path_state(p.state.up());
                     subflows::update_path(&mut self.maps, conn.token, id as u8, |ps| *ps = st)?;
                 }
                 _ => {
@@ -236,7 +213,7 @@ impl Client {
             }
         };
         let Some(link) = link else {
-            self.lose_path(i, "interface is gone");
+            self.lose_path(i, "interface is gone").await;
             self.paths[i].ifindex = None;
             return;
         };
@@ -249,7 +226,7 @@ impl Client {
             .map(|a| SocketAddr::new(a, self.cfg.port));
         if local != p.local {
             if p.local.is_some() {
-                self.lose_path(i, "its local address went away");
+                self.lose_path(i, "its local address went away").await;
             }
             let p = &mut self.paths[i];
             p.close_socket();
@@ -274,20 +251,12 @@ impl Client {
     }
 
     /// The path can no longer carry its subflow: remove it from the data path.
-    fn lose_path(&mut self, i: usize, why: &str) {
-        let p = &mut self.paths[i];
-        p.pending = None;
-        if !p.established {
-            return;
+    async fn lose_path(&mut self, i: usize, why: &str) {
+        if self.paths[i].state.established() {
+            tracing::warn!(path = self.paths[i].name(), "subflow removed: {why}");
         }
-        tracing::warn!(path = p.cfg.display_name(), "subflow removed: {why}");
-        p.established = false;
-        p.up = false;
-        p.probing = false;
-        if let Some(t) = self.token {
-            if let Err(e) = subflows::remove(&mut self.maps, t, p.id) {
-                tracing::warn!(error = %e, "cannot remove subflow from the maps");
-            }
+        if let Err(e) = self.event(i, Event::Lost).await {
+            tracing::warn!(error = %e, "cannot remove subflow from the maps");
         }
     }
 
@@ -305,30 +274,115 @@ impl Client {
         }
     }
 
-    async fn send_hello(&mut self, i: usize, join: bool) {
-        let pending = Pending {
-            join,
-            nonce_c: random_u64(),
-            key_c: if join { 0 } else { random_u64() },
-            sent_us: now_us(),
-            challenged: None,
-        };
-        self.paths[i].pending = Some(pending);
-        let prefixes: Vec<IpNet> =
-            if join { Vec::new() } else { self.cfg.bond.addresses.iter().map(|a| host_prefix(*a)).collect() };
-        let msg = Message {
-            token: if join { self.token.unwrap_or(0) } else { 0 },
-            subflow_id: self.paths[i].id,
-            body: Body::Hello {
-                join,
-                nonce_c: pending.nonce_c,
-                key_c: pending.key_c,
-                path: self.paths[i].hint(),
-                prefixes,
+    /// Feed path `i`'s state machine one event and carry out its actions.
+    async fn event(&mut self, i: usize, e: Event) -> Handled {
+        let (next, actions) = subflow::step(self.paths[i].state, e);
+        self.paths[i].state = next;
+        for a in actions {
+            self.act(i, a).await?;
+        }
+        Ok(())
+    }
+
+    async fn act(&mut self, i: usize, action: Action) -> Handled {
+        let id = self.paths[i].id;
+        match action {
+            Action::SendHello { join, nonce_c, key_c } => {
+                let prefixes: Vec<IpNet> =
+                    if join { Vec::new() } else { self.cfg.bond.addresses.iter().map(|a| host_prefix(*a)).collect() };
+                let token = if join { self.token.unwrap_or(0) } else { 0 };
+                let path = self.paths[i].hint();
+                let msg = Message { token, subflow_id: id, body: Body::Hello { join, nonce_c, key_c, path, prefixes } };
+                tracing::debug!(path = self.paths[i].name(), join, "sending HELLO");
+                self.send(i, &msg).await;
+            }
+            Action::RttSample { rtt_us } => self.paths[i].rtt.sample(rtt_us),
+            Action::InstallRx { token } => {
+                let ep = self.paths[i].endpoints().ok_or_else(|| anyhow!("path without endpoints in a handshake"))?;
+                subflows::install_rx(&mut self.maps, token, id, &ep)?;
+            }
+            Action::SendProof { token, nonce_c, nonce_s } => {
+                let proof = Message { token, subflow_id: id, body: Body::Proof { nonce_c, nonce_s } };
+                self.send(i, &proof).await;
+            }
+            Action::Established { token, join } => self.established(i, token, join)?,
+            Action::SendProbe => {
+                let Some(token) = self.token else { return Ok(()) };
+                let rx = rx_report(&counters(&self.maps, token, id));
+                let p = &mut self.paths[i];
+                p.probe_seq = p.probe_seq.wrapping_add(1);
+                let (seq, srtt_us, min_rtt_us) = (p.probe_seq, p.rtt.srtt_us, p.min_rtt.get());
+                let body = Body::Probe { seq, sent_us: now_us(), srtt_us, min_rtt_us, rx };
+                self.send(i, &Message { token, subflow_id: id, body }).await;
+                self.maps.bump(ControlCounter::ProbesSent);
+            }
+            Action::WentDown { why } => {
+                tracing::warn!(path = self.paths[i].name(), "path down: {why}");
+                if let Some(token) = self.token {
+                    subflows::set_up(&mut self.maps, token, id, false)?;
+                }
+            }
+            Action::CameUp => tracing::info!(path = self.paths[i].name(), "path up: probes answered"),
+            Action::Remove => {
+                if let Some(token) = self.token {
+                    subflows::remove(&mut self.maps, token, id)?;
+                }
+            }
+            Action::Refused { reason, join } => match (reason, self.token) {
+                (RejectReason::AuthFailed, None) => {
+                    self.maps.bump(ControlCounter::AuthFailed);
+                    return Err(EventError::Fatal(anyhow!(
+                        "the concentrator at {} refused the connection: {}",
+                        self.paths[i].remote,
+                        reason.explain()
+                    )));
+                }
+                (RejectReason::UnknownToken, Some(_)) if join => {
+                    tracing::warn!("the concentrator no longer knows our connection (restarted?); reconnecting");
+                    self.reset_connection().await?;
+                }
+                _ => tracing::warn!(path = self.paths[i].name(), "handshake refused: {}", reason.explain()),
             },
-        };
-        tracing::debug!(path = self.paths[i].name(), join, "sending HELLO");
-        self.send(i, &msg).await;
+            Action::BadToken => {
+                tracing::warn!("concentrator's token does not match the keys; ignoring its CHALLENGE")
+            }
+        }
+        Ok(())
+    }
+
+    /// Path `i`'s handshake completed: the subflow carries traffic from now
+    /// on (the first one also sets up the connection).
+    fn established(&mut self, i: usize, token: u32, join: bool) -> Result<()> {
+        let ep = self.paths[i].endpoints().ok_or_else(|| anyhow!("path without endpoints in a handshake"))?;
+        if !join {
+            self.token = Some(token);
+            // Everything routed into the bond belongs to our one connection.
+            self.maps.add_prefix(&"0.0.0.0/0".parse().unwrap(), token)?;
+            self.maps.add_prefix(&"::/0".parse().unwrap(), token)?;
+            self.maps.bump(ControlCounter::Connections);
+            tracing::info!(
+                token = format_args!("{token:08x}"),
+                path = self.paths[i].name(),
+                rtt_us = self.paths[i].rtt.srtt_us,
+                "connection established"
+            );
+        } else {
+            tracing::info!(
+                path = self.paths[i].name(),
+                subflow = self.paths[i].id,
+                rtt_us = self.paths[i].rtt.srtt_us,
+                "subflow joined"
+            );
+        }
+        let p = &mut self.paths[i];
+        // A (re)joined subflow may take another route: measure its
+        // propagation delay and capacity afresh.
+        p.min_rtt = MinRtt::default();
+        p.capacity = Capacity::default();
+        let st = p.path_state(true);
+        subflows::install_tx(&mut self.maps, token, p.id, &ep, st)?;
+        self.maps.bump(ControlCounter::SubflowsJoined);
+        Ok(())
     }
 
     /// Connected: say so once; not connected in time: the start failed.
@@ -368,70 +422,30 @@ impl Client {
             if self.paths[i].socket.is_none() || !self.paths[i].running {
                 self.refresh_path(i).await;
             }
+            self.event(i, Event::Expire { now_us: now, retry_us }).await?;
         }
-        match self.token {
-            None => {
-                // One first-subflow handshake at a time, rotating over ready paths.
-                let busy =
-                    self.paths.iter().any(|p| matches!(p.pending, Some(h) if !h.join && now - h.sent_us < retry_us));
-                if !busy {
-                    for p in &mut self.paths {
-                        p.pending = None;
-                    }
-                    let n = self.paths.len();
-                    for k in 0..n {
-                        let i = (self.next_init + k) % n;
-                        if self.ready(i) {
-                            self.next_init = i + 1;
-                            self.send_hello(i, false).await;
-                            break;
-                        }
-                    }
-                }
+        if self.token.is_none() {
+            // One first-subflow handshake at a time, rotating over ready paths.
+            if self.paths.iter().any(|p| p.state.handshaking() == Some(false)) {
+                return Ok(());
             }
-            Some(token) => {
-                for i in 0..self.paths.len() {
-                    let p = &self.paths[i];
-                    if p.established || !self.ready(i) {
-                        continue;
-                    }
-                    if matches!(p.pending, Some(h) if now - h.sent_us < retry_us) {
-                        continue;
-                    }
-                    self.send_hello(i, true).await;
-                }
-                for i in 0..self.paths.len() {
-                    if !self.paths[i].established {
-                        continue;
-                    }
-                    if self.paths[i].probing && !self.paths[i].acked {
-                        self.paths[i].misses += 1;
-                        let p = &self.paths[i];
-                        if p.up && p.misses >= self.cfg.probe.down_after {
-                            tracing::warn!(path = p.name(), misses = p.misses, "path down: probes unanswered");
-                            self.paths[i].up = false;
-                            subflows::set_up(&mut self.maps, token, self.paths[i].id, false)?;
-                        }
-                    }
-                    let rx = rx_report(&counters(&self.maps, token, self.paths[i].id));
-                    let p = &mut self.paths[i];
-                    p.probe_seq = p.probe_seq.wrapping_add(1);
-                    p.probing = true;
-                    p.acked = false;
-                    let msg = Message {
-                        token,
-                        subflow_id: p.id,
-                        body: Body::Probe {
-                            seq: p.probe_seq,
-                            sent_us: now,
-                            srtt_us: p.rtt.srtt_us,
-                            min_rtt_us: p.min_rtt.get(),
-                            rx,
-                        },
-                    };
-                    self.send(i, &msg).await;
-                    self.maps.bump(ControlCounter::ProbesSent);
-                }
+            let n = self.paths.len();
+            if let Some(i) = (0..n).map(|k| (self.next_init + k) % n).find(|&i| self.ready(i)) {
+                self.next_init = i + 1;
+                self.event(i, Event::Start { join: false, nonce_c: random_u64(), key_c: random_u64(), now_us: now })
+                    .await?;
+            }
+            return Ok(());
+        }
+        for i in 0..self.paths.len() {
+            if self.paths[i].state == State::Idle && self.ready(i) {
+                self.event(i, Event::Start { join: true, nonce_c: random_u64(), key_c: 0, now_us: now }).await?;
+            }
+        }
+        let down_after = self.cfg.probe.down_after;
+        for i in 0..self.paths.len() {
+            if self.paths[i].state.established() {
+                self.event(i, Event::ProbeTick { down_after }).await?;
             }
         }
         Ok(())
@@ -456,119 +470,31 @@ impl Client {
             }
         };
         let now = now_us();
+        // A handshake reply for a path whose address or interface went away
+        // while it was queued: that handshake is void (the next tick starts
+        // another once the path is usable again).
+        let handshake_reply = matches!(msg.body, Body::Challenge { .. } | Body::Accept { .. });
+        if handshake_reply && self.paths[i].endpoints().is_none() {
+            tracing::debug!(path = self.paths[i].name(), "handshake reply for a path that lost its endpoints");
+            return self.event(i, Event::Lost).await;
+        }
         match msg.body {
             Body::Challenge { nonce_c, nonce_s, key_s } => {
-                let Some(mut h) = self.paths[i].pending else { return Ok(()) };
-                if h.nonce_c != nonce_c || h.challenged.is_some() {
-                    return Ok(());
-                }
-                let token = if h.join {
-                    match self.token {
-                        Some(t) if t == msg.token => t,
-                        _ => return Ok(()),
-                    }
-                } else {
-                    let t = derive_token(h.key_c, key_s);
-                    if t != msg.token {
-                        tracing::warn!("concentrator's token does not match the keys; ignoring its CHALLENGE");
-                        return Ok(());
-                    }
-                    t
-                };
-                // The path's address or interface went away while the
-                // CHALLENGE was queued: this handshake is void, the next tick
-                // starts another once the path is usable again.
-                let Some(ep) = self.paths[i].endpoints() else {
-                    tracing::debug!(path = self.paths[i].name(), "CHALLENGE for a path that lost its endpoints");
-                    self.paths[i].pending = None;
-                    return Ok(());
-                };
-                self.paths[i].rtt.sample(now.saturating_sub(h.sent_us));
-                // Accept the concentrator's data on this subflow before it may send any.
-                subflows::install_rx(&mut self.maps, token, self.paths[i].id, &ep)?;
-                h.challenged = Some((nonce_s, token));
-                h.sent_us = now;
-                self.paths[i].pending = Some(h);
-                let proof = Message { token, subflow_id: self.paths[i].id, body: Body::Proof { nonce_c, nonce_s } };
-                self.send(i, &proof).await;
+                let connection = self.token;
+                let e = Event::Challenge { token: msg.token, nonce_c, nonce_s, key_s, connection, now_us: now };
+                self.event(i, e).await?;
             }
             Body::Accept { nonce_c, nonce_s } => {
-                let Some(h) = self.paths[i].pending else { return Ok(()) };
-                let Some((ns, token)) = h.challenged else { return Ok(()) };
-                if h.nonce_c != nonce_c || ns != nonce_s || msg.token != token {
-                    return Ok(());
-                }
-                let Some(ep) = self.paths[i].endpoints() else {
-                    tracing::debug!(path = self.paths[i].name(), "ACCEPT for a path that lost its endpoints");
-                    self.paths[i].pending = None;
-                    return Ok(());
-                };
-                if !h.join {
-                    self.token = Some(token);
-                    subflows::install_rx(&mut self.maps, token, self.paths[i].id, &ep)?;
-                    // Everything routed into the bond belongs to our one connection.
-                    self.maps.add_prefix(&"0.0.0.0/0".parse().unwrap(), token)?;
-                    self.maps.add_prefix(&"::/0".parse().unwrap(), token)?;
-                    self.maps.bump(ControlCounter::Connections);
-                    tracing::info!(
-                        token = format_args!("{token:08x}"),
-                        path = self.paths[i].name(),
-                        rtt_us = self.paths[i].rtt.srtt_us,
-                        "connection established"
-                    );
-                } else {
-                    tracing::info!(
-                        path = self.paths[i].name(),
-                        subflow = self.paths[i].id,
-                        rtt_us = self.paths[i].rtt.srtt_us,
-                        "subflow joined"
-                    );
-                }
-                let p = &mut self.paths[i];
-                p.pending = None;
-                p.established = true;
-                p.up = true;
-                p.misses = 0;
-                p.probing = false;
-                // A (re)joined subflow may take another route: measure its
-                // propagation delay and capacity afresh.
-                p.min_rtt = MinRtt::default();
-                p.capacity = Capacity::default();
-                let st = p.path_state(true);
-                subflows::install_tx(&mut self.maps, token, p.id, &ep, st)?;
-                self.maps.bump(ControlCounter::SubflowsJoined);
+                self.event(i, Event::Accept { token: msg.token, nonce_c, nonce_s }).await?;
             }
-            Body::Reject { reason, nonce_c } => {
-                let Some(h) = self.paths[i].pending else { return Ok(()) };
-                if h.nonce_c != nonce_c {
-                    return Ok(());
-                }
-                self.paths[i].pending = None;
-                match (reason, self.token) {
-                    (RejectReason::AuthFailed, None) => {
-                        self.maps.bump(ControlCounter::AuthFailed);
-                        return Err(EventError::Fatal(anyhow!(
-                            "the concentrator at {} refused the connection: {}",
-                            self.paths[i].remote,
-                            reason.explain()
-                        )));
-                    }
-                    (RejectReason::UnknownToken, Some(_)) => {
-                        tracing::warn!("the concentrator no longer knows our connection (restarted?); reconnecting");
-                        self.reset_connection()?;
-                    }
-                    _ => tracing::warn!(path = self.paths[i].name(), "handshake refused: {}", reason.explain()),
-                }
-            }
+            Body::Reject { reason, nonce_c } => self.event(i, Event::Reject { reason, nonce_c }).await?,
             Body::ProbeAck { seq, sent_us, rx } => {
                 let Some(token) = self.token else { return Ok(()) };
                 let p = &mut self.paths[i];
                 // Any of the last 64 probes counts (answers may trail the interval).
-                if !p.established || msg.token != token || p.probe_seq.wrapping_sub(seq) >= 64 {
+                if !p.state.established() || msg.token != token || p.probe_seq.wrapping_sub(seq) >= 64 {
                     return Ok(());
                 }
-                p.acked = true;
-                p.misses = 0;
                 let rtt = now.saturating_sub(sent_us);
                 p.rtt.sample(rtt);
                 p.min_rtt.sample(now, rtt.min(u32::MAX as u64) as u32);
@@ -579,11 +505,7 @@ impl Client {
                 let estimate = p.capacity.on_report(now, (sent, rx.bytes), rx.owd_us, max);
                 let rate = effective_rate(p.cfg.rate_bytes_per_sec(), estimate);
                 let (srtt, rttvar, owd) = (p.rtt.srtt_us, p.rtt.rttvar_us, p.min_rtt.get() / 2);
-                let came_up = !p.up;
-                p.up = true;
-                if came_up {
-                    tracing::info!(path = p.cfg.display_name(), "path up: probes answered");
-                }
+                self.event(i, Event::ProbeAnswered).await?;
                 self.maps.bump(ControlCounter::ProbesAnswered);
                 subflows::update_path(&mut self.maps, token, self.paths[i].id, |ps| {
                     ps.srtt_us = srtt;
@@ -599,15 +521,13 @@ impl Client {
     }
 
     /// Forget the connection (the concentrator lost it) and start over.
-    fn reset_connection(&mut self) -> Result<()> {
+    async fn reset_connection(&mut self) -> Result<()> {
+        for i in 0..self.paths.len() {
+            // No subflow removal: the whole connection goes below.
+            self.paths[i].state = subflow::step(self.paths[i].state, Event::Lost).0;
+        }
         if let Some(t) = self.token.take() {
             subflows::remove_connection(&mut self.maps, t)?;
-        }
-        for p in &mut self.paths {
-            p.established = false;
-            p.up = false;
-            p.pending = None;
-            p.probing = false;
         }
         Ok(())
     }
@@ -622,15 +542,8 @@ impl Client {
                 continue;
             }
             if let NetEvent::Link { running: false, .. } = ev {
-                let p = &mut self.paths[i];
-                p.running = false;
-                if p.established && p.up {
-                    tracing::warn!(path = p.cfg.display_name(), "path down: link lost carrier");
-                    p.up = false;
-                    if let Some(t) = self.token {
-                        subflows::set_up(&mut self.maps, t, p.id, false)?;
-                    }
-                }
+                self.paths[i].running = false;
+                self.event(i, Event::CarrierLost).await?;
                 continue;
             }
             self.refresh_path(i).await;
@@ -655,7 +568,7 @@ impl Client {
             runtime.record_path(self.paths[i].name(), &c);
             let hint = self.paths[i].hint();
             let estimate = self.paths[i].capacity.get();
-            if let (Some(token), true) = (self.token, self.paths[i].established) {
+            if let (Some(token), true) = (self.token, self.paths[i].state.established()) {
                 subflows::update_path(&mut self.maps, token, self.paths[i].id, |p| {
                     hint.apply(p);
                     p.rate_bytes_per_sec = effective_rate(hint.rate_bytes_per_sec, estimate);

@@ -18,6 +18,7 @@ pub mod object;
 pub mod peer;
 pub mod run;
 pub mod runtime;
+pub mod session;
 pub mod status;
 pub mod subflows;
 pub mod testrun;

@@ -1,0 +1,3 @@
+//! Explicit state machines of the control plane: pure transitions, no I/O.
+
+pub mod subflow;

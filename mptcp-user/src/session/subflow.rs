@@ -1,0 +1,450 @@
+//! One client subflow's life as a state machine: the handshake that makes
+//! it (the connection's first subflow, or a JOIN), then up and down as its
+//! probes are answered or not, until the path is lost.
+//!
+//! ```text
+//!            Start              CHALLENGE ok             ACCEPT ok
+//!   Idle ───────────▶ Hello ───────────────▶ Proof ───────────────▶ Up ◀──┐
+//!    ▲  ◀── REJECT / expired ──┘     ◀── REJECT / expired ──┘       │     │ probe answered
+//!    │                                                  misses ≥ down_after
+//!    │                                                  or carrier lost
+//!    └──────────────────── Lost (from any state) ◀────────────────── Down ┘
+//! ```
+//! [`step`] is a pure function of (state, event) → (state, actions): no
+//! sockets, maps or clocks inside. The client feeds it events and carries out
+//! the actions; the tests below drive it through tables of events.
+
+use crate::control::{derive_token, RejectReason};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not established and no handshake in flight.
+    Idle,
+    /// HELLO sent; waiting for the CHALLENGE.
+    Hello(Hello),
+    /// The CHALLENGE verified, PROOF sent; waiting for the ACCEPT.
+    Proof(Proof),
+    /// Established, carrying traffic.
+    Up(Liveness),
+    /// Established, but its probes go unanswered or its carrier is gone: the
+    /// scheduler leaves it alone until probes are answered again.
+    Down(Liveness),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// A JOIN (the connection exists) or the connection's first subflow.
+    pub join: bool,
+    pub nonce_c: u64,
+    /// Our key (first subflow only; 0 for a JOIN).
+    pub key_c: u64,
+    pub sent_us: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proof {
+    pub join: bool,
+    pub nonce_c: u64,
+    pub nonce_s: u64,
+    pub token: u32,
+    pub sent_us: u64,
+}
+
+/// Probe bookkeeping of an established subflow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Liveness {
+    /// A probe went out since the last tick...
+    pub probing: bool,
+    /// ...and an answer to a recent probe came back since: a path whose RTT
+    /// exceeds the probe interval is slow, not dead.
+    pub acked: bool,
+    /// Ticks in a row without an answer.
+    pub misses: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Begin a handshake on this path (the client chose it).
+    Start {
+        join: bool,
+        nonce_c: u64,
+        key_c: u64,
+        now_us: u64,
+    },
+    /// A CHALLENGE arrived for this path. `connection`: the client's token, if
+    /// it has a connection.
+    Challenge {
+        token: u32,
+        nonce_c: u64,
+        nonce_s: u64,
+        key_s: u64,
+        connection: Option<u32>,
+        now_us: u64,
+    },
+    Accept {
+        token: u32,
+        nonce_c: u64,
+        nonce_s: u64,
+    },
+    Reject {
+        reason: RejectReason,
+        nonce_c: u64,
+    },
+    /// Periodic: a handshake step older than `retry_us` is given up (the
+    /// client may start another, perhaps on another path).
+    Expire {
+        now_us: u64,
+        retry_us: u64,
+    },
+    /// Periodic, on established subflows: count a miss if the last probe went
+    /// unanswered, then send the next.
+    ProbeTick {
+        down_after: u32,
+    },
+    ProbeAnswered,
+    CarrierLost,
+    /// The path lost its interface or local address, or the connection is
+    /// gone: whatever it was doing ends.
+    Lost,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    SendHello {
+        join: bool,
+        nonce_c: u64,
+        key_c: u64,
+    },
+    /// The handshake's round trip, a first RTT sample.
+    RttSample {
+        rtt_us: u64,
+    },
+    /// Accept the peer's data on this subflow (before it may send any).
+    InstallRx {
+        token: u32,
+    },
+    SendProof {
+        token: u32,
+        nonce_c: u64,
+        nonce_s: u64,
+    },
+    /// The subflow is established: make it eligible for sending (the first
+    /// one also sets the connection up).
+    Established {
+        token: u32,
+        join: bool,
+    },
+    SendProbe,
+    WentDown {
+        why: &'static str,
+    },
+    CameUp,
+    /// Take the subflow out of the data path.
+    Remove,
+    /// The concentrator refused the handshake.
+    Refused {
+        reason: RejectReason,
+        join: bool,
+    },
+    /// A CHALLENGE whose token does not follow from the keys.
+    BadToken,
+}
+
+impl State {
+    pub fn established(&self) -> bool {
+        matches!(self, State::Up(_) | State::Down(_))
+    }
+
+    pub fn up(&self) -> bool {
+        matches!(self, State::Up(_))
+    }
+
+    /// A handshake is in flight (`Some(join)`).
+    pub fn handshaking(&self) -> Option<bool> {
+        match self {
+            State::Hello(h) => Some(h.join),
+            State::Proof(p) => Some(p.join),
+            _ => None,
+        }
+    }
+
+    /// A subflow a previous controller left established.
+    pub fn adopted(up: bool) -> State {
+        if up {
+            State::Up(Liveness::default())
+        } else {
+            State::Down(Liveness::default())
+        }
+    }
+}
+
+/// The next state and what to do, for one event.
+pub fn step(state: State, event: Event) -> (State, Vec<Action>) {
+    use Action as A;
+    use Event as E;
+    use State as S;
+    match (state, event) {
+        (_, E::Lost) => (S::Idle, if state.established() { vec![A::Remove] } else { vec![] }),
+
+        (S::Idle | S::Hello(_) | S::Proof(_), E::Start { join, nonce_c, key_c, now_us }) => {
+            let key_c = if join { 0 } else { key_c };
+            (S::Hello(Hello { join, nonce_c, key_c, sent_us: now_us }), vec![A::SendHello { join, nonce_c, key_c }])
+        }
+
+        (S::Hello(h), E::Challenge { token, nonce_c, nonce_s, key_s, connection, now_us }) if nonce_c == h.nonce_c => {
+            let valid = match (h.join, connection) {
+                (true, Some(t)) => t == token,
+                (true, None) => false,
+                (false, _) => derive_token(h.key_c, key_s) == token,
+            };
+            if !valid {
+                return (state, if h.join { vec![] } else { vec![A::BadToken] });
+            }
+            let proof = Proof { join: h.join, nonce_c, nonce_s, token, sent_us: now_us };
+            let actions = vec![
+                A::RttSample { rtt_us: now_us.saturating_sub(h.sent_us) },
+                A::InstallRx { token },
+                A::SendProof { token, nonce_c, nonce_s },
+            ];
+            (S::Proof(proof), actions)
+        }
+
+        (S::Proof(p), E::Accept { token, nonce_c, nonce_s })
+            if token == p.token && nonce_c == p.nonce_c && nonce_s == p.nonce_s =>
+        {
+            (S::Up(Liveness::default()), vec![A::Established { token, join: p.join }])
+        }
+
+        (
+            S::Hello(Hello { join, nonce_c: n, .. }) | S::Proof(Proof { join, nonce_c: n, .. }),
+            E::Reject { reason, nonce_c },
+        ) if nonce_c == n => (S::Idle, vec![A::Refused { reason, join }]),
+
+        (S::Hello(Hello { sent_us, .. }) | S::Proof(Proof { sent_us, .. }), E::Expire { now_us, retry_us })
+            if now_us.saturating_sub(sent_us) >= retry_us =>
+        {
+            (S::Idle, vec![])
+        }
+
+        (S::Up(l) | S::Down(l), E::ProbeTick { down_after }) => {
+            let misses = if l.probing && !l.acked { l.misses + 1 } else { l.misses };
+            let next = Liveness { probing: true, acked: false, misses };
+            match state {
+                S::Up(_) if misses >= down_after => {
+                    (S::Down(next), vec![A::WentDown { why: "probes unanswered" }, A::SendProbe])
+                }
+                S::Up(_) => (S::Up(next), vec![A::SendProbe]),
+                _ => (S::Down(next), vec![A::SendProbe]),
+            }
+        }
+
+        (S::Up(l) | S::Down(l), E::ProbeAnswered) => {
+            let next = Liveness { acked: true, misses: 0, ..l };
+            (S::Up(next), if state.up() { vec![] } else { vec![A::CameUp] })
+        }
+
+        (S::Up(l), E::CarrierLost) => (S::Down(l), vec![A::WentDown { why: "link lost carrier" }]),
+
+        // Late, duplicated or foreign replies, and events that do not apply
+        // in this state, change nothing.
+        (s, _) => (s, vec![]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action as A;
+    use Event as E;
+
+    const NONCE: u64 = 11;
+    const KEY_C: u64 = 22;
+    const KEY_S: u64 = 33;
+    const NONCE_S: u64 = 44;
+
+    fn token() -> u32 {
+        derive_token(KEY_C, KEY_S)
+    }
+
+    fn start(join: bool, at: u64) -> Event {
+        E::Start { join, nonce_c: NONCE, key_c: KEY_C, now_us: at }
+    }
+
+    fn challenge(token: u32, connection: Option<u32>, at: u64) -> Event {
+        E::Challenge { token, nonce_c: NONCE, nonce_s: NONCE_S, key_s: KEY_S, connection, now_us: at }
+    }
+
+    fn accept(token: u32) -> Event {
+        E::Accept { token, nonce_c: NONCE, nonce_s: NONCE_S }
+    }
+
+    /// Run `events` from `from`; the final state and every action, in order.
+    fn run(from: State, events: &[Event]) -> (State, Vec<Action>) {
+        events.iter().fold((from, Vec::new()), |(s, mut all), e| {
+            let (next, actions) = step(s, *e);
+            all.extend(actions);
+            (next, all)
+        })
+    }
+
+    fn up() -> State {
+        State::Up(Liveness::default())
+    }
+
+    #[test]
+    fn the_first_subflow_handshake_establishes_it() {
+        let (s, actions) = run(State::Idle, &[start(false, 100), challenge(token(), None, 600), accept(token())]);
+        assert_eq!(s, up());
+        assert_eq!(
+            actions,
+            vec![
+                A::SendHello { join: false, nonce_c: NONCE, key_c: KEY_C },
+                A::RttSample { rtt_us: 500 },
+                A::InstallRx { token: token() },
+                A::SendProof { token: token(), nonce_c: NONCE, nonce_s: NONCE_S },
+                A::Established { token: token(), join: false },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_join_takes_the_connections_token_and_sends_no_key() {
+        let t = 0xabcd;
+        let (s, actions) = run(State::Idle, &[start(true, 0), challenge(t, Some(t), 10), accept(t)]);
+        assert_eq!(s, up());
+        assert_eq!(actions[0], A::SendHello { join: true, nonce_c: NONCE, key_c: 0 });
+        assert_eq!(actions.last(), Some(&A::Established { token: t, join: true }));
+    }
+
+    /// (what happens, events from Idle, final state, the actions after the HELLO)
+    #[test]
+    fn handshakes_ignore_what_does_not_belong_to_them() {
+        let t = token();
+        let other_nonce = E::Challenge { token: t, nonce_c: 99, nonce_s: 1, key_s: KEY_S, connection: None, now_us: 5 };
+        let hello = State::Hello(Hello { join: false, nonce_c: NONCE, key_c: KEY_C, sent_us: 0 });
+        let proof = State::Proof(Proof { join: false, nonce_c: NONCE, nonce_s: NONCE_S, token: t, sent_us: 5 });
+        let table: Vec<(&str, Vec<Event>, State, Vec<Action>)> = vec![
+            ("a CHALLENGE for another HELLO", vec![start(false, 0), other_nonce], hello, vec![]),
+            (
+                "a token that does not follow from the keys",
+                vec![start(false, 0), challenge(t ^ 1, None, 5)],
+                hello,
+                vec![A::BadToken],
+            ),
+            (
+                "a JOIN's CHALLENGE naming another connection",
+                vec![start(true, 0), challenge(7, Some(8), 5)],
+                State::Hello(Hello { join: true, nonce_c: NONCE, key_c: 0, sent_us: 0 }),
+                vec![],
+            ),
+            ("an ACCEPT before any CHALLENGE", vec![start(false, 0), accept(t)], hello, vec![]),
+            (
+                "an ACCEPT with another server nonce",
+                vec![start(false, 0), challenge(t, None, 5), E::Accept { token: t, nonce_c: NONCE, nonce_s: 1 }],
+                proof,
+                vec![
+                    A::RttSample { rtt_us: 5 },
+                    A::InstallRx { token: t },
+                    A::SendProof { token: t, nonce_c: NONCE, nonce_s: NONCE_S },
+                ],
+            ),
+            (
+                "a duplicated CHALLENGE once challenged",
+                vec![start(false, 0), challenge(t, None, 5), challenge(t, None, 9)],
+                proof,
+                vec![
+                    A::RttSample { rtt_us: 5 },
+                    A::InstallRx { token: t },
+                    A::SendProof { token: t, nonce_c: NONCE, nonce_s: NONCE_S },
+                ],
+            ),
+            (
+                "a REJECT for another HELLO",
+                vec![start(false, 0), E::Reject { reason: RejectReason::Full, nonce_c: 99 }],
+                hello,
+                vec![],
+            ),
+            (
+                "probe answers before it is established",
+                vec![start(false, 0), E::ProbeAnswered, E::ProbeTick { down_after: 1 }],
+                hello,
+                vec![],
+            ),
+        ];
+        for (what, events, want_state, want_actions) in table {
+            let (s, actions) = run(State::Idle, &events);
+            assert_eq!(s, want_state, "{what}");
+            assert_eq!(actions[1..], want_actions[..], "{what}");
+        }
+    }
+
+    #[test]
+    fn a_reject_or_a_timeout_ends_the_handshake() {
+        let (s, a) =
+            run(State::Idle, &[start(false, 0), E::Reject { reason: RejectReason::AuthFailed, nonce_c: NONCE }]);
+        assert_eq!((s, a[1]), (State::Idle, A::Refused { reason: RejectReason::AuthFailed, join: false }));
+        let (s, a) = run(
+            State::Idle,
+            &[
+                start(true, 0),
+                challenge(5, Some(5), 1),
+                E::Reject { reason: RejectReason::UnknownToken, nonce_c: NONCE },
+            ],
+        );
+        assert_eq!(
+            (s, *a.last().unwrap()),
+            (State::Idle, A::Refused { reason: RejectReason::UnknownToken, join: true })
+        );
+        // Each step has its own clock: a CHALLENGE restarts it.
+        let table = [(1_999, false), (2_000, true)];
+        for (now, expired) in table {
+            let (s, _) = run(State::Idle, &[start(false, 0), E::Expire { now_us: now, retry_us: 2_000 }]);
+            assert_eq!(s == State::Idle, expired, "HELLO at 0, now {now}");
+            let (s, _) = run(
+                State::Idle,
+                &[start(false, 0), challenge(token(), None, 1_000), E::Expire { now_us: now + 1_000, retry_us: 2_000 }],
+            );
+            assert_eq!(s == State::Idle, expired, "PROOF at 1000, now {}", now + 1_000);
+        }
+        // A retry replaces the handshake in flight with a fresh one.
+        let (s, _) = run(State::Idle, &[start(false, 0), E::Start { join: false, nonce_c: 5, key_c: 6, now_us: 9 }]);
+        assert_eq!(s, State::Hello(Hello { join: false, nonce_c: 5, key_c: 6, sent_us: 9 }));
+    }
+
+    #[test]
+    fn probes_unanswered_take_it_down_and_an_answer_brings_it_back() {
+        let tick = E::ProbeTick { down_after: 3 };
+        // The first tick only sends; each further unanswered tick is a miss.
+        let (s, a) = run(up(), &[tick, tick, tick]);
+        assert!(s.up() && !a.iter().any(|a| matches!(a, A::WentDown { .. })), "{s:?} {a:?}");
+        let (s, a) = run(up(), &[tick, tick, tick, tick]);
+        assert!(matches!(s, State::Down(Liveness { misses: 3, .. })), "{s:?}");
+        assert_eq!(a.iter().filter(|a| **a == A::SendProbe).count(), 4, "probes go on while down");
+        assert!(a.contains(&A::WentDown { why: "probes unanswered" }));
+        // An answer to any recent probe resets the count.
+        let (s, _) = run(up(), &[tick, tick, E::ProbeAnswered, tick, tick, tick]);
+        assert!(matches!(s, State::Up(Liveness { misses: 2, .. })), "{s:?}");
+        let (s, a) = run(up(), &[tick, tick, tick, tick, E::ProbeAnswered]);
+        assert_eq!((s.up(), a.last()), (true, Some(&A::CameUp)));
+    }
+
+    #[test]
+    fn carrier_loss_takes_it_down_and_losing_the_path_removes_it() {
+        let (s, a) = step(up(), E::CarrierLost);
+        assert_eq!((s.established(), s.up(), a), (true, false, vec![A::WentDown { why: "link lost carrier" }]));
+        assert_eq!(step(s, E::CarrierLost).1, vec![], "already down");
+        assert_eq!(step(s, E::Lost), (State::Idle, vec![A::Remove]));
+        assert_eq!(step(up(), E::Lost), (State::Idle, vec![A::Remove]));
+        // Mid-handshake (the address went away while a CHALLENGE was queued):
+        // the handshake is void, nothing was installed to remove.
+        let (s, _) = run(State::Idle, &[start(false, 0), E::Lost, challenge(token(), None, 5)]);
+        assert_eq!(s, State::Idle);
+    }
+
+    #[test]
+    fn an_adopted_subflow_is_established_as_it_was() {
+        assert!(State::adopted(true).up());
+        assert!(State::adopted(false).established() && !State::adopted(false).up());
+        assert_eq!(step(State::adopted(false), E::ProbeAnswered).1, vec![A::CameUp]);
+    }
+}
