@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
-use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP};
-use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
+use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_UP};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -19,9 +18,8 @@ use crate::config::{Config, PathConfig};
 use crate::control::{Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
-use crate::estimate::{
-    counters, effective_rate, rx_report, tx_wire_bytes, Capacity, Feedback, MinRtt, SubflowEstimate,
-};
+use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
+use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::runtime::RuntimeChanges;
@@ -39,12 +37,8 @@ struct Path {
     reader: Option<JoinHandle<()>>,
     /// Handshake and liveness: the subflow's state machine.
     state: State,
-    rtt: RttEstimator,
-    min_rtt: MinRtt,
-    /// The concentrator's reports of what it received on this subflow.
-    feedback: Feedback,
-    /// The rate estimate used when `cfg` sets none.
-    capacity: Capacity,
+    /// RTT, delays, feedback and capacity; the hints mirror `cfg`.
+    monitor: PathMonitor,
     probe_seq: u32,
 }
 
@@ -67,22 +61,13 @@ impl Path {
     }
 
     fn path_state(&self, up: bool) -> PathState {
-        let mut flags = PATH_ESTABLISHED;
-        if up {
-            flags |= PATH_UP;
-        }
-        if self.cfg.backup {
-            flags |= PATH_BACKUP;
-        }
-        PathState {
-            flags,
-            priority: self.cfg.priority,
-            srtt_us: self.rtt.srtt_us,
-            rttvar_us: self.rtt.rttvar_us,
-            rate_bytes_per_sec: self.cfg.rate_bytes_per_sec(),
-            weight: self.cfg.weight,
-            owd_us: 0,
-        }
+        self.monitor.path_state(up)
+    }
+
+    /// `cfg`'s hints changed: the monitor follows.
+    fn sync_hint(&mut self) {
+        self.monitor.hint = self.hint();
+        self.monitor.max_rate = self.cfg.max_rate_bytes_per_sec();
     }
 
     fn close_socket(&mut self) {
@@ -137,10 +122,7 @@ impl Client {
                 socket: None,
                 reader: None,
                 state: State::Idle,
-                rtt: RttEstimator::default(),
-                min_rtt: MinRtt::default(),
-                feedback: Feedback::default(),
-                capacity: Capacity::default(),
+                monitor: PathMonitor::default(),
                 probe_seq: 0,
             })
             .collect();
@@ -165,6 +147,7 @@ impl Client {
             }
         }
         for i in 0..c.paths.len() {
+            c.paths[i].sync_hint();
             c.refresh_path(i).await;
         }
         c.adopt()?;
@@ -187,7 +170,7 @@ impl Client {
             match self.paths.get_mut(id) {
                 Some(p) if p.remote == ep.remote && p.local == Some(ep.local) => {
                     p.state = State::adopted(s.path.up());
-                    p.rtt = RttEstimator { srtt_us: s.path.srtt_us, rttvar_us: s.path.rttvar_us };
+                    p.monitor.rtt = RttEstimator { srtt_us: s.path.srtt_us, rttvar_us: s.path.rttvar_us };
                     // Apply the current configuration's hints to the adopted subflow.
                     let st = p.path_state(p.state.up());
                     subflows::update_path(&mut self.maps, conn.token, id as u8, |ps| *ps = st)?;
@@ -296,7 +279,7 @@ impl Client {
                 tracing::debug!(path = self.paths[i].name(), join, "sending HELLO");
                 self.send(i, &msg).await;
             }
-            Action::RttSample { rtt_us } => self.paths[i].rtt.sample(rtt_us),
+            Action::RttSample { rtt_us } => self.paths[i].monitor.rtt.sample(rtt_us),
             Action::InstallRx { token } => {
                 let ep = self.paths[i].endpoints().ok_or_else(|| anyhow!("path without endpoints in a handshake"))?;
                 subflows::install_rx(&mut self.maps, token, id, &ep)?;
@@ -311,7 +294,7 @@ impl Client {
                 let rx = rx_report(&counters(&self.maps, token, id));
                 let p = &mut self.paths[i];
                 p.probe_seq = p.probe_seq.wrapping_add(1);
-                let (seq, srtt_us, min_rtt_us) = (p.probe_seq, p.rtt.srtt_us, p.min_rtt.get());
+                let (seq, srtt_us, min_rtt_us) = (p.probe_seq, p.monitor.rtt.srtt_us, p.monitor.min_rtt.get());
                 let body = Body::Probe { seq, sent_us: now_us(), srtt_us, min_rtt_us, rx };
                 self.send(i, &Message { token, subflow_id: id, body }).await;
                 self.maps.bump(ControlCounter::ProbesSent);
@@ -363,22 +346,21 @@ impl Client {
             tracing::info!(
                 token = format_args!("{token:08x}"),
                 path = self.paths[i].name(),
-                rtt_us = self.paths[i].rtt.srtt_us,
+                rtt_us = self.paths[i].monitor.rtt.srtt_us,
                 "connection established"
             );
         } else {
             tracing::info!(
                 path = self.paths[i].name(),
                 subflow = self.paths[i].id,
-                rtt_us = self.paths[i].rtt.srtt_us,
+                rtt_us = self.paths[i].monitor.rtt.srtt_us,
                 "subflow joined"
             );
         }
         let p = &mut self.paths[i];
         // A (re)joined subflow may take another route: measure its
         // propagation delay and capacity afresh.
-        p.min_rtt = MinRtt::default();
-        p.capacity = Capacity::default();
+        p.monitor.restart();
         let st = p.path_state(true);
         subflows::install_tx(&mut self.maps, token, p.id, &ep, st)?;
         self.maps.bump(ControlCounter::SubflowsJoined);
@@ -495,23 +477,14 @@ impl Client {
                 if !p.state.established() || msg.token != token || p.probe_seq.wrapping_sub(seq) >= 64 {
                     return Ok(());
                 }
-                let rtt = now.saturating_sub(sent_us);
-                p.rtt.sample(rtt);
-                p.min_rtt.sample(now, rtt.min(u32::MAX as u64) as u32);
-                let family = if p.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 };
-                p.feedback.on_report(now, rx, family);
+                p.monitor.on_rtt(now, now.saturating_sub(sent_us));
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
-                let max = p.cfg.max_rate_bytes_per_sec();
-                let estimate = p.capacity.on_report(now, (sent, rx.bytes), rx.owd_us, max);
-                let rate = effective_rate(p.cfg.rate_bytes_per_sec(), estimate);
-                let (srtt, rttvar, owd) = (p.rtt.srtt_us, p.rtt.rttvar_us, p.min_rtt.get() / 2);
+                p.monitor.on_report(now, rx, sent, p.remote.is_ipv6());
+                let monitor = p.monitor.clone();
                 self.event(i, Event::ProbeAnswered).await?;
                 self.maps.bump(ControlCounter::ProbesAnswered);
                 subflows::update_path(&mut self.maps, token, self.paths[i].id, |ps| {
-                    ps.srtt_us = srtt;
-                    ps.rttvar_us = rttvar;
-                    ps.owd_us = owd;
-                    ps.rate_bytes_per_sec = rate;
+                    monitor.measured(ps);
                     ps.flags |= PATH_UP;
                 })?;
             }
@@ -566,13 +539,10 @@ impl Client {
         for &i in &hits {
             c.apply_to(&mut self.paths[i].cfg);
             runtime.record_path(self.paths[i].name(), &c);
-            let hint = self.paths[i].hint();
-            let estimate = self.paths[i].capacity.get();
+            self.paths[i].sync_hint();
+            let (hint, monitor) = (self.paths[i].hint(), &self.paths[i].monitor);
             if let (Some(token), true) = (self.token, self.paths[i].state.established()) {
-                subflows::update_path(&mut self.maps, token, self.paths[i].id, |p| {
-                    hint.apply(p);
-                    p.rate_bytes_per_sec = effective_rate(hint.rate_bytes_per_sec, estimate);
-                })?;
+                subflows::update_path(&mut self.maps, token, self.paths[i].id, |p| monitor.hinted(p))?;
                 let m = Message { token, subflow_id: self.paths[i].id, body: Body::Hint { path: hint } };
                 self.send(i, &m).await;
             }
@@ -623,7 +593,7 @@ impl Role for Client {
         let Some(token) = self.token else { return Vec::new() };
         self.paths
             .iter()
-            .filter_map(|p| p.feedback.last.map(|estimate| SubflowEstimate { token, subflow: p.id, estimate }))
+            .filter_map(|p| p.monitor.feedback.last.map(|estimate| SubflowEstimate { token, subflow: p.id, estimate }))
             .collect()
     }
 

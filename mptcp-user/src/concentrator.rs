@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use ipnet::IpNet;
-use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP};
-use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
+use mptcp_common::maps::{ControlCounter, MAX_SUBFLOWS, PATH_UP};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -18,7 +17,8 @@ use crate::config::Config;
 use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{Request, Response};
 use crate::daemon::{Handled, Role};
-use crate::estimate::{counters, effective_rate, rx_report, tx_wire_bytes, Capacity, Feedback, SubflowEstimate};
+use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
+use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::subflows::{self, Endpoints};
@@ -33,12 +33,8 @@ struct Sub {
     ep: Endpoints,
     last_seen_us: u64,
     up: bool,
-    /// The client's reports of what it received on this subflow.
-    feedback: Feedback,
-    /// The client's rate hint for the path (0: none, use `capacity`).
-    hint_rate: u64,
-    /// The rate estimate used without a hint.
-    capacity: Capacity,
+    /// Feedback and estimates; the hints are the client's.
+    monitor: PathMonitor,
 }
 
 struct Conn {
@@ -114,16 +110,18 @@ impl Concentrator {
             let mut c = Conn { subflows: Default::default() };
             for (id, s) in conn.subflows.iter().enumerate() {
                 if s.path.established() {
-                    c.subflows[id] = Some(Sub {
-                        ep: Endpoints::from_subflow(s),
-                        last_seen_us: now,
-                        up: s.path.up(),
-                        feedback: Feedback::default(),
-                        // Whether the rate was the client's hint is not in the
-                        // maps: keep it as one until the client says otherwise.
-                        hint_rate: s.path.rate_bytes_per_sec,
-                        capacity: Capacity::default(),
-                    });
+                    // Whether the rate was the client's hint is not in the
+                    // maps: keep it as one until the client says otherwise.
+                    let hint = PathHint {
+                        priority: s.path.priority,
+                        backup: s.path.backup(),
+                        rate_bytes_per_sec: s.path.rate_bytes_per_sec,
+                        weight: s.path.weight,
+                    };
+                    let mut monitor = PathMonitor::new(hint, 0);
+                    monitor.rtt = RttEstimator { srtt_us: s.path.srtt_us, rttvar_us: s.path.rttvar_us };
+                    let sub = Sub { ep: Endpoints::from_subflow(s), last_seen_us: now, up: s.path.up(), monitor };
+                    c.subflows[id] = Some(sub);
                 }
             }
             tracing::info!(token = format_args!("{:08x}", conn.token), "adopted connection");
@@ -265,10 +263,10 @@ impl Concentrator {
                 sub.last_seen_us = now;
                 let came_up = !sub.up;
                 sub.up = true;
-                sub.feedback.on_report(now, rx, if sub.ep.remote.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 });
                 let own = counters(&self.maps, msg.token, msg.subflow_id);
-                let estimate = sub.capacity.on_report(now, (tx_wire_bytes(&own), rx.bytes), rx.owd_us, 0);
-                let rate = effective_rate(sub.hint_rate, estimate);
+                sub.monitor.on_peer_rtt(now, srtt_us, min_rtt_us);
+                sub.monitor.on_report(now, rx, tx_wire_bytes(&own), sub.ep.remote.is_ipv6());
+                let monitor = sub.monitor.clone();
                 let mine = rx_report(&own);
                 let ack = Message {
                     token: msg.token,
@@ -286,13 +284,7 @@ impl Concentrator {
                 }
                 subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |ps| {
                     ps.flags |= PATH_UP;
-                    if srtt_us != 0 {
-                        ps.srtt_us = srtt_us;
-                    }
-                    if min_rtt_us != 0 {
-                        ps.owd_us = min_rtt_us / 2;
-                    }
-                    ps.rate_bytes_per_sec = rate;
+                    monitor.measured(ps);
                 })?;
             }
             Body::Hint { path } => {
@@ -301,18 +293,15 @@ impl Concentrator {
                 if sub.ep.remote != m.from || sub.ep.local != m.local {
                     return Ok(());
                 }
-                sub.hint_rate = path.rate_bytes_per_sec;
+                sub.monitor.hint = path;
                 tracing::info!(
                     token = format_args!("{:08x}", msg.token),
                     subflow = msg.subflow_id,
                     ?path,
                     "client changed path hints"
                 );
-                let estimate = sub.capacity.get();
-                subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |p| {
-                    path.apply(p);
-                    p.rate_bytes_per_sec = effective_rate(path.rate_bytes_per_sec, estimate);
-                })?;
+                let monitor = sub.monitor.clone();
+                subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |p| monitor.hinted(p))?;
             }
             _ => {}
         }
@@ -358,33 +347,14 @@ impl Concentrator {
         } else {
             tracing::info!(token = format_args!("{token:08x}"), subflow = id, client = %from, "subflow joined");
         }
-        let mut rtt = RttEstimator::default();
-        rtt.sample(now.saturating_sub(sent));
-        let mut flags = PATH_ESTABLISHED | PATH_UP;
-        if hint.backup {
-            flags |= PATH_BACKUP;
-        }
-        let st = PathState {
-            flags,
-            priority: hint.priority,
-            srtt_us: rtt.srtt_us,
-            rttvar_us: rtt.rttvar_us,
-            rate_bytes_per_sec: hint.rate_bytes_per_sec,
-            weight: hint.weight,
-            owd_us: 0,
-        };
+        let mut monitor = PathMonitor::new(hint, 0);
+        monitor.rtt.sample(now.saturating_sub(sent));
+        let st = monitor.path_state(true);
         subflows::install_rx(&mut self.maps, token, id, &ep)?;
         subflows::install_tx(&mut self.maps, token, id, &ep, st)?;
         self.maps.bump(ControlCounter::SubflowsJoined);
         if let Some(c) = self.conns.get_mut(&token) {
-            c.subflows[id as usize] = Some(Sub {
-                ep,
-                last_seen_us: now,
-                up: true,
-                feedback: Feedback::default(),
-                hint_rate: hint.rate_bytes_per_sec,
-                capacity: Capacity::default(),
-            });
+            c.subflows[id as usize] = Some(Sub { ep, last_seen_us: now, up: true, monitor });
         }
         if let Some(p) = self.pending.get_mut(&(from, nonce_c)) {
             p.accepted = true;
@@ -464,7 +434,7 @@ impl Role for Concentrator {
         let mut all = Vec::new();
         for (&token, c) in &self.conns {
             for (id, s) in c.subflows.iter().enumerate() {
-                if let Some(estimate) = s.as_ref().and_then(|s| s.feedback.last) {
+                if let Some(estimate) = s.as_ref().and_then(|s| s.monitor.feedback.last) {
                     all.push(SubflowEstimate { token, subflow: id as u8, estimate });
                 }
             }

@@ -12,6 +12,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod estimate;
 pub mod lifecycle;
+pub mod monitor;
 pub mod netdev;
 pub mod netns;
 pub mod object;

@@ -1,0 +1,128 @@
+//! One subflow's path monitor, the same for both roles: what the probes and
+//! the peer's feedback say of the path (RTT, propagation delay, delivery
+//! rate and loss, capacity), and the path state written to the maps from it
+//! and the path's hints. No I/O: the roles hand it what arrived and write
+//! what it returns.
+
+use mptcp_common::maps::{PathState, PATH_ESTABLISHED, PATH_UP};
+use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
+
+use crate::control::{PathHint, RxReport};
+use crate::estimate::{effective_rate, Capacity, Feedback, MinRtt};
+use crate::peer::RttEstimator;
+
+#[derive(Clone, Debug, Default)]
+pub struct PathMonitor {
+    pub rtt: RttEstimator,
+    /// Windowed minimum RTT: twice the propagation delay.
+    pub min_rtt: MinRtt,
+    /// The peer's reports of what it received on this subflow.
+    pub feedback: Feedback,
+    /// The rate estimate used when the hints set none.
+    pub capacity: Capacity,
+    /// The path's priority, backup flag, weight and rate as configured
+    /// (client) or as the client sent them (concentrator).
+    pub hint: PathHint,
+    /// Bound on the estimate, wire bytes per second (0: none).
+    pub max_rate: u64,
+}
+
+impl PathMonitor {
+    pub fn new(hint: PathHint, max_rate: u64) -> PathMonitor {
+        PathMonitor { hint, max_rate, ..Default::default() }
+    }
+
+    /// The subflow (re)joined: it may take another route, so its delays and
+    /// capacity are measured afresh.
+    pub fn restart(&mut self) {
+        self.min_rtt = MinRtt::default();
+        self.capacity = Capacity::default();
+    }
+
+    /// One round trip measured by this end.
+    pub fn on_rtt(&mut self, now_us: u64, rtt_us: u64) {
+        self.rtt.sample(rtt_us);
+        self.min_rtt.sample(now_us, rtt_us.min(u32::MAX as u64) as u32);
+    }
+
+    /// The peer's own measurements (a client's probe carries its smoothed and
+    /// minimum RTT, which the concentrator uses for the return direction).
+    pub fn on_peer_rtt(&mut self, now_us: u64, srtt_us: u32, min_rtt_us: u32) {
+        if srtt_us != 0 {
+            self.rtt.srtt_us = srtt_us;
+        }
+        if min_rtt_us != 0 {
+            self.min_rtt.sample(now_us, min_rtt_us);
+        }
+    }
+
+    /// The peer's report of what it received, against what this end sent
+    /// (`sent_wire_bytes`, cumulative): delivery rate, loss and capacity.
+    pub fn on_report(&mut self, now_us: u64, rx: RxReport, sent_wire_bytes: u64, ipv6: bool) {
+        self.feedback.on_report(now_us, rx, if ipv6 { FAMILY_V6 } else { FAMILY_V4 });
+        self.capacity.on_report(now_us, (sent_wire_bytes, rx.bytes), rx.owd_us, self.max_rate);
+    }
+
+    /// The rate the path's token bucket runs at: the hint, else the estimate.
+    pub fn rate(&self) -> u64 {
+        effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get())
+    }
+
+    /// Write the measurements (RTT, one-way delay, rate) into a subflow's
+    /// path state; its flags and hints stay.
+    pub fn measured(&self, ps: &mut PathState) {
+        ps.srtt_us = self.rtt.srtt_us;
+        ps.rttvar_us = self.rtt.rttvar_us;
+        ps.owd_us = self.min_rtt.get() / 2;
+        ps.rate_bytes_per_sec = self.rate();
+    }
+
+    /// Write the hints (priority, backup, weight) and the rate they imply.
+    pub fn hinted(&self, ps: &mut PathState) {
+        self.hint.apply(ps);
+        ps.rate_bytes_per_sec = self.rate();
+    }
+
+    /// The whole path state of an established subflow.
+    pub fn path_state(&self, up: bool) -> PathState {
+        let mut ps = PathState { flags: PATH_ESTABLISHED, ..Default::default() };
+        if up {
+            ps.flags |= PATH_UP;
+        }
+        self.hinted(&mut ps);
+        self.measured(&mut ps);
+        ps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mptcp_common::maps::PATH_BACKUP;
+
+    #[test]
+    fn the_path_state_carries_hints_and_measurements() {
+        let hint = PathHint { priority: 2, backup: true, rate_bytes_per_sec: 0, weight: 3 };
+        let mut m = PathMonitor::new(hint, 0);
+        m.on_rtt(1_000, 20_000);
+        let ps = m.path_state(true);
+        assert!(ps.established() && ps.up() && ps.backup());
+        assert_eq!((ps.priority, ps.weight, ps.srtt_us, ps.owd_us, ps.rate_bytes_per_sec), (2, 3, 20_000, 10_000, 0));
+        // A rate hint wins over the estimate; a restart forgets the delay floor.
+        m.hint.rate_bytes_per_sec = 1_250_000;
+        m.restart();
+        let ps = m.path_state(false);
+        assert!(!ps.up());
+        assert_eq!((ps.rate_bytes_per_sec, ps.owd_us, ps.flags & PATH_BACKUP), (1_250_000, 0, PATH_BACKUP));
+    }
+
+    #[test]
+    fn the_peers_rtt_is_taken_as_it_is() {
+        let mut m = PathMonitor::default();
+        m.on_peer_rtt(0, 30_000, 24_000);
+        m.on_peer_rtt(1, 0, 0); // a probe without them changes nothing
+        let mut ps = PathState::default();
+        m.measured(&mut ps);
+        assert_eq!((ps.srtt_us, ps.owd_us), (30_000, 12_000));
+    }
+}
