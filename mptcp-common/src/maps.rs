@@ -59,6 +59,8 @@ pub mod names {
         DROPS,
         CONTROL_COUNTERS,
     ];
+    /// Per-CPU scratch space of the programs: never pinned, never read.
+    pub const UNPINNED: [&str; 2] = ["SCRATCH", "REPLICA"];
 }
 
 /// Program names in the object.
@@ -70,6 +72,7 @@ pub mod programs {
     /// Empty tc and XDP programs: the benchmark's per-packet cost baseline.
     pub const NOOP_TC: &str = "noop_tc";
     pub const NOOP_XDP: &str = "noop_xdp";
+    pub const ALL: [&str; 4] = [BOND_EGRESS, UPLINK_INGRESS, NOOP_TC, NOOP_XDP];
 }
 
 /// Instance-wide settings, `SETTINGS[0]`.

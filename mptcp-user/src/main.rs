@@ -91,13 +91,14 @@ enum PolicyAction {
     },
     /// Switch a class's policy; the next packet follows it.
     Set {
-        /// min-rtt, active-backup, weighted, redundant, earliest-arrival or flowlet
+        /// The scheduling policy.
+        #[arg(value_parser = policy_names())]
         policy: String,
         /// The class to switch (its name in the config; default: the default class).
         #[arg(long, default_value = mptcp_user::classes::DEFAULT_CLASS_NAME)]
         class: String,
         /// flowlet only: the policy that places flows when they may move.
-        #[arg(long)]
+        #[arg(long, value_parser = policy_names())]
         base: Option<String>,
         #[arg(long, default_value = "default")]
         instance: String,
@@ -118,7 +119,8 @@ struct UpArgs {
     psk: Option<String>,
     #[arg(long)]
     port: Option<u16>,
-    #[arg(long)]
+    /// The default class's policy.
+    #[arg(long, value_parser = policy_names())]
     policy: Option<String>,
     #[arg(long)]
     bond_name: Option<String>,
@@ -173,6 +175,39 @@ fn build_config(a: &UpArgs) -> Result<Config> {
         cfg.probe.interval_ms = v;
     }
     Ok(cfg)
+}
+
+/// A policy's name, checked and listed (in `--help`) from `Policy::ALL`.
+#[derive(Clone)]
+struct PolicyName;
+
+impl clap::builder::TypedValueParser for PolicyName {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let s = value.to_string_lossy();
+        match mptcp_common::Policy::from_name(&s) {
+            Some(p) => Ok(p.name().to_string()),
+            None => {
+                let all: Vec<&str> = mptcp_common::Policy::ALL.iter().map(|p| p.name()).collect();
+                let msg = format!("unknown policy {s:?}; the policies are {}\n", all.join(", "));
+                Err(clap::Error::raw(clap::error::ErrorKind::InvalidValue, msg))
+            }
+        }
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(mptcp_common::Policy::ALL.iter().map(|p| clap::builder::PossibleValue::new(p.name()))))
+    }
+}
+
+fn policy_names() -> PolicyName {
+    PolicyName
 }
 
 /// Send a request to the instance's controller; print what it said.

@@ -55,9 +55,9 @@ impl Fixture {
         std::fs::create_dir_all(&dir)?;
         let ebpf = EbpfLoader::new().default_map_pin_directory(&dir).load(EBPF_OBJECT)?;
         let mut f = Fixture { ebpf, dir };
-        let p: &mut SchedClassifier = f.ebpf.program_mut("bond_egress").unwrap().try_into()?;
+        let p: &mut SchedClassifier = f.ebpf.program_mut(programs::BOND_EGRESS).unwrap().try_into()?;
         p.load()?;
-        let p: &mut Xdp = f.ebpf.program_mut("uplink_ingress").unwrap().try_into()?;
+        let p: &mut Xdp = f.ebpf.program_mut(programs::UPLINK_INGRESS).unwrap().try_into()?;
         p.load()?;
         let mut s: Array<_, Settings> = f.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
         s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500 }, 0)?;
@@ -173,7 +173,7 @@ impl Fixture {
     }
 
     pub fn run_xdp(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let p: &mut Xdp = self.ebpf.program_mut("uplink_ingress").unwrap().try_into()?;
+        let p: &mut Xdp = self.ebpf.program_mut(programs::UPLINK_INGRESS).unwrap().try_into()?;
         let mut out = vec![0u8; input.len() + 256];
         let r = p.test_run(TestRunOptions { data_in: Some(input), data_out: Some(&mut out), ..Default::default() })?;
         out.truncate(r.data_size_out as usize);
@@ -181,7 +181,7 @@ impl Fixture {
     }
 
     pub fn run_tc(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let p: &mut SchedClassifier = self.ebpf.program_mut("bond_egress").unwrap().try_into()?;
+        let p: &mut SchedClassifier = self.ebpf.program_mut(programs::BOND_EGRESS).unwrap().try_into()?;
         let mut out = vec![0u8; input.len() + 256];
         let r = p.test_run(TestRunOptions { data_in: Some(input), data_out: Some(&mut out), ..Default::default() })?;
         out.truncate(r.data_size_out as usize);

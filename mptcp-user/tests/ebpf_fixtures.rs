@@ -175,3 +175,24 @@ fn duplicate_copies_are_suppressed() -> Result<()> {
     assert_eq!(f.stats(0)?.rx_packets + f.stats(1)?.rx_packets, 8);
     Ok(())
 }
+
+/// The names the controller pins, opens and attaches by (`maps::names`,
+/// `maps::programs`) are exactly those in the object: a map renamed in the
+/// kernel crate alone fails here, not at a user's first start.
+#[test]
+fn the_object_holds_exactly_the_named_maps_and_programs() -> Result<()> {
+    use mptcp_common::maps::programs;
+    let f = Fixture::new()?;
+    // Sections such as .rodata (the compiler's constants) become maps too.
+    let mut maps: Vec<&str> = f.ebpf.maps().map(|(name, _)| name).filter(|n| !n.starts_with('.')).collect();
+    let mut want: Vec<&str> = names::ALL.iter().chain(names::UNPINNED.iter()).copied().collect();
+    maps.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(maps, want);
+    let mut progs: Vec<&str> = f.ebpf.programs().map(|(name, _)| name).collect();
+    let mut want = programs::ALL.to_vec();
+    progs.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(progs, want);
+    Ok(())
+}
