@@ -22,4 +22,3 @@ pub mod runtime;
 pub mod session;
 pub mod status;
 pub mod subflows;
-pub mod testrun;

@@ -8,7 +8,7 @@ use mptcp_common::checksum::ipv4_header_checksum;
 use mptcp_common::maps::{names, Connection, FlowKey};
 use mptcp_common::wire::{MpHeader, FAMILY_V6, KIND_CONTROL, MP_HDR_LEN};
 use mptcp_common::{template, ClassPolicy, DropReason, Policy};
-use mptcp_user::testrun::*;
+use mptcp_harness::*;
 
 #[test]
 fn ingress_fixtures() -> Result<()> {

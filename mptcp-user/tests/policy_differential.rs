@@ -12,7 +12,7 @@ use mptcp_common::maps::{
 use mptcp_common::policy::{commit, decide, ConnectionPaths, FlowletEntry, SchedState};
 use mptcp_common::wire::{wire_len, MpHeader, MP_HDR_LEN};
 use mptcp_common::{template, ClassPolicy, Policy};
-use mptcp_user::testrun::*;
+use mptcp_harness::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random_path(rng: &mut StdRng) -> PathState {

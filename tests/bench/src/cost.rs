@@ -6,7 +6,7 @@ use anyhow::{ensure, Result};
 use mptcp_common::maps::programs;
 use mptcp_common::wire::MpHeader;
 use mptcp_common::{template, Policy};
-use mptcp_user::testrun::*;
+use mptcp_harness::*;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]

@@ -1,6 +1,7 @@
-//! The kernel programs on BPF_PROG_TEST_RUN: the object loaded with private
-//! pins, a connection and subflows written into its maps, and packets as a
-//! peer would send them. Shared by the fixture tests and the benchmark's
+//! Test support, not part of the product: the kernel programs on
+//! BPF_PROG_TEST_RUN, the object loaded with private pins, a connection and
+//! subflows written into its maps, and packets as a peer would send them.
+//! Shared by the fixture tests, the differential test and the benchmark's
 //! per-packet cost measurement. Needs root.
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use mptcp_common::maps::{
 use mptcp_common::wire::{MpHeader, FAMILY_V4, FAMILY_V6, MP_HDR_LEN};
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
-use crate::object::EBPF_OBJECT;
+use mptcp_user::object::EBPF_OBJECT;
 
 pub const PORT: u16 = 7495;
 pub const TOKEN: u32 = 0x1122_3344;
@@ -40,7 +41,7 @@ pub struct Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let _ = crate::lifecycle::remove_pins(&self.dir);
+        let _ = mptcp_user::lifecycle::remove_pins(&self.dir);
     }
 }
 
