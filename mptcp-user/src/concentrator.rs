@@ -21,6 +21,7 @@ use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
 use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
+use crate::session::handshake::{self, Offer, Reply};
 use crate::subflows::{self, Endpoints};
 
 struct Listener {
@@ -41,20 +42,12 @@ struct Conn {
     subflows: [Option<Sub>; MAX_SUBFLOWS],
 }
 
-/// A handshake waiting for its PROOF (kept a while after ACCEPT, so a
-/// retransmitted PROOF gets the same answer).
+/// A handshake in progress or just accepted (its state machine's offer),
+/// with what the HELLO brought.
 struct Pending {
-    join: bool,
-    token: u32,
-    subflow_id: u8,
-    nonce_s: u64,
-    key_s: u64,
+    offer: Offer,
     hint: PathHint,
     prefixes: Vec<IpNet>,
-    challenge_sent_us: u64,
-    listener: usize,
-    accepted: bool,
-    expires_us: u64,
 }
 
 pub struct Concentrator {
@@ -165,94 +158,56 @@ impl Concentrator {
                     self.maps.bump(ControlCounter::Malformed);
                     return Ok(());
                 }
-                if let Some(p) = self.pending.get(&(m.from, nonce_c)) {
-                    // A retransmitted HELLO: repeat the same CHALLENGE.
-                    let c = Message {
-                        token: p.token,
-                        subflow_id: p.subflow_id,
-                        body: Body::Challenge { nonce_c, nonce_s: p.nonce_s, key_s: p.key_s },
-                    };
-                    self.send(m.socket, m.from, &c).await;
-                    return Ok(());
-                }
-                let (token, key_s) = if join {
-                    if !self.conns.contains_key(&msg.token) {
-                        self.maps.bump(ControlCounter::UnknownToken);
-                        tracing::warn!(from = %m.from, token = format_args!("{:08x}", msg.token), "JOIN for an unknown connection refused");
-                        let r = Message {
-                            token: msg.token,
-                            subflow_id: msg.subflow_id,
-                            body: Body::Reject { reason: RejectReason::UnknownToken, nonce_c },
-                        };
-                        self.send(m.socket, m.from, &r).await;
-                        return Ok(());
-                    }
-                    (msg.token, 0)
-                } else {
-                    if self.conns.len() >= mptcp_common::maps::MAX_CONNECTIONS as usize {
-                        let r = Message {
-                            token: 0,
-                            subflow_id: 0,
-                            body: Body::Reject { reason: RejectReason::Full, nonce_c },
-                        };
-                        self.send(m.socket, m.from, &r).await;
-                        return Ok(());
-                    }
-                    loop {
-                        let key_s: u64 = rand::random();
-                        let t = derive_token(key_c, key_s);
-                        if !self.conns.contains_key(&t) {
-                            break (t, key_s);
-                        }
+                let key = (m.from, nonce_c);
+                let (fresh_token, fresh_key_s) = loop {
+                    let key_s: u64 = rand::random();
+                    let t = derive_token(key_c, key_s);
+                    if !self.conns.contains_key(&t) {
+                        break (t, key_s);
                     }
                 };
-                let nonce_s: u64 = rand::random();
-                self.pending.insert(
-                    (m.from, nonce_c),
-                    Pending {
-                        join,
-                        token,
-                        subflow_id: msg.subflow_id,
-                        nonce_s,
-                        key_s,
-                        hint: path,
-                        prefixes,
-                        challenge_sent_us: now,
-                        listener: m.socket,
-                        accepted: false,
-                        expires_us: now + 10_000_000,
-                    },
-                );
-                let c =
-                    Message { token, subflow_id: msg.subflow_id, body: Body::Challenge { nonce_c, nonce_s, key_s } };
-                self.send(m.socket, m.from, &c).await;
+                let h = handshake::Hello {
+                    join,
+                    token: msg.token,
+                    subflow_id: msg.subflow_id,
+                    listener: m.socket,
+                    now_us: now,
+                    token_known: self.conns.contains_key(&msg.token),
+                    full: self.conns.len() >= mptcp_common::maps::MAX_CONNECTIONS as usize,
+                    fresh_token,
+                    fresh_key_s,
+                    fresh_nonce_s: rand::random(),
+                };
+                let (offer, reply) = handshake::on_hello(self.pending.get(&key).map(|p| p.offer), h);
+                if let Some(offer) = offer {
+                    let hint = path;
+                    self.pending.entry(key).or_insert(Pending { offer, hint, prefixes });
+                }
+                if reply == Reply::Reject(RejectReason::UnknownToken) {
+                    self.maps.bump(ControlCounter::UnknownToken);
+                    tracing::warn!(from = %m.from, token = format_args!("{:08x}", msg.token), "JOIN for an unknown connection refused");
+                }
+                self.reply(m.socket, m.from, msg.token, msg.subflow_id, nonce_c, reply).await;
             }
             Body::Proof { nonce_c, nonce_s } => {
-                let Some(p) = self.pending.get(&(m.from, nonce_c)) else { return Ok(()) };
-                if p.nonce_s != nonce_s
-                    || p.token != msg.token
-                    || p.subflow_id != msg.subflow_id
-                    || p.listener != m.socket
-                {
-                    return Ok(());
-                }
-                if !p.accepted {
-                    if let Err(e) = self.accept(m.from, nonce_c, m.local, now) {
-                        // Nothing half-installed stays: the client is told
-                        // there is no room and tries again later.
-                        self.undo_accept(m.from, nonce_c);
-                        let r = Message {
-                            token: msg.token,
-                            subflow_id: msg.subflow_id,
-                            body: Body::Reject { reason: RejectReason::Full, nonce_c },
-                        };
-                        self.send(m.socket, m.from, &r).await;
-                        return Err(e.context("cannot install the subflow; refused it").into());
+                let key = (m.from, nonce_c);
+                let offer = self.pending.get(&key).map(|p| p.offer);
+                let mut reply = handshake::on_proof(offer, msg.token, msg.subflow_id, nonce_s, m.socket);
+                let mut failed = None;
+                if let (Reply::Install, Some(offer)) = (reply, offer) {
+                    let installed = self.accept(m.from, nonce_c, m.local, now);
+                    let (kept, r) = handshake::on_installed(offer, installed.is_ok());
+                    match kept {
+                        Some(o) => self.pending.get_mut(&key).expect("offer checked").offer = o,
+                        None => self.undo_accept(m.from, nonce_c),
                     }
+                    reply = r;
+                    failed = installed.err();
                 }
-                let a =
-                    Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Accept { nonce_c, nonce_s } };
-                self.send(m.socket, m.from, &a).await;
+                self.reply(m.socket, m.from, msg.token, msg.subflow_id, nonce_c, reply).await;
+                if let Some(e) = failed {
+                    return Err(e.context("cannot install the subflow; refused it").into());
+                }
             }
             Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx } => {
                 let Some(conn) = self.conns.get_mut(&msg.token) else { return Ok(()) };
@@ -308,11 +263,26 @@ impl Concentrator {
         Ok(())
     }
 
+    /// Send what a handshake step answers (`token` and `subflow_id` as the
+    /// client's message named them, for a REJECT).
+    async fn reply(&self, listener: usize, to: SocketAddr, token: u32, subflow_id: u8, nonce_c: u64, r: Reply) {
+        let (token, subflow_id, body) = match r {
+            Reply::Challenge { token, subflow_id, nonce_s, key_s } => {
+                (token, subflow_id, Body::Challenge { nonce_c, nonce_s, key_s })
+            }
+            Reply::Accept { token, subflow_id, nonce_s } => (token, subflow_id, Body::Accept { nonce_c, nonce_s }),
+            Reply::Reject(reason) => (token, subflow_id, Body::Reject { reason, nonce_c }),
+            Reply::Install | Reply::None => return,
+        };
+        self.send(listener, to, &Message { token, subflow_id, body }).await;
+    }
+
     /// A verified PROOF: install the connection (first subflow) or the subflow.
     fn accept(&mut self, from: SocketAddr, nonce_c: u64, local: SocketAddr, now: u64) -> Result<()> {
         let p = self.pending.get(&(from, nonce_c)).expect("caller checked");
+        let o = p.offer;
         let (join, token, id, hint, prefixes, listener, sent) =
-            (p.join, p.token, p.subflow_id, p.hint, p.prefixes.clone(), p.listener, p.challenge_sent_us);
+            (o.join, o.token, o.subflow_id, p.hint, p.prefixes.clone(), o.listener, o.challenged_us);
         let ep = Endpoints { local, remote: from, ifindex: self.listeners[listener].ifindex };
         // This 4-tuple may still belong to an older connection of the same
         // client (it restarted) or another subflow: that one is gone now.
@@ -356,24 +326,21 @@ impl Concentrator {
         if let Some(c) = self.conns.get_mut(&token) {
             c.subflows[id as usize] = Some(Sub { ep, last_seen_us: now, up: true, monitor });
         }
-        if let Some(p) = self.pending.get_mut(&(from, nonce_c)) {
-            p.accepted = true;
-        }
         Ok(())
     }
 
     /// Remove what a failed [`Concentrator::accept`] may have installed, and
     /// its handshake.
     fn undo_accept(&mut self, from: SocketAddr, nonce_c: u64) {
-        let Some(p) = self.pending.remove(&(from, nonce_c)) else { return };
-        let result = if p.join {
-            if let Some(c) = self.conns.get_mut(&p.token) {
-                c.subflows[p.subflow_id as usize] = None;
+        let Some(Pending { offer: o, .. }) = self.pending.remove(&(from, nonce_c)) else { return };
+        let result = if o.join {
+            if let Some(c) = self.conns.get_mut(&o.token) {
+                c.subflows[o.subflow_id as usize] = None;
             }
-            subflows::remove(&mut self.maps, p.token, p.subflow_id)
+            subflows::remove(&mut self.maps, o.token, o.subflow_id)
         } else {
-            self.conns.remove(&p.token);
-            subflows::remove_connection(&mut self.maps, p.token)
+            self.conns.remove(&o.token);
+            subflows::remove_connection(&mut self.maps, o.token)
         };
         if let Err(e) = result {
             tracing::warn!(error = format!("{e:#}"), "cannot remove a half-installed subflow");
@@ -382,7 +349,7 @@ impl Concentrator {
 
     fn tick(&mut self) -> Handled {
         let now = now_us();
-        self.pending.retain(|_, p| p.expires_us > now);
+        self.pending.retain(|_, p| !p.offer.expired(now));
         let silence_us = self.cfg.probe.interval_ms * 1000 * (self.cfg.probe.down_after as u64 + 1);
         let mut downs = Vec::new();
         for (t, c) in &mut self.conns {
