@@ -3,7 +3,8 @@
 //! pinned maps itself, so it works while the data path runs alone.
 
 use anyhow::{bail, Result};
-use mptcp_common::maps::SubflowKey;
+use mptcp_common::maps::{ControlCounter, SubflowKey};
+use mptcp_common::DropReason;
 use serde::{Deserialize, Serialize};
 
 use crate::bpfmaps::DataPathMaps;
@@ -22,6 +23,56 @@ pub struct Status {
     pub control: std::collections::BTreeMap<String, u64>,
 }
 
+impl Status {
+    /// Subflow `id` of the first connection (a client has one).
+    pub fn subflow(&self, id: u32) -> Option<&SubflowStatus> {
+        self.connections.first()?.subflows.iter().find(|f| f.id == id)
+    }
+
+    /// The first connection's subflows that are up.
+    pub fn subflows_up(&self) -> usize {
+        self.connections.first().map_or(0, |c| c.subflows.iter().filter(|f| f.state == SubflowState::Up).count())
+    }
+
+    /// Packets the data path dropped for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason.name()).copied().unwrap_or(0)
+    }
+
+    pub fn control(&self, c: ControlCounter) -> u64 {
+        self.control.get(c.name()).copied().unwrap_or(0)
+    }
+
+    /// The first connection's token.
+    pub fn token(&self) -> Option<u32> {
+        u32::from_str_radix(&self.connections.first()?.token, 16).ok()
+    }
+}
+
+/// As `status --json` prints it (test and log messages show it so).
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+/// Whether the scheduler may use a subflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubflowState {
+    Up,
+    Down,
+}
+
+impl std::fmt::Display for SubflowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            SubflowState::Up => "up",
+            SubflowState::Down => "down",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConnectionStatus {
     pub token: String,
@@ -35,7 +86,7 @@ pub struct SubflowStatus {
     pub path: String,
     pub local: String,
     pub remote: String,
-    pub state: String,
+    pub state: SubflowState,
     pub backup: bool,
     pub priority: u32,
     /// weighted policy share (0 = by rate).
@@ -117,7 +168,7 @@ pub fn collect_from(
                 path,
                 local: ep.local.to_string(),
                 remote: ep.remote.to_string(),
-                state: if s.path.up() { "up" } else { "down" }.to_string(),
+                state: if s.path.up() { SubflowState::Up } else { SubflowState::Down },
                 backup: s.path.backup(),
                 priority: s.path.priority,
                 weight: s.path.weight,

@@ -9,9 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use mptcp_common::maps::ControlCounter;
+use mptcp_common::DropReason;
 use mptcp_testbed::{ping, tcp_bulk, udp_stream, udp_stream_ordered, Netns, Proc, Testbed};
+use mptcp_user::status::{Status, SubflowState};
 use nix::sys::signal::Signal;
-use serde_json::Value;
 use support::*;
 
 #[test]
@@ -42,13 +44,14 @@ fn icmp_tcp_and_udp_cross_the_bond_over_both_subflows() -> Result<()> {
     assert_eq!((got, dup), (500, 0), "UDP over the bond lost or duplicated datagrams");
     let cs = client.status(cl)?;
     let ks = conc.status(&bed.conc)?;
-    for d in ["too-big", "encap-failed", "redirect-failed", "decap-failed", "unknown-subflow", "bad-token"] {
-        assert_eq!(drop_count(&cs, d), 0, "client drops {d}: {cs}");
-        assert_eq!(drop_count(&ks, d), 0, "concentrator drops {d}: {ks}");
+    use DropReason::*;
+    for d in [TooBig, EncapFailed, RedirectFailed, DecapFailed, UnknownSubflow, BadToken] {
+        assert_eq!(cs.drops(d), 0, "client drops {}: {cs}", d.name());
+        assert_eq!(ks.drops(d), 0, "concentrator drops {}: {ks}", d.name());
     }
     // Data reached the concentrator: its received bytes match the client's sent bytes.
-    let sent: u64 = (0..2).map(|i| subflow_counter(&cs, i, "tx_bytes")).sum();
-    let recv: u64 = (0..2).map(|i| subflow_counter(&ks, i, "rx_bytes")).sum();
+    let sent: u64 = (0..2).map(|i| sub(&cs, i).tx_bytes).sum();
+    let recv: u64 = (0..2).map(|i| sub(&ks, i).rx_bytes).sum();
     assert!(sent > 24 << 20 && recv > 24 << 20, "sent {sent} received {recv}");
     Ok(())
 }
@@ -95,7 +98,7 @@ fn min_rtt_spills_over_onto_both_subflows() -> Result<()> {
     let client = start_client_config(&bed, 0, &shaped_config("min-rtt", [10, 10], false))?;
     let t = tcp_bulk(&bed.server, &bed.clients[0], server(5001), 6 << 20, Duration::from_secs(60))?;
     let s = client.status(&bed.clients[0])?;
-    let (b0, b1) = (subflow_counter(&s, 0, "tx_bytes"), subflow_counter(&s, 1, "tx_bytes"));
+    let (b0, b1) = (sub(&s, 0).tx_bytes, sub(&s, 1).tx_bytes);
     let share = b0 as f64 / (b0 + b1) as f64;
     eprintln!("6 MiB in {:?}: subflow shares {:.2} / {:.2}", t.duration, share, 1.0 - share);
     assert!(b0 > 1 << 20 && b1 > 1 << 20, "both subflows must carry data under spill-over: {b0} / {b1}");
@@ -111,14 +114,14 @@ fn active_backup_keeps_the_backup_idle_until_the_primary_fails() -> Result<()> {
     tcp_bulk(&bed.server, cl, server(5001), 4 << 20, Duration::from_secs(60))?;
     let s = client.status(cl)?;
     let k = conc.status(&bed.conc)?;
-    assert!(subflow_counter(&s, 0, "tx_packets") > 1000, "primary carries the transfer: {s}");
-    assert_eq!(subflow_counter(&s, 1, "tx_packets"), 0, "backup must stay idle (client side): {s}");
-    assert_eq!(subflow_counter(&k, 1, "tx_packets"), 0, "backup must stay idle (concentrator side): {k}");
+    assert!(sub(&s, 0).tx_packets > 1000, "primary carries the transfer: {s}");
+    assert_eq!(sub(&s, 1).tx_packets, 0, "backup must stay idle (client side): {s}");
+    assert_eq!(sub(&k, 1).tx_packets, 0, "backup must stay idle (concentrator side): {k}");
     // The primary dies: the backup takes over, in both directions.
     Testbed::set_link(cl, "u0", false)?;
     tcp_bulk(&bed.server, cl, server(5002), 2 << 20, Duration::from_secs(60))?;
     let s = client.status(cl)?;
-    assert!(subflow_counter(&s, 1, "tx_packets") > 500, "backup carries traffic once the primary is down: {s}");
+    assert!(sub(&s, 1).tx_packets > 500, "backup carries traffic once the primary is down: {s}");
     Ok(())
 }
 
@@ -141,18 +144,18 @@ fn transfer_survives_an_uplink_going_down_mid_transfer() -> Result<()> {
         Ok(())
     })?;
     let s = client.status(cl)?;
-    assert_eq!(s["connections"][0]["subflows"][0]["state"], "down", "{s}");
-    assert!(subflow_counter(&s, 1, "tx_bytes") > 4 << 20, "the surviving subflow finished the transfer: {s}");
+    assert_eq!(sub(&s, 0).state, SubflowState::Down, "{s}");
+    assert!(sub(&s, 1).tx_bytes > 4 << 20, "the surviving subflow finished the transfer: {s}");
     // The link returns: probes are answered again and the subflow comes back up.
     Testbed::set_link(cl, "u0", true)?;
     wait_status(&client, cl, "subflow 0 did not come back up", |s| {
-        s["connections"][0]["subflows"][0]["state"] == "up"
+        s.subflow(0).is_some_and(|f| f.state == SubflowState::Up)
     })?;
     let before = client.status(cl)?;
     tcp_bulk(&bed.server, cl, server(5002), 4 << 20, Duration::from_secs(60))?;
     let after = client.status(cl)?;
     assert!(
-        subflow_counter(&after, 0, "tx_bytes") > subflow_counter(&before, 0, "tx_bytes"),
+        sub(&after, 0).tx_bytes > sub(&before, 0).tx_bytes,
         "the scheduler uses the returned subflow again: {after}"
     );
     Ok(())
@@ -167,7 +170,7 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
     let _client = start_client(&bed, 0, &[])?;
     let cl = &bed.clients[0];
     let before = conc.status(&bed.conc)?;
-    let token = u32::from_str_radix(before["connections"][0]["token"].as_str().unwrap(), 16)?;
+    let token = before.token().context("no connection")?;
     let target: SocketAddr = SocketAddr::new(Testbed::conc_addr(0, 0), mptcp_common::wire::DEFAULT_PORT);
     let data = |tok: u32| {
         let mut b = bytemuck::bytes_of(&MpHeader::data(tok, 0, 0, 0, 0)).to_vec();
@@ -201,10 +204,11 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
     })?;
     std::thread::sleep(Duration::from_millis(300));
     let after = conc.status(&bed.conc)?;
-    assert!(drop_count(&after, "unknown-subflow") >= 5, "{after}");
-    assert!(drop_count(&after, "bad-token") >= 5, "{after}");
-    assert_eq!(after["control"]["auth-failed"].as_u64(), Some(before["control"]["auth-failed"].as_u64().unwrap() + 1));
-    assert_eq!(after["connections"][0]["subflows"].as_array().unwrap().len(), 2, "no subflow was created: {after}");
+    assert!(after.drops(DropReason::UnknownSubflow) >= 5, "{after}");
+    assert!(after.drops(DropReason::BadToken) >= 5, "{after}");
+    let auth_failed = ControlCounter::AuthFailed;
+    assert_eq!(after.control(auth_failed), before.control(auth_failed) + 1, "{after}");
+    assert_eq!(after.connections[0].subflows.len(), 2, "no subflow was created: {after}");
     assert!(conc.output().contains("wrong pre-shared key"), "the refusal is logged");
     // A whole client with the wrong key fails with a clear error and leaves nothing.
     let bed2 = Testbed::new(1, 2)?;
@@ -231,7 +235,7 @@ fn controller_restart_mid_transfer_loses_nothing() -> Result<()> {
     let _conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let mut client = start_client(&bed, 0, &[])?;
-    let token = client.status(cl)?["connections"][0]["token"].clone();
+    let token = client.status(cl)?.token();
     std::thread::scope(|sc| -> Result<()> {
         let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 16 << 20, Duration::from_secs(90)));
         std::thread::sleep(Duration::from_millis(1000));
@@ -250,7 +254,7 @@ fn controller_restart_mid_transfer_loses_nothing() -> Result<()> {
         Ok(())
     })?;
     assert!(client.output().contains("adopt"), "the restarted controller adopted the data path:\n{}", client.output());
-    assert_eq!(client.status(cl)?["connections"][0]["token"], token, "same connection after the restart");
+    assert_eq!(client.status(cl)?.token(), token, "same connection after the restart");
     Ok(())
 }
 
@@ -321,12 +325,12 @@ fn a_concentrator_serves_two_clients_at_once() -> Result<()> {
     })?;
     assert!(ping(&bed.clients[1], Testbed::SERVER_V6, 2));
     let k = conc.status(&bed.conc)?;
-    let conns = k["connections"].as_array().unwrap();
-    assert_eq!(conns.len(), 2, "{k}");
-    for c in conns {
-        let sum = |f: &str| -> u64 { c["subflows"].as_array().unwrap().iter().map(|s| s[f].as_u64().unwrap()).sum() };
-        assert!(sum("rx_bytes") > 8 << 20, "each client's data arrived over its own subflows: {k}");
-        assert!(sum("tx_bytes") > 0, "each client gets its return traffic (ACKs) through the LPM: {k}");
+    assert_eq!(k.connections.len(), 2, "{k}");
+    for c in &k.connections {
+        let rx: u64 = c.subflows.iter().map(|f| f.rx_bytes).sum();
+        let tx: u64 = c.subflows.iter().map(|f| f.tx_bytes).sum();
+        assert!(rx > 8 << 20, "each client's data arrived over its own subflows: {k}");
+        assert!(tx > 0, "each client gets its return traffic (ACKs) through the LPM: {k}");
     }
     Ok(())
 }
@@ -342,10 +346,7 @@ fn ipv6_outer_headers_carry_ipv4_and_ipv6() -> Result<()> {
     let name = format!("{}c0", bed.prefix);
     let client = start(&bed.clients[0], &name, &a, "mptcp-user: connected")?;
     wait_subflows(&client, &bed.clients[0], 2)?;
-    assert!(client.status(&bed.clients[0])?["connections"][0]["subflows"][0]["remote"]
-        .as_str()
-        .unwrap()
-        .starts_with("[fd00"));
+    assert!(sub(&client.status(&bed.clients[0])?, 0).remote.starts_with("[fd00"));
     assert!(ping(&bed.clients[0], Testbed::SERVER_V4, 2));
     tcp_bulk(&bed.server, &bed.clients[0], server(5001), 8 << 20, Duration::from_secs(60))?;
     tcp_bulk(
@@ -364,13 +365,13 @@ fn address_events_remove_and_rejoin_subflows_without_the_operator() -> Result<()
     let _conc = start_conc(&bed, &[])?;
     let client = start_client(&bed, 0, &[])?;
     let cl = &bed.clients[0];
-    let count = |s: &Value| s["connections"][0]["subflows"].as_array().map(|v| v.len()).unwrap_or(0);
+    let count = |s: &Status| s.connections.first().map_or(0, |c| c.subflows.len());
     cl.sh("ip addr del 10.2.0.2/24 dev u1")?;
     wait_status(&client, cl, "the subflow on u1 is removed when its address goes", |s| count(s) == 1)?;
     tcp_bulk(&bed.server, cl, server(5001), 2 << 20, Duration::from_secs(60))?;
     cl.sh("ip addr add 10.2.0.2/24 dev u1")?;
     wait_status(&client, cl, "the subflow on u1 re-joins when its address returns", |s| {
-        count(s) == 2 && s["connections"][0]["subflows"][1]["state"] == "up"
+        count(s) == 2 && s.subflow(1).is_some_and(|f| f.state == SubflowState::Up)
     })?;
     assert!(client.output().contains("subflow removed"), "{}", client.output());
     Ok(())
@@ -388,7 +389,7 @@ fn a_satellite_path_with_a_600_ms_round_trip_joins_and_carries_traffic() -> Resu
     let _conc = start_conc(&bed, &[])?;
     let client = start_client(&bed, 0, &["--policy", "active-backup"])?;
     let cl = &bed.clients[0];
-    let srtt = |s: &Value| subflow_counter(s, 1, "srtt_us");
+    let srtt = |s: &Status| s.subflow(1).map_or(0, |f| f.srtt_us);
     wait_status(&client, cl, "the satellite subflow measures its round trip", |s| srtt(s) >= 550_000)?;
     tcp_bulk(&bed.server, cl, server(5001), 1 << 20, Duration::from_secs(60))?;
     Ok(())
@@ -404,7 +405,7 @@ fn weighted_config(policy: &str, weights: [u32; 2], extra: &str) -> String {
 
 fn tx_packets(inst: &Instance, ns: &Netns) -> Result<[u64; 2]> {
     let s = inst.status(ns)?;
-    Ok([subflow_counter(&s, 0, "tx_packets"), subflow_counter(&s, 1, "tx_packets")])
+    Ok([sub(&s, 0).tx_packets, sub(&s, 1).tx_packets])
 }
 
 const VOICE_CLASS: &str = r#"
@@ -522,7 +523,7 @@ fn a_hundred_policy_switches_lose_and_duplicate_nothing() -> Result<()> {
         Ok(())
     })?;
     let s = client.status(cl)?;
-    assert!(subflow_counter(&s, 0, "tx_packets") > 0 && subflow_counter(&s, 1, "tx_packets") > 0, "{s}");
+    assert!(sub(&s, 0).tx_packets > 0 && sub(&s, 1).tx_packets > 0, "{s}");
     Ok(())
 }
 
@@ -547,8 +548,8 @@ fn redundant_loses_nothing_when_a_link_dies_and_delivers_each_packet_once() -> R
     let k = conc.status(&bed.conc)?;
     // Both subflows carried copies until u0 died; the receiver dropped the
     // second copies as duplicates (the stream saw none of them).
-    assert!(subflow_counter(&s, 0, "tx_packets") > 1000 && subflow_counter(&s, 1, "tx_packets") >= count as u64, "{s}");
-    assert!(drop_count(&k, "duplicate") > 1000, "concentrator: {k}");
+    assert!(sub(&s, 0).tx_packets > 1000 && sub(&s, 1).tx_packets >= count as u64, "{s}");
+    assert!(k.drops(DropReason::Duplicate) > 1000, "concentrator: {k}");
     Ok(())
 }
 
@@ -574,19 +575,16 @@ fn path_set_changes_hints_on_both_ends_at_runtime() -> Result<()> {
     assert_eq!(stream(5004)?, (500, 0));
     let after = tx_packets(&client, cl)?;
     assert!(after[0] == before[0] && after[1] - before[1] >= 500, "{before:?} -> {after:?}");
-    wait_status(&conc, &bed.conc, "the concentrator did not get the hint", |s| {
-        s["connections"][0]["subflows"][0]["backup"] == true
-    })?;
+    wait_status(&conc, &bed.conc, "the concentrator did not get the hint", |s| s.subflow(0).is_some_and(|f| f.backup))?;
 
     // Back to regular, with a weight and a rate.
     let (ok, out) = cli(&client, cl, &["path", "set", "u0", "--no-backup", "--weight", "5", "--rate", "50"])?;
     assert!(ok, "{out}");
     let s = client.status(cl)?;
-    let sub0 = &s["connections"][0]["subflows"][0];
-    assert!(sub0["backup"] == false && sub0["weight"] == 5 && sub0["rate_mbit"] == 50.0, "{s}");
+    let sub0 = sub(&s, 0);
+    assert!(!sub0.backup && sub0.weight == 5 && sub0.rate_mbit == 50.0, "{s}");
     wait_status(&conc, &bed.conc, "the concentrator did not get the second hint", |s| {
-        let k = &s["connections"][0]["subflows"][0];
-        k["backup"] == false && k["weight"] == 5
+        s.subflow(0).is_some_and(|k| !k.backup && k.weight == 5)
     })?;
 
     // Bad input names the cause.
@@ -613,13 +611,13 @@ fn feedback_reports_the_delivery_rate_and_the_propagation_delay() -> Result<()> 
         let stream = sc.spawn(|| udp_stream(&bed.server, cl, server(5003), 6000, Duration::from_micros(300)));
         std::thread::sleep(Duration::from_millis(1000));
         let s = client.status(cl)?;
-        let sub0 = &s["connections"][0]["subflows"][0];
-        let delivery = sub0["delivery_mbit"].as_f64().unwrap_or(0.0);
+        let sub0 = sub(&s, 0);
+        let delivery = sub0.delivery_mbit.unwrap_or(0.0);
         assert!((5.0..20.0).contains(&delivery), "concentrator-reported delivery on the active path: {s}");
-        assert_eq!(sub0["peer_loss_pct"].as_f64(), Some(0.0), "{s}");
-        let (owd, srtt) = (sub0["owd_us"].as_u64().unwrap(), sub0["srtt_us"].as_u64().unwrap());
+        assert_eq!(sub0.peer_loss_pct, Some(0.0), "{s}");
+        let (owd, srtt) = (sub0.owd_us, sub0.srtt_us);
         assert!(owd > 0 && owd <= srtt, "owd {owd} µs against srtt {srtt} µs: {s}");
-        let idle = s["connections"][0]["subflows"][1]["delivery_mbit"].as_f64().unwrap_or(-1.0);
+        let idle = sub(&s, 1).delivery_mbit.unwrap_or(-1.0);
         assert!((0.0..0.5).contains(&idle), "the backup carries nothing: {s}");
         assert_eq!(stream.join().map_err(|_| anyhow::anyhow!("stream thread panicked"))??, (6000, 0));
         Ok(())
@@ -646,7 +644,7 @@ fn a_path_without_a_rate_hint_is_estimated_from_feedback() -> Result<()> {
     let client = start_client_config(&bed, 0, &config)?;
     wait_subflows(&client, cl, 2)?;
     let s = client.status(cl)?;
-    assert_eq!(s["connections"][0]["subflows"][0]["rate_mbit"].as_f64(), Some(0.0), "no estimate before traffic: {s}");
+    assert_eq!(sub(&s, 0).rate_mbit, 0.0, "no estimate before traffic: {s}");
     // Light traffic over both paths first: one-way delay samples of empty
     // queues, the floor a standing queue is measured from.
     assert!(ping(cl, Testbed::SERVER_V4, 6), "no ping through the bond");
@@ -661,7 +659,7 @@ fn a_path_without_a_rate_hint_is_estimated_from_feedback() -> Result<()> {
     let mut flood = cl.command("iperf3");
     flood.args(["-c", Testbed::SERVER_V4, "-p", "5301", "-u", "-b", "24M", "-l", "1200", "-t", "60"]);
     let _flood = Proc::spawn(flood, log_path(&format!("{}-iperf-c", client.name)))?;
-    let rate = |s: &Value, i: usize| s["connections"][0]["subflows"][i]["rate_mbit"].as_f64().unwrap_or(0.0);
+    let rate = |s: &Status, i: u32| s.subflow(i).map_or(0.0, |f| f.rate_mbit);
     wait_status(&client, cl, "path 0 estimated near its 8 Mbit/s", |s| (6.0..=9.0).contains(&rate(s, 0)))?;
     wait_status(&client, cl, "path 1 estimated, capped at 2 Mbit/s", |s| rate(s, 1) == 2.0)?;
     Ok(())

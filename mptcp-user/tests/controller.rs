@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
-use mptcp_common::maps::MAX_PREFIXES;
+use mptcp_common::maps::{ControlCounter, MAX_PREFIXES};
 use mptcp_testbed::{ping, Proc, Testbed};
 use mptcp_user::control::{Body, Message, PathHint};
 use nix::sys::signal::Signal;
@@ -76,9 +76,9 @@ fn a_full_prefix_table_refuses_the_connection_and_the_concentrator_serves_on() -
         conc.output()
     );
     let s = conc.status(&bed.conc)?;
-    assert!(s["control"]["event-errors"].as_u64().unwrap_or(0) >= 1, "{}", s["control"]);
+    assert!(s.control(ControlCounter::EventErrors) >= 1, "{s}");
     let accepted = answers.len() - refused;
-    assert_eq!(s["connections"].as_array().unwrap().len(), accepted + 1, "a refused connection left something behind");
+    assert_eq!(s.connections.len(), accepted + 1, "a refused connection left something behind");
     assert!(conc.output().contains("could not handle an input"), "the error is logged:\n{}", conc.output());
     assert!(ping(cl, Testbed::SERVER_V4, 3), "the real client still reaches the server through the bond");
     Ok(())
@@ -93,8 +93,7 @@ fn silent_local_control_clients_do_not_delay_probes() -> Result<()> {
     let conc = start_conc(&bed, &[])?;
     let client = start_client(&bed, 0, &[])?;
     let cl = &bed.clients[0];
-    let probes =
-        || -> Result<u64> { client.status(cl)?["control"]["probes-sent"].as_u64().context("no probes-sent counter") };
+    let probes = || -> Result<u64> { Ok(client.status(cl)?.control(ControlCounter::ProbesSent)) };
     let path = mptcp_user::ctl::socket_path(&client.name);
     let silent: Vec<_> =
         (0..5).map(|_| std::os::unix::net::UnixStream::connect(&path)).collect::<std::io::Result<_>>()?;
@@ -150,8 +149,7 @@ fn runtime_changes_survive_a_restart_that_adopts_the_data_path() -> Result<()> {
     let (ok, out) = cli(&client, cl, &["policy", "show"])?;
     assert!(ok && out.contains("default: weighted"), "the runtime policy was kept: {out}");
     wait_status(&client, cl, "the runtime hints were kept", |s| {
-        let sub = &s["connections"][0]["subflows"][1];
-        sub["weight"] == 3 && sub["backup"] == true
+        s.subflow(1).is_some_and(|f| f.weight == 3 && f.backup)
     })?;
 
     // Ctrl-C removes the data path: the next start is fresh, from the config.
@@ -161,7 +159,7 @@ fn runtime_changes_survive_a_restart_that_adopts_the_data_path() -> Result<()> {
     assert!(ok && out.contains("default: min-rtt"), "a fresh start uses the config's policy: {out}");
     wait_subflows(&client, cl, 2)?;
     let s = client.status(cl)?;
-    let sub = &s["connections"][0]["subflows"][1];
-    assert!(sub["weight"] == 0 && sub["backup"] == false, "a fresh start uses the config's hints: {s}");
+    let f = sub(&s, 1);
+    assert!(f.weight == 0 && !f.backup, "a fresh start uses the config's hints: {s}");
     Ok(())
 }

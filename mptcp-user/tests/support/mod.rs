@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use mptcp_testbed::{Netns, Proc, Testbed};
+use mptcp_user::status::{Status, SubflowStatus};
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mptcp-user");
 pub const PSK: &str = "test-pre-shared-key";
@@ -43,7 +43,9 @@ impl Instance {
         self.proc.as_mut().expect("running")
     }
 
-    pub fn status(&self, ns: &Netns) -> Result<Value> {
+    /// `status --json`, read into the controller's own status type: a field
+    /// that is not there is an error, not a 0.
+    pub fn status(&self, ns: &Netns) -> Result<Status> {
         let out = ns.command(BIN).args(["status", "--json", "--instance", &self.name]).output()?;
         if !out.status.success() {
             bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -139,7 +141,7 @@ pub fn start_client_config(bed: &Testbed, c: usize, toml: &str) -> Result<Instan
 }
 
 /// Poll the instance's status until `ok` holds (10 s), else fail with `what`.
-pub fn wait_status(inst: &Instance, ns: &Netns, what: &str, ok: impl Fn(&Value) -> bool) -> Result<()> {
+pub fn wait_status(inst: &Instance, ns: &Netns, what: &str, ok: impl Fn(&Status) -> bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = inst.status(ns)?;
@@ -154,22 +156,12 @@ pub fn wait_status(inst: &Instance, ns: &Netns, what: &str, ok: impl Fn(&Value) 
 }
 
 pub fn wait_subflows(inst: &Instance, ns: &Netns, n: usize) -> Result<()> {
-    wait_status(inst, ns, &format!("{n} subflows up"), |s| {
-        s["connections"][0]["subflows"].as_array().map(|v| v.iter().filter(|f| f["state"] == "up").count()).unwrap_or(0)
-            >= n
-    })
+    wait_status(inst, ns, &format!("{n} subflows up"), |s| s.subflows_up() >= n)
 }
 
-pub fn subflow_counter(status: &Value, id: usize, field: &str) -> u64 {
-    status["connections"][0]["subflows"]
-        .as_array()
-        .and_then(|v| v.iter().find(|f| f["id"] == id))
-        .map(|f| f[field].as_u64().unwrap_or(0))
-        .unwrap_or(0)
-}
-
-pub fn drop_count(status: &Value, reason: &str) -> u64 {
-    status["drops"][reason].as_u64().unwrap_or(0)
+/// Subflow `id` of the first connection; a test that needs it fails without it.
+pub fn sub(status: &Status, id: u32) -> &SubflowStatus {
+    status.subflow(id).unwrap_or_else(|| panic!("no subflow {id}: {status}"))
 }
 
 pub fn server(port: u16) -> SocketAddr {

@@ -170,12 +170,7 @@ fn wait_subflows(ns: &Netns, controller: &Path, instance: &str, n: usize) -> Res
     loop {
         let out =
             ns.command(controller.to_str().unwrap()).args(["status", "--json", "--instance", instance]).output()?;
-        let up = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|s| {
-                s["connections"][0]["subflows"].as_array().map(|v| v.iter().filter(|f| f["state"] == "up").count())
-            })
-            .unwrap_or(0);
+        let up = serde_json::from_slice::<mptcp_user::status::Status>(&out.stdout).map_or(0, |s| s.subflows_up());
         if up >= n {
             return Ok(());
         }
