@@ -11,6 +11,8 @@ extern crate std;
 
 pub mod checksum;
 pub mod classify;
+#[cfg(feature = "std")]
+pub mod clock;
 pub mod dedup;
 pub mod drop;
 pub mod maps;

@@ -8,11 +8,8 @@ use anyhow::{Context, Result};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-/// Microseconds on the monotonic clock.
-pub fn now_us() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
-}
+/// Microseconds on the monotonic clock (the one clock of every crate).
+pub use mptcp_common::clock::mono_us as now_us;
 
 /// A UDP socket on `local:port` bound to `iface`, so control traffic leaves
 /// over the uplink it describes.

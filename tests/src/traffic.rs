@@ -15,11 +15,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::Netns;
 
-/// Microseconds on the host-wide monotonic clock.
-pub fn mono_us() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000
-}
+/// Microseconds on the host-wide monotonic clock (the one clock of every crate).
+pub use mptcp_common::clock::mono_us;
 
 fn any_addr(dst: SocketAddr) -> SocketAddr {
     if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse().unwrap()
@@ -83,6 +80,18 @@ fn recv_stamped(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, u64)> 
         }
     }
     Ok((m.bytes, at))
+}
+
+/// The median (the mean of the middle two of an even count); `None` of
+/// nothing. The one median of the tests and the benchmark.
+pub fn median(samples: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = samples.into_iter().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 /// Percentile by nearest rank over unsorted samples.

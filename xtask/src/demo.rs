@@ -3,15 +3,14 @@
 //! concentrator; a TCP stream runs to a server behind it for `duration`
 //! seconds while per-subflow rates are printed every second.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use mptcp_testbed::traffic::{Stream, Transport, DEFAULT_CONGESTION};
-use mptcp_testbed::{payload, Netns, Proc, Testbed};
+use anyhow::{bail, Result};
+use mptcp_testbed::traffic::{self, Amount, BulkSink, Stream, Transport, DEFAULT_CONGESTION};
+use mptcp_testbed::{Netns, Proc, Testbed};
 use serde_json::{json, Value};
 
 const PSK: &str = "demo-pre-shared-key";
@@ -79,65 +78,49 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
         Testbed::SERVER_V4
     );
 
-    // The stream: a sink in the server namespace, a sender in the client's,
-    // both on Linux's default congestion control whatever the host's is.
+    // The stream: the testbed's bulk sink in the server namespace and its
+    // sender in the client's, on Linux's default congestion control
+    // whatever the host's is.
     let stream = Stream::new(Transport::Tcp, DEFAULT_CONGESTION);
-    let sink_stream = stream.clone();
-    let sink = bed.server.spawn_thread(move || -> Result<u64> {
-        let bind: SocketAddr = "0.0.0.0:5201".parse()?;
-        let l = sink_stream.socket(bind)?;
-        l.set_reuse_address(true)?;
-        l.bind(&bind.into())?;
-        l.listen(1)?;
-        let (s, _) = l.accept()?;
-        sink_stream.set_congestion(&s)?;
-        let mut s: TcpStream = s.into();
-        let mut buf = vec![0u8; 65536];
-        let mut n = 0u64;
-        loop {
-            match s.read(&mut buf)? {
-                0 => return Ok(n),
-                r => n += r as u64,
-            }
-        }
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let run_for = Duration::from_secs(duration);
+    let sink = BulkSink::start(
+        &bed.server,
+        "0.0.0.0:5201".parse()?,
+        stream.clone(),
+        1,
+        Instant::now(),
+        Duration::from_secs(1),
+        run_for + Duration::from_secs(10),
+    )?;
     let dst: SocketAddr = format!("{}:5201", Testbed::SERVER_V4).parse()?;
-    let until = Instant::now() + Duration::from_secs(duration);
-    let sender = cl.spawn_thread(move || -> Result<()> {
-        let s = stream.socket(dst)?;
-        s.connect_timeout(&dst.into(), Duration::from_secs(5)).context("connect through the bond")?;
-        let mut s: TcpStream = s.into();
-        let chunk = payload(64 * 1024, 7);
-        while Instant::now() < until {
-            s.write_all(&chunk)?;
-        }
-        Ok(())
-    });
-
+    let until = Instant::now() + run_for;
     let start = Instant::now();
-    let mut last: Vec<u64> = vec![0; 3];
-    println!(
-        "{:>5}  {}",
-        "t(s)",
-        NAMES.iter().map(|n| format!("{n:>12}")).collect::<String>() + "       total (Mbit/s)"
-    );
-    while Instant::now() < until {
-        std::thread::sleep(Duration::from_secs(1));
-        let s = status(cl, &ci)?;
-        let mut line = format!("{:>5.0}  ", start.elapsed().as_secs_f64());
-        let mut total = 0.0;
-        for (k, f) in subflows(&s).iter().enumerate().take(3) {
-            let b = f["tx_bytes"].as_u64().unwrap_or(0);
-            let mbit = (b - last[k]) as f64 * 8.0 / 1e6;
-            last[k] = b;
-            total += mbit;
-            line += &format!("{mbit:>12.2}");
+    std::thread::scope(|sc| -> Result<()> {
+        let sender =
+            sc.spawn(|| traffic::bulk_send(cl, dst, stream, 1, Amount::For(run_for), run_for + Duration::from_secs(5)));
+        let mut last: Vec<u64> = vec![0; 3];
+        println!(
+            "{:>5}  {}",
+            "t(s)",
+            NAMES.iter().map(|n| format!("{n:>12}")).collect::<String>() + "       total (Mbit/s)"
+        );
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_secs(1));
+            let s = status(cl, &ci)?;
+            let mut line = format!("{:>5.0}  ", start.elapsed().as_secs_f64());
+            let mut total = 0.0;
+            for (k, f) in subflows(&s).iter().enumerate().take(3) {
+                let b = f["tx_bytes"].as_u64().unwrap_or(0);
+                let mbit = (b - last[k]) as f64 * 8.0 / 1e6;
+                last[k] = b;
+                total += mbit;
+                line += &format!("{mbit:>12.2}");
+            }
+            println!("{line}  {total:>12.2}");
         }
-        println!("{line}  {total:>12.2}");
-    }
-    sender.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
-    let received = sink.join().map_err(|_| anyhow::anyhow!("sink panicked"))??;
+        sender.join().map_err(|_| anyhow::anyhow!("sender panicked"))?
+    })?;
+    let received = sink.join()?.bytes;
     let elapsed = start.elapsed().as_secs_f64();
     let final_client = status(cl, &ci)?;
     let final_conc = status(&bed.conc, &ki)?;

@@ -2,11 +2,12 @@
 //! programs run on a realistic connection (two IPv4 subflows under min-rtt),
 //! each run timed by the kernel, next to an empty program of the same type.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use mptcp_common::maps::programs;
 use mptcp_common::wire::MpHeader;
 use mptcp_common::{template, Policy};
 use mptcp_harness::*;
+use mptcp_testbed::traffic::median;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -18,11 +19,6 @@ pub struct Cost {
     pub ingress_ns: f64,
     pub noop_tc_ns: f64,
     pub noop_xdp_ns: f64,
-}
-
-fn median(mut v: Vec<u64>) -> f64 {
-    v.sort_unstable();
-    v[v.len() / 2] as f64
 }
 
 pub fn measure(samples: usize) -> Result<Cost> {
@@ -49,7 +45,7 @@ pub fn measure(samples: usize) -> Result<Cost> {
         f.time_runs(name, input, samples / 10)?; // warm caches and branch predictors
         let (verdict, t) = f.time_runs(name, input, samples)?;
         ensure!(verdict == want, "{name} returned {verdict}, expected {want}: the measured path is not the real one");
-        Ok(median(t))
+        median(t.into_iter().map(|ns| ns as f64)).context("no timed runs")
     };
     Ok(Cost {
         samples,

@@ -1,5 +1,6 @@
 //! Medians over runs, the markdown table and the machine-readable summary.
 
+use mptcp_testbed::traffic::median;
 use serde::Serialize;
 
 use crate::cost::Cost;
@@ -30,25 +31,16 @@ pub struct Summary {
     pub datapath_cost: Option<Cost>,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
-}
-
 /// Field by field median of the runs (absent values are skipped).
 pub fn median_metrics(runs: &[&Metrics]) -> Metrics {
-    let m = |f: fn(&Metrics) -> Option<f64>| median(runs.iter().filter_map(|r| f(r)).collect());
+    let m = |f: fn(&Metrics) -> Option<f64>| median(runs.iter().filter_map(|r| f(r)));
     let links = runs.iter().map(|r| r.link_share_pct.len()).max().unwrap_or(0);
     Metrics {
         goodput_mbit: m(|r| r.goodput_mbit),
         capacity_share_pct: m(|r| r.capacity_share_pct),
         completion_s: m(|r| r.completion_s),
         link_share_pct: (0..links)
-            .map(|k| median(runs.iter().filter_map(|r| r.link_share_pct.get(k).copied()).collect()).unwrap_or(0.0))
+            .map(|k| median(runs.iter().filter_map(|r| r.link_share_pct.get(k).copied())).unwrap_or(0.0))
             .collect(),
         retrans_segs: m(|r| r.retrans_segs),
         reorder_events: m(|r| r.reorder_events),
