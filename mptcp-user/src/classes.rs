@@ -12,7 +12,7 @@ use mptcp_common::classify::{ClassRule, DSCP_ANY, IPPROTO_TCP, IPPROTO_UDP};
 use mptcp_common::maps::{MAX_CLASSES, MAX_RULES};
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 use mptcp_common::{ClassPolicy, Policy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::parse_policy;
@@ -20,7 +20,7 @@ use crate::config::parse_policy;
 /// The name of class 0.
 pub const DEFAULT_CLASS_NAME: &str = "default";
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassConfig {
     pub name: String,
@@ -32,7 +32,7 @@ pub struct ClassConfig {
     pub matches: Vec<MatchConfig>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// "tcp", "udp", "icmp", "icmpv6" or an IP protocol number.

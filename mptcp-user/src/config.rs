@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use mptcp_common::{wire::DEFAULT_PORT, Policy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which end of the bond this host is.
-#[derive(Clone, Copy, Debug, serde::Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Opens the connection to a concentrator over every path.
@@ -20,7 +20,7 @@ pub enum Role {
     Concentrator,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub role: Role,
@@ -45,7 +45,7 @@ pub struct Config {
     pub classes: Vec<crate::classes::ClassConfig>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BondConfig {
     /// Name of the bond device (an ifb device the controller creates).
@@ -68,7 +68,7 @@ impl Default for BondConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
     #[serde(default = "default_probe_interval")]
@@ -84,7 +84,7 @@ impl Default for ProbeConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathConfig {
     /// Display name; defaults to the interface name.
@@ -341,6 +341,23 @@ backup = true
         let mut c: Config = toml::from_str(CLIENT).unwrap();
         c.psk = None;
         assert!(c.validate().unwrap_err().to_string().contains("pre-shared key"));
+    }
+
+    #[test]
+    fn a_config_written_from_its_types_reads_back_the_same() {
+        let mut c: Config = toml::from_str(CLIENT).unwrap();
+        c.classes.push(crate::classes::ClassConfig {
+            name: "voice".into(),
+            policy: "active-backup".into(),
+            base: None,
+            matches: vec![crate::classes::MatchConfig {
+                protocol: Some("udp".into()),
+                dport: Some("5060-5070".into()),
+                ..Default::default()
+            }],
+        });
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), c, "{text}");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use anyhow::{Context, Result};
 use mptcp_common::maps::ControlCounter;
 use mptcp_common::DropReason;
 use mptcp_testbed::{ping, tcp_bulk, udp_stream, udp_stream_ordered, Netns, Proc, Testbed};
+use mptcp_user::classes::{ClassConfig, MatchConfig};
+use mptcp_user::config::{Config, PathConfig, Role};
 use mptcp_user::status::{Status, SubflowState};
 use nix::sys::signal::Signal;
 use support::*;
@@ -56,36 +58,27 @@ fn icmp_tcp_and_udp_cross_the_bond_over_both_subflows() -> Result<()> {
     Ok(())
 }
 
-fn shaped_config(policy: &str, rates: [u32; 2], backup1: bool) -> String {
-    let [a4, a6] = Testbed::client_bond_addrs(0);
-    format!(
-        r#"role = "client"
-psk = "{PSK}"
-policy = "{policy}"
-[bond]
-name = "mpb"
-addresses = ["{a4}", "{a6}"]
-routes = ["{}", "{}"]
-[probe]
-interval_ms = 100
-[[path]]
-interface = "u0"
-remote = "{}"
-rate_mbit = {}
-[[path]]
-interface = "u1"
-remote = "{}"
-rate_mbit = {}
-priority = 1
-backup = {backup1}
-"#,
-        Testbed::SERVER_ROUTES[0],
-        Testbed::SERVER_ROUTES[1],
-        Testbed::conc_addr(0, 0),
-        rates[0],
-        Testbed::conc_addr(0, 1),
-        rates[1],
-    )
+/// A client with paths u0 and u1 (u1 at priority 1), built from the config
+/// types: rate hints `rates` (Mbit/s), u1 a backup if `backup1`.
+fn shaped_config(policy: &str, rates: [u32; 2], backup1: bool) -> Config {
+    let mut c = Config::new(Role::Client);
+    c.psk = Some(PSK.into());
+    c.policy = policy.into();
+    c.bond.name = "mpb".into();
+    c.bond.addresses = Testbed::client_bond_addrs(0).iter().map(|a| a.parse().unwrap()).collect();
+    c.bond.routes = Testbed::SERVER_ROUTES.iter().map(|r| r.parse().unwrap()).collect();
+    c.probe.interval_ms = 100;
+    c.paths = (0..2)
+        .map(|k| PathConfig {
+            interface: Testbed::client_dev(k),
+            remote: Some(Testbed::conc_addr(0, k)),
+            rate_mbit: Some(rates[k] as f64),
+            priority: k as u32,
+            backup: k == 1 && backup1,
+            ..Default::default()
+        })
+        .collect();
+    c
 }
 
 #[test]
@@ -395,12 +388,14 @@ fn a_satellite_path_with_a_600_ms_round_trip_joins_and_carries_traffic() -> Resu
     Ok(())
 }
 
-/// `shaped_config` with weights on the two paths and `extra` appended (e.g. classes).
-fn weighted_config(policy: &str, weights: [u32; 2], extra: &str) -> String {
-    shaped_config(policy, [100, 100], false)
-        .replace("interface = \"u0\"\n", &format!("interface = \"u0\"\nweight = {}\n", weights[0]))
-        .replace("interface = \"u1\"\n", &format!("interface = \"u1\"\nweight = {}\n", weights[1]))
-        + extra
+/// `shaped_config` with weights on the two paths and these classes.
+fn weighted_config(policy: &str, weights: [u32; 2], classes: Vec<ClassConfig>) -> Config {
+    let mut c = shaped_config(policy, [100, 100], false);
+    for (p, w) in c.paths.iter_mut().zip(weights) {
+        p.weight = w;
+    }
+    c.classes = classes;
+    c
 }
 
 fn tx_packets(inst: &Instance, ns: &Netns) -> Result<[u64; 2]> {
@@ -408,14 +403,19 @@ fn tx_packets(inst: &Instance, ns: &Netns) -> Result<[u64; 2]> {
     Ok([sub(&s, 0).tx_packets, sub(&s, 1).tx_packets])
 }
 
-const VOICE_CLASS: &str = r#"
-[[class]]
-name = "voice"
-policy = "active-backup"
-[[class.match]]
-protocol = "udp"
-dport = "6000-6010"
-"#;
+/// UDP to ports 6000-6010, on active-backup.
+fn voice_class() -> Vec<ClassConfig> {
+    vec![ClassConfig {
+        name: "voice".into(),
+        policy: "active-backup".into(),
+        base: None,
+        matches: vec![MatchConfig {
+            protocol: Some("udp".into()),
+            dport: Some("6000-6010".into()),
+            ..Default::default()
+        }],
+    }]
+}
 
 /// Classes on the wire: the default class shares packets 3:1 by weight, a UDP
 /// port range goes to its own active-backup class, and both switch at runtime.
@@ -424,7 +424,7 @@ fn classes_follow_their_own_policy_and_switch_at_runtime() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
     let _conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
-    let client = start_client_config(&bed, 0, &weighted_config("weighted", [3, 1], VOICE_CLASS))?;
+    let client = start_client_config(&bed, 0, &weighted_config("weighted", [3, 1], voice_class()))?;
 
     let (ok, show) = cli(&client, cl, &["policy", "show"])?;
     assert!(ok && show.contains("default: weighted") && show.contains("voice: active-backup"), "{show}");
@@ -482,7 +482,7 @@ fn flowlet_keeps_a_steady_flow_on_one_subflow() -> Result<()> {
     }
     let _conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
-    let client = start_client_config(&bed, 0, &weighted_config("weighted", [1, 1], ""))?;
+    let client = start_client_config(&bed, 0, &weighted_config("weighted", [1, 1], vec![]))?;
     let burst = |port: u16| -> Result<[u64; 2]> {
         let before = tx_packets(&client, cl)?;
         assert_eq!(udp_stream(&bed.server, cl, server(port), 200, Duration::from_micros(100))?, (200, 0));
@@ -508,7 +508,7 @@ fn a_hundred_policy_switches_lose_and_duplicate_nothing() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
     let _conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
-    let client = start_client_config(&bed, 0, &weighted_config("min-rtt", [2, 1], VOICE_CLASS))?;
+    let client = start_client_config(&bed, 0, &weighted_config("min-rtt", [2, 1], voice_class()))?;
     let cycle = ["weighted", "redundant", "active-backup", "earliest-arrival", "flowlet", "min-rtt"];
     let count = 8000;
     std::thread::scope(|sc| -> Result<()> {
@@ -636,11 +636,11 @@ fn a_path_without_a_rate_hint_is_estimated_from_feedback() -> Result<()> {
     Testbed::shape(cl, &Testbed::client_dev(1), 8)?;
     let _conc = start_conc(&bed, &[])?;
     // Weighted 1:1, so each path carries half of whatever is offered.
-    let config = shaped_config("weighted", [1, 1], false).replacen("rate_mbit = 1\n", "weight = 1\n", 1).replacen(
-        "rate_mbit = 1\n",
-        "max_rate_mbit = 2\nweight = 1\n",
-        1,
-    );
+    let mut config = shaped_config("weighted", [1, 1], false);
+    for p in &mut config.paths {
+        (p.rate_mbit, p.weight) = (None, 1);
+    }
+    config.paths[1].max_rate_mbit = Some(2.0);
     let client = start_client_config(&bed, 0, &config)?;
     wait_subflows(&client, cl, 2)?;
     let s = client.status(cl)?;

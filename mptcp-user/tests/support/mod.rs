@@ -130,11 +130,11 @@ pub fn start_client(bed: &Testbed, c: usize, extra: &[&str]) -> Result<Instance>
     Ok(inst)
 }
 
-/// Client by config file (for per-path options).
-pub fn start_client_config(bed: &Testbed, c: usize, toml: &str) -> Result<Instance> {
+/// Client by config file (for per-path options), written from the config types.
+pub fn start_client_config(bed: &Testbed, c: usize, config: &mptcp_user::config::Config) -> Result<Instance> {
     let name = format!("{}c{c}", bed.prefix);
     let f = std::env::temp_dir().join(format!("{name}.toml"));
-    std::fs::write(&f, toml)?;
+    std::fs::write(&f, toml::to_string(config)?)?;
     let inst = start(&bed.clients[c], &name, &["--config".into(), f.display().to_string()], "mptcp-user: connected")?;
     wait_subflows(&inst, &bed.clients[c], bed.uplinks)?;
     Ok(inst)
