@@ -135,7 +135,7 @@ impl Concentrator {
                 self.maps.bump(ControlCounter::AuthFailed);
                 tracing::warn!(from = %m.from, interface = %self.listeners[m.socket].iface, "refused a control message: authentication failed (wrong pre-shared key)");
                 // Tell a client with the wrong key, so it fails fast; nothing is installed.
-                if let Some(nonce_c) = hello_nonce(&m.data) {
+                if let Some(nonce_c) = crate::control::unverified_hello_nonce(&m.data) {
                     let r = Message {
                         token: 0,
                         subflow_id: 0,
@@ -412,16 +412,4 @@ impl Role for Concentrator {
     fn into_maps(self) -> DataPathMaps {
         self.maps
     }
-}
-
-/// The client nonce of a HELLO that failed authentication, read without
-/// trusting anything else in it (only to address the REJECT).
-fn hello_nonce(data: &[u8]) -> Option<u64> {
-    use mptcp_common::wire::MP_HDR_LEN;
-    const T_HELLO: u8 = 1;
-    if data.len() < MP_HDR_LEN + 10 || data[MP_HDR_LEN] != T_HELLO {
-        return None;
-    }
-    let b = &data[MP_HDR_LEN + 2..MP_HDR_LEN + 10];
-    Some(u64::from_be_bytes(b.try_into().ok()?))
 }

@@ -362,6 +362,18 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The client nonce of a HELLO that failed authentication, read without
+/// trusting anything else in it: only to address the REJECT that tells a
+/// client with the wrong key so.
+pub fn unverified_hello_nonce(buf: &[u8]) -> Option<u64> {
+    let body = buf.get(MP_HDR_LEN..)?;
+    if body.first() != Some(&T_HELLO) {
+        return None;
+    }
+    // type, join flag, then the nonce.
+    Some(u64::from_be_bytes(body.get(2..10)?.try_into().ok()?))
+}
+
 /// The connection token both sides derive from the two keys (as MPTCP derives
 /// its token from its keys): the first 32 bits of SHA-256(key_c ‖ key_s),
 /// never 0.
@@ -435,6 +447,16 @@ mod tests {
         b[MP_HDR_LEN + 3] ^= 1;
         assert_eq!(Message::decode(&b, b"k"), Err(DecodeError::BadTag));
         assert!(matches!(Message::decode(&b[..10], b"k"), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_hello_with_the_wrong_key_still_names_its_nonce() {
+        let hello = Body::Hello { join: false, nonce_c: 0x1234, key_c: 5, path: PathHint::default(), prefixes: vec![] };
+        let b = Message { token: 0, subflow_id: 0, body: hello }.encode(b"other-key");
+        assert_eq!(unverified_hello_nonce(&b), Some(0x1234));
+        let proof = Message { token: 0, subflow_id: 0, body: Body::Proof { nonce_c: 1, nonce_s: 2 } }.encode(b"k");
+        assert_eq!(unverified_hello_nonce(&proof), None);
+        assert_eq!(unverified_hello_nonce(&b[..MP_HDR_LEN + 4]), None);
     }
 
     #[test]
