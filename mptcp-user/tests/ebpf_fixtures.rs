@@ -3,7 +3,8 @@
 //! verdict, the output packet and the counters. Run as root.
 
 use anyhow::Result;
-use aya::maps::HashMap;
+use aya::maps::lpm_trie::Key;
+use aya::maps::{HashMap, LpmTrie};
 use mptcp_common::checksum::ipv4_header_checksum;
 use mptcp_common::maps::{names, Connection, FlowKey};
 use mptcp_common::wire::{MpHeader, FAMILY_V6, KIND_CONTROL, MP_HDR_LEN};
@@ -130,6 +131,25 @@ fn egress_fixtures() -> Result<()> {
     arp.extend_from_slice(&[0u8; 28]);
     assert_eq!(f.run_tc(&arp)?.0, TC_ACT_SHOT);
     assert_eq!(f.drops(DropReason::NotIp)?, 1);
+
+    // Too big for the uplink once encapsulated (nothing fragments on the
+    // redirect path): refused and counted, to the byte.
+    let v4_outer = 20 + 8 + MP_HDR_LEN as u32;
+    f.set_uplink_mtu(inner.len() as u32 + v4_outer - 1)?;
+    f.set_class_policy(0, ClassPolicy::new(Policy::MinRtt))?;
+    assert_eq!(f.run_tc(&input)?.0, TC_ACT_SHOT);
+    assert_eq!(f.drops(DropReason::TooBig)?, 1);
+    f.set_uplink_mtu(inner.len() as u32 + v4_outer)?;
+    assert_eq!(f.run_tc(&input)?.0, TC_ACT_REDIRECT, "a packet that just fits goes");
+    f.set_uplink_mtu(1500)?;
+
+    // Encapsulation refused: a second run on the same skb finds it already
+    // encapsulated (its outer destination routed into the bond as well), and
+    // bpf_skb_adjust_room fails.
+    let mut lpm: LpmTrie<_, [u8; 4], u32> = f.ebpf.map_mut(names::CONN_BY_DEST_V4).unwrap().try_into()?;
+    lpm.insert(&Key::new(32, CO4), TOKEN, 0)?;
+    assert_eq!(f.run_tc_repeated(&input, 2)?, TC_ACT_SHOT);
+    assert_eq!(f.drops(DropReason::EncapFailed)?, 1);
 
     // No established subflow.
     let mut c: HashMap<_, u32, Connection> = f.ebpf.map_mut(names::CONNECTIONS).unwrap().try_into()?;

@@ -181,6 +181,24 @@ impl Fixture {
         Ok((r.return_value, out))
     }
 
+    /// The egress program run `repeat` times on one skb (each run sees what
+    /// the previous one made of it): the last verdict.
+    pub fn run_tc_repeated(&mut self, input: &[u8], repeat: u32) -> Result<u32> {
+        let p: &mut SchedClassifier = self.ebpf.program_mut(programs::BOND_EGRESS).unwrap().try_into()?;
+        let mut out = vec![0u8; input.len() + 512];
+        let options = TestRunOptions { data_in: Some(input), data_out: Some(&mut out), repeat, ..Default::default() };
+        Ok(p.test_run(options)?.return_value)
+    }
+
+    /// The largest packet, outer headers included, the egress program may send.
+    pub fn set_uplink_mtu(&mut self, mtu: u32) -> Result<()> {
+        let mut s: Array<_, Settings> = self.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
+        let mut v = s.get(&0, 0)?;
+        v.uplink_mtu = mtu;
+        s.set(0, v, 0)?;
+        Ok(())
+    }
+
     pub fn run_tc(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
         let p: &mut SchedClassifier = self.ebpf.program_mut(programs::BOND_EGRESS).unwrap().try_into()?;
         let mut out = vec![0u8; input.len() + 256];
