@@ -6,11 +6,16 @@
 //! - each link (client → concentrator) is a FIFO at its rate with a tail-drop
 //!   queue of `queue_ms`, then its one-way delay plus uniform jitter (order
 //!   kept) and random loss; events change or cut links at their time;
-//! - the controller's view: every probe interval each path's srtt is
-//!   refreshed (2 × delay + the queue at that moment) and its one-way delay
-//!   estimate is half the smallest RTT seen; `down_after` missed
+//! - the controller's view, by the controller's own per-subflow monitor
+//!   (`mptcp_user::monitor::PathMonitor`, unchanged): every probe interval
+//!   each path's RTT is sampled (2 × delay + the queue at that moment) and
+//!   the receiver's report (wire bytes and packets received so far, the
+//!   latest one-way delay) goes into its feedback and capacity estimate; the
+//!   path state the policies read is the monitor's; `down_after` missed
 //!   probes mark a dead path down, the first answered one up again; rate
-//!   hints are the scenario's (`[bond] rate_hint_pct`), as in the real benchmark;
+//!   hints are the scenario's (`[bond] rate_hint_pct`; without them,
+//!   `rate_hints = false`, the capacity estimate sets the rate), as in the
+//!   real benchmark;
 //! - the receiver delivers the first copy of each packet.
 //!
 //! Sources are open-loop: TCP bulk flows and transfers are offered at 90 % of
@@ -20,11 +25,13 @@
 
 use std::collections::HashSet;
 
-use mptcp_common::maps::{Bucket, PathState, MAX_SUBFLOWS, PATH_ESTABLISHED, PATH_UP};
+use mptcp_common::maps::{Bucket, PathState, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, ConnectionPaths, FlowletEntry, SchedState};
 use mptcp_common::wire::wire_len;
 use mptcp_common::{ClassPolicy, Policy};
 use mptcp_testbed::rng::Rng;
+use mptcp_user::control::{PathHint, RxReport};
+use mptcp_user::monitor::PathMonitor;
 use serde::Serialize;
 
 use crate::scenario::{Action, Scenario, Traffic};
@@ -56,6 +63,9 @@ pub struct SimResult {
     pub link_share_pct: Vec<f64>,
     /// Longest gap between deliveries of a UDP probe flow, if there is one.
     pub probe_gap_ms: Option<f64>,
+    /// Each link's rate at the end as the controller's estimator saw it
+    /// (Mbit/s on the wire; 0: no estimate), hinted or not.
+    pub estimated_mbit: Vec<f64>,
 }
 
 struct Link {
@@ -69,11 +79,17 @@ struct Link {
     free_at: u64,
     last_arrival: u64,
     sent_bytes: u64,
+    /// Wire bytes sent, as the data path's counters count them.
+    sent_wire: u64,
+    /// Packets on their way, (arrival time, wire bytes, one-way delay µs),
+    /// in arrival order; the receiver counts them as they arrive.
+    in_flight: std::collections::VecDeque<(u64, u32, u32)>,
+    /// The receiver's counters of this path, as its report carries them.
+    rx: RxReport,
     /// The controller's view.
     up: bool,
     missed: u32,
-    srtt_us: u32,
-    min_rtt_us: u32,
+    monitor: PathMonitor,
 }
 
 struct Flow {
@@ -152,11 +168,20 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
     let end = T0 + (scn.duration_s * 1e9) as u64;
     let probe_ns = scn.bond.probe_interval_ms.unwrap_or(DEFAULT_PROBE_MS) * 1_000_000;
     let down_after = scn.bond.down_after.unwrap_or(DEFAULT_DOWN_AFTER);
+    let hint = |k: usize, rate_bps: f64| PathHint {
+        priority: k as u32,
+        rate_bytes_per_sec: scn.bond.hint_mbit(rate_bps / 1e6).map_or(0, |r| (r * 1e6 / 8.0) as u64),
+        ..PathHint::default()
+    };
     let mut links: Vec<Link> = scn
         .links
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(k, l)| {
             let s = l.uplink();
+            let mut monitor = PathMonitor::new(hint(k, s.rate_mbit * 1e6), 0);
+            // The handshake's round trip.
+            monitor.on_rtt(T0 / 1_000, (2.0 * s.delay_ms * 1e3) as u64);
             Link {
                 rate_bps: s.rate_mbit * 1e6,
                 delay_ns: (s.delay_ms * 1e6) as u64,
@@ -167,10 +192,12 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                 free_at: 0,
                 last_arrival: 0,
                 sent_bytes: 0,
+                sent_wire: 0,
+                in_flight: Default::default(),
+                rx: RxReport::default(),
                 up: true,
                 missed: 0,
-                srtt_us: (2.0 * s.delay_ms * 1e3) as u32,
-                min_rtt_us: (2.0 * s.delay_ms * 1e3) as u32,
+                monitor,
             }
         })
         .collect();
@@ -212,11 +239,21 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
             next_event += 1;
         }
         while next_probe <= now {
-            for l in links.iter_mut() {
+            for (k, l) in links.iter_mut().enumerate() {
+                // What the receiver has counted by now.
+                while l.in_flight.front().is_some_and(|&(at, _, _)| at <= next_probe) {
+                    let (_, wire, owd) = l.in_flight.pop_front().unwrap();
+                    l.rx.bytes += wire as u64;
+                    l.rx.packets += 1;
+                    l.rx.owd_us = owd;
+                }
+                // A `set` event may have changed the link's rate, and the hint follows it.
+                l.monitor.hint = hint(k, l.rate_bps);
                 if l.alive && rng.next_f64() >= l.loss {
                     let queued = l.free_at.saturating_sub(next_probe);
-                    l.srtt_us = ((2 * l.delay_ns + queued) / 1_000) as u32;
-                    l.min_rtt_us = l.min_rtt_us.min(l.srtt_us);
+                    let now_us = next_probe / 1_000;
+                    l.monitor.on_rtt(now_us, (2 * l.delay_ns + queued) / 1_000);
+                    l.monitor.on_report(now_us, l.rx, l.sent_wire, false);
                     l.missed = 0;
                     l.up = true;
                 } else {
@@ -232,14 +269,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
         // The controller's path state, and the decision.
         let mut states = [PathState::default(); MAX_SUBFLOWS];
         for (k, l) in links.iter().enumerate().take(MAX_SUBFLOWS) {
-            states[k] = PathState {
-                flags: PATH_ESTABLISHED | if l.up { PATH_UP } else { 0 },
-                priority: k as u32,
-                srtt_us: l.srtt_us,
-                owd_us: l.min_rtt_us / 2,
-                rate_bytes_per_sec: scn.bond.hint_mbit(l.rate_bps / 1e6).map_or(0, |r| (r * 1e6 / 8.0) as u64),
-                ..PathState::default()
-            };
+            states[k] = l.monitor.path_state(l.up);
         }
         let n = links.len().min(MAX_SUBFLOWS);
         let paths = ConnectionPaths { states: &states[..n], buckets: &buckets, now_ns: now };
@@ -259,6 +289,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                 bucket_spend(&mut buckets[k], rate, credit, wire, now);
                 let l = &mut links[k];
                 l.sent_bytes += size as u64;
+                l.sent_wire += wire as u64;
                 if !l.alive {
                     continue;
                 }
@@ -273,6 +304,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                 if rng.next_f64() < l.loss {
                     continue;
                 }
+                l.in_flight.push_back((at, wire, ((at - now) / 1_000) as u32));
                 arrivals.push(Arrival { flow: fi, seq: f.seq, sent: now, at, size });
             }
         }
@@ -329,6 +361,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
         delay_p99_ms: pct(0.99),
         link_share_pct: links.iter().map(|l| l.sent_bytes as f64 / sent.max(1) as f64 * 100.0).collect(),
         probe_gap_ms: probe_gap.map(|g| g as f64 / 1e6),
+        estimated_mbit: links.iter().map(|l| l.monitor.capacity.get() as f64 * 8.0 / 1e6).collect(),
     }
 }
 
@@ -418,6 +451,24 @@ mod tests {
 
     /// A link dies: redundant loses nothing, active-backup loses until the
     /// path is declared down, weighted keeps losing its share until then too.
+    /// The controller's estimator runs in the simulation: without hints it
+    /// finds a link's capacity from the modelled feedback once the link
+    /// holds a standing queue above an unqueued floor, and only then: the
+    /// slow link, which min-rtt's spill-over never fills, keeps no estimate,
+    /// and a load that fills a link's queue before the first report leaves
+    /// no unqueued floor to measure the queue from (both gaps are the
+    /// adaptive-rate work's).
+    #[test]
+    fn without_hints_the_estimator_finds_the_rate_of_a_link_that_queues() {
+        let no_hints = "\n[bond]\nrate_hints = false\n";
+        let r = simulate(&scenario(&(TWO_UNEQUAL.to_string() + no_hints)), Policy::MinRtt);
+        assert!((r.estimated_mbit[0] - 10.0).abs() <= 0.5, "the fast link, queued: {r:?}");
+        assert_eq!(r.estimated_mbit[1], 0.0, "the slow link never queues: {r:?}");
+        let full_blast = TWO_UNEQUAL.replace("rate_mbit = 11", "rate_mbit = 14") + no_hints;
+        let r = simulate(&scenario(&full_blast), Policy::MinRtt);
+        assert_eq!(r.estimated_mbit, vec![0.0, 0.0], "queued from the start, no floor: {r:?}");
+    }
+
     #[test]
     fn redundant_loses_nothing_across_a_failure() {
         let s = scenario(
