@@ -15,7 +15,7 @@ use mptcp_common::{ClassPolicy, Policy};
 use serde::{Deserialize, Serialize};
 
 use crate::bpfmaps::DataPathMaps;
-use crate::config::parse_policy;
+use crate::config::PolicyName;
 
 /// The name of class 0.
 pub const DEFAULT_CLASS_NAME: &str = "default";
@@ -24,9 +24,9 @@ pub const DEFAULT_CLASS_NAME: &str = "default";
 #[serde(deny_unknown_fields)]
 pub struct ClassConfig {
     pub name: String,
-    pub policy: String,
+    pub policy: PolicyName,
     /// flowlet only: the policy that places a flow when it may move (default min-rtt).
-    pub base: Option<String>,
+    pub base: Option<PolicyName>,
     /// The rules that select this class; every field set in one rule must match.
     #[serde(default, rename = "match")]
     pub matches: Vec<MatchConfig>,
@@ -36,10 +36,10 @@ pub struct ClassConfig {
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// "tcp", "udp", "icmp", "icmpv6" or an IP protocol number.
-    pub protocol: Option<String>,
+    pub protocol: Option<Protocol>,
     /// A port or an inclusive range, e.g. "443" or "5060-5070".
-    pub sport: Option<String>,
-    pub dport: Option<String>,
+    pub sport: Option<PortRange>,
+    pub dport: Option<PortRange>,
     /// DiffServ code point, 0..=63 (e.g. 46 = EF).
     pub dscp: Option<u8>,
     /// Inner destination prefix.
@@ -52,6 +52,69 @@ pub struct ClassPlan {
     pub names: Vec<String>,
     pub policies: Vec<ClassPolicy>,
     pub rules: Vec<ClassRule>,
+}
+
+/// An IP protocol, by name or number, checked when the config is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Protocol(pub u8);
+
+impl std::str::FromStr for Protocol {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Protocol> {
+        parse_protocol(s).map(Protocol)
+    }
+}
+
+impl TryFrom<String> for Protocol {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Protocol, String> {
+        s.parse().map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl From<Protocol> for String {
+    fn from(p: Protocol) -> String {
+        match p.0 {
+            IPPROTO_TCP => "tcp".into(),
+            IPPROTO_UDP => "udp".into(),
+            1 => "icmp".into(),
+            58 => "icmpv6".into(),
+            n => n.to_string(),
+        }
+    }
+}
+
+/// An inclusive port range ("443" or "5060-5070"), checked when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<PortRange> {
+        parse_ports(s).map(|(lo, hi)| PortRange { lo, hi })
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<PortRange, String> {
+        s.parse().map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> String {
+        if r.lo == r.hi {
+            r.lo.to_string()
+        } else {
+            format!("{}-{}", r.lo, r.hi)
+        }
+    }
 }
 
 fn parse_protocol(s: &str) -> Result<u8> {
@@ -83,12 +146,10 @@ fn parse_ports(s: &str) -> Result<(u16, u16)> {
 }
 
 /// A class's policy value; `base` only with flowlet.
-pub fn class_policy(policy: &str, base: Option<&str>) -> Result<ClassPolicy> {
-    let p = parse_policy(policy)?;
-    let mut cp = ClassPolicy::new(p);
-    match (p, base) {
+pub fn class_policy(policy: Policy, base: Option<Policy>) -> Result<ClassPolicy> {
+    let mut cp = ClassPolicy::new(policy);
+    match (policy, base) {
         (Policy::Flowlet, Some(b)) => {
-            let b = parse_policy(b).context("base")?;
             if !b.is_base() {
                 bail!("base policy {} cannot place flows for flowlet; use min-rtt, active-backup, weighted or earliest-arrival", b.name());
             }
@@ -102,14 +163,14 @@ pub fn class_policy(policy: &str, base: Option<&str>) -> Result<ClassPolicy> {
 
 fn rule(class: u8, m: &MatchConfig) -> Result<ClassRule> {
     let mut r = ClassRule { class, ..Default::default() };
-    if let Some(p) = &m.protocol {
-        r.proto = parse_protocol(p)?;
+    if let Some(p) = m.protocol {
+        r.proto = p.0;
     }
-    if let Some(s) = &m.sport {
-        (r.sport_lo, r.sport_hi) = parse_ports(s)?;
+    if let Some(p) = m.sport {
+        (r.sport_lo, r.sport_hi) = (p.lo, p.hi);
     }
-    if let Some(s) = &m.dport {
-        (r.dport_lo, r.dport_hi) = parse_ports(s)?;
+    if let Some(p) = m.dport {
+        (r.dport_lo, r.dport_hi) = (p.lo, p.hi);
     }
     if (m.sport.is_some() || m.dport.is_some()) && r.proto != IPPROTO_TCP && r.proto != IPPROTO_UDP {
         bail!("ports only match TCP or UDP: add protocol = \"tcp\" or \"udp\"");
@@ -143,7 +204,7 @@ fn rule(class: u8, m: &MatchConfig) -> Result<ClassRule> {
 }
 
 /// Check and compile the configured classes behind the default class's `policy`.
-pub fn plan(default_policy: &str, classes: &[ClassConfig]) -> Result<ClassPlan> {
+pub fn plan(default_policy: Policy, classes: &[ClassConfig]) -> Result<ClassPlan> {
     let mut plan = ClassPlan {
         names: vec![DEFAULT_CLASS_NAME.to_string()],
         policies: vec![class_policy(default_policy, None)?],
@@ -158,7 +219,7 @@ pub fn plan(default_policy: &str, classes: &[ClassConfig]) -> Result<ClassPlan> 
         if c.name.is_empty() || plan.names.contains(&c.name) {
             bail!("class name {:?} is empty or used twice (\"{DEFAULT_CLASS_NAME}\" is the default class)", c.name);
         }
-        plan.policies.push(class_policy(&c.policy, c.base.as_deref()).with_context(ctx)?);
+        plan.policies.push(class_policy(c.policy.0, c.base.map(|b| b.0)).with_context(ctx)?);
         if c.matches.is_empty() {
             bail!("class {:?} has no [[class.match]] rule, so no packet could reach it", c.name);
         }
@@ -220,7 +281,7 @@ mod tests {
             destination = "10.8.0.0/16"
             "#,
         );
-        let p = plan("min-rtt", &c).unwrap();
+        let p = plan(Policy::MinRtt, &c).unwrap();
         assert_eq!(p.names, ["default", "voice", "bulk"]);
         assert_eq!(p.policies[2], ClassPolicy::new(Policy::Flowlet).with_base(Policy::Weighted));
         assert_eq!(p.rules.len(), 3);
@@ -240,7 +301,17 @@ mod tests {
 
     #[test]
     fn bad_classes_are_refused_naming_the_cause() {
-        let err = |t: &str| format!("{:#}", plan("min-rtt", &class(t)).unwrap_err());
+        // A bad value is refused as the config is read; the rest when planned.
+        let err = |t: &str| {
+            #[derive(Deserialize)]
+            struct F {
+                class: Vec<ClassConfig>,
+            }
+            match toml::from_str::<F>(t) {
+                Err(e) => e.to_string(),
+                Ok(f) => format!("{:#}", plan(Policy::MinRtt, &f.class).unwrap_err()),
+            }
+        };
         let head = "[[class]]\nname = \"x\"\npolicy = \"min-rtt\"\n";
         assert!(err(head).contains("no [[class.match]]"));
         assert!(err(&format!("{head}[[class.match]]\ndport = \"80\"")).contains("only match TCP or UDP"));

@@ -33,7 +33,7 @@ pub struct Config {
     #[serde(default = "default_port")]
     pub port: u16,
     #[serde(default = "default_policy")]
-    pub policy: String,
+    pub policy: PolicyName,
     #[serde(default)]
     pub bond: BondConfig,
     #[serde(default)]
@@ -133,8 +133,8 @@ fn default_instance() -> String {
 fn default_port() -> u16 {
     DEFAULT_PORT
 }
-fn default_policy() -> String {
-    Policy::MinRtt.name().into()
+fn default_policy() -> PolicyName {
+    PolicyName(Policy::MinRtt)
 }
 fn default_bond_name() -> String {
     "mpbond0".into()
@@ -171,12 +171,12 @@ impl Config {
     }
 
     pub fn policy(&self) -> Result<Policy> {
-        parse_policy(&self.policy)
+        Ok(self.policy.0)
     }
 
     /// The classes compiled for the data path (class 0 = default = `policy`).
     pub fn class_plan(&self) -> Result<crate::classes::ClassPlan> {
-        crate::classes::plan(&self.policy, &self.classes)
+        crate::classes::plan(self.policy.0, &self.classes)
     }
 
     /// The pre-shared key's bytes.
@@ -260,6 +260,38 @@ impl Config {
     }
 }
 
+/// A policy by its name, as configs, local requests and the CLI spell it:
+/// checked when read, so a misspelt policy is refused naming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PolicyName(pub Policy);
+
+impl std::str::FromStr for PolicyName {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<PolicyName> {
+        parse_policy(s).map(PolicyName)
+    }
+}
+
+impl TryFrom<String> for PolicyName {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<PolicyName, String> {
+        s.parse().map_err(|e| format!("{e:#}"))
+    }
+}
+
+impl From<PolicyName> for String {
+    fn from(p: PolicyName) -> String {
+        p.0.name().to_string()
+    }
+}
+
+impl std::fmt::Display for PolicyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
 pub fn parse_policy(s: &str) -> Result<Policy> {
     Policy::from_name(s).with_context(|| {
         let known: Vec<_> = Policy::ALL.iter().map(|p| p.name()).collect();
@@ -335,9 +367,9 @@ backup = true
         let mut c: Config = toml::from_str(CLIENT).unwrap();
         c.paths[1].remote = None;
         assert!(c.validate().unwrap_err().to_string().contains("needs `remote`"));
-        let mut c: Config = toml::from_str(CLIENT).unwrap();
-        c.policy = "fastest".into();
-        assert!(c.validate().unwrap_err().to_string().contains("unknown policy"));
+        // A misspelt policy is refused as the file is read, naming it.
+        let err = toml::from_str::<Config>(&format!("policy = \"fastest\"\n{CLIENT}")).unwrap_err().to_string();
+        assert!(err.contains("unknown policy") && err.contains("fastest"), "{err}");
         let mut c: Config = toml::from_str(CLIENT).unwrap();
         c.psk = None;
         assert!(c.validate().unwrap_err().to_string().contains("pre-shared key"));
@@ -348,11 +380,11 @@ backup = true
         let mut c: Config = toml::from_str(CLIENT).unwrap();
         c.classes.push(crate::classes::ClassConfig {
             name: "voice".into(),
-            policy: "active-backup".into(),
+            policy: "active-backup".parse().unwrap(),
             base: None,
             matches: vec![crate::classes::MatchConfig {
-                protocol: Some("udp".into()),
-                dport: Some("5060-5070".into()),
+                protocol: Some("udp".parse().unwrap()),
+                dport: Some("5060-5070".parse().unwrap()),
                 ..Default::default()
             }],
         });

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::config::PolicyName;
 use crate::lifecycle::RUN_ROOT;
 use crate::status::Status;
 
@@ -28,12 +29,12 @@ pub enum Request {
 }
 
 /// A class's policy by name (and flowlet's base policy).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyChoice {
     pub class: String,
-    pub policy: String,
+    pub policy: PolicyName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<String>,
+    pub base: Option<PolicyName>,
 }
 
 /// New hints for a path (by name or interface); unset fields stay.

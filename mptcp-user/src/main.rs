@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use mptcp_user::config::{self, Config, Role};
+use mptcp_user::config::{self, Config, PolicyName, Role};
 use mptcp_user::ctl::{self, Request, Response};
 use mptcp_user::{run, status};
 
@@ -93,13 +93,13 @@ enum PolicyAction {
     Set {
         /// The scheduling policy.
         #[arg(value_parser = policy_names())]
-        policy: String,
+        policy: PolicyName,
         /// The class to switch (its name in the config; default: the default class).
         #[arg(long, default_value = mptcp_user::classes::DEFAULT_CLASS_NAME)]
         class: String,
         /// flowlet only: the policy that places flows when they may move.
         #[arg(long, value_parser = policy_names())]
-        base: Option<String>,
+        base: Option<PolicyName>,
         #[arg(long, default_value = "default")]
         instance: String,
     },
@@ -121,7 +121,7 @@ struct UpArgs {
     port: Option<u16>,
     /// The default class's policy.
     #[arg(long, value_parser = policy_names())]
-    policy: Option<String>,
+    policy: Option<PolicyName>,
     #[arg(long)]
     bond_name: Option<String>,
     /// Address of the bond device (repeatable), e.g. 10.99.0.2/32.
@@ -160,8 +160,8 @@ fn build_config(a: &UpArgs) -> Result<Config> {
     if let Some(v) = a.port {
         cfg.port = v;
     }
-    if let Some(v) = &a.policy {
-        cfg.policy = v.clone();
+    if let Some(v) = a.policy {
+        cfg.policy = v;
     }
     if let Some(v) = &a.bond_name {
         cfg.bond.name = v.clone();
@@ -179,20 +179,20 @@ fn build_config(a: &UpArgs) -> Result<Config> {
 
 /// A policy's name, checked and listed (in `--help`) from `Policy::ALL`.
 #[derive(Clone)]
-struct PolicyName;
+struct PolicyArg;
 
-impl clap::builder::TypedValueParser for PolicyName {
-    type Value = String;
+impl clap::builder::TypedValueParser for PolicyArg {
+    type Value = PolicyName;
 
     fn parse_ref(
         &self,
         _cmd: &clap::Command,
         _arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<String, clap::Error> {
+    ) -> Result<PolicyName, clap::Error> {
         let s = value.to_string_lossy();
         match mptcp_common::Policy::from_name(&s) {
-            Some(p) => Ok(p.name().to_string()),
+            Some(p) => Ok(PolicyName(p)),
             None => {
                 let all: Vec<&str> = mptcp_common::Policy::ALL.iter().map(|p| p.name()).collect();
                 let msg = format!("unknown policy {s:?}; the policies are {}\n", all.join(", "));
@@ -206,8 +206,8 @@ impl clap::builder::TypedValueParser for PolicyName {
     }
 }
 
-fn policy_names() -> PolicyName {
-    PolicyName
+fn policy_names() -> PolicyArg {
+    PolicyArg
 }
 
 /// Send a request to the instance's controller; print what it said.
@@ -279,7 +279,7 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             PolicyAction::Set { policy, class, base, instance } => {
                 // Refuse a bad name here, before asking anyone.
-                mptcp_user::classes::class_policy(&policy, base.as_deref())?;
+                mptcp_user::classes::class_policy(policy.0, base.map(|b| b.0))?;
                 print_answer(ask(&instance, Request::PolicySet(ctl::PolicyChoice { class, policy, base }))?);
                 Ok(())
             }

@@ -142,7 +142,7 @@ fn carried_over(cfg: &Config, classes: &mut ClassPlan) -> Result<RuntimeChanges>
     let mut runtime = RuntimeChanges::load(&cfg.instance)?;
     runtime.policies.retain(|name, choice| {
         let id = classes.names.iter().position(|n| n == name);
-        match (id, crate::classes::class_policy(&choice.policy, choice.base.as_deref())) {
+        match (id, crate::classes::class_policy(choice.policy.0, choice.base.map(|b| b.0))) {
             (Some(id), Ok(cp)) => {
                 classes.policies[id] = cp;
                 tracing::info!(class = %name, policy = %choice.policy, "keeping the policy set at runtime");

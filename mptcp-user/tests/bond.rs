@@ -63,7 +63,7 @@ fn icmp_tcp_and_udp_cross_the_bond_over_both_subflows() -> Result<()> {
 fn shaped_config(policy: &str, rates: [u32; 2], backup1: bool) -> Config {
     let mut c = Config::new(Role::Client);
     c.psk = Some(PSK.into());
-    c.policy = policy.into();
+    c.policy = policy.parse().unwrap();
     c.bond.name = "mpb".into();
     c.bond.addresses = Testbed::client_bond_addrs(0).iter().map(|a| a.parse().unwrap()).collect();
     c.bond.routes = Testbed::SERVER_ROUTES.iter().map(|r| r.parse().unwrap()).collect();
@@ -407,11 +407,11 @@ fn tx_packets(inst: &Instance, ns: &Netns) -> Result<[u64; 2]> {
 fn voice_class() -> Vec<ClassConfig> {
     vec![ClassConfig {
         name: "voice".into(),
-        policy: "active-backup".into(),
+        policy: "active-backup".parse().unwrap(),
         base: None,
         matches: vec![MatchConfig {
-            protocol: Some("udp".into()),
-            dport: Some("6000-6010".into()),
+            protocol: Some("udp".parse().unwrap()),
+            dport: Some("6000-6010".parse().unwrap()),
             ..Default::default()
         }],
     }]

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::classes::{self, DEFAULT_CLASS_NAME};
+use crate::config::PolicyName;
 use crate::ctl::{PolicyChoice, Response};
 use crate::estimate::SubflowEstimate;
 use crate::lifecycle::InstanceState;
@@ -27,7 +28,7 @@ fn state(instance: &str) -> anyhow::Result<InstanceState> {
 /// Switch one class's policy (one map write) and keep the change for a
 /// controller that adopts the data path after a restart.
 pub fn policy_set(maps: &mut DataPathMaps, instance: &str, choice: PolicyChoice) -> Handled<Response> {
-    let cp = match classes::class_policy(&choice.policy, choice.base.as_deref()) {
+    let cp = match classes::class_policy(choice.policy.0, choice.base.map(|b| b.0)) {
         Ok(cp) => cp,
         Err(e) => return Ok(Response::Error(format!("{e:#}"))),
     };
@@ -53,8 +54,8 @@ pub fn policy_show(maps: &DataPathMaps, instance: &str) -> Handled<Response> {
     let mut all = Vec::new();
     for (id, name) in names.iter().enumerate() {
         let cp = maps.class_policy(id as u32)?;
-        let base = (cp.policy() == mptcp_common::Policy::Flowlet).then(|| cp.base().name().to_string());
-        all.push(PolicyChoice { class: name.clone(), policy: cp.policy().name().to_string(), base });
+        let base = (cp.policy() == mptcp_common::Policy::Flowlet).then(|| PolicyName(cp.base()));
+        all.push(PolicyChoice { class: name.clone(), policy: PolicyName(cp.policy()), base });
     }
     Ok(Response::Policies(all))
 }
