@@ -11,13 +11,13 @@ use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_redirect_neigh};
 use aya_ebpf::macros::classifier;
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
-use mptcp_common::checksum::replace16;
 use mptcp_common::classify::{classify, PacketMeta, DEFAULT_CLASS};
 use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, FlowletEntry, Paths};
+use mptcp_common::template::{outer_v4, outer_v6, V4_OUTER, V6_OUTER};
 use mptcp_common::wire::{
     frame_len, wire_len, MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV4_HLEN, IPV6_HLEN,
-    MP_HDR_LEN, UDP_HLEN,
+    MP_HDR_LEN,
 };
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
@@ -25,9 +25,6 @@ use crate::maps::{
     count_drop, opaque, opaque64, settings, Replica, CLASS_POLICY, CLASS_RULES, CONNECTIONS, CONN_BY_DEST_V4,
     CONN_BY_DEST_V6, FLOWLETS, REPLICA, SUBFLOW_STATS, TX_STATE,
 };
-
-const V4_OUTER: usize = IPV4_HLEN + UDP_HLEN + MP_HDR_LEN;
-const V6_OUTER: usize = IPV6_HLEN + UDP_HLEN + MP_HDR_LEN;
 
 #[classifier]
 pub fn bond_egress(ctx: TcContext) -> i32 {
@@ -280,25 +277,14 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let l3 = if v6 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 };
     let flags = (l3 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_FIXED_GSO) as u64 | encap_l2(MP_HDR_LEN);
     ctx.adjust_room(outer as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| DropReason::EncapFailed)?;
-    let udp_len = (inner_len as usize + UDP_HLEN + MP_HDR_LEN) as u16;
-    let t = &sub.outer.bytes;
+    // The headers as mptcp_common::template lays them out (the tests build
+    // their packets with the same functions).
     if v6 {
-        let mut b = [0u8; V6_OUTER];
-        b[..IPV6_HLEN + UDP_HLEN].copy_from_slice(&t[..IPV6_HLEN + UDP_HLEN]);
-        b[4..6].copy_from_slice(&udp_len.to_be_bytes()); // payload length
-        b[IPV6_HLEN + 4..IPV6_HLEN + 6].copy_from_slice(&udp_len.to_be_bytes());
-        b[IPV6_HLEN + UDP_HLEN..].copy_from_slice(bytemuck::bytes_of(&hdr));
+        let b = outer_v6(&sub.outer, inner_len as u16, &hdr);
         ctx.store(ETH_HLEN, &b, 0).map_err(|_| DropReason::EncapFailed)?;
         ctx.store(12, &ETH_P_IPV6.to_be(), 0).map_err(|_| DropReason::EncapFailed)?;
     } else {
-        let mut b = [0u8; V4_OUTER];
-        b[..IPV4_HLEN + UDP_HLEN].copy_from_slice(&t[..IPV4_HLEN + UDP_HLEN]);
-        let tot_len = udp_len + IPV4_HLEN as u16;
-        let csum = replace16(u16::from_be_bytes([b[10], b[11]]), 0, tot_len);
-        b[2..4].copy_from_slice(&tot_len.to_be_bytes());
-        b[10..12].copy_from_slice(&csum.to_be_bytes());
-        b[IPV4_HLEN + 4..IPV4_HLEN + 6].copy_from_slice(&udp_len.to_be_bytes());
-        b[IPV4_HLEN + UDP_HLEN..].copy_from_slice(bytemuck::bytes_of(&hdr));
+        let b = outer_v4(&sub.outer, inner_len as u16, &hdr);
         ctx.store(ETH_HLEN, &b, 0).map_err(|_| DropReason::EncapFailed)?;
         ctx.store(12, &ETH_P_IP.to_be(), 0).map_err(|_| DropReason::EncapFailed)?;
     }

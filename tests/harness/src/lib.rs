@@ -17,7 +17,7 @@ use mptcp_common::maps::{
     names, programs, Connection, DedupWindow, FlowKey, PathState, RxSeq, Settings, Subflow, SubflowKey, SubflowStats,
     TxState, PATH_ESTABLISHED, PATH_UP,
 };
-use mptcp_common::wire::{MpHeader, FAMILY_V4, FAMILY_V6, MP_HDR_LEN};
+use mptcp_common::wire::{MpHeader, FAMILY_V4, FAMILY_V6};
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
 use mptcp_user::object::EBPF_OBJECT;
@@ -248,27 +248,17 @@ pub fn inner_v6() -> Vec<u8> {
     p
 }
 
-/// What a peer puts on the wire: Ethernet + outer header from a template + multipath header + inner.
+/// What a peer puts on the wire: Ethernet, then the outer headers as the
+/// egress program lays them out (`template::outer_v4`/`outer_v6`), then the
+/// inner packet.
 pub fn encapsulated(t: &mptcp_common::maps::OuterTemplate, hdr: MpHeader, inner: &[u8]) -> Vec<u8> {
     let v6 = t.family == FAMILY_V6;
-    let mut o = t.bytes[..t.len as usize].to_vec();
-    let udp_len = (8 + MP_HDR_LEN + inner.len()) as u16;
-    if v6 {
-        o[4..6].copy_from_slice(&udp_len.to_be_bytes());
-        o[44..46].copy_from_slice(&udp_len.to_be_bytes());
-    } else {
-        let tot = udp_len + 20;
-        o[2..4].copy_from_slice(&tot.to_be_bytes());
-        o[10..12].copy_from_slice(&[0, 0]);
-        let mut h = [0u8; 20];
-        h.copy_from_slice(&o[..20]);
-        let c = ipv4_header_checksum(&h);
-        o[10..12].copy_from_slice(&c.to_be_bytes());
-        o[24..26].copy_from_slice(&udp_len.to_be_bytes());
-    }
     let mut p = eth(MAC_B, MAC_A, if v6 { 0x86dd } else { 0x0800 });
-    p.extend_from_slice(&o);
-    p.extend_from_slice(bytemuck::bytes_of(&hdr));
+    if v6 {
+        p.extend_from_slice(&mptcp_common::template::outer_v6(t, inner.len() as u16, &hdr));
+    } else {
+        p.extend_from_slice(&mptcp_common::template::outer_v4(t, inner.len() as u16, &hdr));
+    }
     p.extend_from_slice(inner);
     p
 }
