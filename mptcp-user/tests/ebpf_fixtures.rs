@@ -11,8 +11,41 @@ use mptcp_common::wire::{MpHeader, FAMILY_V6, KIND_CONTROL, MP_HDR_LEN};
 use mptcp_common::{template, ClassPolicy, DropReason, Policy};
 use mptcp_harness::*;
 
+/// What a fixture expects the ingress program to make of one packet.
+enum Expect {
+    /// XDP_PASS with this packet (the inner one behind an Ethernet header).
+    Decapsulated(Vec<u8>),
+    /// XDP_PASS, the packet untouched.
+    Untouched,
+    /// XDP_DROP, counted under this reason.
+    Dropped(DropReason),
+}
+
+/// Run each (what, input, expectation) through the verified program on
+/// BPF_PROG_TEST_RUN and check the verdict, the output and the counter.
+fn check_ingress(f: &mut Fixture, cases: Vec<(&str, Vec<u8>, Expect)>) -> Result<()> {
+    for (what, input, want) in cases {
+        let counted = match &want {
+            Expect::Dropped(r) => Some((*r, f.drops(*r)?)),
+            _ => None,
+        };
+        let (verdict, out) = f.run_xdp(&input)?;
+        match want {
+            Expect::Decapsulated(p) => assert_eq!((verdict, out), (XDP_PASS, p), "{what}"),
+            Expect::Untouched => assert_eq!((verdict, out), (XDP_PASS, input), "{what}"),
+            Expect::Dropped(r) => {
+                assert_eq!(verdict, XDP_DROP, "{what}");
+                let (_, before) = counted.expect("taken above");
+                assert_eq!(f.drops(r)?, before + 1, "{what}: counted as {r:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn ingress_fixtures() -> Result<()> {
+    use Expect::*;
     let mut f = Fixture::new()?;
     f.rx_subflow(v4_key(PORT), 0)?;
     let k6 = FlowKey { remote: CL6, local: CO6, remote_port: PORT, local_port: PORT, family: FAMILY_V6, _pad: [0; 3] };
@@ -20,60 +53,58 @@ fn ingress_fixtures() -> Result<()> {
     let t4 = template::ipv4(CL4, CO4, PORT, PORT, 0);
     let t6 = template::ipv6(CL6, CO6, PORT, PORT, 0);
     let data = |id, seq| MpHeader::data(TOKEN, id, seq, seq, 0);
-
-    // Valid data packets: decapsulated, Ethernet header kept with the inner protocol.
-    for (t, id, inner, proto) in [
-        (&t4, 0u8, inner_v4([10, 200, 0, 2]), 0x0800u16),
-        (&t4, 0, inner_v6(), 0x86dd),
-        (&t6, 1, inner_v4([10, 200, 0, 2]), 0x0800),
-        (&t6, 1, inner_v6(), 0x86dd),
-    ] {
-        let seq = f.stats(id as u32)?.rx_packets as u32;
-        let (verdict, out) = f.run_xdp(&encapsulated(t, data(id, seq), &inner))?;
-        assert_eq!(verdict, XDP_PASS);
-        let mut want = eth(MAC_B, MAC_A, proto);
-        want.extend_from_slice(&inner);
-        assert_eq!(out, want, "decapsulated packet");
-    }
-    assert_eq!(f.stats(0)?.rx_packets, 2);
-    assert_eq!(f.stats(1)?.rx_packets, 2);
-    // A skipped subflow sequence number is a counted gap.
-    f.run_xdp(&encapsulated(&t4, data(0, 5), &inner_v4([10, 200, 0, 2])))?;
-    assert_eq!(f.stats(0)?.rx_gaps, 3);
-
-    // Refused: (input, reason).
-    let unknown = encapsulated(&template::ipv4(CL4, CO4, 40000, PORT, 0), data(0, 0), &inner_v4([1, 1, 1, 1]));
-    let wrong_token = encapsulated(&t4, MpHeader::data(TOKEN ^ 1, 0, 0, 0, 0), &inner_v4([1, 1, 1, 1]));
-    let wrong_id = encapsulated(&t4, data(1, 0), &inner_v4([1, 1, 1, 1]));
-    let mut bad_version = encapsulated(&t4, data(0, 0), &inner_v4([1, 1, 1, 1]));
+    let (in4, in6) = (inner_v4([10, 200, 0, 2]), inner_v6());
+    let decap = |proto: u16, inner: &[u8]| {
+        let mut p = eth(MAC_B, MAC_A, proto);
+        p.extend_from_slice(inner);
+        Decapsulated(p)
+    };
+    let junk = inner_v4([1, 1, 1, 1]);
+    let mut bad_version = encapsulated(&t4, data(0, 0), &junk);
     bad_version[14 + 28] = 9;
     let full = encapsulated(&t4, data(0, 0), &[]);
-    let truncated = full[..full.len() - 4].to_vec();
-    let not_ip = encapsulated(&t4, data(0, 0), &[0x12, 0, 0, 0]);
-    for (input, reason) in [
-        (unknown, DropReason::UnknownSubflow),
-        (wrong_token, DropReason::BadToken),
-        (wrong_id, DropReason::BadToken),
-        (bad_version, DropReason::BadHeader),
-        (truncated, DropReason::Truncated),
-        (not_ip, DropReason::DecapFailed),
-    ] {
-        let before = f.drops(reason)?;
-        let (verdict, _) = f.run_xdp(&input)?;
-        assert_eq!(verdict, XDP_DROP, "{reason:?}");
-        assert_eq!(f.drops(reason)?, before + 1, "{reason:?} counted");
-    }
-
-    // Passed untouched: control messages, other UDP ports, non-IP.
     let mut control = encapsulated(&t4, data(0, 0), &[1, 2, 3]);
     control[14 + 28 + 1] = KIND_CONTROL;
-    let other_port = encapsulated(&template::ipv4(CL4, CO4, PORT, 53, 0), data(0, 0), &inner_v4([1, 1, 1, 1]));
     let mut arp = eth([0xff; 6], MAC_A, 0x0806);
     arp.extend_from_slice(&[0u8; 28]);
-    for input in [control, other_port, arp] {
-        let (verdict, out) = f.run_xdp(&input)?;
-        assert_eq!((verdict, &out), (XDP_PASS, &input));
-    }
+    check_ingress(
+        &mut f,
+        vec![
+            // Data: decapsulated, the Ethernet header kept with the inner protocol.
+            ("IPv4 in IPv4", encapsulated(&t4, data(0, 0), &in4), decap(0x0800, &in4)),
+            ("IPv6 in IPv4", encapsulated(&t4, data(0, 1), &in6), decap(0x86dd, &in6)),
+            ("IPv4 in IPv6", encapsulated(&t6, data(1, 0), &in4), decap(0x0800, &in4)),
+            ("IPv6 in IPv6", encapsulated(&t6, data(1, 1), &in6), decap(0x86dd, &in6)),
+            // Refused, each for its reason.
+            (
+                "an unknown 4-tuple",
+                encapsulated(&template::ipv4(CL4, CO4, 40000, PORT, 0), data(0, 0), &junk),
+                Dropped(DropReason::UnknownSubflow),
+            ),
+            (
+                "the wrong token",
+                encapsulated(&t4, MpHeader::data(TOKEN ^ 1, 0, 0, 0, 0), &junk),
+                Dropped(DropReason::BadToken),
+            ),
+            ("another subflow's id", encapsulated(&t4, data(1, 0), &junk), Dropped(DropReason::BadToken)),
+            ("another header version", bad_version, Dropped(DropReason::BadHeader)),
+            ("cut short", full[..full.len() - 4].to_vec(), Dropped(DropReason::Truncated)),
+            (
+                "not an IP packet inside",
+                encapsulated(&t4, data(0, 0), &[0x12, 0, 0, 0]),
+                Dropped(DropReason::DecapFailed),
+            ),
+            // Not ours to decapsulate: passed on untouched.
+            ("a control message", control, Untouched),
+            ("another UDP port", encapsulated(&template::ipv4(CL4, CO4, PORT, 53, 0), data(0, 0), &junk), Untouched),
+            ("not IP", arp, Untouched),
+        ],
+    )?;
+    // Only the data packets count as received; a skipped subflow sequence
+    // number is a counted gap.
+    assert_eq!((f.stats(0)?.rx_packets, f.stats(1)?.rx_packets), (2, 2));
+    f.run_xdp(&encapsulated(&t4, data(0, 5), &in4))?;
+    assert_eq!(f.stats(0)?.rx_gaps, 3);
     Ok(())
 }
 
