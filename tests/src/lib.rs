@@ -12,15 +12,13 @@
 //! concentrator's is 10.99.0.1/24 and fd99::1/64. Everything is removed on Drop,
 //! also when a test panics. Nothing touches the host's interfaces.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 pub mod rng;
 pub mod traffic;
@@ -336,80 +334,23 @@ pub fn test_stream() -> traffic::Stream {
     traffic::Stream::new(traffic::Transport::Tcp, traffic::DEFAULT_CONGESTION)
 }
 
-/// A server in `server` accepting one TCP connection on `bind`; returns the
-/// SHA-256 of everything received. Start it before the client.
-pub fn tcp_sink(server: &Netns, bind: SocketAddr, timeout: Duration) -> Result<Sink> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = server.spawn_thread(move || {
-        let l = test_stream().socket(bind)?;
-        l.set_reuse_address(true)?;
-        l.bind(&bind.into()).with_context(|| format!("bind {bind}"))?;
-        l.listen(16)?;
-        let l: TcpListener = l.into();
-        tx.send(()).ok();
-        l.set_nonblocking(true)?;
-        let deadline = Instant::now() + timeout;
-        let (mut s, _) = loop {
-            match l.accept() {
-                Ok(v) => break v,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Err(e) => return Err(e).context("no TCP connection arrived"),
-            }
-        };
-        test_stream().set_congestion(&s)?;
-        s.set_nonblocking(false)?;
-        s.set_read_timeout(Some(timeout))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 65536];
-        let mut n = 0;
-        loop {
-            let r = s.read(&mut buf).context("receiving the transfer")?;
-            if r == 0 {
-                break;
-            }
-            n += r;
-            h.update(&buf[..r]);
-        }
-        Ok((n, h.finalize().into()))
-    });
-    rx.recv_timeout(Duration::from_secs(5)).context("TCP sink did not start")?;
-    Ok(h)
-}
-
-/// Send `len` bytes from `client` to `dst` and verify the sink got them byte-exact.
+/// Send `len` bytes from `client` to `dst` over TCP and verify the server
+/// got them byte-exact: the traffic module's bulk sink and sender, the
+/// content compared by SHA-256.
 pub fn tcp_bulk(server: &Netns, client: &Netns, dst: SocketAddr, len: usize, timeout: Duration) -> Result<Transfer> {
     let bind: SocketAddr =
         if dst.is_ipv4() { format!("0.0.0.0:{}", dst.port()) } else { format!("[::]:{}", dst.port()) }.parse()?;
-    let sink = tcp_sink(server, bind, timeout)?;
-    tcp_send_and_verify(client, dst, len, timeout, sink)
-}
-
-pub fn tcp_send_and_verify(
-    client: &Netns,
-    dst: SocketAddr,
-    len: usize,
-    timeout: Duration,
-    sink: Sink,
-) -> Result<Transfer> {
-    let data = payload(len, 42);
-    let want: [u8; 32] = Sha256::digest(&data).into();
     let start = Instant::now();
-    client.run(move || {
-        let s = test_stream().socket(dst)?;
-        s.connect_timeout(&dst.into(), Duration::from_secs(5)).with_context(|| format!("connect to {dst}"))?;
-        let mut s: TcpStream = s.into();
-        s.set_write_timeout(Some(timeout))?;
-        s.write_all(&data).context("sending the transfer")?;
-        s.shutdown(std::net::Shutdown::Write)?;
-        Ok(())
-    })?;
-    let (n, got) = sink.join().map_err(|_| anyhow::anyhow!("sink panicked"))??;
-    if n != len || got != want {
+    let sink = traffic::BulkSink::start(server, bind, test_stream(), 1, start, Duration::from_secs(1), timeout)?;
+    traffic::bulk_send(client, dst, test_stream(), 1, traffic::Amount::Bytes(len as u64), timeout)?;
+    let r = sink.join()?;
+    let intact = r.digests.first() == Some(&traffic::sent_digest(0, len as u64));
+    if !r.complete || r.bytes != len as u64 || !intact {
         bail!(
-            "transfer corrupted: sent {len} bytes, received {n}, hashes {}",
-            if got == want { "equal" } else { "differ" }
+            "transfer corrupted or cut short: sent {len} bytes, received {} ({}), content {}",
+            r.bytes,
+            if r.complete { "closed by the sender" } else { "never closed" },
+            if intact { "intact" } else { "differs" }
         );
     }
     Ok(Transfer { bytes: len, duration: start.elapsed() })

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::Netns;
@@ -276,6 +277,9 @@ pub struct BulkReport {
     pub longest_gap: Duration,
     /// Every flow connected and was closed by its sender (a transfer completed).
     pub complete: bool,
+    /// SHA-256 of each flow's bytes, in the order the flows connected (see
+    /// [`sent_digest`] for what a sender's should be).
+    pub digests: Vec<[u8; 32]>,
 }
 
 /// A listening bulk sink for `flows` connections, started before the senders.
@@ -307,6 +311,7 @@ impl BulkSink {
             ready_tx.send(()).ok();
             let mut conns = Vec::new();
             let mut open = Vec::new();
+            let mut hashes: Vec<Sha256> = Vec::new();
             let mut r = BulkReport::default();
             let mut buf = vec![0u8; 1 << 18];
             while epoch.elapsed() < stop_at && (conns.len() < flows || open.iter().any(|&o| o)) {
@@ -318,6 +323,7 @@ impl BulkSink {
                             s.set_nonblocking(true)?;
                             conns.push(s);
                             open.push(true);
+                            hashes.push(Sha256::new());
                             progressed = true;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -333,6 +339,7 @@ impl BulkSink {
                         Ok(n) => {
                             progressed = true;
                             r.bytes += n as u64;
+                            hashes[i].update(&buf[..n]);
                             let at = epoch.elapsed();
                             let b = (at.as_micros() / bucket.as_micros()) as usize;
                             if r.series.len() <= b {
@@ -354,6 +361,7 @@ impl BulkSink {
                 }
             }
             r.complete = conns.len() == flows && open.iter().all(|&o| !o);
+            r.digests = hashes.into_iter().map(|h| h.finalize().into()).collect();
             if let Some(last) = r.finished_after {
                 // Silence until the sink stopped counts too (a flow that never recovered).
                 if !r.complete {
@@ -378,6 +386,25 @@ pub enum Amount {
     Bytes(u64),
 }
 
+/// What sender `flow` of [`bulk_send`] sends: a 64 KiB pattern, repeated.
+fn flow_chunk(flow: usize) -> Vec<u8> {
+    crate::payload(1 << 16, flow as u64 + 7)
+}
+
+/// The SHA-256 of the first `len` bytes sender `flow` of [`bulk_send`] sends,
+/// to compare with what a [`BulkSink`] received.
+pub fn sent_digest(flow: usize, len: u64) -> [u8; 32] {
+    let chunk = flow_chunk(flow);
+    let mut h = Sha256::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        h.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    h.finalize().into()
+}
+
 /// `flows` concurrent senders from `client` to `dst`, each stopping per
 /// `amount`, or giving up after `give_up` (a path that died under a
 /// single-path flow). Only failing to connect is an error.
@@ -398,7 +425,7 @@ pub fn bulk_send(
             let mut s: std::net::TcpStream = s.into();
             // Short timeouts, so the loop notices its deadline even when blocked.
             s.set_write_timeout(Some(Duration::from_millis(100)))?;
-            let chunk = crate::payload(1 << 16, f as u64 + 7);
+            let chunk = flow_chunk(f);
             let start = Instant::now();
             let mut sent = 0u64;
             while start.elapsed() < give_up {
