@@ -19,6 +19,8 @@ pub mod maps;
 pub mod mtu;
 pub mod policy;
 pub mod seq;
+#[cfg(feature = "serde")]
+pub mod status;
 pub mod template;
 pub mod wire;
 

@@ -3,112 +3,13 @@
 //! pinned maps itself, so it works while the data path runs alone.
 
 use anyhow::{bail, Result};
-use mptcp_common::maps::{ControlCounter, SubflowKey};
-use mptcp_common::DropReason;
-use serde::{Deserialize, Serialize};
+use mptcp_common::maps::SubflowKey;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::lifecycle::{pin_dir, InstanceState};
 use crate::subflows::Endpoints;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Status {
-    pub instance: String,
-    pub role: Option<String>,
-    pub bond: Option<String>,
-    pub controller_pid: Option<u32>,
-    pub policy: String,
-    pub connections: Vec<ConnectionStatus>,
-    pub drops: std::collections::BTreeMap<String, u64>,
-    pub control: std::collections::BTreeMap<String, u64>,
-}
-
-impl Status {
-    /// Subflow `id` of the first connection (a client has one).
-    pub fn subflow(&self, id: u32) -> Option<&SubflowStatus> {
-        self.connections.first()?.subflows.iter().find(|f| f.id == id)
-    }
-
-    /// The first connection's subflows that are up.
-    pub fn subflows_up(&self) -> usize {
-        self.connections.first().map_or(0, |c| c.subflows.iter().filter(|f| f.state == SubflowState::Up).count())
-    }
-
-    /// Packets the data path dropped for `reason`.
-    pub fn drops(&self, reason: DropReason) -> u64 {
-        self.drops.get(reason.name()).copied().unwrap_or(0)
-    }
-
-    pub fn control(&self, c: ControlCounter) -> u64 {
-        self.control.get(c.name()).copied().unwrap_or(0)
-    }
-
-    /// The first connection's token.
-    pub fn token(&self) -> Option<u32> {
-        u32::from_str_radix(&self.connections.first()?.token, 16).ok()
-    }
-}
-
-/// As `status --json` prints it (test and log messages show it so).
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
-    }
-}
-
-/// Whether the scheduler may use a subflow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SubflowState {
-    Up,
-    Down,
-}
-
-impl std::fmt::Display for SubflowState {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(match self {
-            SubflowState::Up => "up",
-            SubflowState::Down => "down",
-        })
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ConnectionStatus {
-    pub token: String,
-    pub prefixes: Vec<String>,
-    pub subflows: Vec<SubflowStatus>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SubflowStatus {
-    pub id: u32,
-    pub path: String,
-    pub local: String,
-    pub remote: String,
-    pub state: SubflowState,
-    pub backup: bool,
-    pub priority: u32,
-    /// weighted policy share (0 = by rate).
-    pub weight: u32,
-    /// Capacity hint, Mbit/s (0 = unknown).
-    pub rate_mbit: f64,
-    pub srtt_us: u32,
-    pub rttvar_us: u32,
-    /// One-way propagation delay estimate (half the windowed minimum RTT).
-    pub owd_us: u32,
-    /// What the peer reports receiving on this subflow, last probe interval.
-    pub delivery_mbit: Option<f64>,
-    pub peer_loss_pct: Option<f64>,
-    /// Fraction of this subflow's packets lost on the way in.
-    pub rx_loss: f64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub rx_gaps: u64,
-    pub rx_late: u64,
-}
+pub use mptcp_common::status::{ConnectionStatus, Status, SubflowState, SubflowStatus};
 
 /// The instance's status: from its controller, or from the pinned maps
 /// when no controller runs (then without estimates).

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use mptcp_common::status::{Status, SubflowStatus};
 use mptcp_testbed::traffic::{self, Amount, BulkSink, Stream, Transport, DEFAULT_CONGESTION};
 use mptcp_testbed::{Netns, Proc, Testbed};
 use serde_json::{json, Value};
@@ -21,7 +22,8 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/mptcp-user")
 }
 
-fn status(ns: &Netns, instance: &str) -> Result<Value> {
+/// `status --json`, read into the controller's status type.
+fn status(ns: &Netns, instance: &str) -> Result<Status> {
     let out = ns.command(bin().to_str().unwrap()).args(["status", "--json", "--instance", instance]).output()?;
     if !out.status.success() {
         bail!("status: {}", String::from_utf8_lossy(&out.stderr));
@@ -29,8 +31,8 @@ fn status(ns: &Netns, instance: &str) -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn subflows(s: &Value) -> Vec<Value> {
-    s["connections"][0]["subflows"].as_array().cloned().unwrap_or_default()
+fn subflows(s: &Status) -> &[SubflowStatus] {
+    s.connections.first().map_or(&[], |c| &c.subflows)
 }
 
 pub fn demo(duration: u64, json_out: bool) -> Result<()> {
@@ -110,7 +112,7 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
             let mut line = format!("{:>5.0}  ", start.elapsed().as_secs_f64());
             let mut total = 0.0;
             for (k, f) in subflows(&s).iter().enumerate().take(3) {
-                let b = f["tx_bytes"].as_u64().unwrap_or(0);
+                let b = f.tx_bytes;
                 let mbit = (b - last[k]) as f64 * 8.0 / 1e6;
                 last[k] = b;
                 total += mbit;
@@ -142,18 +144,12 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
     let per: Vec<Value> = subflows(&final_client)
         .iter()
         .map(|f| {
-            json!({"id": f["id"], "path": f["path"], "tx_bytes": f["tx_bytes"], "rx_bytes": f["rx_bytes"],
-                   "tx_packets": f["tx_packets"], "rx_packets": f["rx_packets"], "srtt_us": f["srtt_us"]})
+            json!({"id": f.id, "path": f.path, "tx_bytes": f.tx_bytes, "rx_bytes": f.rx_bytes,
+                   "tx_packets": f.tx_packets, "rx_packets": f.rx_packets, "srtt_us": f.srtt_us})
         })
         .collect();
-    for f in &per {
-        println!(
-            "demo: subflow {} ({}): tx {} bytes, rx {} bytes",
-            f["id"],
-            f["path"].as_str().unwrap_or(""),
-            f["tx_bytes"],
-            f["rx_bytes"]
-        );
+    for f in subflows(&final_client) {
+        println!("demo: subflow {} ({}): tx {} bytes, rx {} bytes", f.id, f.path, f.tx_bytes, f.rx_bytes);
     }
     if json_out {
         let summary = json!({
@@ -161,10 +157,10 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
             "delivered_bytes": received,
             "goodput_mbit": goodput,
             "capacity_mbit": capacity,
-            "policy": final_client["policy"],
+            "policy": final_client.policy,
             "subflows": per,
-            "concentrator_drops": final_conc["drops"],
-            "client_drops": final_client["drops"],
+            "concentrator_drops": final_conc.drops,
+            "client_drops": final_client.drops,
         });
         println!("{summary}");
     }
