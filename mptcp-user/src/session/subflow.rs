@@ -323,6 +323,12 @@ mod tests {
         let other_nonce = E::Challenge { token: t, nonce_c: 99, nonce_s: 1, key_s: KEY_S, connection: None, now_us: 5 };
         let hello = State::Hello(Hello { join: false, nonce_c: NONCE, key_c: KEY_C, sent_us: 0 });
         let proof = State::Proof(Proof { join: false, nonce_c: NONCE, nonce_s: NONCE_S, token: t, sent_us: 5 });
+        // What a valid CHALLENGE 5 µs after the HELLO sets off.
+        let challenged = vec![
+            A::RttSample { rtt_us: 5 },
+            A::InstallRx { token: t },
+            A::SendProof { token: t, nonce_c: NONCE, nonce_s: NONCE_S },
+        ];
         let table: Vec<(&str, Vec<Event>, State, Vec<Action>)> = vec![
             ("a CHALLENGE for another HELLO", vec![start(false, 0), other_nonce], hello, vec![]),
             (
@@ -342,21 +348,13 @@ mod tests {
                 "an ACCEPT with another server nonce",
                 vec![start(false, 0), challenge(t, None, 5), E::Accept { token: t, nonce_c: NONCE, nonce_s: 1 }],
                 proof,
-                vec![
-                    A::RttSample { rtt_us: 5 },
-                    A::InstallRx { token: t },
-                    A::SendProof { token: t, nonce_c: NONCE, nonce_s: NONCE_S },
-                ],
+                challenged.clone(),
             ),
             (
                 "a duplicated CHALLENGE once challenged",
                 vec![start(false, 0), challenge(t, None, 5), challenge(t, None, 9)],
                 proof,
-                vec![
-                    A::RttSample { rtt_us: 5 },
-                    A::InstallRx { token: t },
-                    A::SendProof { token: t, nonce_c: NONCE, nonce_s: NONCE_S },
-                ],
+                challenged.clone(),
             ),
             (
                 "a REJECT for another HELLO",
