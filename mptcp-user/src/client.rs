@@ -480,11 +480,11 @@ impl Client {
                 p.monitor.on_rtt(now, now.saturating_sub(sent_us));
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
                 p.monitor.on_report(now, rx, sent, p.remote.is_ipv6());
-                let monitor = p.monitor.clone();
+                let measured = p.monitor.measurements();
                 self.event(i, Event::ProbeAnswered).await?;
                 self.maps.bump(ControlCounter::ProbesAnswered);
                 subflows::update_path(&mut self.maps, token, self.paths[i].id, |ps| {
-                    monitor.measured(ps);
+                    measured.write(ps);
                     ps.flags |= PATH_UP;
                 })?;
             }

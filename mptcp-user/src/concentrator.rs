@@ -159,11 +159,17 @@ impl Concentrator {
                     return Ok(());
                 }
                 let key = (m.from, nonce_c);
-                let (fresh_token, fresh_key_s) = loop {
-                    let key_s: u64 = rand::random();
-                    let t = derive_token(key_c, key_s);
-                    if !self.conns.contains_key(&t) {
-                        break (t, key_s);
+                // A key and token only for a new first-subflow offer (a JOIN
+                // has its token, a retransmitted HELLO its offer).
+                let (fresh_token, fresh_key_s) = if join || self.pending.contains_key(&key) {
+                    (0, 0)
+                } else {
+                    loop {
+                        let key_s: u64 = rand::random();
+                        let t = derive_token(key_c, key_s);
+                        if !self.conns.contains_key(&t) {
+                            break (t, key_s);
+                        }
                     }
                 };
                 let h = handshake::Hello {
@@ -221,7 +227,7 @@ impl Concentrator {
                 let own = counters(&self.maps, msg.token, msg.subflow_id);
                 sub.monitor.on_peer_rtt(now, srtt_us, min_rtt_us);
                 sub.monitor.on_report(now, rx, tx_wire_bytes(&own), sub.ep.remote.is_ipv6());
-                let monitor = sub.monitor.clone();
+                let measured = sub.monitor.measurements();
                 let mine = rx_report(&own);
                 let ack = Message {
                     token: msg.token,
@@ -239,7 +245,7 @@ impl Concentrator {
                 }
                 subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |ps| {
                     ps.flags |= PATH_UP;
-                    monitor.measured(ps);
+                    measured.write(ps);
                 })?;
             }
             Body::Hint { path } => {
@@ -255,8 +261,8 @@ impl Concentrator {
                     ?path,
                     "client changed path hints"
                 );
-                let monitor = sub.monitor.clone();
-                subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |p| monitor.hinted(p))?;
+                let hinted = sub.monitor.hints();
+                subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |p| hinted.write(p))?;
             }
             _ => {}
         }

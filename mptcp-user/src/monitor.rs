@@ -68,19 +68,31 @@ impl PathMonitor {
         effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get())
     }
 
-    /// Write the measurements (RTT, one-way delay, rate) into a subflow's
-    /// path state; its flags and hints stay.
+    /// The measurements (RTT, one-way delay, rate), to write into a
+    /// subflow's path state; a copy, so the monitor need not be borrowed
+    /// across the map write.
+    pub fn measurements(&self) -> Measured {
+        Measured {
+            srtt_us: self.rtt.srtt_us,
+            rttvar_us: self.rtt.rttvar_us,
+            owd_us: self.min_rtt.get() / 2,
+            rate_bytes_per_sec: self.rate(),
+        }
+    }
+
+    /// The hints and the rate they imply, likewise.
+    pub fn hints(&self) -> Hinted {
+        Hinted { hint: self.hint, rate_bytes_per_sec: self.rate() }
+    }
+
+    /// Write the measurements into a path state; its flags and hints stay.
     pub fn measured(&self, ps: &mut PathState) {
-        ps.srtt_us = self.rtt.srtt_us;
-        ps.rttvar_us = self.rtt.rttvar_us;
-        ps.owd_us = self.min_rtt.get() / 2;
-        ps.rate_bytes_per_sec = self.rate();
+        self.measurements().write(ps);
     }
 
     /// Write the hints (priority, backup, weight) and the rate they imply.
     pub fn hinted(&self, ps: &mut PathState) {
-        self.hint.apply(ps);
-        ps.rate_bytes_per_sec = self.rate();
+        self.hints().write(ps);
     }
 
     /// The whole path state of an established subflow.
@@ -92,6 +104,38 @@ impl PathMonitor {
         self.hinted(&mut ps);
         self.measured(&mut ps);
         ps
+    }
+}
+
+/// See [`PathMonitor::measurements`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measured {
+    pub srtt_us: u32,
+    pub rttvar_us: u32,
+    pub owd_us: u32,
+    pub rate_bytes_per_sec: u64,
+}
+
+impl Measured {
+    pub fn write(&self, ps: &mut PathState) {
+        ps.srtt_us = self.srtt_us;
+        ps.rttvar_us = self.rttvar_us;
+        ps.owd_us = self.owd_us;
+        ps.rate_bytes_per_sec = self.rate_bytes_per_sec;
+    }
+}
+
+/// See [`PathMonitor::hints`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hinted {
+    pub hint: PathHint,
+    pub rate_bytes_per_sec: u64,
+}
+
+impl Hinted {
+    pub fn write(&self, ps: &mut PathState) {
+        self.hint.apply(ps);
+        ps.rate_bytes_per_sec = self.rate_bytes_per_sec;
     }
 }
 

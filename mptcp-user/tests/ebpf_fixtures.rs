@@ -179,7 +179,7 @@ fn egress_fixtures() -> Result<()> {
     // bpf_skb_adjust_room fails.
     let mut lpm: LpmTrie<_, [u8; 4], u32> = f.ebpf.map_mut(names::CONN_BY_DEST_V4).unwrap().try_into()?;
     lpm.insert(&Key::new(32, CO4), TOKEN, 0)?;
-    assert_eq!(f.run_tc_repeated(&input, 2)?, TC_ACT_SHOT);
+    assert_eq!(f.run_tc_repeated(&input, 2)?.0, TC_ACT_SHOT);
     assert_eq!(f.drops(DropReason::EncapFailed)?, 1);
 
     // No established subflow.

@@ -182,12 +182,14 @@ impl Fixture {
     }
 
     /// The egress program run `repeat` times on one skb (each run sees what
-    /// the previous one made of it): the last verdict.
-    pub fn run_tc_repeated(&mut self, input: &[u8], repeat: u32) -> Result<u32> {
+    /// the previous one made of it): the last verdict and the output.
+    pub fn run_tc_repeated(&mut self, input: &[u8], repeat: u32) -> Result<(u32, Vec<u8>)> {
         let p: &mut SchedClassifier = self.ebpf.program_mut(programs::BOND_EGRESS).unwrap().try_into()?;
         let mut out = vec![0u8; input.len() + 512];
         let options = TestRunOptions { data_in: Some(input), data_out: Some(&mut out), repeat, ..Default::default() };
-        Ok(p.test_run(options)?.return_value)
+        let r = p.test_run(options)?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
     }
 
     /// The largest packet, outer headers included, the egress program may send.
@@ -200,11 +202,7 @@ impl Fixture {
     }
 
     pub fn run_tc(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let p: &mut SchedClassifier = self.ebpf.program_mut(programs::BOND_EGRESS).unwrap().try_into()?;
-        let mut out = vec![0u8; input.len() + 256];
-        let r = p.test_run(TestRunOptions { data_in: Some(input), data_out: Some(&mut out), ..Default::default() })?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
+        self.run_tc_repeated(input, 1)
     }
 }
 
