@@ -4,6 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::headers::{Ipv4Hdr, Ipv6Hdr, Ports};
 use crate::maps::MAX_RULES;
 use crate::wire::{FAMILY_V4, FAMILY_V6};
 
@@ -31,18 +32,17 @@ pub struct PacketMeta {
 }
 
 impl PacketMeta {
-    /// From an option-less or optioned IPv4 header's first 20 bytes and the 4
-    /// bytes after the header (the ports, if any).
+    /// From an IPv4 header (its first 20 bytes; options are not read) and the
+    /// first 4 bytes after the whole header (the ports, if any).
     #[inline(always)]
-    pub fn from_ipv4(h: &[u8; 20], l4: &[u8; 4]) -> PacketMeta {
-        let proto = h[9];
-        let fragment = (u16::from_be_bytes([h[6], h[7]]) & 0x3fff) != 0;
-        let mut m = PacketMeta { family: FAMILY_V4, proto, dscp: h[1] >> 2, ..PacketMeta::default() };
-        m.src[..4].copy_from_slice(&h[12..16]);
-        m.dst[..4].copy_from_slice(&h[16..20]);
-        if !fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
-            m.sport = u16::from_be_bytes([l4[0], l4[1]]);
-            m.dport = u16::from_be_bytes([l4[2], l4[3]]);
+    pub fn from_ipv4(h: &Ipv4Hdr, l4: &Ports) -> PacketMeta {
+        let proto = h.protocol;
+        let mut m = PacketMeta { family: FAMILY_V4, proto, dscp: h.dscp(), ..PacketMeta::default() };
+        m.src[..4].copy_from_slice(&h.src);
+        m.dst[..4].copy_from_slice(&h.dst);
+        if !h.is_fragment() && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+            m.sport = l4.sport();
+            m.dport = l4.dport();
         }
         m
     }
@@ -50,15 +50,14 @@ impl PacketMeta {
     /// From an IPv6 header and the 4 bytes after it. Extension headers are
     /// not walked: such packets classify by addresses and DSCP only.
     #[inline(always)]
-    pub fn from_ipv6(h: &[u8; 40], l4: &[u8; 4]) -> PacketMeta {
-        let proto = h[6];
-        let tclass = ((h[0] & 0x0f) << 4) | (h[1] >> 4);
-        let mut m = PacketMeta { family: FAMILY_V6, proto, dscp: tclass >> 2, ..PacketMeta::default() };
-        m.src.copy_from_slice(&h[8..24]);
-        m.dst.copy_from_slice(&h[24..40]);
+    pub fn from_ipv6(h: &Ipv6Hdr, l4: &Ports) -> PacketMeta {
+        let proto = h.next_header;
+        let mut m = PacketMeta { family: FAMILY_V6, proto, dscp: h.traffic_class() >> 2, ..PacketMeta::default() };
+        m.src = h.src;
+        m.dst = h.dst;
         if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
-            m.sport = u16::from_be_bytes([l4[0], l4[1]]);
-            m.dport = u16::from_be_bytes([l4[2], l4[3]]);
+            m.sport = l4.sport();
+            m.dport = l4.dport();
         }
         m
     }
@@ -182,37 +181,26 @@ mod tests {
     use super::*;
 
     fn v4(proto: u8, tos: u8, dst: [u8; 4], sport: u16, dport: u16) -> PacketMeta {
-        let mut h = [0u8; 20];
-        h[0] = 0x45;
-        h[1] = tos;
-        h[9] = proto;
-        h[12..16].copy_from_slice(&[10, 0, 0, 1]);
-        h[16..20].copy_from_slice(&dst);
-        let mut l4 = [0u8; 4];
-        l4[..2].copy_from_slice(&sport.to_be_bytes());
-        l4[2..].copy_from_slice(&dport.to_be_bytes());
-        PacketMeta::from_ipv4(&h, &l4)
+        let mut h = Ipv4Hdr::new([10, 0, 0, 1], dst, proto, 64, 40, 0);
+        h.tos = tos;
+        PacketMeta::from_ipv4(&h, &Ports::new(sport, dport))
     }
 
     #[test]
     fn parses_ipv4_and_skips_ports_of_fragments() {
         let m = v4(IPPROTO_UDP, 46 << 2, [192, 0, 2, 9], 5000, 53);
         assert_eq!((m.proto, m.dscp, m.sport, m.dport), (IPPROTO_UDP, 46, 5000, 53));
-        let mut h = [0u8; 20];
-        h[0] = 0x45;
-        h[9] = IPPROTO_UDP;
-        h[7] = 10; // fragment offset
-        assert_eq!(PacketMeta::from_ipv4(&h, &[1, 2, 3, 4]).dport, 0);
+        let fragment = Ipv4Hdr::new([10, 0, 0, 1], [10, 0, 0, 2], IPPROTO_UDP, 64, 40, 10);
+        assert_eq!(PacketMeta::from_ipv4(&fragment, &Ports::new(1, 2)).dport, 0);
     }
 
     #[test]
     fn parses_ipv6_traffic_class() {
-        let mut h = [0u8; 40];
-        h[0] = 0x60 | (0xb8 >> 4); // traffic class 0xb8 = DSCP 46
-        h[1] = 0x80;
-        h[6] = IPPROTO_TCP;
-        h[24] = 0x20;
-        let m = PacketMeta::from_ipv6(&h, &[0, 80, 1, 187]);
+        let mut dst = [0u8; 16];
+        dst[0] = 0x20;
+        let mut h = Ipv6Hdr::new([0; 16], dst, IPPROTO_TCP, 64, 0);
+        h.vtc_flow = [0x60 | (0xb8 >> 4), 0x80, 0, 0]; // traffic class 0xb8 = DSCP 46
+        let m = PacketMeta::from_ipv6(&h, &Ports::new(80, 443));
         assert_eq!((m.family, m.dscp, m.sport, m.dport, m.dst[0]), (FAMILY_V6, 46, 80, 443, 0x20));
     }
 

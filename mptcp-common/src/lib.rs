@@ -15,6 +15,7 @@ pub mod classify;
 pub mod clock;
 pub mod dedup;
 pub mod drop;
+pub mod headers;
 pub mod maps;
 pub mod mtu;
 pub mod policy;

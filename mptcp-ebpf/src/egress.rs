@@ -12,12 +12,12 @@ use aya_ebpf::macros::classifier;
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use mptcp_common::classify::{classify, PacketMeta, DEFAULT_CLASS};
+use mptcp_common::headers::{Ipv4Hdr, Ipv6Hdr, Ports, ETH_PROTO_OFFSET, IPV4_DST_OFFSET, IPV6_DST_OFFSET};
 use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, FlowletEntry, Paths};
 use mptcp_common::template::{outer_v4, outer_v6, V4_OUTER, V6_OUTER};
 use mptcp_common::wire::{
-    frame_len, wire_len, MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV4_HLEN, IPV6_HLEN,
-    MP_HDR_LEN,
+    frame_len, wire_len, MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV6_HLEN, MP_HDR_LEN,
 };
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
@@ -100,13 +100,12 @@ fn fetch_add(p: &mut u64, v: u64) -> u64 {
 #[inline(always)]
 fn packet_meta(ctx: &TcContext, h_proto: u16) -> Result<PacketMeta, DropReason> {
     if h_proto == ETH_P_IP {
-        let h: [u8; IPV4_HLEN] = ctx.load(ETH_HLEN).map_err(|_| DropReason::NotIp)?;
-        let ihl = ((h[0] & 0x0f) as usize) * 4;
-        let l4: [u8; 4] = ctx.load(ETH_HLEN + ihl).unwrap_or([0; 4]);
+        let h: Ipv4Hdr = ctx.load(ETH_HLEN).map_err(|_| DropReason::NotIp)?;
+        let l4: Ports = ctx.load(ETH_HLEN + h.header_len()).unwrap_or_default();
         Ok(PacketMeta::from_ipv4(&h, &l4))
     } else {
-        let h: [u8; IPV6_HLEN] = ctx.load(ETH_HLEN).map_err(|_| DropReason::NotIp)?;
-        let l4: [u8; 4] = ctx.load(ETH_HLEN + IPV6_HLEN).unwrap_or([0; 4]);
+        let h: Ipv6Hdr = ctx.load(ETH_HLEN).map_err(|_| DropReason::NotIp)?;
+        let l4: Ports = ctx.load(ETH_HLEN + IPV6_HLEN).unwrap_or_default();
         Ok(PacketMeta::from_ipv6(&h, &l4))
     }
 }
@@ -205,14 +204,14 @@ fn send_replicas(ctx: &TcContext, mask: u32, dsn: u32) {
 #[inline(always)]
 fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // 1. Which connection: longest prefix match on the inner destination.
-    let h_proto = u16::from_be(ctx.load::<u16>(12).map_err(|_| DropReason::NotIp)?);
+    let h_proto = u16::from_be(ctx.load::<u16>(ETH_PROTO_OFFSET).map_err(|_| DropReason::NotIp)?);
     let token = match h_proto {
         ETH_P_IP => {
-            let dst: [u8; 4] = ctx.load(ETH_HLEN + 16).map_err(|_| DropReason::NotIp)?;
+            let dst: [u8; 4] = ctx.load(ETH_HLEN + IPV4_DST_OFFSET).map_err(|_| DropReason::NotIp)?;
             CONN_BY_DEST_V4.get(Key::new(32, dst)).copied()
         }
         ETH_P_IPV6 => {
-            let dst: [u8; 16] = ctx.load(ETH_HLEN + 24).map_err(|_| DropReason::NotIp)?;
+            let dst: [u8; 16] = ctx.load(ETH_HLEN + IPV6_DST_OFFSET).map_err(|_| DropReason::NotIp)?;
             CONN_BY_DEST_V6.get(Key::new(128, dst)).copied()
         }
         _ => return Err(DropReason::NotIp),
@@ -280,13 +279,13 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // The headers as mptcp_common::template lays them out (the tests build
     // their packets with the same functions).
     if v6 {
-        let b = outer_v6(&sub.outer, inner_len as u16, &hdr);
-        ctx.store(ETH_HLEN, &b, 0).map_err(|_| DropReason::EncapFailed)?;
-        ctx.store(12, &ETH_P_IPV6.to_be(), 0).map_err(|_| DropReason::EncapFailed)?;
+        let o = outer_v6(&sub.outer, inner_len as u16, &hdr);
+        ctx.store(ETH_HLEN, &o, 0).map_err(|_| DropReason::EncapFailed)?;
+        ctx.store(ETH_PROTO_OFFSET, &ETH_P_IPV6.to_be(), 0).map_err(|_| DropReason::EncapFailed)?;
     } else {
-        let b = outer_v4(&sub.outer, inner_len as u16, &hdr);
-        ctx.store(ETH_HLEN, &b, 0).map_err(|_| DropReason::EncapFailed)?;
-        ctx.store(12, &ETH_P_IP.to_be(), 0).map_err(|_| DropReason::EncapFailed)?;
+        let o = outer_v4(&sub.outer, inner_len as u16, &hdr);
+        ctx.store(ETH_HLEN, &o, 0).map_err(|_| DropReason::EncapFailed)?;
+        ctx.store(ETH_PROTO_OFFSET, &ETH_P_IP.to_be(), 0).map_err(|_| DropReason::EncapFailed)?;
     }
     // bpf_redirect_neigh drops frames with a broadcast destination (the ifb
     // device writes one); it fills in both addresses itself.

@@ -7,6 +7,7 @@ use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head};
 use aya_ebpf::macros::xdp;
 use aya_ebpf::programs::XdpContext;
 use mptcp_common::dedup::{dedup_check, dedup_slot, Dedup};
+use mptcp_common::headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, Ports, IPV4_PLAIN};
 use mptcp_common::maps::{FlowKey, SubflowKey};
 use mptcp_common::seq::{rx_seq_update, SeqEvent};
 use mptcp_common::wire::{
@@ -16,7 +17,7 @@ use mptcp_common::wire::{
 use mptcp_common::DropReason;
 
 use crate::maps::{count_drop, settings, DEDUP, RX_SEQ, SUBFLOW_BY_TUPLE, SUBFLOW_STATS};
-use crate::parse::{be16_at, ptr_at, read_at};
+use crate::parse::{ptr_at, read_at};
 
 #[xdp]
 pub fn uplink_ingress(ctx: XdpContext) -> u32 {
@@ -32,26 +33,25 @@ pub fn uplink_ingress(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_uplink_ingress(ctx: &XdpContext) -> Result<u32, DropReason> {
     let (start, end) = (ctx.data(), ctx.data_end());
-    match be16_at(start, end, 12) {
-        Some(ETH_P_IP) => {
+    let Some(eth) = read_at::<EthHdr>(start, end, 0) else { return Ok(XDP_PASS) };
+    match eth.proto() {
+        ETH_P_IP => {
             // Only option-less IPv4 carrying UDP can be ours.
-            let Some(b) = read_at::<[u8; IPV4_HLEN]>(start, end, ETH_HLEN) else { return Ok(XDP_PASS) };
-            if b[0] != 0x45 || b[9] != IPPROTO_UDP {
+            let Some(ip) = read_at::<Ipv4Hdr>(start, end, ETH_HLEN) else { return Ok(XDP_PASS) };
+            if ip.version_ihl != IPV4_PLAIN || ip.protocol != IPPROTO_UDP {
                 return Ok(XDP_PASS);
             }
             let mut key = FlowKey { family: FAMILY_V4, ..FlowKey::default() };
-            key.remote[..4].copy_from_slice(&b[12..16]);
-            key.local[..4].copy_from_slice(&b[16..20]);
+            key.remote[..4].copy_from_slice(&ip.src);
+            key.local[..4].copy_from_slice(&ip.dst);
             receive::<IPV4_HLEN>(ctx, key)
         }
-        Some(ETH_P_IPV6) => {
-            let Some(b) = read_at::<[u8; IPV6_HLEN]>(start, end, ETH_HLEN) else { return Ok(XDP_PASS) };
-            if b[6] != IPPROTO_UDP {
+        ETH_P_IPV6 => {
+            let Some(ip) = read_at::<Ipv6Hdr>(start, end, ETH_HLEN) else { return Ok(XDP_PASS) };
+            if ip.next_header != IPPROTO_UDP {
                 return Ok(XDP_PASS);
             }
-            let mut key = FlowKey { family: FAMILY_V6, ..FlowKey::default() };
-            key.remote.copy_from_slice(&b[8..24]);
-            key.local.copy_from_slice(&b[24..40]);
+            let key = FlowKey { family: FAMILY_V6, remote: ip.src, local: ip.dst, ..FlowKey::default() };
             receive::<IPV6_HLEN>(ctx, key)
         }
         _ => Ok(XDP_PASS),
@@ -63,15 +63,13 @@ fn try_uplink_ingress(ctx: &XdpContext) -> Result<u32, DropReason> {
 #[inline(always)]
 fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, DropReason> {
     let (start, end) = (ctx.data(), ctx.data_end());
-    let udp = ETH_HLEN + L3;
-    let Some(ports) = read_at::<[u8; 4]>(start, end, udp) else { return Ok(XDP_PASS) };
-    let sport = u16::from_be_bytes([ports[0], ports[1]]);
-    let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    let udp_off = ETH_HLEN + L3;
+    let Some(ports) = read_at::<Ports>(start, end, udp_off) else { return Ok(XDP_PASS) };
     let port = settings().port;
-    if port == 0 || dport != port {
+    if port == 0 || ports.dport() != port {
         return Ok(XDP_PASS);
     }
-    let mp_off = udp + UDP_HLEN;
+    let mp_off = udp_off + UDP_HLEN;
     let hdr: MpHeader = read_at(start, end, mp_off).ok_or(DropReason::Truncated)?;
     if hdr.version != VERSION {
         return Err(DropReason::BadHeader);
@@ -83,8 +81,8 @@ fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, D
     }
 
     // Which subflow: the 4-tuple must be known and the header must name it.
-    key.remote_port = sport;
-    key.local_port = dport;
+    key.remote_port = ports.sport();
+    key.local_port = ports.dport();
     let sk: SubflowKey = *unsafe { SUBFLOW_BY_TUPLE.get(key) }.ok_or(DropReason::UnknownSubflow)?;
     if sk.token != hdr.token() || sk.subflow_id != hdr.subflow_id as u32 {
         return Err(DropReason::BadToken);
@@ -128,19 +126,16 @@ fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, D
     }
 
     // Decapsulate: keep the Ethernet addresses, drop the outer headers.
-    let macs: [u8; 12] = read_at(start, end, 0).ok_or(DropReason::DecapFailed)?;
+    let eth: EthHdr = read_at(start, end, 0).ok_or(DropReason::DecapFailed)?;
     let outer = (L3 + UDP_HLEN + MP_HDR_LEN) as i32;
     // SAFETY: helper call on our own context; pointers are re-derived after it.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer) } != 0 {
         return Err(DropReason::DecapFailed);
     }
     let (start, end) = (ctx.data(), ctx.data_end());
-    let eth = ptr_at::<[u8; ETH_HLEN]>(start, end, 0).ok_or(DropReason::DecapFailed)?;
-    let mut e = [0u8; ETH_HLEN];
-    e[..12].copy_from_slice(&macs);
-    e[12..].copy_from_slice(&inner_proto.to_be_bytes());
-    // SAFETY: ptr_at checked the 14 bytes are inside the packet.
-    unsafe { core::ptr::write_unaligned(eth, e) };
+    let out = ptr_at::<EthHdr>(start, end, 0).ok_or(DropReason::DecapFailed)?;
+    // SAFETY: ptr_at checked the header's bytes are inside the packet.
+    unsafe { core::ptr::write_unaligned(out, EthHdr::new(eth.dst, eth.src, inner_proto)) };
     Ok(XDP_PASS)
 }
 

@@ -19,9 +19,3 @@ pub fn read_at<T: Copy>(start: usize, end: usize, off: usize) -> Option<T> {
     // SAFETY: ptr_at checked that size_of::<T>() bytes at p are inside the packet.
     Some(unsafe { core::ptr::read_unaligned(p) })
 }
-
-/// A big-endian u16 at `start + off`.
-#[inline(always)]
-pub fn be16_at(start: usize, end: usize, off: usize) -> Option<u16> {
-    read_at::<[u8; 2]>(start, end, off).map(u16::from_be_bytes)
-}

@@ -156,6 +156,7 @@ fn transfer_survives_an_uplink_going_down_mid_transfer() -> Result<()> {
 
 #[test]
 fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
+    use mptcp_common::headers::Ipv4Hdr;
     use mptcp_common::wire::MpHeader;
     use mptcp_user::control::{Body, Message, PathHint};
     let bed = Testbed::new(1, 2)?;
@@ -167,7 +168,8 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
     let target: SocketAddr = SocketAddr::new(Testbed::conc_addr(0, 0), mptcp_common::wire::DEFAULT_PORT);
     let data = |tok: u32| {
         let mut b = bytemuck::bytes_of(&MpHeader::data(tok, 0, 0, 0, 0)).to_vec();
-        b.extend_from_slice(&[0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 99, 0, 2, 10, 200, 0, 2]);
+        let inner = Ipv4Hdr::new([10, 99, 0, 2], [10, 200, 0, 2], 17, 64, 20, 0);
+        b.extend_from_slice(bytemuck::bytes_of(&inner));
         b
     };
     let (unknown, wrong_token) = (data(token), data(token ^ 0xffff));

@@ -6,8 +6,8 @@ use anyhow::Result;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{HashMap, LpmTrie};
 use mptcp_common::checksum::ipv4_header_checksum;
-use mptcp_common::maps::{names, Connection, FlowKey};
-use mptcp_common::wire::{MpHeader, FAMILY_V6, KIND_CONTROL, MP_HDR_LEN};
+use mptcp_common::maps::{names, Connection, FlowKey, OuterTemplate};
+use mptcp_common::wire::{MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, VERSION};
 use mptcp_common::{template, ClassPolicy, DropReason, Policy};
 use mptcp_harness::*;
 
@@ -60,21 +60,20 @@ fn ingress_fixtures() -> Result<()> {
         Decapsulated(p)
     };
     let junk = inner_v4([1, 1, 1, 1]);
-    let mut bad_version = encapsulated(&t4, data(0, 0), &junk);
-    bad_version[14 + 28] = 9;
+    let mut other_version = data(0, 0);
+    other_version.version = VERSION + 1;
+    let bad_version = encapsulated(&t4, other_version, &junk);
     let full = encapsulated(&t4, data(0, 0), &[]);
-    let mut control = encapsulated(&t4, data(0, 0), &[1, 2, 3]);
-    control[14 + 28 + 1] = KIND_CONTROL;
-    let mut arp = eth([0xff; 6], MAC_A, 0x0806);
-    arp.extend_from_slice(&[0u8; 28]);
+    let control = encapsulated(&t4, MpHeader::control(TOKEN, 0), &[1, 2, 3]);
+    let arp = arp();
     check_ingress(
         &mut f,
         vec![
             // Data: decapsulated, the Ethernet header kept with the inner protocol.
-            ("IPv4 in IPv4", encapsulated(&t4, data(0, 0), &in4), decap(0x0800, &in4)),
-            ("IPv6 in IPv4", encapsulated(&t4, data(0, 1), &in6), decap(0x86dd, &in6)),
-            ("IPv4 in IPv6", encapsulated(&t6, data(1, 0), &in4), decap(0x0800, &in4)),
-            ("IPv6 in IPv6", encapsulated(&t6, data(1, 1), &in6), decap(0x86dd, &in6)),
+            ("IPv4 in IPv4", encapsulated(&t4, data(0, 0), &in4), decap(ETH_P_IP, &in4)),
+            ("IPv6 in IPv4", encapsulated(&t4, data(0, 1), &in6), decap(ETH_P_IPV6, &in6)),
+            ("IPv4 in IPv6", encapsulated(&t6, data(1, 0), &in4), decap(ETH_P_IP, &in4)),
+            ("IPv6 in IPv6", encapsulated(&t6, data(1, 1), &in6), decap(ETH_P_IPV6, &in6)),
             // Refused, each for its reason.
             (
                 "an unknown 4-tuple",
@@ -108,86 +107,155 @@ fn ingress_fixtures() -> Result<()> {
     Ok(())
 }
 
+/// What a fixture expects the egress program to make of one packet.
+enum Sent {
+    /// TC_ACT_REDIRECT, encapsulated for `subflow` (in its template's outer
+    /// family, with a valid checksum) with these sequence numbers, and
+    /// counted on that subflow.
+    Encapsulated { subflow: u8, dsn: u32, seq: u32 },
+    /// TC_ACT_SHOT, counted under this reason.
+    Dropped(DropReason),
+}
+
+type Setup = Box<dyn Fn(&mut Fixture) -> Result<()>>;
+
+/// One egress fixture: a change to the maps first, then the input packet
+/// through `runs` runs on one skb, and what must come out.
+struct EgressCase {
+    what: &'static str,
+    setup: Option<Setup>,
+    input: Vec<u8>,
+    runs: u32,
+    want: Sent,
+}
+
+fn case(what: &'static str, input: Vec<u8>, want: Sent) -> EgressCase {
+    EgressCase { what, setup: None, input, runs: 1, want }
+}
+
+impl EgressCase {
+    fn after(mut self, setup: impl Fn(&mut Fixture) -> Result<()> + 'static) -> Self {
+        self.setup = Some(Box::new(setup));
+        self
+    }
+}
+
+/// Run each case through the verified egress program and check the verdict,
+/// the output packet byte for byte (the kernel's send timestamp aside) and
+/// the counter it moves.
+fn check_egress(f: &mut Fixture, templates: &[OuterTemplate], cases: Vec<EgressCase>) -> Result<()> {
+    for c in cases {
+        let what = c.what;
+        if let Some(setup) = &c.setup {
+            setup(f)?;
+        }
+        match c.want {
+            Sent::Encapsulated { subflow, dsn, seq } => {
+                let before = f.stats(subflow as u32)?.tx_packets;
+                let (verdict, out) = f.run_tc_repeated(&c.input, c.runs)?;
+                assert_eq!(verdict, TC_ACT_REDIRECT, "{what}");
+                let got = Encapsulated::parse(&out).unwrap_or_else(|| panic!("{what}: not encapsulated"));
+                // The send timestamp is the kernel's clock: take it from the output.
+                let hdr = MpHeader::data(TOKEN, subflow, dsn, seq, got.mp().tstamp_us());
+                let mut want = encapsulated(&templates[subflow as usize], hdr, &c.input[ETH_HLEN..]);
+                // The destination MAC is zeroed for bpf_redirect_neigh, which fills it in.
+                want[..6].copy_from_slice(&[0; 6]);
+                assert_eq!(got, Encapsulated::parse(&want).expect("built above"), "{what}");
+                if let Encapsulated::V4(_, o, _) = got {
+                    assert_eq!(ipv4_header_checksum(&o.ip.bytes()), 0, "{what}: outer IPv4 checksum");
+                }
+                assert_eq!(f.stats(subflow as u32)?.tx_packets, before + 1, "{what}: counted on its subflow");
+            }
+            Sent::Dropped(r) => {
+                let before = f.drops(r)?;
+                let (verdict, _) = f.run_tc_repeated(&c.input, c.runs)?;
+                assert_eq!(verdict, TC_ACT_SHOT, "{what}");
+                assert_eq!(f.drops(r)?, before + 1, "{what}: counted as {r:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn arp() -> Vec<u8> {
+    let mut p = eth([0xff; 6], MAC_A, 0x0806);
+    p.extend_from_slice(&[0u8; 28]);
+    p
+}
+
 #[test]
 fn egress_fixtures() -> Result<()> {
+    use Sent::*;
     let mut f = Fixture::new()?;
-    let t0 = template::ipv4(CL4, CO4, PORT, PORT, 1);
-    let t1 = template::ipv6(CL6, CO6, PORT, PORT, 1);
-    f.tx_connection((24, [10, 200, 0, 0]), &[subflow(t0, 2_000, 1), subflow(t1, 9_000, 0)], Policy::MinRtt)?;
+    // Subflow 0: IPv4 outer, 2 ms, priority 1; subflow 1: IPv6 outer, 9 ms, priority 0.
+    let templates = [template::ipv4(CL4, CO4, PORT, PORT, 1), template::ipv6(CL6, CO6, PORT, PORT, 1)];
+    f.tx_connection(
+        (24, [10, 200, 0, 0]),
+        &[subflow(templates[0], 2_000, 1), subflow(templates[1], 9_000, 0)],
+        Policy::MinRtt,
+    )?;
+    let bond_frame = |proto: u16, inner: &[u8]| {
+        let mut p = eth([0xff; 6], MAC_A, proto);
+        p.extend_from_slice(inner);
+        p
+    };
     let inner = inner_v4([10, 200, 0, 2]);
-    let mut input = eth([0xff; 6], MAC_A, 0x0800);
-    input.extend_from_slice(&inner);
-
-    // min-rtt picks subflow 0 (2 ms): IPv4 outer, valid checksum, dsn 0 then 1.
-    for dsn in 0..2u32 {
-        let (verdict, out) = f.run_tc(&input)?;
-        assert_eq!(verdict, TC_ACT_REDIRECT);
-        let mut want = eth([0; 6], MAC_A, 0x0800);
-        let mut outer = encapsulated(&t0, MpHeader::data(TOKEN, 0, dsn, dsn, 0), &inner)[14..].to_vec();
-        // The send timestamp is the kernel's clock: copy it, check the rest.
-        outer[28 + 16..28 + 20].copy_from_slice(&out[14 + 28 + 16..14 + 28 + 20]);
-        want.extend_from_slice(&outer);
-        assert_eq!(out, want, "encapsulated packet, dsn {dsn}");
-        let mut h = [0u8; 20];
-        h.copy_from_slice(&out[14..34]);
-        assert_eq!(ipv4_header_checksum(&h), 0, "outer IPv4 checksum valid");
-    }
-    assert_eq!(f.stats(0)?.tx_packets, 2);
-    assert_eq!(f.stats(1)?.tx_packets, 0);
-
-    // active-backup picks the lowest priority value: subflow 1, IPv6 outer.
-    f.set_class_policy(0, ClassPolicy::new(Policy::ActiveBackup))?;
-    let (verdict, out) = f.run_tc(&input)?;
-    assert_eq!(verdict, TC_ACT_REDIRECT);
-    assert_eq!(&out[12..14], &[0x86, 0xdd], "outer IPv6");
-    let hdr: MpHeader = bytemuck::pod_read_unaligned(&out[14 + 48..14 + 48 + MP_HDR_LEN]);
-    assert_eq!((hdr.token(), hdr.subflow_id, hdr.dsn(), hdr.subflow_seq()), (TOKEN, 1, 2, 0));
-    assert_eq!(&out[14 + 48 + MP_HDR_LEN..], &inner[..]);
-    assert_eq!(u16::from_be_bytes([out[18], out[19]]) as usize, 8 + MP_HDR_LEN + inner.len(), "IPv6 payload length");
-
-    // Inner IPv6 rides the same subflows.
-    let mut in6 = eth([0xff; 6], MAC_A, 0x86dd);
-    in6.extend_from_slice(&inner_v6());
-    assert_eq!(f.run_tc(&in6)?.0, TC_ACT_REDIRECT);
-
-    // No connection covers the destination.
-    let mut other = eth([0xff; 6], MAC_A, 0x0800);
-    other.extend_from_slice(&inner_v4([8, 8, 8, 8]));
-    let before = f.drops(DropReason::NoConnection)?;
-    assert_eq!(f.run_tc(&other)?.0, TC_ACT_SHOT);
-    assert_eq!(f.drops(DropReason::NoConnection)?, before + 1);
-
-    // Not IP.
-    let mut arp = eth([0xff; 6], MAC_A, 0x0806);
-    arp.extend_from_slice(&[0u8; 28]);
-    assert_eq!(f.run_tc(&arp)?.0, TC_ACT_SHOT);
-    assert_eq!(f.drops(DropReason::NotIp)?, 1);
-
-    // Too big for the uplink once encapsulated (nothing fragments on the
-    // redirect path): refused and counted, to the byte.
-    let v4_outer = 20 + 8 + MP_HDR_LEN as u32;
-    f.set_uplink_mtu(inner.len() as u32 + v4_outer - 1)?;
-    f.set_class_policy(0, ClassPolicy::new(Policy::MinRtt))?;
-    assert_eq!(f.run_tc(&input)?.0, TC_ACT_SHOT);
-    assert_eq!(f.drops(DropReason::TooBig)?, 1);
-    f.set_uplink_mtu(inner.len() as u32 + v4_outer)?;
-    assert_eq!(f.run_tc(&input)?.0, TC_ACT_REDIRECT, "a packet that just fits goes");
-    f.set_uplink_mtu(1500)?;
-
-    // Encapsulation refused: a second run on the same skb finds it already
-    // encapsulated (its outer destination routed into the bond as well), and
-    // bpf_skb_adjust_room fails.
-    let mut lpm: LpmTrie<_, [u8; 4], u32> = f.ebpf.map_mut(names::CONN_BY_DEST_V4).unwrap().try_into()?;
-    lpm.insert(&Key::new(32, CO4), TOKEN, 0)?;
-    assert_eq!(f.run_tc_repeated(&input, 2)?.0, TC_ACT_SHOT);
-    assert_eq!(f.drops(DropReason::EncapFailed)?, 1);
-
-    // No established subflow.
-    let mut c: HashMap<_, u32, Connection> = f.ebpf.map_mut(names::CONNECTIONS).unwrap().try_into()?;
-    c.insert(TOKEN, Connection { token: TOKEN, n_subflows: 2, ..Default::default() }, 0)?;
-    assert_eq!(f.run_tc(&input)?.0, TC_ACT_SHOT);
-    assert_eq!(f.drops(DropReason::NoSubflow)?, 1);
-    Ok(())
+    let input = bond_frame(ETH_P_IP, &inner);
+    let policy = |p: Policy| move |f: &mut Fixture| f.set_class_policy(0, ClassPolicy::new(p));
+    let mtu = |mtu: usize| move |f: &mut Fixture| f.set_uplink_mtu(mtu as u32);
+    let fits = inner.len() + template::V4_OUTER;
+    check_egress(
+        &mut f,
+        &templates,
+        vec![
+            // The data sequence number counts per connection, the subflow's per subflow.
+            case("min-rtt: the 2 ms subflow", input.clone(), Encapsulated { subflow: 0, dsn: 0, seq: 0 }),
+            case("min-rtt again", input.clone(), Encapsulated { subflow: 0, dsn: 1, seq: 1 }),
+            case(
+                "active-backup: the lowest priority value, IPv6 outer",
+                input.clone(),
+                Encapsulated { subflow: 1, dsn: 2, seq: 0 },
+            )
+            .after(policy(Policy::ActiveBackup)),
+            case(
+                "inner IPv6 on the same subflows",
+                bond_frame(ETH_P_IPV6, &inner_v6()),
+                Encapsulated { subflow: 1, dsn: 3, seq: 1 },
+            ),
+            case(
+                "no connection covers the destination",
+                bond_frame(ETH_P_IP, &inner_v4([8, 8, 8, 8])),
+                Dropped(DropReason::NoConnection),
+            ),
+            case("not IP", arp(), Dropped(DropReason::NotIp)),
+            // Nothing fragments on the redirect path: refused and counted, to the byte.
+            case("one byte too big for the uplink once encapsulated", input.clone(), Dropped(DropReason::TooBig))
+                .after(move |f| {
+                    policy(Policy::MinRtt)(f)?;
+                    mtu(fits - 1)(f)
+                }),
+            case("a packet that just fits", input.clone(), Encapsulated { subflow: 0, dsn: 4, seq: 2 })
+                .after(mtu(fits)),
+            // A second run on the same skb finds it already encapsulated (its
+            // outer destination routed into the bond as well), and
+            // bpf_skb_adjust_room refuses.
+            EgressCase {
+                runs: 2,
+                ..case("encapsulation refused", input.clone(), Dropped(DropReason::EncapFailed)).after(move |f| {
+                    mtu(1500)(f)?;
+                    let mut lpm: LpmTrie<_, [u8; 4], u32> =
+                        f.ebpf.map_mut(names::CONN_BY_DEST_V4).unwrap().try_into()?;
+                    lpm.insert(&Key::new(32, CO4), TOKEN, 0)?;
+                    Ok(())
+                })
+            },
+            case("no established subflow", input.clone(), Dropped(DropReason::NoSubflow)).after(|f| {
+                let mut c: HashMap<_, u32, Connection> = f.ebpf.map_mut(names::CONNECTIONS).unwrap().try_into()?;
+                c.insert(TOKEN, Connection { token: TOKEN, n_subflows: 2, ..Default::default() }, 0)?;
+                Ok(())
+            }),
+        ],
+    )
 }
 
 /// Copies of a redundant packet: the first copy of a DSN is delivered, the

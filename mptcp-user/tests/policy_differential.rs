@@ -3,14 +3,14 @@
 //! the host's `mptcp_common::policy::decide` picks for the same maps, and the
 //! weighted policy's state advances identically. Run as root.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use aya::maps::HashMap;
 use mptcp_common::classify::{ClassRule, IPPROTO_UDP};
 use mptcp_common::maps::{
     names, Connection, FlowletKey, PathState, Subflow, TxState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP,
 };
 use mptcp_common::policy::{commit, decide, ConnectionPaths, FlowletEntry, SchedState};
-use mptcp_common::wire::{wire_len, MpHeader, MP_HDR_LEN};
+use mptcp_common::wire::wire_len;
 use mptcp_common::{template, ClassPolicy, Policy};
 use mptcp_harness::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -86,7 +86,7 @@ fn the_kernel_program_and_the_host_function_choose_the_same_subflow() -> Result<
             None => assert_eq!(verdict, TC_ACT_SHOT, "case {case}: no established subflow, the packet must drop"),
             Some(d) => {
                 assert_eq!(verdict, TC_ACT_REDIRECT, "case {case}");
-                let hdr: MpHeader = bytemuck::pod_read_unaligned(&out[14 + 28..14 + 28 + MP_HDR_LEN]);
+                let hdr = Encapsulated::parse(&out).expect("encapsulated").mp();
                 assert_eq!(
                     hdr.subflow_id as usize,
                     d.subflow,
@@ -122,7 +122,7 @@ fn the_kernel_program_and_the_host_function_choose_the_same_subflow() -> Result<
     input.extend_from_slice(&udp);
     let pick = |f: &mut Fixture, input: &[u8]| -> Result<u8> {
         let (_, out) = f.run_tc(input)?;
-        Ok(bytemuck::pod_read_unaligned::<MpHeader>(&out[14 + 28..14 + 28 + MP_HDR_LEN]).subflow_id)
+        Ok(Encapsulated::parse(&out).context("not encapsulated")?.mp().subflow_id)
     };
     assert_eq!(pick(&mut f2, &input)?, 0, "no rules: the default class, min-rtt");
     f2.set_rules(&[rule])?;

@@ -11,14 +11,17 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashM
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::util::nr_cpus;
 use aya::{Ebpf, EbpfLoader};
-use mptcp_common::checksum::ipv4_header_checksum;
-use mptcp_common::classify::ClassRule;
+use mptcp_common::classify::{ClassRule, IPPROTO_UDP};
+use mptcp_common::headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, OuterV4, OuterV6, UdpHdr};
 use mptcp_common::maps::{
-    names, programs, Connection, DedupWindow, FlowKey, PathState, RxSeq, Settings, Subflow, SubflowKey, SubflowStats,
-    TxState, PATH_ESTABLISHED, PATH_UP,
+    names, programs, Connection, DedupWindow, FlowKey, OuterTemplate, PathState, RxSeq, Settings, Subflow, SubflowKey,
+    SubflowStats, TxState, PATH_ESTABLISHED, PATH_UP,
 };
-use mptcp_common::wire::{MpHeader, FAMILY_V4, FAMILY_V6};
-use mptcp_common::{ClassPolicy, DropReason, Policy};
+use mptcp_common::wire::{MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, IPV4_HLEN, UDP_HLEN};
+use mptcp_common::{template, ClassPolicy, DropReason, Policy};
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 
 use mptcp_user::object::EBPF_OBJECT;
 
@@ -210,55 +213,86 @@ pub const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 pub const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
 pub fn eth(dst: [u8; 6], src: [u8; 6], proto: u16) -> Vec<u8> {
-    let mut e = dst.to_vec();
-    e.extend_from_slice(&src);
-    e.extend_from_slice(&proto.to_be_bytes());
-    e
+    bytemuck::bytes_of(&EthHdr::new(dst, src, proto)).to_vec()
+}
+
+/// An IPv4 packet from 10.99.0.2 to `dst` carrying `payload` (valid header checksum).
+fn ipv4_packet(dst: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let ip = Ipv4Hdr::new([10, 99, 0, 2], dst, protocol, 64, (IPV4_HLEN + payload.len()) as u16, 0);
+    let mut p = bytemuck::bytes_of(&ip).to_vec();
+    p.extend_from_slice(payload);
+    p
 }
 
 /// A small ICMP echo request in IPv4 (valid header checksum).
 pub fn inner_v4(dst: [u8; 4]) -> Vec<u8> {
-    let mut ip = [0x45, 0, 0, 36, 0, 1, 0, 0, 64, 1, 0, 0, 10, 99, 0, 2, dst[0], dst[1], dst[2], dst[3]];
-    let c = ipv4_header_checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut p = ip.to_vec();
-    p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8]);
-    p
+    ipv4_packet(dst, IPPROTO_ICMP, &[8, 0, 0, 0, 0, 1, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8])
 }
 
 /// A small UDP datagram in IPv4 (valid header checksum, no UDP checksum).
 pub fn udp_v4(dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let mut ip = [0x45, 0, 0, 36, 0, 1, 0, 0, 64, 17, 0, 0, 10, 99, 0, 2, dst[0], dst[1], dst[2], dst[3]];
-    let c = ipv4_header_checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut p = ip.to_vec();
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&[0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
-    p
+    let payload = [1, 2, 3, 4, 5, 6, 7, 8];
+    let mut udp = bytemuck::bytes_of(&UdpHdr::new(sport, dport, (UDP_HLEN + payload.len()) as u16)).to_vec();
+    udp.extend_from_slice(&payload);
+    ipv4_packet(dst, IPPROTO_UDP, &udp)
 }
 
+/// An ICMPv6 echo request from fd99::2 to fd00:200::2.
 pub fn inner_v6() -> Vec<u8> {
-    let mut p = vec![0x60, 0, 0, 0, 0, 8, 58, 64];
-    p.extend_from_slice(&[0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-    p.extend_from_slice(&[0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-    p.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
+    let icmp = [128, 0, 0, 0, 0, 1, 0, 1];
+    let src = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    let dst = [0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    let mut p = bytemuck::bytes_of(&Ipv6Hdr::new(src, dst, IPPROTO_ICMPV6, 64, icmp.len() as u16)).to_vec();
+    p.extend_from_slice(&icmp);
     p
 }
 
 /// What a peer puts on the wire: Ethernet, then the outer headers as the
 /// egress program lays them out (`template::outer_v4`/`outer_v6`), then the
 /// inner packet.
-pub fn encapsulated(t: &mptcp_common::maps::OuterTemplate, hdr: MpHeader, inner: &[u8]) -> Vec<u8> {
+pub fn encapsulated(t: &OuterTemplate, hdr: MpHeader, inner: &[u8]) -> Vec<u8> {
     let v6 = t.family == FAMILY_V6;
-    let mut p = eth(MAC_B, MAC_A, if v6 { 0x86dd } else { 0x0800 });
+    let mut p = eth(MAC_B, MAC_A, if v6 { ETH_P_IPV6 } else { ETH_P_IP });
     if v6 {
-        p.extend_from_slice(&mptcp_common::template::outer_v6(t, inner.len() as u16, &hdr));
+        p.extend_from_slice(bytemuck::bytes_of(&template::outer_v6(t, inner.len() as u16, &hdr)));
     } else {
-        p.extend_from_slice(&mptcp_common::template::outer_v4(t, inner.len() as u16, &hdr));
+        p.extend_from_slice(bytemuck::bytes_of(&template::outer_v4(t, inner.len() as u16, &hdr)));
     }
     p.extend_from_slice(inner);
     p
+}
+
+/// An egress program's output taken apart: Ethernet, the outer headers of
+/// its family, the inner packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Encapsulated {
+    V4(EthHdr, OuterV4, Vec<u8>),
+    V6(EthHdr, OuterV6, Vec<u8>),
+}
+
+impl Encapsulated {
+    pub fn parse(p: &[u8]) -> Option<Encapsulated> {
+        let eth: EthHdr = bytemuck::pod_read_unaligned(p.get(..ETH_HLEN)?);
+        let rest = &p[ETH_HLEN..];
+        match eth.proto() {
+            ETH_P_IP => {
+                let n = std::mem::size_of::<OuterV4>();
+                Some(Encapsulated::V4(eth, bytemuck::pod_read_unaligned(rest.get(..n)?), rest[n..].to_vec()))
+            }
+            ETH_P_IPV6 => {
+                let n = std::mem::size_of::<OuterV6>();
+                Some(Encapsulated::V6(eth, bytemuck::pod_read_unaligned(rest.get(..n)?), rest[n..].to_vec()))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn mp(&self) -> MpHeader {
+        match self {
+            Encapsulated::V4(_, o, _) => o.mp,
+            Encapsulated::V6(_, o, _) => o.mp,
+        }
+    }
 }
 
 pub fn v4_key(remote_port: u16) -> FlowKey {
@@ -268,7 +302,7 @@ pub fn v4_key(remote_port: u16) -> FlowKey {
     k
 }
 
-pub fn subflow(t: mptcp_common::maps::OuterTemplate, srtt_us: u32, priority: u32) -> (Subflow, bool) {
+pub fn subflow(t: OuterTemplate, srtt_us: u32, priority: u32) -> (Subflow, bool) {
     (
         Subflow {
             outer: t,
