@@ -301,10 +301,22 @@ pub enum ControlCounter {
     ProbesAnswered = 6,
     /// Inputs the controller could not handle (logged; it carried on).
     EventErrors = 7,
+    /// Concentrator: probes for a connection or subflow it does not know
+    /// (it restarted without its state, or the client's NAT mapping
+    /// changed), answered so that the client joins again.
+    ProbesRefused = 8,
+    /// Client: connections and subflows set up again because the
+    /// concentrator no longer knew them.
+    Rejoins = 9,
+    /// Concentrator: connections collected after a silence on every subflow.
+    Collected = 10,
+    /// Handshakes refused for lack of room (connections, subflows, prefixes
+    /// or pending handshakes at their cap).
+    RefusedFull = 11,
 }
 
 impl ControlCounter {
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 12;
     pub const ALL: [ControlCounter; Self::COUNT as usize] = [
         Self::AuthFailed,
         Self::UnknownToken,
@@ -314,6 +326,10 @@ impl ControlCounter {
         Self::ProbesSent,
         Self::ProbesAnswered,
         Self::EventErrors,
+        Self::ProbesRefused,
+        Self::Rejoins,
+        Self::Collected,
+        Self::RefusedFull,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -325,6 +341,10 @@ impl ControlCounter {
             Self::ProbesSent => "probes-sent",
             Self::ProbesAnswered => "probes-answered",
             Self::EventErrors => "event-errors",
+            Self::ProbesRefused => "probes-refused",
+            Self::Rejoins => "rejoins",
+            Self::Collected => "collected",
+            Self::RefusedFull => "refused-full",
         }
     }
 }

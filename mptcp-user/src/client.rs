@@ -95,6 +95,9 @@ pub struct Client {
     announced: bool,
 }
 
+/// Answers to any of this many latest probes count (they may trail the interval).
+const PROBE_ANSWER_WINDOW: u64 = 64;
+
 fn random_u64() -> u64 {
     rand::random()
 }
@@ -326,6 +329,21 @@ impl Client {
                 }
                 _ => tracing::warn!(path = self.paths[i].name(), "handshake refused: {}", reason.explain()),
             },
+            Action::PeerForgot { connection } => {
+                self.maps.bump(ControlCounter::Rejoins);
+                if connection {
+                    tracing::warn!(
+                        path = self.paths[i].name(),
+                        "the concentrator no longer knows our connection (restarted without its state?); reconnecting"
+                    );
+                    self.reset_connection().await?;
+                } else {
+                    tracing::warn!(
+                        path = self.paths[i].name(),
+                        "the concentrator no longer knows this subflow from our address and port (NAT mapping changed?); joining again"
+                    );
+                }
+            }
             Action::BadToken => {
                 tracing::warn!("concentrator's token does not match the keys; ignoring its CHALLENGE")
             }
@@ -469,12 +487,23 @@ impl Client {
             Body::Accept { nonce_c, nonce_s } => {
                 self.event(i, Event::Accept { token: msg.token, nonce_c, nonce_s }).await?;
             }
+            Body::Reject { reason: reason @ (RejectReason::UnknownToken | RejectReason::UnknownSubflow), nonce_c }
+                if self.paths[i].state.established() && Some(msg.token) == self.token =>
+            {
+                // An answer to one of our probes: `nonce_c` is its send time.
+                let window_us = self.cfg.probe.interval_ms * 1000 * PROBE_ANSWER_WINDOW;
+                let connection = reason == RejectReason::UnknownToken;
+                self.event(i, Event::Forgotten { connection, probe_sent_us: nonce_c, now_us: now, window_us }).await?
+            }
             Body::Reject { reason, nonce_c } => self.event(i, Event::Reject { reason, nonce_c }).await?,
             Body::ProbeAck { seq, sent_us, rx } => {
                 let Some(token) = self.token else { return Ok(()) };
                 let p = &mut self.paths[i];
-                // Any of the last 64 probes counts (answers may trail the interval).
-                if !p.state.established() || msg.token != token || p.probe_seq.wrapping_sub(seq) >= 64 {
+                // Any recent probe counts (answers may trail the interval).
+                if !p.state.established()
+                    || msg.token != token
+                    || p.probe_seq.wrapping_sub(seq) >= PROBE_ANSWER_WINDOW as u32
+                {
                     return Ok(());
                 }
                 p.monitor.on_rtt(now, now.saturating_sub(sent_us));

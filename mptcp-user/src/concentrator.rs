@@ -40,7 +40,33 @@ struct Sub {
 
 struct Conn {
     subflows: [Option<Sub>; MAX_SUBFLOWS],
+    /// When it was set up (or adopted): a connection is collected after a
+    /// silence on every subflow, counted from here if none ever spoke.
+    since_us: u64,
 }
+
+impl Conn {
+    fn new(now_us: u64) -> Conn {
+        Conn { subflows: Default::default(), since_us: now_us }
+    }
+
+    /// When the client was last heard on any subflow.
+    fn last_heard_us(&self) -> u64 {
+        self.subflows.iter().flatten().map(|s| s.last_seen_us).fold(self.since_us, u64::max)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.subflows.iter().all(Option::is_none)
+    }
+}
+
+/// At most this many handshakes in progress (or just accepted) at once...
+pub const MAX_PENDING: usize = 4096;
+/// ...and this many waiting for their PROOF from one client address, so a
+/// flood from one address cannot hold the table.
+pub const MAX_PENDING_PER_ADDRESS: usize = 16;
+/// Probes for unknown connections or subflows answered per tick, at most.
+const REFUSALS_PER_TICK: u32 = 64;
 
 /// A handshake in progress or just accepted (its state machine's offer),
 /// with what the HELLO brought.
@@ -57,6 +83,8 @@ pub struct Concentrator {
     listeners: Vec<Listener>,
     conns: HashMap<u32, Conn>,
     pending: HashMap<(SocketAddr, u64), Pending>,
+    /// Refusals of unknown probes left in this tick.
+    refusals_left: u32,
 }
 
 impl Concentrator {
@@ -91,7 +119,15 @@ impl Concentrator {
                 listeners.push(Listener { iface: p.interface.clone(), ifindex: link.index, socket });
             }
         }
-        let mut c = Concentrator { cfg, psk, maps, listeners, conns: HashMap::new(), pending: HashMap::new() };
+        let mut c = Concentrator {
+            cfg,
+            psk,
+            maps,
+            listeners,
+            conns: HashMap::new(),
+            pending: HashMap::new(),
+            refusals_left: REFUSALS_PER_TICK,
+        };
         c.adopt();
         Ok(c)
     }
@@ -100,7 +136,8 @@ impl Concentrator {
     fn adopt(&mut self) {
         let now = now_us();
         for conn in self.maps.connections() {
-            let mut c = Conn { subflows: Default::default() };
+            // Collected like any other if its client stays silent.
+            let mut c = Conn::new(now);
             for (id, s) in conn.subflows.iter().enumerate() {
                 if s.path.established() {
                     // Whether the rate was the client's hint is not in the
@@ -180,6 +217,7 @@ impl Concentrator {
                     now_us: now,
                     token_known: self.conns.contains_key(&msg.token),
                     full: self.conns.len() >= mptcp_common::maps::MAX_CONNECTIONS as usize,
+                    busy: self.pending_full(m.from.ip()),
                     fresh_token,
                     fresh_key_s,
                     fresh_nonce_s: rand::random(),
@@ -189,9 +227,16 @@ impl Concentrator {
                     let hint = path;
                     self.pending.entry(key).or_insert(Pending { offer, hint, prefixes });
                 }
-                if reply == Reply::Reject(RejectReason::UnknownToken) {
-                    self.maps.bump(ControlCounter::UnknownToken);
-                    tracing::warn!(from = %m.from, token = format_args!("{:08x}", msg.token), "JOIN for an unknown connection refused");
+                match reply {
+                    Reply::Reject(RejectReason::UnknownToken) => {
+                        self.maps.bump(ControlCounter::UnknownToken);
+                        tracing::warn!(from = %m.from, token = format_args!("{:08x}", msg.token), "JOIN for an unknown connection refused");
+                    }
+                    Reply::Reject(RejectReason::Full) => {
+                        self.maps.bump(ControlCounter::RefusedFull);
+                        tracing::warn!(from = %m.from, "handshake refused: no room (connections or handshakes in progress at their cap)");
+                    }
+                    _ => {}
                 }
                 self.reply(m.socket, m.from, msg.token, msg.subflow_id, nonce_c, reply).await;
             }
@@ -209,6 +254,9 @@ impl Concentrator {
                     }
                     reply = r;
                     failed = installed.err();
+                    if failed.is_some() {
+                        self.maps.bump(ControlCounter::RefusedFull);
+                    }
                 }
                 self.reply(m.socket, m.from, msg.token, msg.subflow_id, nonce_c, reply).await;
                 if let Some(e) = failed {
@@ -216,11 +264,21 @@ impl Concentrator {
                 }
             }
             Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx } => {
-                let Some(conn) = self.conns.get_mut(&msg.token) else { return Ok(()) };
-                let Some(Some(sub)) = conn.subflows.get_mut(msg.subflow_id as usize) else { return Ok(()) };
-                if sub.ep.remote != m.from || sub.ep.local != m.local {
+                let known = self.conns.get(&msg.token).map(|c| {
+                    matches!(c.subflows.get(msg.subflow_id as usize),
+                        Some(Some(sub)) if sub.ep.remote == m.from && sub.ep.local == m.local)
+                });
+                let refusal = match known {
+                    None => Some(RejectReason::UnknownToken),
+                    Some(false) => Some(RejectReason::UnknownSubflow),
+                    Some(true) => None,
+                };
+                if let Some(reason) = refusal {
+                    self.refuse_probe(&m, &msg, sent_us, reason).await;
                     return Ok(());
                 }
+                let sub = self.conns.get_mut(&msg.token).and_then(|c| c.subflows[msg.subflow_id as usize].as_mut());
+                let sub = sub.expect("checked above");
                 sub.last_seen_us = now;
                 let came_up = !sub.up;
                 sub.up = true;
@@ -269,6 +327,38 @@ impl Concentrator {
         Ok(())
     }
 
+    /// An authenticated probe for a connection we do not know (we restarted
+    /// without our state, or collected it) or a subflow we do not know from
+    /// this address and port (the client's NAT mapping changed): say so, so
+    /// the client sets it up again instead of probing forever. The answer
+    /// echoes the probe's send time, which the client checks is recent.
+    /// Rate-limited per tick; the probe itself was authenticated, so only a
+    /// holder of the key draws answers.
+    async fn refuse_probe(&mut self, m: &Inbound, msg: &Message, sent_us: u64, reason: RejectReason) {
+        self.maps.bump(ControlCounter::ProbesRefused);
+        if self.refusals_left == 0 {
+            return;
+        }
+        self.refusals_left -= 1;
+        tracing::info!(
+            from = %m.from,
+            token = format_args!("{:08x}", msg.token),
+            subflow = msg.subflow_id,
+            "probe refused: {}",
+            reason.explain()
+        );
+        let r =
+            Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Reject { reason, nonce_c: sent_us } };
+        self.send(m.socket, m.from, &r).await;
+    }
+
+    /// No room for another handshake from `from` (or from anyone).
+    fn pending_full(&self, from: IpAddr) -> bool {
+        use handshake::Phase;
+        let waiting = || self.pending.iter().filter(|((a, _), p)| a.ip() == from && p.offer.phase == Phase::Challenged);
+        self.pending.len() >= MAX_PENDING || waiting().count() >= MAX_PENDING_PER_ADDRESS
+    }
+
     /// Send what a handshake step answers (`token` and `subflow_id` as the
     /// client's message named them, for a REJECT).
     async fn reply(&self, listener: usize, to: SocketAddr, token: u32, subflow_id: u8, nonce_c: u64, r: Reply) {
@@ -290,8 +380,22 @@ impl Concentrator {
         let (join, token, id, hint, prefixes, listener, sent) =
             (o.join, o.token, o.subflow_id, p.hint, p.prefixes.clone(), o.listener, o.challenged_us);
         let ep = Endpoints { local, remote: from, ifindex: self.listeners[listener].ifindex };
-        // This 4-tuple may still belong to an older connection of the same
-        // client (it restarted) or another subflow: that one is gone now.
+        // A JOIN of a subflow we know from another 4-tuple: the client's NAT
+        // mapping (or address) changed. The subflow moves, and its old tuple
+        // no longer carries data.
+        if join {
+            if let Some(c) = self.conns.get_mut(&token) {
+                if matches!(&c.subflows[id as usize], Some(old) if old.ep != ep) {
+                    tracing::info!(token = format_args!("{token:08x}"), subflow = id, client = %from, "subflow moved to a new address and port");
+                    subflows::remove(&mut self.maps, token, id)?;
+                    c.subflows[id as usize] = None;
+                }
+            }
+        }
+        // This 4-tuple may still belong to another connection's subflow: the
+        // same client restarted, or a NAT gave the mapping to another
+        // subscriber. That subflow ends; its connection only when nothing of
+        // it is left (a connection still heard on other subflows is live).
         let stale: Vec<(u32, usize)> = self
             .conns
             .iter()
@@ -302,22 +406,23 @@ impl Concentrator {
                     .filter(|(_, s)| matches!(s, Some(s) if s.ep.remote == from && s.ep.local == local))
                     .map(move |(i, _)| (*t, i))
             })
+            .filter(|&(t, i)| !(t == token && i == id as usize))
             .collect();
         for (t, i) in stale {
-            if !join && t != token {
-                tracing::info!(old = format_args!("{t:08x}"), "client reconnected; removing its previous connection");
+            let Some(c) = self.conns.get_mut(&t) else { continue };
+            subflows::remove(&mut self.maps, t, i as u8)?;
+            c.subflows[i] = None;
+            if c.is_empty() {
+                tracing::info!(old = format_args!("{t:08x}"), client = %from, "a previous connection from this address has no subflow left; removing it");
                 subflows::remove_connection(&mut self.maps, t)?;
                 self.conns.remove(&t);
-            } else if let Some(c) = self.conns.get_mut(&t) {
-                subflows::remove(&mut self.maps, t, i as u8)?;
-                c.subflows[i] = None;
             }
         }
         if !join {
             for pfx in &prefixes {
                 self.maps.add_prefix(pfx, token)?;
             }
-            self.conns.insert(token, Conn { subflows: Default::default() });
+            self.conns.insert(token, Conn::new(now));
             self.maps.bump(ControlCounter::Connections);
             tracing::info!(token = format_args!("{token:08x}"), client = %from, prefixes = ?prefixes, "connection established");
         } else {
@@ -355,7 +460,9 @@ impl Concentrator {
 
     fn tick(&mut self) -> Handled {
         let now = now_us();
+        self.refusals_left = REFUSALS_PER_TICK;
         self.pending.retain(|_, p| !p.offer.expired(now));
+        self.collect(now)?;
         let silence_us = self.cfg.probe.interval_ms * 1000 * (self.cfg.probe.down_after as u64 + 1);
         let mut downs = Vec::new();
         for (t, c) in &mut self.conns {
@@ -371,6 +478,32 @@ impl Concentrator {
         for (t, i) in downs {
             tracing::warn!(token = format_args!("{t:08x}"), subflow = i, "subflow down: probes stopped");
             subflows::set_up(&mut self.maps, t, i, false)?;
+        }
+        Ok(())
+    }
+}
+
+impl Concentrator {
+    /// Remove connections whose client has not been heard on any subflow
+    /// for `collect_after_s`: it vanished (or is cut off, and will reconnect
+    /// when its probes get an "unknown connection" answer).
+    fn collect(&mut self, now: u64) -> Result<()> {
+        let after_us = self.cfg.probe.collect_after_s * 1_000_000;
+        let silent: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.last_heard_us()) > after_us)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in silent {
+            tracing::info!(
+                token = format_args!("{t:08x}"),
+                after_s = self.cfg.probe.collect_after_s,
+                "connection collected: its client was silent on every subflow"
+            );
+            subflows::remove_connection(&mut self.maps, t)?;
+            self.conns.remove(&t);
+            self.maps.bump(ControlCounter::Collected);
         }
         Ok(())
     }

@@ -76,11 +76,20 @@ pub struct ProbeConfig {
     /// A subflow is marked down after this many probes in a row go unanswered.
     #[serde(default = "default_down_after")]
     pub down_after: u32,
+    /// Concentrator: a connection whose client is not heard on any subflow
+    /// for this many seconds is removed (its client reconnects by itself
+    /// when it is heard again).
+    #[serde(default = "default_collect_after")]
+    pub collect_after_s: u64,
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self { interval_ms: default_probe_interval(), down_after: default_down_after() }
+        Self {
+            interval_ms: default_probe_interval(),
+            down_after: default_down_after(),
+            collect_after_s: default_collect_after(),
+        }
     }
 }
 
@@ -144,6 +153,9 @@ fn default_probe_interval() -> u64 {
 }
 fn default_down_after() -> u32 {
     3
+}
+fn default_collect_after() -> u64 {
+    60
 }
 
 impl Config {
@@ -215,6 +227,13 @@ impl Config {
         }
         if self.probe.down_after == 0 {
             bail!("probe.down_after must be at least 1");
+        }
+        let down_ms = self.probe.interval_ms * (self.probe.down_after as u64 + 1);
+        if self.probe.collect_after_s * 1000 <= down_ms {
+            bail!(
+                "probe.collect_after_s ({} s) must be longer than a subflow takes to go down ({down_ms} ms)",
+                self.probe.collect_after_s
+            );
         }
         if self.paths.is_empty() {
             bail!("no paths configured: add [[path]] entries (or --path IFACE[=REMOTE])");
@@ -373,6 +392,11 @@ backup = true
         let mut c: Config = toml::from_str(CLIENT).unwrap();
         c.psk = None;
         assert!(c.validate().unwrap_err().to_string().contains("pre-shared key"));
+        // Collecting a connection before its subflows could even go down.
+        let mut c: Config = toml::from_str(CLIENT).unwrap();
+        assert_eq!(c.probe.collect_after_s, 60, "the default");
+        c.probe.collect_after_s = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("probe.collect_after_s"));
     }
 
     #[test]

@@ -150,6 +150,10 @@ pub enum RejectReason {
     AuthFailed = 1,
     UnknownToken = 2,
     Full = 3,
+    /// The connection is known but not this subflow from this address and
+    /// port: its NAT mapping changed (or the subflow was collected). The
+    /// client re-JOINs the path.
+    UnknownSubflow = 4,
 }
 
 impl RejectReason {
@@ -158,6 +162,7 @@ impl RejectReason {
             1 => Some(Self::AuthFailed),
             2 => Some(Self::UnknownToken),
             3 => Some(Self::Full),
+            4 => Some(Self::UnknownSubflow),
             _ => None,
         }
     }
@@ -166,6 +171,7 @@ impl RejectReason {
             Self::AuthFailed => "authentication failed: the pre-shared keys differ",
             Self::UnknownToken => "the concentrator does not know this connection's token",
             Self::Full => "the concentrator has no room for another connection or subflow",
+            Self::UnknownSubflow => "the concentrator does not know this subflow from this address and port",
         }
     }
 }

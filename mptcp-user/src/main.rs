@@ -136,6 +136,9 @@ struct UpArgs {
     /// Probe interval in milliseconds.
     #[arg(long)]
     probe_interval_ms: Option<u64>,
+    /// Concentrator: remove a connection whose client is silent on every subflow this long (seconds).
+    #[arg(long)]
+    collect_after_s: Option<u64>,
     /// A client gives up if no path reaches the concentrator within this many seconds.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
@@ -173,6 +176,9 @@ fn build_config(a: &UpArgs) -> Result<Config> {
     }
     if let Some(v) = a.probe_interval_ms {
         cfg.probe.interval_ms = v;
+    }
+    if let Some(v) = a.collect_after_s {
+        cfg.probe.collect_after_s = v;
     }
     Ok(cfg)
 }

@@ -56,6 +56,9 @@ pub struct Hello {
     pub token_known: bool,
     /// First subflow: no room for another connection.
     pub full: bool,
+    /// No room for another handshake (in progress at their cap, overall or
+    /// from this client address).
+    pub busy: bool,
     /// First subflow: the token and key drawn for it (JOIN: its own token, 0).
     pub fresh_token: u32,
     pub fresh_key_s: u64,
@@ -94,7 +97,7 @@ pub fn on_hello(offer: Option<Offer>, h: Hello) -> (Option<Offer>, Reply) {
     if h.join && !h.token_known {
         return (None, Reply::Reject(RejectReason::UnknownToken));
     }
-    if !h.join && h.full {
+    if (!h.join && h.full) || h.busy {
         return (None, Reply::Reject(RejectReason::Full));
     }
     let (token, key_s) = if h.join { (h.token, 0) } else { (h.fresh_token, h.fresh_key_s) };
@@ -149,6 +152,7 @@ mod tests {
             now_us: 1_000,
             token_known: true,
             full: false,
+            busy: false,
             fresh_token: 0x55,
             fresh_key_s: 9,
             fresh_nonce_s: 4,
@@ -178,6 +182,18 @@ mod tests {
                 Hello { full: true, ..hello(true) },
                 true,
                 Reply::Challenge { token: 0x77, subflow_id: 1, nonce_s: 4, key_s: 0 },
+            ),
+            (
+                "first, handshakes at their cap",
+                Hello { busy: true, ..hello(false) },
+                false,
+                Reply::Reject(RejectReason::Full),
+            ),
+            (
+                "join, handshakes at their cap",
+                Hello { busy: true, ..hello(true) },
+                false,
+                Reply::Reject(RejectReason::Full),
             ),
         ];
         for (what, h, offered, reply) in table {

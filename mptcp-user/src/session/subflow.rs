@@ -9,6 +9,9 @@
 //!    │                                                  misses ≥ down_after
 //!    │                                                  or carrier lost
 //!    └──────────────────── Lost (from any state) ◀────────────────── Down ┘
+//!    ▲                                                              │
+//!    └─── Forgotten: the concentrator answers a recent probe ◀──────┘
+//!         "unknown connection / subflow" (Up or Down)
 //! ```
 //! [`step`] is a pure function of (state, event) → (state, actions): no
 //! sockets, maps or clocks inside. The client feeds it events and carries out
@@ -102,6 +105,17 @@ pub enum Event {
         down_after: u32,
     },
     ProbeAnswered,
+    /// The concentrator answered one of our probes: it does not know the
+    /// connection (it restarted without its state; `connection`) or this
+    /// subflow from our address and port (our NAT mapping changed). The
+    /// answer echoes the probe's send time, which must be one of ours from
+    /// the last `window_us`: an old answer replayed changes nothing.
+    Forgotten {
+        connection: bool,
+        probe_sent_us: u64,
+        now_us: u64,
+        window_us: u64,
+    },
     CarrierLost,
     /// The path lost its interface or local address, or the connection is
     /// gone: whatever it was doing ends.
@@ -148,6 +162,11 @@ pub enum Action {
     },
     /// A CHALLENGE whose token does not follow from the keys.
     BadToken,
+    /// The concentrator no longer knows this subflow (`connection`: nor the
+    /// connection): it is set up again from the start.
+    PeerForgot {
+        connection: bool,
+    },
 }
 
 impl State {
@@ -241,6 +260,15 @@ pub fn step(state: State, event: Event) -> (State, Vec<Action>) {
         (S::Up(l) | S::Down(l), E::ProbeAnswered) => {
             let next = Liveness { acked: true, misses: 0, ..l };
             (S::Up(next), if state.up() { vec![] } else { vec![A::CameUp] })
+        }
+
+        (S::Up(_) | S::Down(_), E::Forgotten { connection, probe_sent_us, now_us, window_us })
+            if probe_sent_us <= now_us && now_us - probe_sent_us <= window_us =>
+        {
+            // A lost connection is removed whole by the client; a lost
+            // subflow alone, and the next tick JOINs it again.
+            let actions = if connection { vec![] } else { vec![A::Remove] };
+            (S::Idle, [actions, vec![A::PeerForgot { connection }]].concat())
         }
 
         (S::Up(l), E::CarrierLost) => (S::Down(l), vec![A::WentDown { why: "link lost carrier" }]),
@@ -444,5 +472,29 @@ mod tests {
         assert!(State::adopted(true).up());
         assert!(State::adopted(false).established() && !State::adopted(false).up());
         assert_eq!(step(State::adopted(false), E::ProbeAnswered).1, vec![A::CameUp]);
+    }
+
+    #[test]
+    fn a_concentrator_that_forgot_us_makes_us_start_again() {
+        let forgot =
+            |connection, probe_sent_us| E::Forgotten { connection, probe_sent_us, now_us: 10_000, window_us: 5_000 };
+        let down = State::Down(Liveness::default());
+        let hello = step(State::Idle, start(true, 0)).0;
+        let table: Vec<(&str, State, Event, State, Vec<Action>)> = vec![
+            // The connection is gone (restart without state): the client drops it whole.
+            ("connection, up", up(), forgot(true, 9_000), State::Idle, vec![A::PeerForgot { connection: true }]),
+            ("connection, down", down, forgot(true, 9_000), State::Idle, vec![A::PeerForgot { connection: true }]),
+            // The subflow from this address is gone (NAT rebinding): it alone goes, and JOINs again.
+            ("subflow", up(), forgot(false, 5_000), State::Idle, vec![A::Remove, A::PeerForgot { connection: false }]),
+            // Answers to probes we did not send lately (replayed) change nothing.
+            ("older than the window", up(), forgot(true, 4_999), up(), vec![]),
+            ("from the future", up(), forgot(false, 10_001), up(), vec![]),
+            // Nothing established: a handshake in flight has its own REJECTs.
+            ("mid-handshake", hello, forgot(true, 9_000), hello, vec![]),
+            ("idle", State::Idle, forgot(true, 9_000), State::Idle, vec![]),
+        ];
+        for (what, from, event, to, actions) in table {
+            assert_eq!(step(from, event), (to, actions), "{what}");
+        }
     }
 }

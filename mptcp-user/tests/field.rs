@@ -1,0 +1,229 @@
+//! What the real Internet does to a bond, on real controllers in
+//! namespaces: a concentrator that restarts without its state, clients that
+//! vanish, floods of handshakes, a subflow whose 4-tuple changes (as behind
+//! a NAT that rebinds). Run as root.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use mptcp_common::headers::Ipv4Hdr;
+use mptcp_common::maps::ControlCounter;
+use mptcp_common::wire::MpHeader;
+use mptcp_common::DropReason;
+use mptcp_testbed::{ping, tcp_bulk, Proc, Testbed};
+use mptcp_user::concentrator::MAX_PENDING_PER_ADDRESS;
+use mptcp_user::control::{Body, Message, PathHint, RejectReason, RxReport};
+use nix::sys::signal::Signal;
+use support::*;
+
+const PORT: u16 = mptcp_common::wire::DEFAULT_PORT;
+
+/// The concentrator is stopped with Ctrl-C (everything removed) and started
+/// afresh mid-transfer: it knows nothing of the client. The client's next
+/// probe is answered "unknown connection", it reconnects by itself, and the
+/// inner TCP transfer completes intact.
+#[test]
+fn a_concentrator_restart_without_state_is_survived_by_a_transfer() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    for k in 0..2 {
+        Testbed::shape(&bed.clients[0], &Testbed::client_dev(k), 30)?;
+    }
+    let mut conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let client = start_client(&bed, 0, &[])?;
+    let token = client.status(cl)?.token().context("no connection")?;
+    std::thread::scope(|sc| -> Result<()> {
+        let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 16 << 20, Duration::from_secs(90)));
+        std::thread::sleep(Duration::from_millis(1000));
+        conc.proc().signal(Signal::SIGINT)?;
+        let st = conc.proc().wait_timeout(Duration::from_secs(5))?.context("concentrator did not exit")?;
+        assert!(st.success(), "{}", conc.output());
+        assert!(!pins_exist(&conc.name), "Ctrl-C removed the concentrator's state");
+        let mut cmd = bed.conc.command(BIN);
+        cmd.args(["--log", "info", "up", "--instance", &conc.name]).args(conc_args(&bed, &[]));
+        conc.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-2", conc.name)))?);
+        conc.proc().wait_for("mptcp-user: serving", Duration::from_secs(20))?;
+        let serving = Instant::now();
+        wait_status(&client, cl, "the client reconnected", |s| s.token().is_some_and(|t| t != token))?;
+        wait_subflows(&client, cl, 2)?;
+        eprintln!("reconnected {:?} after the new concentrator served", serving.elapsed());
+        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))??;
+        eprintln!("16 MiB across a concentrator restart without state: {:?}", t.duration);
+        Ok(())
+    })?;
+    let s = client.status(cl)?;
+    assert!(s.control(ControlCounter::Rejoins) >= 1, "{s}");
+    assert!(client.output().contains("no longer knows our connection"), "{}", client.output());
+    let c = conc.status(&bed.conc)?;
+    assert!(c.control(ControlCounter::ProbesRefused) >= 1, "{c}");
+    assert_eq!(c.connections.len(), 1, "one connection, the new one: {c}");
+    Ok(())
+}
+
+/// A client cut off from the concentrator (both uplinks down) is collected
+/// after `collect_after_s` with everything it had in the maps; when its
+/// links return, its probes are answered "unknown connection" and it
+/// reconnects by itself.
+#[test]
+fn a_silent_client_is_collected_and_reconnects_when_heard_again() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let conc = start_conc(&bed, &["--collect-after-s", "2"])?;
+    let cl = &bed.clients[0];
+    let client = start_client(&bed, 0, &[])?;
+    let token = client.status(cl)?.token().context("no connection")?;
+    for k in 0..2 {
+        cl.sh(&format!("ip link set {} down", Testbed::client_dev(k)))?;
+    }
+    wait_status(&conc, &bed.conc, "the silent connection was collected", |s| {
+        s.connections.is_empty() && s.control(ControlCounter::Collected) == 1
+    })?;
+    assert!(conc.output().contains("connection collected"), "{}", conc.output());
+    for k in 0..2 {
+        cl.sh(&format!("ip link set {} up", Testbed::client_dev(k)))?;
+    }
+    wait_status(&client, cl, "the client reconnected", |s| s.token().is_some_and(|t| t != token))?;
+    wait_subflows(&client, cl, 2)?;
+    assert!(ping(cl, Testbed::SERVER_V4, 3), "the bond carries traffic again");
+    let c = conc.status(&bed.conc)?;
+    assert_eq!(c.connections.len(), 1, "{c}");
+    Ok(())
+}
+
+/// HELLOs from one address that never PROOF hold at most
+/// `MAX_PENDING_PER_ADDRESS` offers; the rest are refused (Full) and counted,
+/// the concentrator runs on, its real client is unaffected, and a handshake
+/// from another address still succeeds.
+#[test]
+fn a_flood_of_hellos_is_capped_and_the_concentrator_serves_on() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let mut conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let _client = start_client(&bed, 0, &[])?;
+    let to = SocketAddr::new(Testbed::conc_addr(0, 0), PORT);
+    let flood = 200u64;
+    let (challenged, full) = cl.run(move || {
+        let s = UdpSocket::bind("10.1.0.2:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let (mut challenged, mut full) = (0, 0);
+        for n in 0..flood {
+            let hello = Body::Hello { join: false, nonce_c: n, key_c: n, path: PathHint::default(), prefixes: vec![] };
+            s.send_to(&Message { token: 0, subflow_id: 0, body: hello }.encode(PSK.as_bytes()), to)?;
+            let mut buf = [0u8; 2048];
+            let len = s.recv(&mut buf).context("no answer to a HELLO")?;
+            match Message::decode(&buf[..len], PSK.as_bytes())?.body {
+                Body::Challenge { .. } => challenged += 1,
+                Body::Reject { reason: RejectReason::Full, .. } => full += 1,
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
+        Ok((challenged, full))
+    })?;
+    assert_eq!((challenged, full), (MAX_PENDING_PER_ADDRESS, flood as usize - MAX_PENDING_PER_ADDRESS));
+    assert!(conc.proc().wait_timeout(Duration::from_millis(200))?.is_none(), "the concentrator stopped");
+    let s = conc.status(&bed.conc)?;
+    assert_eq!(s.control(ControlCounter::RefusedFull), full as u64, "{s}");
+    assert_eq!(s.connections.len(), 1, "nothing of the flood was installed: {s}");
+    assert!(ping(cl, Testbed::SERVER_V4, 3), "the real client still reaches the server");
+    let other = cl.run(move || {
+        let s = UdpSocket::bind("10.2.0.2:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let to = SocketAddr::new(Testbed::conc_addr(0, 1), PORT);
+        first_subflow(&s, to, 7)
+    })?;
+    assert!(matches!(other.1, Body::Accept { .. }), "another address is not held up: {:?}", other.1);
+    Ok(())
+}
+
+/// A first-subflow handshake from `s` as a client with the key would do it:
+/// (token, the concentrator's last word).
+fn first_subflow(s: &UdpSocket, to: SocketAddr, nonce_c: u64) -> Result<(u32, Body)> {
+    handshake(s, to, 0, 0, false, nonce_c)
+}
+
+/// HELLO, CHALLENGE, PROOF and the answer, for the first subflow or a JOIN
+/// of `subflow_id` to `token`.
+fn handshake(
+    s: &UdpSocket,
+    to: SocketAddr,
+    token: u32,
+    subflow_id: u8,
+    join: bool,
+    nonce_c: u64,
+) -> Result<(u32, Body)> {
+    let psk = PSK.as_bytes();
+    let key_c = if join { 0 } else { nonce_c ^ 0x5555 };
+    let hello = Body::Hello { join, nonce_c, key_c, path: PathHint::default(), prefixes: vec![] };
+    s.send_to(&Message { token, subflow_id, body: hello }.encode(psk), to)?;
+    let mut buf = [0u8; 2048];
+    let n = s.recv(&mut buf).context("no CHALLENGE")?;
+    let m = Message::decode(&buf[..n], psk)?;
+    let Body::Challenge { nonce_s, .. } = m.body else { bail!("expected a CHALLENGE, got {:?}", m.body) };
+    let proof = Message { token: m.token, subflow_id, body: Body::Proof { nonce_c, nonce_s } };
+    s.send_to(&proof.encode(psk), to)?;
+    let n = s.recv(&mut buf).context("no answer to the PROOF")?;
+    Ok((m.token, Message::decode(&buf[..n], psk)?.body))
+}
+
+/// One probe of `subflow_id` from `s` sent at `sent_us`: the answer's body.
+fn probe(s: &UdpSocket, to: SocketAddr, token: u32, subflow_id: u8, sent_us: u64) -> Result<Body> {
+    let psk = PSK.as_bytes();
+    let body = Body::Probe { seq: 1, sent_us, srtt_us: 0, min_rtt_us: 0, rx: RxReport::default() };
+    s.send_to(&Message { token, subflow_id, body }.encode(psk), to)?;
+    let mut buf = [0u8; 2048];
+    let n = s.recv(&mut buf).context("no answer to a probe")?;
+    Ok(Message::decode(&buf[..n], psk)?.body)
+}
+
+/// A subflow whose 4-tuple changes, as when a NAT rebinds: its probes from
+/// the new port are answered "unknown subflow" (authenticated, echoing the
+/// probe's send time); a JOIN from the new port moves the subflow, and the
+/// old port is refused from then on, for probes and data alike. Probes for a
+/// connection the concentrator does not know are answered "unknown
+/// connection".
+#[test]
+fn a_subflow_moves_to_a_new_port_by_a_join_and_its_old_port_is_refused() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let conc = start_conc(&bed, &[])?;
+    let to = SocketAddr::new(Testbed::conc_addr(0, 0), PORT);
+    let unknown_before = conc.status(&bed.conc)?.drops(DropReason::UnknownSubflow);
+    let bodies = bed.clients[0].run(move || {
+        let (old, new) = (UdpSocket::bind("10.1.0.2:0")?, UdpSocket::bind("10.1.0.2:0")?);
+        for s in [&old, &new] {
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        }
+        let (token, accepted) = first_subflow(&old, to, 1)?;
+        let mut bodies = vec![accepted];
+        bodies.push(probe(&old, to, token, 0, 1111)?); // known: answered
+        bodies.push(probe(&new, to, token, 0, 2222)?); // the new port: unknown subflow
+        bodies.push(handshake(&new, to, token, 0, true, 2)?.1); // JOIN from the new port
+        bodies.push(probe(&new, to, token, 0, 3333)?); // now known there
+        bodies.push(probe(&old, to, token, 0, 4444)?); // and no longer on the old port
+        bodies.push(probe(&new, to, token ^ 1, 0, 5555)?); // a connection nobody has
+                                                           // Data from the old port: its tuple is gone from the data path too.
+        let inner = Ipv4Hdr::new([10, 99, 0, 2], [10, 200, 0, 2], 17, 64, 20, 0);
+        let mut data = bytemuck::bytes_of(&MpHeader::data(token, 0, 0, 0, 0)).to_vec();
+        data.extend_from_slice(bytemuck::bytes_of(&inner));
+        for _ in 0..5 {
+            old.send_to(&data, to)?;
+        }
+        Ok(bodies)
+    })?;
+    let reject = |reason, nonce_c| Body::Reject { reason, nonce_c };
+    assert!(matches!(bodies[0], Body::Accept { .. }), "{:?}", bodies[0]);
+    assert!(matches!(bodies[1], Body::ProbeAck { sent_us: 1111, .. }), "{:?}", bodies[1]);
+    assert_eq!(bodies[2], reject(RejectReason::UnknownSubflow, 2222));
+    assert!(matches!(bodies[3], Body::Accept { .. }), "{:?}", bodies[3]);
+    assert!(matches!(bodies[4], Body::ProbeAck { sent_us: 3333, .. }), "{:?}", bodies[4]);
+    assert_eq!(bodies[5], reject(RejectReason::UnknownSubflow, 4444));
+    assert_eq!(bodies[6], reject(RejectReason::UnknownToken, 5555));
+    let s = conc.status(&bed.conc)?;
+    assert_eq!(s.control(ControlCounter::ProbesRefused), 3, "{s}");
+    wait_status(&conc, &bed.conc, "data from the old port dropped as an unknown subflow", |s| {
+        s.drops(DropReason::UnknownSubflow) == unknown_before + 5
+    })?;
+    assert!(conc.output().contains("subflow moved to a new address and port"), "{}", conc.output());
+    Ok(())
+}
