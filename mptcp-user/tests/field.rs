@@ -13,8 +13,9 @@ use mptcp_common::headers::Ipv4Hdr;
 use mptcp_common::maps::ControlCounter;
 use mptcp_common::wire::MpHeader;
 use mptcp_common::DropReason;
-use mptcp_testbed::{ping, tcp_bulk, Proc, Testbed};
+use mptcp_testbed::{ping, tcp_bulk, Netns, Proc, Testbed};
 use mptcp_user::concentrator::MAX_PENDING_PER_ADDRESS;
+use mptcp_user::config::{Config, PathConfig, Role};
 use mptcp_user::control::{Body, Message, PathHint, RejectReason, RxReport};
 use nix::sys::signal::Signal;
 use support::*;
@@ -225,5 +226,95 @@ fn a_subflow_moves_to_a_new_port_by_a_join_and_its_old_port_is_refused() -> Resu
         s.drops(DropReason::UnknownSubflow) == unknown_before + 5
     })?;
     assert!(conc.output().contains("subflow moved to a new address and port"), "{}", conc.output());
+    Ok(())
+}
+
+/// A client whose two paths share its traffic 1:1 (weighted), so each
+/// carries part of any transfer.
+fn both_paths_config() -> Config {
+    let mut c = Config::new(Role::Client);
+    c.psk = Some(PSK.into());
+    c.policy = "weighted".parse().unwrap();
+    c.bond.name = "mpb".into();
+    c.bond.addresses = Testbed::client_bond_addrs(0).iter().map(|a| a.parse().unwrap()).collect();
+    c.bond.routes = Testbed::SERVER_ROUTES.iter().map(|r| r.parse().unwrap()).collect();
+    c.probe.interval_ms = 100;
+    c.paths = (0..2)
+        .map(|k| PathConfig {
+            interface: Testbed::client_dev(k),
+            remote: Some(Testbed::conc_addr(0, k)),
+            weight: 1,
+            ..Default::default()
+        })
+        .collect();
+    c
+}
+
+/// Where the concentrator sees subflow `id` come from.
+fn seen_from(conc: &Instance, ns: &Netns, id: u32) -> Result<SocketAddr> {
+    Ok(sub(&conc.status(ns)?, id).remote.parse()?)
+}
+
+/// Both uplinks cross a NAT router (the kernel's masquerade): handshakes,
+/// probes and data all cross it, the concentrator sees the router's public
+/// address, and a transfer is spread over both paths intact.
+#[test]
+fn both_paths_behind_nat_carry_a_transfer() -> Result<()> {
+    let bed = Testbed::with_nat(1, 2)?;
+    let conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let client = start_client_config(&bed, 0, &both_paths_config())?;
+    for k in 0..2 {
+        let from = seen_from(&conc, &bed.conc, k as u32)?;
+        assert_eq!(from.ip(), format!("10.{}.0.2", k + 1).parse::<std::net::IpAddr>()?, "the router's public address");
+        assert_eq!(sub(&client.status(cl)?, k as u32).local, format!("{}:{PORT}", bed.client_addr(0, k)));
+    }
+    assert!(ping(cl, Testbed::SERVER_V4, 3), "ping across the NAT");
+    let t = tcp_bulk(&bed.server, cl, server(5001), 8 << 20, Duration::from_secs(60))?;
+    eprintln!("8 MiB over two NATed paths in {:?}", t.duration);
+    let s = client.status(cl)?;
+    let (b0, b1) = (sub(&s, 0).tx_bytes, sub(&s, 1).tx_bytes);
+    assert!(b0 > 1 << 20 && b1 > 1 << 20, "both paths carried the transfer: {b0} / {b1}");
+    Ok(())
+}
+
+/// One path's NAT mapping changes mid-transfer (the router forgets it and
+/// maps the path to a new public port). The concentrator answers the
+/// client's next probe from the new port "unknown subflow", the client
+/// JOINs again, the subflow moves to the new port, and the transfer
+/// completes intact. The other path is untouched.
+#[test]
+fn a_transfer_survives_a_nat_rebinding_of_one_path() -> Result<()> {
+    let bed = Testbed::with_nat(1, 2)?;
+    for k in 0..2 {
+        Testbed::shape(&bed.clients[0], &Testbed::client_dev(k), 30)?;
+    }
+    let conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let client = start_client_config(&bed, 0, &both_paths_config())?;
+    let (old0, old1) = (seen_from(&conc, &bed.conc, 0)?, seen_from(&conc, &bed.conc, 1)?);
+    let new_ports = 20000..=29999u16;
+    assert!(!new_ports.contains(&old0.port()), "masquerade kept the port: {old0}");
+    std::thread::scope(|sc| -> Result<()> {
+        let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 16 << 20, Duration::from_secs(90)));
+        std::thread::sleep(Duration::from_millis(1000));
+        let rebound = Instant::now();
+        bed.set_nat(0, Some((0, new_ports.clone())))?;
+        wait_status(&conc, &bed.conc, "subflow 0 moved to its new public port", |s| {
+            s.subflow(0).is_some_and(|f| {
+                f.remote.parse::<SocketAddr>().is_ok_and(|a| new_ports.contains(&a.port()))
+                    && f.state == mptcp_user::status::SubflowState::Up
+            })
+        })?;
+        eprintln!("subflow 0 carried by its new NAT mapping {:?} after the rebinding", rebound.elapsed());
+        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))??;
+        eprintln!("16 MiB across a NAT rebinding: {:?}", t.duration);
+        Ok(())
+    })?;
+    assert!(conc.output().contains("subflow moved to a new address and port"), "{}", conc.output());
+    assert_eq!(seen_from(&conc, &bed.conc, 1)?, old1, "the other path kept its mapping");
+    let s = client.status(cl)?;
+    assert!(s.control(ControlCounter::Rejoins) >= 1, "{s}");
+    assert_eq!(s.subflows_up(), 2, "{s}");
     Ok(())
 }

@@ -185,21 +185,45 @@ pub struct Testbed {
     pub server: Netns,
     pub uplinks: usize,
     pub wan_ns: Option<Netns>,
+    /// One NAT router per client, when built with [`Testbed::with_nat`].
+    pub routers: Vec<Netns>,
+}
+
+/// How the clients reach the concentrator.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wiring {
+    /// veth pairs straight to the concentrator.
+    Direct,
+    /// Through the WAN emulator.
+    Emulated,
+    /// Through a NAT router per client (the kernel's masquerade).
+    Nat,
 }
 
 impl Testbed {
     /// Clients wired straight to the concentrator by veth pairs.
     pub fn new(clients: usize, uplinks: usize) -> Result<Testbed> {
-        Self::build(clients, uplinks, false)
+        Self::build(clients, uplinks, Wiring::Direct)
+    }
+
+    /// Every uplink of client c crosses its NAT router (namespace "<p>r<c>"),
+    /// as a home router or a carrier-grade NAT would: the client's side is
+    /// private (192.168.<n>.2/24, the router at .1), the router's public side
+    /// 10.<n>.0.2/24 faces the concentrator (10.<n>.0.1, as without NAT), and
+    /// the router masquerades (nftables) whatever leaves its public side.
+    /// IPv4 only.
+    pub fn with_nat(clients: usize, uplinks: usize) -> Result<Testbed> {
+        Self::build(clients, uplinks, Wiring::Nat)
     }
 
     /// Every uplink runs through the WAN emulator (namespace "<p>wn"), unshaped
     /// until [`Wan::set`] is called. Link index = client * uplinks + uplink.
     pub fn with_wan(clients: usize, uplinks: usize) -> Result<Testbed> {
-        Self::build(clients, uplinks, true)
+        Self::build(clients, uplinks, Wiring::Emulated)
     }
 
-    fn build(clients: usize, uplinks: usize, emulated: bool) -> Result<Testbed> {
+    fn build(clients: usize, uplinks: usize, wiring: Wiring) -> Result<Testbed> {
+        let emulated = wiring == Wiring::Emulated;
         let prefix = unique_prefix();
         let conc = Netns::new(&format!("{prefix}co"))?;
         let server = Netns::new(&format!("{prefix}sv"))?;
@@ -208,7 +232,13 @@ impl Testbed {
             cl.push(Netns::new(&format!("{prefix}c{c}"))?);
         }
         let wan_ns = if emulated { Some(Netns::new(&format!("{prefix}wn"))?) } else { None };
-        let mut bed = Testbed { wan: None, prefix, clients: cl, conc, server, uplinks, wan_ns };
+        let mut routers = Vec::new();
+        if wiring == Wiring::Nat {
+            for c in 0..clients {
+                routers.push(Netns::new(&format!("{prefix}r{c}"))?);
+            }
+        }
+        let mut bed = Testbed { wan: None, prefix, clients: cl, conc, server, uplinks, wan_ns, routers };
         if let Some(w) = &bed.wan_ns {
             // A wire, not a host: no addresses, so it sends nothing of its own.
             w.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")?;
@@ -230,6 +260,15 @@ impl Testbed {
                         sh_in(n, &format!("ethtool -K {dev} tx off tso off gso off gro off >/dev/null"))?;
                     }
                     wan_links.push((a, b));
+                } else if let Some(r) = bed.routers.get(c) {
+                    let n = c * 16 + k + 1;
+                    let (lan, wan) = (format!("l{k}"), format!("p{k}"));
+                    veth(&cdev, &ns.name, &lan, &r.name)?;
+                    veth(&wan, &r.name, &kdev, &bed.conc.name)?;
+                    r.sh(&format!("ip addr add 192.168.{n}.1/24 dev {lan} && ip link set {lan} up && ip addr add 10.{n}.0.2/24 dev {wan} && ip link set {wan} up"))?;
+                    ns.sh(&format!("ip addr add 192.168.{n}.2/24 dev {cdev} && ip link set {cdev} up && ip route add 10.{n}.0.0/24 via 192.168.{n}.1 dev {cdev}"))?;
+                    bed.conc.sh(&format!("ip addr add 10.{n}.0.1/24 dev {kdev} && ip link set {kdev} up"))?;
+                    continue;
                 } else {
                     veth(&cdev, &ns.name, &kdev, &bed.conc.name)?;
                 }
@@ -258,8 +297,49 @@ impl Testbed {
         if let Some(w) = &bed.wan_ns {
             bed.wan = Some(Wan::start(w, &wan_links)?);
         }
+        for c in 0..bed.routers.len() {
+            bed.routers[c].sh(
+                "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
+            )?;
+            bed.routers[c].sh(
+                "nft add table ip nat && nft add chain ip nat post '{ type nat hook postrouting priority 100; }'",
+            )?;
+            bed.set_nat(c, None)?;
+        }
         bed.server.sh("ip addr add 10.200.0.2/24 dev eth0 && ip addr add fd00:200::2/64 dev eth0 nodad && ip link set eth0 up && ip route add default via 10.200.0.1 && ip -6 route add default via fd00:200::1")?;
         Ok(bed)
+    }
+
+    /// Client c's router masquerades every uplink; uplink `k` of
+    /// `rebind = Some((k, lo..=hi))` to a public port in that range instead,
+    /// and that uplink's mappings are forgotten: its next packet gets a new
+    /// public port, as when a NAT reboots, times a mapping out or a CGNAT
+    /// rebinds.
+    pub fn set_nat(&self, c: usize, rebind: Option<(usize, std::ops::RangeInclusive<u16>)>) -> Result<()> {
+        let r = &self.routers[c];
+        let mut script = String::from("nft flush chain ip nat post");
+        for k in 0..self.uplinks {
+            if let Some((j, ports)) = &rebind {
+                if *j == k {
+                    let (lo, hi) = (ports.start(), ports.end());
+                    script +=
+                        &format!(" && nft add rule ip nat post oifname p{k} meta l4proto udp masquerade to :{lo}-{hi}");
+                }
+            }
+            script += &format!(" && nft add rule ip nat post oifname p{k} masquerade");
+        }
+        r.sh(&script)?;
+        if let Some((k, _)) = rebind {
+            // conntrack exits 1 when it deleted nothing.
+            r.sh(&format!("conntrack -D -p udp -s 192.168.{}.2 >/dev/null 2>&1 || true", c * 16 + k + 1))?;
+        }
+        Ok(())
+    }
+
+    /// Client c's address on uplink k (private behind a NAT router).
+    pub fn client_addr(&self, c: usize, k: usize) -> IpAddr {
+        let n = c * 16 + k + 1;
+        if self.routers.is_empty() { format!("10.{n}.0.2") } else { format!("192.168.{n}.2") }.parse().unwrap()
     }
 
     pub fn wan(&self) -> &Wan {

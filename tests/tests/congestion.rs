@@ -48,8 +48,10 @@ fn parse_ss(out: &str) -> Vec<Seen> {
 fn watch_flow(client: &Netns, server: &Netns, dst: SocketAddr, stream: &Stream) -> Result<(Vec<Seen>, Vec<Seen>)> {
     let epoch = Instant::now();
     let bind: SocketAddr = format!("0.0.0.0:{}", dst.port()).parse()?;
+    // The sink waits well past the 2 s of sending: once in a full suite run a
+    // flow's end (an MPTCP DATA_FIN) took longer than the 10 s it had.
     let sink =
-        BulkSink::start(server, bind, stream.clone(), 1, epoch, Duration::from_millis(100), Duration::from_secs(10))?;
+        BulkSink::start(server, bind, stream.clone(), 1, epoch, Duration::from_millis(100), Duration::from_secs(30))?;
     let (mut at_client, mut at_server) = (Vec::new(), Vec::new());
     std::thread::scope(|scope| -> Result<()> {
         let sender = scope.spawn(|| {
@@ -59,7 +61,7 @@ fn watch_flow(client: &Netns, server: &Netns, dst: SocketAddr, stream: &Stream) 
                 stream.clone(),
                 1,
                 Amount::For(Duration::from_secs(2)),
-                Duration::from_secs(5),
+                Duration::from_secs(15),
             )
         });
         while !sender.is_finished() {

@@ -9,8 +9,19 @@ use crate::run;
 
 /// Debian packages the tests and the demo use.
 // fonts-dejavu-core: the one font the benchmark plots are drawn with.
-const PACKAGES: &[&str] =
-    &["iproute2", "iputils-ping", "iperf3", "ethtool", "tcpdump", "bpftool", "procps", "fonts-dejavu-core"];
+// nftables, conntrack: the NAT routers of the field tests (the kernel's masquerade).
+const PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "iperf3",
+    "ethtool",
+    "tcpdump",
+    "bpftool",
+    "procps",
+    "fonts-dejavu-core",
+    "nftables",
+    "conntrack",
+];
 
 fn ok(cmd: &mut Command) -> bool {
     cmd.output().map(|o| o.status.success()).unwrap_or(false)
