@@ -23,7 +23,7 @@ use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::runtime::RuntimeChanges;
-use crate::session::subflow::{self, Action, Event, State};
+use crate::session::subflow::{self, Action, Event, Silence, State};
 use crate::subflows::{self, Endpoints};
 
 struct Path {
@@ -40,6 +40,13 @@ struct Path {
     /// RTT, delays, feedback and capacity; the hints mirror `cfg`.
     monitor: PathMonitor,
     probe_seq: u32,
+    /// When the last probe went out, and the subflow's packet count (sent and
+    /// received) then: a subflow whose count moved carries traffic and is
+    /// probed at the active interval.
+    probed_us: u64,
+    probed_packets: u64,
+    /// The interval to the next probe, as announced with the last one.
+    probe_interval_ms: u64,
 }
 
 impl Path {
@@ -127,6 +134,9 @@ impl Client {
                 state: State::Idle,
                 monitor: PathMonitor::default(),
                 probe_seq: 0,
+                probed_us: 0,
+                probed_packets: 0,
+                probe_interval_ms: 0,
             })
             .collect();
         let mut c = Client {
@@ -294,11 +304,15 @@ impl Client {
             Action::Established { token, join } => self.established(i, token, join)?,
             Action::SendProbe => {
                 let Some(token) = self.token else { return Ok(()) };
-                let rx = rx_report(&counters(&self.maps, token, id));
+                let own = counters(&self.maps, token, id);
+                let rx = rx_report(&own);
                 let p = &mut self.paths[i];
                 p.probe_seq = p.probe_seq.wrapping_add(1);
+                p.probed_us = now_us();
+                p.probed_packets = own.tx_packets + own.rx_packets;
                 let (seq, srtt_us, min_rtt_us) = (p.probe_seq, p.monitor.rtt.srtt_us, p.monitor.min_rtt.get());
-                let body = Body::Probe { seq, sent_us: now_us(), srtt_us, min_rtt_us, rx };
+                let interval_ms = p.probe_interval_ms as u32;
+                let body = Body::Probe { seq, sent_us: p.probed_us, srtt_us, min_rtt_us, interval_ms, rx };
                 self.send(i, &Message { token, subflow_id: id, body }).await;
                 self.maps.bump(ControlCounter::ProbesSent);
             }
@@ -442,11 +456,32 @@ impl Client {
                 self.event(i, Event::Start { join: true, nonce_c: random_u64(), key_c: 0, now_us: now }).await?;
             }
         }
-        let down_after = self.cfg.probe.down_after;
+        let Some(token) = self.token else { return Ok(()) };
         for i in 0..self.paths.len() {
-            if self.paths[i].state.established() {
-                self.event(i, Event::ProbeTick { down_after }).await?;
+            if !self.paths[i].state.established() {
+                continue;
             }
+            let own = counters(&self.maps, token, self.paths[i].id);
+            let p = &mut self.paths[i];
+            // Probe often what carries traffic (a failure there costs) or is
+            // down (to see it come back); an idle path at the idle interval.
+            let busy = own.tx_packets + own.rx_packets != p.probed_packets || !p.state.up();
+            let probe = &self.cfg.probe;
+            let active = probe.active_interval_ms();
+            // The next probe is due when the last one said it would come
+            // (the concentrator counts on that), or sooner when busy.
+            let announced = if busy { active } else { p.probe_interval_ms.max(active) };
+            // Ticks come at the active interval; half a tick of slack keeps
+            // their jitter from skipping a due probe.
+            let send = now.saturating_sub(p.probed_us) >= (announced * 1000).saturating_sub(active * 500);
+            // This probe announces the interval to the one after it.
+            if send {
+                p.probe_interval_ms = if busy { active } else { probe.interval_ms };
+            }
+            let rtt = p.monitor.rtt;
+            let timeout_us = (rtt.srtt_us as u64 + 4 * rtt.rttvar_us as u64).max(1_000);
+            let silence = Silence { down_after: probe.down_after, timeout_us };
+            self.event(i, Event::ProbeTick { now_us: now, send, silence }).await?;
         }
         Ok(())
     }
@@ -512,9 +547,14 @@ impl Client {
                 let measured = p.monitor.measurements();
                 self.event(i, Event::ProbeAnswered).await?;
                 self.maps.bump(ControlCounter::ProbesAnswered);
+                // A down subflow is used again only once the state machine
+                // says it is back (a few answers in a row).
+                let up = self.paths[i].state.up();
                 subflows::update_path(&mut self.maps, token, self.paths[i].id, |ps| {
                     measured.write(ps);
-                    ps.flags |= PATH_UP;
+                    if up {
+                        ps.flags |= PATH_UP;
+                    }
                 })?;
             }
             _ => {}

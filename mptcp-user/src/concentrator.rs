@@ -22,6 +22,7 @@ use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::session::handshake::{self, Offer, Reply};
+use crate::session::subflow::UP_AFTER;
 use crate::subflows::{self, Endpoints};
 
 struct Listener {
@@ -34,6 +35,10 @@ struct Sub {
     ep: Endpoints,
     last_seen_us: u64,
     up: bool,
+    /// The client's next probe is due within this (as its last one said).
+    probe_interval_us: u64,
+    /// Down: probes heard since; it is used again after `UP_AFTER` of them.
+    back: u32,
     /// Feedback and estimates; the hints are the client's.
     monitor: PathMonitor,
 }
@@ -150,7 +155,14 @@ impl Concentrator {
                     };
                     let mut monitor = PathMonitor::new(hint, 0);
                     monitor.rtt = RttEstimator { srtt_us: s.path.srtt_us, rttvar_us: s.path.rttvar_us };
-                    let sub = Sub { ep: Endpoints::from_subflow(s), last_seen_us: now, up: s.path.up(), monitor };
+                    let sub = Sub {
+                        ep: Endpoints::from_subflow(s),
+                        last_seen_us: now,
+                        up: s.path.up(),
+                        probe_interval_us: self.cfg.probe.interval_ms * 1000,
+                        back: 0,
+                        monitor,
+                    };
                     c.subflows[id] = Some(sub);
                 }
             }
@@ -263,7 +275,7 @@ impl Concentrator {
                     return Err(e.context("cannot install the subflow; refused it").into());
                 }
             }
-            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx } => {
+            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, interval_ms, rx } => {
                 let known = self.conns.get(&msg.token).map(|c| {
                     matches!(c.subflows.get(msg.subflow_id as usize),
                         Some(Some(sub)) if sub.ep.remote == m.from && sub.ep.local == m.local)
@@ -280,8 +292,21 @@ impl Concentrator {
                 let sub = self.conns.get_mut(&msg.token).and_then(|c| c.subflows[msg.subflow_id as usize].as_mut());
                 let sub = sub.expect("checked above");
                 sub.last_seen_us = now;
-                let came_up = !sub.up;
-                sub.up = true;
+                // A client that announces nothing sensible is held to our own interval.
+                sub.probe_interval_us = match interval_ms as u64 {
+                    10..=60_000 => interval_ms as u64 * 1000,
+                    _ => self.cfg.probe.interval_ms * 1000,
+                };
+                // Back in use only after a few probes in a row: a path that
+                // flickers does not take the return traffic on every flicker.
+                let came_up = !sub.up && {
+                    sub.back += 1;
+                    sub.back >= UP_AFTER
+                };
+                if came_up {
+                    sub.up = true;
+                }
+                let up = sub.up;
                 let own = counters(&self.maps, msg.token, msg.subflow_id);
                 sub.monitor.on_peer_rtt(now, srtt_us, min_rtt_us);
                 sub.monitor.on_report(now, rx, tx_wire_bytes(&own), sub.ep.remote.is_ipv6());
@@ -302,7 +327,9 @@ impl Concentrator {
                     );
                 }
                 subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |ps| {
-                    ps.flags |= PATH_UP;
+                    if up {
+                        ps.flags |= PATH_UP;
+                    }
                     measured.write(ps);
                 })?;
             }
@@ -435,7 +462,9 @@ impl Concentrator {
         subflows::install_tx(&mut self.maps, token, id, &ep, st)?;
         self.maps.bump(ControlCounter::SubflowsJoined);
         if let Some(c) = self.conns.get_mut(&token) {
-            c.subflows[id as usize] = Some(Sub { ep, last_seen_us: now, up: true, monitor });
+            let probe_interval_us = self.cfg.probe.interval_ms * 1000;
+            c.subflows[id as usize] =
+                Some(Sub { ep, last_seen_us: now, up: true, probe_interval_us, back: 0, monitor });
         }
         Ok(())
     }
@@ -463,12 +492,19 @@ impl Concentrator {
         self.refusals_left = REFUSALS_PER_TICK;
         self.pending.retain(|_, p| !p.offer.expired(now));
         self.collect(now)?;
-        let silence_us = self.cfg.probe.interval_ms * 1000 * (self.cfg.probe.down_after as u64 + 1);
+        // Down after `down_after` of the client's announced probe intervals
+        // and one more in silence: a subflow carrying traffic is probed often,
+        // so its failure is seen soon.
+        let down_after = self.cfg.probe.down_after as u64 + 1;
         let mut downs = Vec::new();
         for (t, c) in &mut self.conns {
             for (i, s) in c.subflows.iter_mut().enumerate() {
                 if let Some(s) = s {
-                    if s.up && now.saturating_sub(s.last_seen_us) > silence_us {
+                    let silent = now.saturating_sub(s.last_seen_us) > s.probe_interval_us * down_after;
+                    if silent {
+                        s.back = 0;
+                    }
+                    if s.up && silent {
                         s.up = false;
                         downs.push((*t, i as u8));
                     }

@@ -71,8 +71,14 @@ impl Default for BondConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
+    /// Probe interval of an idle subflow.
     #[serde(default = "default_probe_interval")]
     pub interval_ms: u64,
+    /// Probe interval of a subflow that carries traffic (or is down), so a
+    /// path that dies under traffic is given up within a few of these
+    /// (capped at `interval_ms`).
+    #[serde(default = "default_active_interval")]
+    pub active_interval_ms: u64,
     /// A subflow is marked down after this many probes in a row go unanswered.
     #[serde(default = "default_down_after")]
     pub down_after: u32,
@@ -83,10 +89,18 @@ pub struct ProbeConfig {
     pub collect_after_s: u64,
 }
 
+impl ProbeConfig {
+    /// The probe interval of a subflow carrying traffic: never longer than the idle one.
+    pub fn active_interval_ms(&self) -> u64 {
+        self.active_interval_ms.min(self.interval_ms)
+    }
+}
+
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
             interval_ms: default_probe_interval(),
+            active_interval_ms: default_active_interval(),
             down_after: default_down_after(),
             collect_after_s: default_collect_after(),
         }
@@ -150,6 +164,9 @@ fn default_bond_name() -> String {
 }
 fn default_probe_interval() -> u64 {
     200
+}
+fn default_active_interval() -> u64 {
+    50
 }
 fn default_down_after() -> u32 {
     3
@@ -222,8 +239,8 @@ impl Config {
         if self.bond.name.is_empty() || self.bond.name.len() > 15 {
             bail!("bond.name {:?} must be 1 to 15 characters", self.bond.name);
         }
-        if self.probe.interval_ms < 10 {
-            bail!("probe.interval_ms must be at least 10");
+        if self.probe.interval_ms < 10 || self.probe.active_interval_ms < 10 {
+            bail!("probe.interval_ms and probe.active_interval_ms must be at least 10");
         }
         if self.probe.down_after == 0 {
             bail!("probe.down_after must be at least 1");

@@ -67,6 +67,10 @@ pub enum Body {
         srtt_us: u32,
         /// The client's windowed minimum RTT of this path (propagation delay × 2).
         min_rtt_us: u32,
+        /// The client's next probe on this subflow follows within this many
+        /// milliseconds (sooner while it carries traffic): the concentrator
+        /// takes a silence of a few of these for a dead path.
+        interval_ms: u32,
         /// What the client received on this subflow so far.
         rx: RxReport,
     },
@@ -254,12 +258,13 @@ impl Message {
                 b.push(*reason as u8);
                 b.extend_from_slice(&nonce_c.to_be_bytes());
             }
-            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, rx } => {
+            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, interval_ms, rx } => {
                 b.push(T_PROBE);
                 b.extend_from_slice(&seq.to_be_bytes());
                 b.extend_from_slice(&sent_us.to_be_bytes());
                 b.extend_from_slice(&srtt_us.to_be_bytes());
                 b.extend_from_slice(&min_rtt_us.to_be_bytes());
+                b.extend_from_slice(&interval_ms.to_be_bytes());
                 rx.encode(&mut b);
             }
             Body::ProbeAck { seq, sent_us, rx } => {
@@ -331,6 +336,7 @@ impl Message {
                 sent_us: r.u64()?,
                 srtt_us: r.u32()?,
                 min_rtt_us: r.u32()?,
+                interval_ms: r.u32()?,
                 rx: RxReport::decode(&mut r)?,
             },
             T_PROBE_ACK => Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()?, rx: RxReport::decode(&mut r)? },
@@ -419,6 +425,7 @@ mod tests {
                 sent_us: 123_456,
                 srtt_us: 900,
                 min_rtt_us: 800,
+                interval_ms: 50,
                 rx: RxReport { bytes: 1 << 40, packets: 5, lost: 1, owd_us: 4_000_000_000 },
             },
             Body::ProbeAck { seq: 7, sent_us: 123_456, rx: RxReport { bytes: 9, packets: 1, lost: 0, owd_us: 7 } },

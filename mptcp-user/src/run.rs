@@ -218,7 +218,8 @@ async fn run_role(cfg: &Config, maps: DataPathMaps, net: &Net, opts: &UpOptions)
     let bond_index = net.link(&cfg.bond.name).await?.context("the bond device vanished during start")?.index;
     let lc = LoopConfig {
         instance: cfg.instance.clone(),
-        tick: Duration::from_millis(cfg.probe.interval_ms),
+        // Subflows carrying traffic are probed at every tick, idle ones less often.
+        tick: Duration::from_millis(cfg.probe.active_interval_ms()),
         bond_index,
         ready: None,
     };

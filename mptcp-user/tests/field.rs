@@ -171,7 +171,7 @@ fn handshake(
 /// One probe of `subflow_id` from `s` sent at `sent_us`: the answer's body.
 fn probe(s: &UdpSocket, to: SocketAddr, token: u32, subflow_id: u8, sent_us: u64) -> Result<Body> {
     let psk = PSK.as_bytes();
-    let body = Body::Probe { seq: 1, sent_us, srtt_us: 0, min_rtt_us: 0, rx: RxReport::default() };
+    let body = Body::Probe { seq: 1, sent_us, srtt_us: 0, min_rtt_us: 0, interval_ms: 200, rx: RxReport::default() };
     s.send_to(&Message { token, subflow_id, body }.encode(psk), to)?;
     let mut buf = [0u8; 2048];
     let n = s.recv(&mut buf).context("no answer to a probe")?;
@@ -316,5 +316,74 @@ fn a_transfer_survives_a_nat_rebinding_of_one_path() -> Result<()> {
     let s = client.status(cl)?;
     assert!(s.control(ControlCounter::Rejoins) >= 1, "{s}");
     assert_eq!(s.subflows_up(), 2, "{s}");
+    Ok(())
+}
+
+/// `args` without the tests' usual `--probe-interval-ms`: the controller's defaults.
+fn with_default_probing(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--probe-interval-ms" {
+            it.next();
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The path a TCP flow uses dies silently (the emulated link drops
+/// everything; both ends keep their carrier) under the default probe
+/// settings: the subflow is given up, the flow moves to the survivor and
+/// completes. The flow's longest stall is printed; it is a benchmark figure
+/// (`failover-defaults`), not asserted here.
+#[test]
+fn a_path_dying_under_load_with_the_default_configuration_hands_over_to_the_survivor() -> Result<()> {
+    use mptcp_testbed::traffic::{bulk_send, Amount, BulkSink};
+    use mptcp_testbed::wan::{Direction, Shape};
+    let bed = Testbed::with_wan(1, 2)?;
+    for (link, delay_ms) in [(0, 5.0), (1, 15.0)] {
+        let shape = Shape { rate_mbit: 20.0, delay_ms, ..Shape::default() };
+        for dir in [Direction::Up, Direction::Down] {
+            bed.wan().set(link, dir, &shape)?;
+        }
+    }
+    let name = |tag: &str| format!("{}{tag}", bed.prefix);
+    let conc = start(&bed.conc, &name("co"), &with_default_probing(conc_args(&bed, &[])), "mptcp-user: serving")?;
+    let cl = &bed.clients[0];
+    let client_args = with_default_probing(client_args(&bed, 0, PSK, &[]));
+    let client = start(cl, &name("c0"), &client_args, "mptcp-user: connected")?;
+    wait_subflows(&client, cl, 2)?;
+    let epoch = Instant::now();
+    let sink = BulkSink::start(
+        &bed.server,
+        "0.0.0.0:5001".parse()?,
+        mptcp_testbed::test_stream(),
+        1,
+        epoch,
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    )?;
+    std::thread::scope(|sc| -> Result<()> {
+        let sender = sc.spawn(|| {
+            let send = Amount::For(Duration::from_secs(6));
+            bulk_send(cl, server(5001), mptcp_testbed::test_stream(), 1, send, Duration::from_secs(20))
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let before = sub(&client.status(cl)?, 0).tx_bytes;
+        assert!(before > 1 << 20, "the flow runs on the near path: {}", client.status(cl)?);
+        bed.wan().set_up(0, false);
+        sender.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        Ok(())
+    })?;
+    let r = sink.join()?;
+    eprintln!("TCP flow's longest stall across the failure, default probing: {:?}", r.longest_gap);
+    assert!(r.complete, "the flow completed: {} bytes", r.bytes);
+    let s = client.status(cl)?;
+    assert_eq!(sub(&s, 0).state, mptcp_user::status::SubflowState::Down, "{s}");
+    assert!(sub(&s, 1).tx_bytes > 1 << 20, "the survivor carried the rest: {s}");
+    let c = conc.status(&bed.conc)?;
+    assert_eq!(sub(&c, 0).state, mptcp_user::status::SubflowState::Down, "the concentrator gave it up too: {c}");
     Ok(())
 }

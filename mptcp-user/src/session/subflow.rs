@@ -6,8 +6,8 @@
 //!            Start              CHALLENGE ok             ACCEPT ok
 //!   Idle ───────────▶ Hello ───────────────▶ Proof ───────────────▶ Up ◀──┐
 //!    ▲  ◀── REJECT / expired ──┘     ◀── REJECT / expired ──┘       │     │ probe answered
-//!    │                                                  misses ≥ down_after
-//!    │                                                  or carrier lost
+//!    │                        down_after probes unanswered past the RTO ┐
+//!    │                          or carrier lost;  UP_AFTER answers back ┘
 //!    └──────────────────── Lost (from any state) ◀────────────────── Down ┘
 //!    ▲                                                              │
 //!    └─── Forgotten: the concentrator answers a recent probe ◀──────┘
@@ -56,13 +56,26 @@ pub struct Proof {
 /// Probe bookkeeping of an established subflow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Liveness {
-    /// A probe went out since the last tick...
-    pub probing: bool,
-    /// ...and an answer to a recent probe came back since: a path whose RTT
-    /// exceeds the probe interval is slow, not dead.
-    pub acked: bool,
-    /// Ticks in a row without an answer.
-    pub misses: u32,
+    /// Probes sent since the last answer...
+    pub unanswered: u32,
+    /// ...the first of them at this time.
+    pub unanswered_since_us: u64,
+    /// Down: answers since it went down (or last fell silent again). It comes
+    /// back up after [`UP_AFTER`] of them, so a path that flickers does not
+    /// take traffic on every flicker.
+    pub answers: u32,
+}
+
+/// Answers in a row that bring a down subflow back up.
+pub const UP_AFTER: u32 = 3;
+
+/// When a subflow is given up: `down_after` probes in a row unanswered, the
+/// first of them older than `timeout_us` (the path's retransmission timeout,
+/// so a long round trip is not taken for a loss).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Silence {
+    pub down_after: u32,
+    pub timeout_us: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,10 +112,14 @@ pub enum Event {
         now_us: u64,
         retry_us: u64,
     },
-    /// Periodic, on established subflows: count a miss if the last probe went
-    /// unanswered, then send the next.
+    /// Periodic, on established subflows: give the subflow up if its probes
+    /// went unanswered too long, and send the next probe if one is due
+    /// (`send`: the client probes a subflow carrying traffic, or down, more
+    /// often than an idle one).
     ProbeTick {
-        down_after: u32,
+        now_us: u64,
+        send: bool,
+        silence: Silence,
     },
     ProbeAnswered,
     /// The concentrator answered one of our probes: it does not know the
@@ -245,21 +262,36 @@ pub fn step(state: State, event: Event) -> (State, Vec<Action>) {
             (S::Idle, vec![])
         }
 
-        (S::Up(l) | S::Down(l), E::ProbeTick { down_after }) => {
-            let misses = if l.probing && !l.acked { l.misses + 1 } else { l.misses };
-            let next = Liveness { probing: true, acked: false, misses };
-            match state {
-                S::Up(_) if misses >= down_after => {
-                    (S::Down(next), vec![A::WentDown { why: "probes unanswered" }, A::SendProbe])
+        (S::Up(l) | S::Down(l), E::ProbeTick { now_us, send, silence }) => {
+            let silent =
+                l.unanswered >= silence.down_after && now_us.saturating_sub(l.unanswered_since_us) > silence.timeout_us;
+            let mut next = l;
+            let mut actions = Vec::new();
+            if send {
+                if next.unanswered == 0 {
+                    next.unanswered_since_us = now_us;
                 }
-                S::Up(_) => (S::Up(next), vec![A::SendProbe]),
-                _ => (S::Down(next), vec![A::SendProbe]),
+                next.unanswered += 1;
+                actions.push(A::SendProbe);
+            }
+            match state {
+                S::Up(_) if silent => {
+                    actions.insert(0, A::WentDown { why: "probes unanswered" });
+                    (S::Down(Liveness { answers: 0, ..next }), actions)
+                }
+                S::Up(_) => (S::Up(next), actions),
+                // Silent again while coming back: the count starts over.
+                _ => (S::Down(Liveness { answers: if silent { 0 } else { next.answers }, ..next }), actions),
             }
         }
 
         (S::Up(l) | S::Down(l), E::ProbeAnswered) => {
-            let next = Liveness { acked: true, misses: 0, ..l };
-            (S::Up(next), if state.up() { vec![] } else { vec![A::CameUp] })
+            let heard = Liveness { unanswered: 0, answers: l.answers + 1, ..l };
+            match state {
+                S::Up(_) => (S::Up(Liveness { answers: 0, ..heard }), vec![]),
+                _ if heard.answers >= UP_AFTER => (S::Up(Liveness { answers: 0, ..heard }), vec![A::CameUp]),
+                _ => (S::Down(heard), vec![]),
+            }
         }
 
         (S::Up(_) | S::Down(_), E::Forgotten { connection, probe_sent_us, now_us, window_us })
@@ -392,7 +424,7 @@ mod tests {
             ),
             (
                 "probe answers before it is established",
-                vec![start(false, 0), E::ProbeAnswered, E::ProbeTick { down_after: 1 }],
+                vec![start(false, 0), E::ProbeAnswered, tick(2, true)],
                 hello,
                 vec![],
             ),
@@ -437,21 +469,71 @@ mod tests {
         assert_eq!(s, State::Hello(Hello { join: false, nonce_c: 5, key_c: 6, sent_us: 9 }));
     }
 
+    /// A probe tick at `at_ms` (down after 3 unanswered, the first older than 100 ms).
+    fn tick(at_ms: u64, send: bool) -> Event {
+        E::ProbeTick { now_us: at_ms * 1000, send, silence: Silence { down_after: 3, timeout_us: 100_000 } }
+    }
+
+    /// An answer; `_at_ms` only keeps the tables' timelines readable.
+    fn answer(_at_ms: u64) -> Event {
+        E::ProbeAnswered
+    }
+
+    fn went_down(a: &[Action]) -> bool {
+        a.contains(&A::WentDown { why: "probes unanswered" })
+    }
+
     #[test]
-    fn probes_unanswered_take_it_down_and_an_answer_brings_it_back() {
-        let tick = E::ProbeTick { down_after: 3 };
-        // The first tick only sends; each further unanswered tick is a miss.
-        let (s, a) = run(up(), &[tick, tick, tick]);
-        assert!(s.up() && !a.iter().any(|a| matches!(a, A::WentDown { .. })), "{s:?} {a:?}");
-        let (s, a) = run(up(), &[tick, tick, tick, tick]);
-        assert!(matches!(s, State::Down(Liveness { misses: 3, .. })), "{s:?}");
+    fn probes_unanswered_past_the_timeout_take_it_down() {
+        // Probes every 50 ms from 0: three unanswered, the first 100 ms old,
+        // is not yet enough (not older than the timeout)...
+        let (s, a) = run(up(), &[tick(0, true), tick(50, true), tick(100, true)]);
+        assert!(s.up() && !went_down(&a), "{s:?} {a:?}");
+        // ...past it, it is.
+        let (s, a) = run(up(), &[tick(0, true), tick(50, true), tick(100, true), tick(101, false)]);
+        assert!(!s.up() && went_down(&a), "{s:?} {a:?}");
+        assert_eq!(a.iter().filter(|a| **a == A::SendProbe).count(), 3);
+        // A long round trip: answers trail the probes by 300 ms but keep
+        // coming. Its timeout (its RTO, 400 ms) is what tells.
+        let slow = |at_ms: u64| E::ProbeTick {
+            now_us: at_ms * 1000,
+            send: true,
+            silence: Silence { down_after: 3, timeout_us: 400_000 },
+        };
+        let mut events = Vec::new();
+        for t in (0..1000).step_by(50) {
+            events.push(slow(t));
+            if t >= 300 {
+                events.push(answer(t));
+            }
+        }
+        let (s, a) = run(up(), &events);
+        assert!(!went_down(&a), "a slow path is not a dead one: {s:?}");
+        // Probes sent rarely (an idle path): three of them, however long it takes.
+        let (s, _) = run(up(), &[tick(0, true), tick(200, false), tick(400, true)]);
+        assert!(s.up(), "two unanswered probes are not three: {s:?}");
+        // Not sending is not silence: an answer, then ticks without probes.
+        let (s, _) = run(up(), &[tick(0, true), answer(5), tick(500, false), tick(1000, false)]);
+        assert!(s.up(), "{s:?}");
+    }
+
+    #[test]
+    fn it_comes_back_after_answers_in_a_row_not_on_one_flicker() {
+        let dead = [tick(0, true), tick(50, true), tick(100, true), tick(150, true)];
+        let (down, a) = run(up(), &dead);
+        assert!(!down.up() && went_down(&a));
         assert_eq!(a.iter().filter(|a| **a == A::SendProbe).count(), 4, "probes go on while down");
-        assert!(a.contains(&A::WentDown { why: "probes unanswered" }));
-        // An answer to any recent probe resets the count.
-        let (s, _) = run(up(), &[tick, tick, E::ProbeAnswered, tick, tick, tick]);
-        assert!(matches!(s, State::Up(Liveness { misses: 2, .. })), "{s:?}");
-        let (s, a) = run(up(), &[tick, tick, tick, tick, E::ProbeAnswered]);
+        // Two answers are not enough; the third brings it back.
+        let (s, a) = run(down, &[answer(160), tick(200, true), answer(210)]);
+        assert!(!s.up() && !a.contains(&A::CameUp), "{s:?}");
+        let (s, a) = run(s, &[tick(250, true), answer(260)]);
         assert_eq!((s.up(), a.last()), (true, Some(&A::CameUp)));
+        // Silent again while coming back: the answers so far do not count.
+        let (s, _) =
+            run(down, &[answer(160), answer(170), tick(200, true), tick(250, true), tick(300, true), tick(450, true)]);
+        assert!(matches!(s, State::Down(Liveness { answers: 0, .. })), "{s:?}");
+        let (s, _) = run(s, &[answer(460)]);
+        assert!(!s.up(), "one answer after a new silence: {s:?}");
     }
 
     #[test]
@@ -471,7 +553,8 @@ mod tests {
     fn an_adopted_subflow_is_established_as_it_was() {
         assert!(State::adopted(true).up());
         assert!(State::adopted(false).established() && !State::adopted(false).up());
-        assert_eq!(step(State::adopted(false), E::ProbeAnswered).1, vec![A::CameUp]);
+        let (s, a) = run(State::adopted(false), &[answer(1), answer(2), answer(3)]);
+        assert_eq!((s.up(), a), (true, vec![A::CameUp]));
     }
 
     #[test]
