@@ -67,12 +67,14 @@ pub mod names {
 pub mod programs {
     /// tc egress on the bond device: classify, schedule, encapsulate, redirect.
     pub const BOND_EGRESS: &str = "bond_egress";
-    /// XDP on every uplink: validate, account, decapsulate.
+    /// XDP on every Ethernet uplink: validate, account, decapsulate.
     pub const UPLINK_INGRESS: &str = "uplink_ingress";
+    /// tc ingress on uplinks without an Ethernet header (raw-IP, PPP, TUN).
+    pub const UPLINK_INGRESS_L3: &str = "uplink_ingress_l3";
     /// Empty tc and XDP programs: the benchmark's per-packet cost baseline.
     pub const NOOP_TC: &str = "noop_tc";
     pub const NOOP_XDP: &str = "noop_xdp";
-    pub const ALL: [&str; 4] = [BOND_EGRESS, UPLINK_INGRESS, NOOP_TC, NOOP_XDP];
+    pub const ALL: [&str; 5] = [BOND_EGRESS, UPLINK_INGRESS, UPLINK_INGRESS_L3, NOOP_TC, NOOP_XDP];
 }
 
 /// Instance-wide settings, `SETTINGS[0]`.

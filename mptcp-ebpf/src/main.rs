@@ -3,8 +3,11 @@
 //!
 //! - `bond_egress` (egress.rs): tc egress on the bond device — schedule,
 //!   encapsulate, redirect to the chosen uplink.
-//! - `uplink_ingress` (ingress.rs): XDP on every uplink — validate, account,
-//!   decapsulate.
+//! - `uplink_ingress` (ingress.rs): XDP on every Ethernet uplink — validate,
+//!   account, decapsulate.
+//! - `uplink_ingress_l3` (ingress_l3.rs): the same as tc ingress, on uplinks
+//!   without an Ethernet header (raw-IP, PPP, TUN).
+//! - rx.rs: what both ingress hooks do once they have parsed a packet.
 //! - `noop_tc`, `noop_xdp` (noop.rs): empty programs, the benchmark's baseline.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -16,11 +19,15 @@ mod egress;
 #[cfg(target_arch = "bpf")]
 mod ingress;
 #[cfg(target_arch = "bpf")]
+mod ingress_l3;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod noop;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod rx;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

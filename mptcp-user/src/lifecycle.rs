@@ -106,11 +106,31 @@ pub fn preflight() -> Result<()> {
     Ok(())
 }
 
+/// An uplink, and how its frames look.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    pub name: String,
+    /// No Ethernet header (raw-IP, PPP, TUN): tc ingress instead of XDP.
+    pub raw_ip: bool,
+}
+
+impl Uplink {
+    /// The pin of its ingress program's link.
+    fn pin_name(&self) -> String {
+        if self.raw_ip {
+            format!("link-tc-{}", self.name)
+        } else {
+            format!("link-xdp-{}", self.name)
+        }
+    }
+}
+
 /// Load the programs with their maps pinned under `dir`, attach tc egress to
-/// the bond and XDP to every uplink, and pin each link. On error the caller
-/// runs [`remove_pins`]; links created before the error are pinned already or
+/// the bond and the ingress program that fits to every uplink (XDP on
+/// Ethernet, tc on raw IP), and pin each link. On error the caller runs
+/// [`remove_pins`]; links created before the error are pinned already or
 /// dropped (and so detached) here.
-pub fn install(dir: &Path, bond: &str, uplinks: &[String]) -> Result<()> {
+pub fn install(dir: &Path, bond: &str, uplinks: &[Uplink]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create pin directory {}", dir.display()))?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(dir)
@@ -131,29 +151,48 @@ pub fn install(dir: &Path, bond: &str, uplinks: &[String]) -> Result<()> {
         .context("the eBPF object lacks the uplink ingress program")?
         .try_into()?;
     xdp.load().context("the kernel refused the uplink ingress program")?;
-    for up in uplinks {
-        let id = match xdp.attach(up, XdpMode::Driver) {
+    for up in uplinks.iter().filter(|u| !u.raw_ip) {
+        let name = &up.name;
+        let id = match xdp.attach(name, XdpMode::Driver) {
             Ok(id) => id,
             Err(e) => {
-                tracing::warn!(uplink = %up, error = %e, "native XDP unavailable, using generic (skb) mode");
-                xdp.attach(up, XdpMode::Skb)
-                    .with_context(|| format!("cannot attach XDP to uplink {up} (is another XDP program attached?)"))?
+                tracing::warn!(uplink = %name, error = %e, "native XDP unavailable, using generic (skb) mode");
+                xdp.attach(name, XdpMode::Skb)
+                    .with_context(|| format!("cannot attach XDP to uplink {name} (is another XDP program attached?)"))?
             }
         };
         let link: FdLink = xdp.take_link(id)?.try_into().context("the XDP attachment is not a bpf_link")?;
-        link.pin(dir.join(format!("link-xdp-{up}"))).with_context(|| format!("cannot pin the XDP link of {up}"))?;
+        link.pin(dir.join(up.pin_name())).with_context(|| format!("cannot pin the XDP link of {name}"))?;
+    }
+
+    let raw: Vec<&Uplink> = uplinks.iter().filter(|u| u.raw_ip).collect();
+    if !raw.is_empty() {
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(programs::UPLINK_INGRESS_L3)
+            .context("the eBPF object lacks the raw-IP uplink ingress program")?
+            .try_into()?;
+        tc.load().context("the kernel refused the raw-IP uplink ingress program")?;
+        for up in raw {
+            let name = &up.name;
+            let id = tc
+                .attach_with_options(name, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                .with_context(|| format!("cannot attach the raw-IP ingress program to uplink {name} (tcx)"))?;
+            let link: FdLink = tc.take_link(id)?.try_into().context("the tc attachment is not a bpf_link")?;
+            link.pin(dir.join(up.pin_name())).with_context(|| format!("cannot pin the tc link of {name}"))?;
+            tracing::info!(uplink = %name, "uplink has no Ethernet header (raw IP): tc ingress instead of XDP");
+        }
     }
     Ok(())
 }
 
 /// Whether `dir` holds a complete data path for this bond and these uplinks.
-pub fn adoptable(dir: &Path, uplinks: &[String]) -> Result<()> {
+pub fn adoptable(dir: &Path, uplinks: &[Uplink]) -> Result<()> {
     let mut missing = Vec::new();
     if !dir.join("link-egress").exists() {
         missing.push("link-egress".to_string());
     }
     for up in uplinks {
-        let n = format!("link-xdp-{up}");
+        let n = up.pin_name();
         if !dir.join(&n).exists() {
             missing.push(n);
         }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use futures::{Stream, StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlag, AddressMessage};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlag, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlag, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::Handle;
 
@@ -19,6 +19,8 @@ pub struct Link {
     pub mtu: u32,
     /// Administratively up with carrier.
     pub running: bool,
+    /// Carries IP without an Ethernet header (raw-IP LTE modem, PPP, TUN).
+    pub raw_ip: bool,
 }
 
 fn link_from_msg(m: &LinkMessage) -> Link {
@@ -32,7 +34,9 @@ fn link_from_msg(m: &LinkMessage) -> Link {
         }
     }
     let running = m.header.flags.contains(&LinkFlag::Up) && m.header.flags.contains(&LinkFlag::LowerUp);
-    Link { index: m.header.index, name, mtu, running }
+    // Loopback aside, anything that is not Ethernet frames IP some other way.
+    let raw_ip = !matches!(m.header.link_layer_type, LinkLayerType::Ether | LinkLayerType::Loopback);
+    Link { index: m.header.index, name, mtu, running, raw_ip }
 }
 
 pub struct Net {

@@ -14,7 +14,7 @@ use crate::client::Client;
 use crate::concentrator::Concentrator;
 use crate::config::{Config, Role};
 use crate::daemon::{self, Exit, LoopConfig};
-use crate::lifecycle::{self, pin_dir, InstanceState};
+use crate::lifecycle::{self, pin_dir, InstanceState, Uplink};
 use crate::netdev::Net;
 use crate::runtime::RuntimeChanges;
 
@@ -24,9 +24,9 @@ pub struct UpOptions {
     pub netns: Option<String>,
 }
 
-/// The uplinks' names (deduplicated, in order) and the bond MTU they allow.
-async fn plan_links(cfg: &Config, net: &Net) -> Result<(Vec<String>, u32, u32)> {
-    let mut uplinks: Vec<String> = Vec::new();
+/// The uplinks (deduplicated, in order) and the bond MTU they allow.
+async fn plan_links(cfg: &Config, net: &Net) -> Result<(Vec<Uplink>, u32, u32)> {
+    let mut uplinks: Vec<Uplink> = Vec::new();
     let mut min_mtu = u32::MAX;
     let mut any_v6 = false;
     for p in &cfg.paths {
@@ -36,8 +36,8 @@ async fn plan_links(cfg: &Config, net: &Net) -> Result<(Vec<String>, u32, u32)> 
             .with_context(|| format!("interface {} (path {}) does not exist", p.interface, p.display_name()))?;
         min_mtu = min_mtu.min(link.mtu);
         any_v6 |= p.remote.map(|a| a.is_ipv6()).unwrap_or(false) || p.local.map(|a| a.is_ipv6()).unwrap_or(false);
-        if !uplinks.contains(&p.interface) {
-            uplinks.push(p.interface.clone());
+        if !uplinks.iter().any(|u| u.name == p.interface) {
+            uplinks.push(Uplink { name: p.interface.clone(), raw_ip: link.raw_ip });
         }
     }
     // A concentrator may carry IPv6 outer packets on any uplink with an IPv6 address.
@@ -105,12 +105,13 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
             net.add_route(*r, index).await?;
         }
         lifecycle::install(&dir, &cfg.bond.name, &uplinks)?;
-        loosen_rp_filter(&uplinks);
+        let names: Vec<String> = uplinks.iter().map(|u| u.name.clone()).collect();
+        loosen_rp_filter(&names);
         tracing::info!(bond = %cfg.bond.name, mtu, uplinks = ?uplinks, "data path attached");
     }
     let mut uplink_indexes = Vec::new();
     for u in &uplinks {
-        uplink_indexes.push(net.link(u).await?.map(|l| l.index).unwrap_or(0));
+        uplink_indexes.push(net.link(&u.name).await?.map(|l| l.index).unwrap_or(0));
     }
     let mut maps = DataPathMaps::open(&dir)?;
     maps.settings.set(0, Settings { port: cfg.port, n_rules: 0, uplink_mtu }, 0)?;
@@ -123,7 +124,7 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
     InstanceState {
         role: cfg.role,
         bond: cfg.bond.name.clone(),
-        uplinks,
+        uplinks: uplinks.iter().map(|u| u.name.clone()).collect(),
         uplink_indexes,
         path_names: cfg.paths.iter().map(|p| p.display_name().to_string()).collect(),
         classes: classes.names.clone(),

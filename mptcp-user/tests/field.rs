@@ -387,3 +387,34 @@ fn a_path_dying_under_load_with_the_default_configuration_hands_over_to_the_surv
     assert_eq!(sub(&c, 0).state, mptcp_user::status::SubflowState::Down, "the concentrator gave it up too: {c}");
     Ok(())
 }
+
+/// An uplink without an Ethernet header (a TUN, as an LTE modem's raw-IP
+/// `wwan0`): `up` sees it and attaches the tc ingress program there instead
+/// of XDP, and ICMP, TCP and UDP, IPv4 and IPv6 inside, cross the bond over it
+/// both ways.
+#[test]
+fn a_raw_ip_uplink_carries_tcp_udp_and_icmp() -> Result<()> {
+    let bed = Testbed::new(1, 1)?;
+    let _raw = mptcp_testbed::rawip::RawIpUplink::replace(&bed, 0, 0)?;
+    let conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let client = start_client(&bed, 0, &[])?;
+    assert!(client.output().contains("no Ethernet header (raw IP)"), "{}", client.output());
+    assert!(ping(cl, Testbed::SERVER_V4, 3), "IPv4 ping over the raw-IP uplink\n{}", client.status(cl)?);
+    assert!(ping(cl, Testbed::SERVER_V6, 3), "IPv6 ping over the raw-IP uplink\n{}", client.status(cl)?);
+    let t = tcp_bulk(&bed.server, cl, server(5001), 8 << 20, Duration::from_secs(60))?;
+    eprintln!(
+        "8 MiB over a raw-IP uplink in {:?}: {:.0} Mbit/s",
+        t.duration,
+        (8u64 << 23) as f64 / t.duration.as_secs_f64() / 1e6
+    );
+    let (got, dup) = mptcp_testbed::udp_stream(&bed.server, cl, server(5003), 500, Duration::from_micros(500))?;
+    assert_eq!((got, dup), (500, 0), "UDP over the raw-IP uplink");
+    let (s, c) = (client.status(cl)?, conc.status(&bed.conc)?);
+    for d in [DropReason::DecapFailed, DropReason::UnknownSubflow, DropReason::BadToken, DropReason::TooBig] {
+        assert_eq!(s.drops(d), 0, "client drops {}: {s}", d.name());
+        assert_eq!(c.drops(d), 0, "concentrator drops {}: {c}", d.name());
+    }
+    assert!(sub(&s, 0).rx_packets > 100, "the return traffic (echo replies, ACKs) came in on the raw-IP uplink: {s}");
+    Ok(())
+}

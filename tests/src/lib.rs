@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod rawip;
 pub mod rng;
 pub mod traffic;
 pub mod wan;

@@ -15,7 +15,7 @@
 //! after the rate limit, from the kernel's tap of each device's transmissions,
 //! so per-link throughput over time is what actually left the emulator.
 
-mod socket;
+pub(crate) mod socket;
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
