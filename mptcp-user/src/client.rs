@@ -313,7 +313,10 @@ impl Client {
                 let (seq, srtt_us, min_rtt_us) = (p.probe_seq, p.monitor.rtt.srtt_us, p.monitor.min_rtt.get());
                 let interval_ms = p.probe_interval_ms as u32;
                 let body = Body::Probe { seq, sent_us: p.probed_us, srtt_us, min_rtt_us, interval_ms, rx };
-                self.send(i, &Message { token, subflow_id: id, body }).await;
+                let msg = Message { token, subflow_id: id, body };
+                let wire = msg.encode(&self.psk).len() + peer::wire_overhead(p.remote.is_ipv6());
+                p.monitor.set_control_load(wire as u64, p.probe_interval_ms);
+                self.send(i, &msg).await;
                 self.maps.bump(ControlCounter::ProbesSent);
             }
             Action::WentDown { why } => {

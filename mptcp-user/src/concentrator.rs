@@ -317,6 +317,12 @@ impl Concentrator {
                     subflow_id: msg.subflow_id,
                     body: Body::ProbeAck { seq, sent_us, rx: mine },
                 };
+                let wire = ack.encode(&self.psk).len() + peer::wire_overhead(m.from.is_ipv6());
+                if let Some(sub) =
+                    self.conns.get_mut(&msg.token).and_then(|c| c.subflows[msg.subflow_id as usize].as_mut())
+                {
+                    sub.monitor.set_control_load(wire as u64, sub.probe_interval_us / 1000);
+                }
                 self.send(m.socket, m.from, &ack).await;
                 self.maps.bump(ControlCounter::ProbesAnswered);
                 if came_up {

@@ -25,6 +25,10 @@ pub struct PathMonitor {
     pub hint: PathHint,
     /// Bound on the estimate, wire bytes per second (0: none).
     pub max_rate: u64,
+    /// What this end's own control messages (probes, answers) take of the
+    /// path, wire bytes per second: they go out on the uplink beside the
+    /// bond, so the token bucket must leave room for them.
+    pub control_bytes_per_sec: u64,
 }
 
 impl PathMonitor {
@@ -63,9 +67,20 @@ impl PathMonitor {
         self.capacity.on_report(now_us, (sent_wire_bytes, rx.bytes), rx.owd_us, self.max_rate);
     }
 
-    /// The rate the path's token bucket runs at: the hint, else the estimate.
+    /// The rate the path's token bucket runs at: the hint, else the
+    /// estimate, less what our control messages take (0 stays unknown).
+    /// Left out, probes every 50 ms were enough to make earliest-arrival's
+    /// queue estimate drift on a saturated path: it never drains.
     pub fn rate(&self) -> u64 {
-        effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get())
+        match effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get()) {
+            0 => 0,
+            r => r.saturating_sub(self.control_bytes_per_sec).max(1),
+        }
+    }
+
+    /// This end sends `wire_bytes` of control on the path every `interval_ms`.
+    pub fn set_control_load(&mut self, wire_bytes: u64, interval_ms: u64) {
+        self.control_bytes_per_sec = wire_bytes * 1000 / interval_ms.max(1);
     }
 
     /// The measurements (RTT, one-way delay, rate), to write into a

@@ -29,6 +29,13 @@ pub fn bind_control_socket(iface: &str, local: SocketAddr) -> Result<Arc<UdpSock
     Ok(Arc::new(s))
 }
 
+/// What a control message of n bytes costs on the wire beyond n: UDP, IP
+/// and Ethernet headers.
+pub fn wire_overhead(ipv6: bool) -> usize {
+    use mptcp_common::wire::{ETH_HLEN, IPV4_HLEN, IPV6_HLEN, UDP_HLEN};
+    UDP_HLEN + ETH_HLEN + if ipv6 { IPV6_HLEN } else { IPV4_HLEN }
+}
+
 /// A datagram received on one of the controller's sockets.
 pub struct Inbound {
     /// Which socket (the caller's numbering).
