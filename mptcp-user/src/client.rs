@@ -9,20 +9,24 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
 use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_UP};
+use mptcp_common::mtu::bond_mtu;
+use mptcp_common::wire::{FAMILY_V4, FAMILY_V6, IPV4_HLEN, IPV6_HLEN, UDP_HLEN};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
-use crate::control::{Body, DecodeError, Message, PathHint, RejectReason};
+use crate::control::{Body, DecodeError, Message, PathHint, RejectReason, MTU_PROBE_LEN};
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
 use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
+use crate::run::MtuPlan;
 use crate::runtime::RuntimeChanges;
+use crate::session::pmtu::Pmtu;
 use crate::session::subflow::{self, Action, Event, Silence, State};
 use crate::subflows::{self, Endpoints};
 
@@ -47,6 +51,9 @@ struct Path {
     probed_packets: u64,
     /// The interval to the next probe, as announced with the last one.
     probe_interval_ms: u64,
+    /// The uplink's own MTU, and the path's as the search finds it (while established).
+    link_mtu: u32,
+    pmtu: Option<Pmtu>,
 }
 
 impl Path {
@@ -100,6 +107,10 @@ pub struct Client {
     connect_deadline: tokio::time::Instant,
     /// "connected" was printed (once, for whoever waits for it).
     announced: bool,
+    /// The MTUs the local uplinks allow, and the bond's MTU now (it follows
+    /// the smallest path MTU found).
+    mtu_plan: MtuPlan,
+    bond_mtu: u32,
 }
 
 /// Answers to any of this many latest probes count (they may trail the interval).
@@ -116,6 +127,7 @@ impl Client {
         net: Net,
         inbound_tx: mpsc::Sender<Inbound>,
         connect_timeout: Duration,
+        mtu_plan: MtuPlan,
     ) -> Result<Client> {
         let psk = cfg.psk_bytes()?;
         let paths = cfg
@@ -137,6 +149,8 @@ impl Client {
                 probed_us: 0,
                 probed_packets: 0,
                 probe_interval_ms: 0,
+                link_mtu: 0,
+                pmtu: None,
             })
             .collect();
         let mut c = Client {
@@ -151,6 +165,8 @@ impl Client {
             connect_timeout,
             connect_deadline: tokio::time::Instant::now() + connect_timeout,
             announced: false,
+            mtu_plan,
+            bond_mtu: mtu_plan.bond,
         };
         // Hints set at runtime before a restart (only kept when adopting).
         for change in RuntimeChanges::load(&c.cfg.instance)?.paths.values() {
@@ -217,6 +233,7 @@ impl Client {
         let p = &mut self.paths[i];
         p.ifindex = Some(link.index);
         p.running = link.running;
+        p.link_mtu = link.mtu;
         let local = netdev::pick_local(&addrs, p.cfg.local, p.remote.is_ipv4(), &iface)
             .ok()
             .map(|a| SocketAddr::new(a, self.cfg.port));
@@ -394,8 +411,9 @@ impl Client {
         }
         let p = &mut self.paths[i];
         // A (re)joined subflow may take another route: measure its
-        // propagation delay and capacity afresh.
+        // propagation delay, capacity and MTU afresh.
         p.monitor.restart();
+        p.pmtu = Some(Pmtu::new(p.link_mtu));
         let st = p.path_state(true);
         subflows::install_tx(&mut self.maps, token, p.id, &ep, st)?;
         self.maps.bump(ControlCounter::SubflowsJoined);
@@ -486,6 +504,67 @@ impl Client {
             let silence = Silence { down_after: probe.down_after, timeout_us };
             self.event(i, Event::ProbeTick { now_us: now, send, silence }).await?;
         }
+        self.path_mtu_tick(now).await
+    }
+
+    /// The path MTU searches: probes due on up subflows, rounds concluded,
+    /// and the bond's MTU following the smallest path MTU found.
+    async fn path_mtu_tick(&mut self, now: u64) -> Handled {
+        let Some(token) = self.token else { return Ok(()) };
+        let mut changed = false;
+        for i in 0..self.paths.len() {
+            let p = &mut self.paths[i];
+            if !p.state.established() {
+                changed |= p.pmtu.take().and_then(|m| m.mtu()).is_some();
+                continue;
+            }
+            let Some(pmtu) = &mut p.pmtu else { continue };
+            // Answers have two round trips and a little more to come.
+            let wait_us = 2 * p.monitor.rtt.srtt_us as u64 + 200_000;
+            if let Some(mtu) = pmtu.on_tick(now, wait_us) {
+                tracing::info!(path = p.cfg.display_name(), mtu, "path MTU");
+                changed = true;
+            }
+            if !p.state.up() {
+                continue;
+            }
+            let Some((round, sizes)) = pmtu.due(now) else { continue };
+            let ip_hlen = if p.remote.is_ipv6() { IPV6_HLEN } else { IPV4_HLEN };
+            for size in sizes {
+                let pad = (size as usize).saturating_sub(ip_hlen + UDP_HLEN + MTU_PROBE_LEN) as u16;
+                let body = Body::MtuProbe { round, size: size as u16, pad };
+                self.send(i, &Message { token, subflow_id: self.paths[i].id, body }).await;
+            }
+        }
+        if changed {
+            self.follow_path_mtus().await?;
+        }
+        Ok(())
+    }
+
+    /// Set the bond's MTU (and the data path's largest packet) to what the
+    /// smallest known path MTU allows, never above what the local uplinks
+    /// and the config allow.
+    async fn follow_path_mtus(&mut self) -> Handled {
+        let known: Vec<(u32, bool)> =
+            self.paths.iter().filter_map(|p| Some((p.pmtu.as_ref()?.mtu()?, p.remote.is_ipv6()))).collect();
+        let family = |v6: bool| if v6 { FAMILY_V6 } else { FAMILY_V4 };
+        let bond =
+            known.iter().map(|&(m, v6)| bond_mtu(m, family(v6))).min().unwrap_or(u32::MAX).min(self.mtu_plan.bond);
+        let uplink = known.iter().map(|&(m, _)| m).min().unwrap_or(u32::MAX).min(self.mtu_plan.uplink);
+        let mut settings = self.maps.settings.get(&0, 0).map_err(anyhow::Error::from)?;
+        if settings.uplink_mtu != uplink {
+            settings.uplink_mtu = uplink;
+            self.maps.settings.set(0, settings, 0).map_err(anyhow::Error::from)?;
+        }
+        if bond != self.bond_mtu {
+            let link = self.net.link(&self.cfg.bond.name).await?;
+            let index =
+                link.ok_or_else(|| EventError::Fatal(anyhow!("the bond device {} is gone", self.cfg.bond.name)))?.index;
+            self.net.set_mtu(index, bond).await?;
+            tracing::info!(bond = %self.cfg.bond.name, mtu = bond, was = self.bond_mtu, "bond MTU follows the smallest path MTU");
+            self.bond_mtu = bond;
+        }
         Ok(())
     }
 
@@ -534,6 +613,11 @@ impl Client {
                 self.event(i, Event::Forgotten { connection, probe_sent_us: nonce_c, now_us: now, window_us }).await?
             }
             Body::Reject { reason, nonce_c } => self.event(i, Event::Reject { reason, nonce_c }).await?,
+            Body::MtuAck { round, size } => {
+                if let (Some(pmtu), true) = (&mut self.paths[i].pmtu, Some(msg.token) == self.token) {
+                    pmtu.on_answer(round, size as u32);
+                }
+            }
             Body::ProbeAck { seq, sent_us, rx } => {
                 let Some(token) = self.token else { return Ok(()) };
                 let p = &mut self.paths[i];

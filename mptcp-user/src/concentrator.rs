@@ -339,6 +339,17 @@ impl Concentrator {
                     measured.write(ps);
                 })?;
             }
+            Body::MtuProbe { round, size, .. } => {
+                let known = self.conns.get(&msg.token).is_some_and(|c| {
+                    matches!(c.subflows.get(msg.subflow_id as usize),
+                        Some(Some(sub)) if sub.ep.remote == m.from && sub.ep.local == m.local)
+                });
+                if known {
+                    let ack =
+                        Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::MtuAck { round, size } };
+                    self.send(m.socket, m.from, &ack).await;
+                }
+            }
             Body::Hint { path } => {
                 let Some(conn) = self.conns.get_mut(&msg.token) else { return Ok(()) };
                 let Some(Some(sub)) = conn.subflows.get_mut(msg.subflow_id as usize) else { return Ok(()) };

@@ -84,7 +84,23 @@ pub enum Body {
     Hint {
         path: PathHint,
     },
+    /// Path MTU search (client): padded with `pad` zero bytes so the whole
+    /// outer IP packet is `size` bytes; sent with don't-fragment.
+    MtuProbe {
+        round: u32,
+        size: u16,
+        pad: u16,
+    },
+    /// The concentrator received that probe.
+    MtuAck {
+        round: u32,
+        size: u16,
+    },
 }
+
+/// Bytes of an encoded [`Body::MtuProbe`] message besides its padding:
+/// multipath header, type, round, size, pad length, tag.
+pub const MTU_PROBE_LEN: usize = MP_HDR_LEN + 1 + 4 + 2 + 2 + TAG_LEN;
 
 /// A receiver's cumulative counters of one subflow: the sender derives the
 /// path's delivery rate and loss from two of them.
@@ -203,6 +219,8 @@ const T_REJECT: u8 = 5;
 const T_PROBE: u8 = 6;
 const T_PROBE_ACK: u8 = 7;
 const T_HINT: u8 = 8;
+const T_MTU_PROBE: u8 = 9;
+const T_MTU_ACK: u8 = 10;
 
 fn tag(psk: &[u8], data: &[u8]) -> [u8; TAG_LEN] {
     let mut mac = HmacSha256::new_from_slice(psk).expect("HMAC takes any key length");
@@ -277,6 +295,18 @@ impl Message {
                 b.push(T_HINT);
                 path.encode(&mut b);
             }
+            Body::MtuProbe { round, size, pad } => {
+                b.push(T_MTU_PROBE);
+                b.extend_from_slice(&round.to_be_bytes());
+                b.extend_from_slice(&size.to_be_bytes());
+                b.extend_from_slice(&pad.to_be_bytes());
+                b.resize(b.len() + *pad as usize, 0);
+            }
+            Body::MtuAck { round, size } => {
+                b.push(T_MTU_ACK);
+                b.extend_from_slice(&round.to_be_bytes());
+                b.extend_from_slice(&size.to_be_bytes());
+            }
         }
         let t = tag(psk, &b);
         b.extend_from_slice(&t);
@@ -295,10 +325,16 @@ impl Message {
         }
         let (signed, t) = buf.split_at(buf.len() - TAG_LEN);
         let ty = signed[MP_HDR_LEN];
-        if ty != T_REJECT {
-            let mut mac = HmacSha256::new_from_slice(psk).expect("HMAC takes any key length");
-            mac.update(signed);
-            mac.verify_slice(t).map_err(|_| DecodeError::BadTag)?;
+        let mut mac = HmacSha256::new_from_slice(psk).expect("HMAC takes any key length");
+        mac.update(signed);
+        // Only a REJECT for a failed authentication passes unverified: it
+        // answers a client whose key differs, which could not check a tag.
+        // Every other REJECT (unknown connection, no room) must verify, or
+        // anyone could make a client drop its connection.
+        let auth_failed_reject =
+            ty == T_REJECT && signed.get(MP_HDR_LEN + 1) == Some(&(RejectReason::AuthFailed as u8));
+        if mac.verify_slice(t).is_err() && !auth_failed_reject {
+            return Err(DecodeError::BadTag);
         }
         let mut r = Reader { b: &signed[MP_HDR_LEN + 1..] };
         let body = match ty {
@@ -341,6 +377,12 @@ impl Message {
             },
             T_PROBE_ACK => Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()?, rx: RxReport::decode(&mut r)? },
             T_HINT => Body::Hint { path: PathHint::decode(&mut r)? },
+            T_MTU_PROBE => {
+                let (round, size, pad) = (r.u32()?, r.u16()?, r.u16()?);
+                r.take(pad as usize)?;
+                Body::MtuProbe { round, size, pad }
+            }
+            T_MTU_ACK => Body::MtuAck { round: r.u32()?, size: r.u16()? },
             _ => return Err(DecodeError::Malformed("unknown message type")),
         };
         if !r.b.is_empty() {
@@ -365,6 +407,9 @@ impl<'a> Reader<'a> {
     }
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
@@ -430,6 +475,8 @@ mod tests {
             },
             Body::ProbeAck { seq: 7, sent_us: 123_456, rx: RxReport { bytes: 9, packets: 1, lost: 0, owd_us: 7 } },
             Body::Hint { path: PathHint { priority: 1, backup: false, rate_bytes_per_sec: 375_000, weight: 2 } },
+            Body::MtuProbe { round: 3, size: 1400, pad: 1300 },
+            Body::MtuAck { round: 3, size: 1400 },
         ];
         bodies.into_iter().map(|body| Message { token: 0xdead_beef, subflow_id: 2, body }).collect()
     }
@@ -442,15 +489,25 @@ mod tests {
     }
 
     #[test]
-    fn wrong_key_is_refused_except_for_reject() {
+    fn wrong_key_is_refused_except_for_the_reject_that_says_so() {
         for m in all() {
             let r = Message::decode(&m.encode(b"secret-key"), b"other-key");
-            if matches!(m.body, Body::Reject { .. }) {
+            if matches!(m.body, Body::Reject { reason: RejectReason::AuthFailed, .. }) {
                 assert!(r.is_ok());
             } else {
-                assert_eq!(r, Err(DecodeError::BadTag));
+                assert_eq!(r, Err(DecodeError::BadTag), "{m:?}");
             }
         }
+        // A forged "unknown connection" would make a client drop its connection.
+        let forged =
+            Message { token: 1, subflow_id: 0, body: Body::Reject { reason: RejectReason::UnknownToken, nonce_c: 7 } };
+        assert_eq!(Message::decode(&forged.encode(b"other-key"), b"secret-key"), Err(DecodeError::BadTag));
+    }
+
+    #[test]
+    fn an_mtu_probe_is_as_long_as_it_says() {
+        let m = Message { token: 1, subflow_id: 0, body: Body::MtuProbe { round: 1, size: 1400, pad: 100 } };
+        assert_eq!(m.encode(b"k").len(), MTU_PROBE_LEN + 100);
     }
 
     #[test]

@@ -98,6 +98,16 @@ impl Net {
         self.handle.link().set(index).up().execute().await.context("cannot set the bond device up")
     }
 
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(index)
+            .mtu(mtu)
+            .execute()
+            .await
+            .with_context(|| format!("cannot set the MTU of device #{index} to {mtu}"))
+    }
+
     pub async fn delete_link(&self, index: u32) -> Result<()> {
         self.handle.link().del(index).execute().await.context("cannot delete device")
     }

@@ -24,6 +24,7 @@ pub fn bind_control_socket(iface: &str, local: SocketAddr) -> Result<Arc<UdpSock
     s.bind_device(Some(iface.as_bytes()))
         .with_context(|| format!("cannot bind a control socket to interface {iface}"))?;
     s.bind(&local.into()).with_context(|| format!("cannot bind a control socket to {local} on {iface}"))?;
+    set_mtu_probe(&s, local.is_ipv6())?;
     s.set_nonblocking(true)?;
     let s = UdpSocket::from_std(s.into()).context("cannot register the control socket")?;
     Ok(Arc::new(s))
@@ -34,6 +35,32 @@ pub fn bind_control_socket(iface: &str, local: SocketAddr) -> Result<Arc<UdpSock
 pub fn wire_overhead(ipv6: bool) -> usize {
     use mptcp_common::wire::{ETH_HLEN, IPV4_HLEN, IPV6_HLEN, UDP_HLEN};
     UDP_HLEN + ETH_HLEN + if ipv6 { IPV6_HLEN } else { IPV4_HLEN }
+}
+
+/// Send with don't-fragment and never fragment locally, whatever path MTU
+/// the kernel has cached: the path MTU search probes sizes itself
+/// (IP_PMTUDISC_PROBE), and a control message must not be split on the way.
+fn set_mtu_probe(s: &socket2::Socket, ipv6: bool) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_PROBE)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE)
+    };
+    // SAFETY: setsockopt with an int option value on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot set IP_MTU_DISCOVER on the control socket");
+    }
+    Ok(())
 }
 
 /// A datagram received on one of the controller's sockets.

@@ -77,8 +77,22 @@ fn loosen_rp_filter(uplinks: &[String]) {
     }
 }
 
+/// The bond's MTU as planned from the local uplinks (and the config), and
+/// the largest packet an uplink takes: what path MTU discovery starts from
+/// and never exceeds.
+#[derive(Clone, Copy, Debug)]
+pub struct MtuPlan {
+    pub bond: u32,
+    pub uplink: u32,
+}
+
 /// Build (or adopt) the data path. `created` tells the caller what to undo.
-async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool) -> Result<(DataPathMaps, bool)> {
+async fn bring_up(
+    cfg: &Config,
+    net: &Net,
+    opts: &UpOptions,
+    created: &mut bool,
+) -> Result<(DataPathMaps, bool, MtuPlan)> {
     let (uplinks, mtu, uplink_mtu) = plan_links(cfg, net).await?;
     let dir = pin_dir(&cfg.instance);
     let adopting = dir.exists();
@@ -133,7 +147,7 @@ async fn bring_up(cfg: &Config, net: &Net, opts: &UpOptions, created: &mut bool)
         runtime,
     }
     .store(&cfg.instance)?;
-    Ok((maps, adopting))
+    Ok((maps, adopting, MtuPlan { bond: mtu, uplink: uplink_mtu }))
 }
 
 /// The previous controller's runtime changes that still apply to this
@@ -179,7 +193,7 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
     }
     let net = Net::new()?;
     let mut created = false;
-    let (maps, adopting) = match bring_up(&cfg, &net, &opts, &mut created).await {
+    let (maps, adopting, mtu) = match bring_up(&cfg, &net, &opts, &mut created).await {
         Ok(v) => v,
         Err(e) => {
             if created || !pin_dir(&cfg.instance).join("link-egress").exists() {
@@ -188,7 +202,7 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
             return Err(e);
         }
     };
-    let result = run_role(&cfg, maps, &net, &opts).await;
+    let result = run_role(&cfg, maps, mtu, &net, &opts).await;
     match result {
         Ok((Exit::Teardown, maps)) => {
             drop(maps);
@@ -215,7 +229,13 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
 }
 
 /// Build the role on the data path and run it on the event loop.
-async fn run_role(cfg: &Config, maps: DataPathMaps, net: &Net, opts: &UpOptions) -> Result<(Exit, DataPathMaps)> {
+async fn run_role(
+    cfg: &Config,
+    maps: DataPathMaps,
+    mtu: MtuPlan,
+    net: &Net,
+    opts: &UpOptions,
+) -> Result<(Exit, DataPathMaps)> {
     let bond_index = net.link(&cfg.bond.name).await?.context("the bond device vanished during start")?.index;
     let lc = LoopConfig {
         instance: cfg.instance.clone(),
@@ -227,7 +247,7 @@ async fn run_role(cfg: &Config, maps: DataPathMaps, net: &Net, opts: &UpOptions)
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     match cfg.role {
         Role::Client => {
-            let c = Client::new(cfg.clone(), maps, Net::new()?, tx, opts.connect_timeout).await?;
+            let c = Client::new(cfg.clone(), maps, Net::new()?, tx, opts.connect_timeout, mtu).await?;
             daemon::run(c, rx, lc).await
         }
         Role::Concentrator => {

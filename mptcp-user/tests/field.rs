@@ -418,3 +418,60 @@ fn a_raw_ip_uplink_carries_tcp_udp_and_icmp() -> Result<()> {
     assert!(sub(&s, 0).rx_packets > 100, "the return traffic (echo replies, ACKs) came in on the raw-IP uplink: {s}");
     Ok(())
 }
+
+/// The bond device's MTU in `ns`.
+fn device_mtu(ns: &Netns, dev: &str) -> Result<u32> {
+    Ok(ns.sh(&format!("cat /sys/class/net/{dev}/mtu"))?.trim().parse()?)
+}
+
+/// Wait (20 s) until the client's bond MTU is `want`.
+fn wait_bond_mtu(ns: &Netns, want: u32) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let mtu = device_mtu(ns, "mpb")?;
+        if mtu == want {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("the bond MTU stayed {mtu}, {want} expected");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One path crosses a 1400-byte hop its endpoints cannot see (their own
+/// links say 1500; the router's ICMP is not needed). The client finds the
+/// path's MTU with padded probes, the bond's MTU follows it, and full-size
+/// TCP crosses without stalling. When the other path's MTU then drops
+/// mid-transfer, that is found too and the transfer completes.
+#[test]
+fn path_mtu_is_found_with_padded_probes_and_the_bond_follows_it() -> Result<()> {
+    let bed = Testbed::with_nat(1, 2)?;
+    bed.set_hop_mtu(0, 0, 1400)?;
+    let conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let client = start_client_config(&bed, 0, &both_paths_config())?;
+    // 1400 less the IPv4 encapsulation (48 bytes).
+    let found = wait_bond_mtu(cl, 1352)?;
+    eprintln!("bond MTU 1352 {found:?} after the subflows were up");
+    assert!(client.output().contains("path MTU"), "{}", client.output());
+    let t = tcp_bulk(&bed.server, cl, server(5001), 8 << 20, Duration::from_secs(30))?;
+    eprintln!("8 MiB with a 1400-byte hop in {:?}", t.duration);
+
+    // The other path's MTU drops under a transfer: a confirmation misses, a
+    // search finds the new size, the bond follows.
+    std::thread::scope(|sc| -> Result<()> {
+        let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5002), 16 << 20, Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(500));
+        bed.set_hop_mtu(0, 1, 1380)?;
+        let found = wait_bond_mtu(cl, 1332)?;
+        eprintln!("a drop to 1380 found after {found:?}");
+        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))??;
+        eprintln!("16 MiB across the MTU drop in {:?}", t.duration);
+        Ok(())
+    })?;
+    let s = client.status(cl)?;
+    assert_eq!(s.subflows_up(), 2, "{s}");
+    let _ = conc;
+    Ok(())
+}

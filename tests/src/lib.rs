@@ -337,6 +337,17 @@ impl Testbed {
         Ok(())
     }
 
+    /// The hop between client c's router and the concentrator on uplink k
+    /// carries at most `mtu` bytes (both ends of that link), as a PPPoE line,
+    /// a DS-Lite tunnel or an LTE network does: the client's own uplink
+    /// still says 1500. Packets larger than that are dropped there (the
+    /// router sends ICMP, which the bond must not need).
+    pub fn set_hop_mtu(&self, c: usize, k: usize, mtu: u32) -> Result<()> {
+        self.routers[c].sh(&format!("ip link set p{k} mtu {mtu}"))?;
+        self.conc.sh(&format!("ip link set {} mtu {mtu}", Self::conc_dev(c, k)))?;
+        Ok(())
+    }
+
     /// Client c's address on uplink k (private behind a NAT router).
     pub fn client_addr(&self, c: usize, k: usize) -> IpAddr {
         let n = c * 16 + k + 1;

@@ -1,0 +1,210 @@
+//! A path's MTU, found and kept with padded probes (after DPLPMTUD, RFC 8899):
+//! no ICMP needed, which NATs, firewalls and carriers drop.
+//!
+//! A full round sends one authenticated, don't-fragment probe of each
+//! candidate size (the whole outer IP packet) at once; the concentrator
+//! answers each it receives, and when the round's time is up the path's MTU
+//! is the largest size answered. A confirming round (the current size only)
+//! follows every [`CONFIRM_US`], a full one every [`SEARCH_US`] and
+//! [`RETRY_US`] after any round that missed, so a path whose MTU drops is
+//! found within a confirmation interval and a second. A larger size is taken
+//! at once; a smaller one only when two rounds in a row missed the current
+//! one, so one lost probe does not shrink the bond. Pure: the client sends
+//! what [`Pmtu::due`] asks for and feeds back answers and time.
+
+/// Outer packet sizes tried below the uplink's own MTU, largest first
+/// (Ethernet, PPPoE, DS-Lite and common LTE and tunnel MTUs), down to IPv6's
+/// minimum.
+pub const CANDIDATES: [u32; 12] = [1500, 1492, 1480, 1472, 1460, 1450, 1440, 1420, 1400, 1380, 1350, 1280];
+pub const CONFIRM_US: u64 = 10_000_000;
+pub const SEARCH_US: u64 = 60_000_000;
+pub const RETRY_US: u64 = 1_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pmtu {
+    /// The local uplink's MTU: nothing larger is tried.
+    max: u32,
+    /// The path's MTU, once a round has found one.
+    mtu: Option<u32>,
+    round: Option<Round>,
+    rounds: u32,
+    next_us: u64,
+    searched_us: Option<u64>,
+    /// Rounds in a row that did not answer the current size.
+    misses: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Round {
+    id: u32,
+    full: bool,
+    started_us: u64,
+    largest: u32,
+}
+
+impl Pmtu {
+    /// A path whose uplink carries at most `max` bytes; a full round is due at once.
+    pub fn new(max: u32) -> Pmtu {
+        Pmtu { max, mtu: None, round: None, rounds: 0, next_us: 0, searched_us: None, misses: 0 }
+    }
+
+    /// The path's MTU, once known.
+    pub fn mtu(&self) -> Option<u32> {
+        self.mtu
+    }
+
+    /// The sizes to probe now, with the round's id, if a round is due.
+    pub fn due(&mut self, now_us: u64) -> Option<(u32, Vec<u32>)> {
+        if self.round.is_some() || now_us < self.next_us {
+            return None;
+        }
+        let full = self.mtu.is_none()
+            || self.misses > 0
+            || self.searched_us.is_none_or(|t| now_us.saturating_sub(t) >= SEARCH_US);
+        let sizes: Vec<u32> = match (full, self.mtu) {
+            (false, Some(m)) => vec![m],
+            _ => {
+                self.searched_us = Some(now_us);
+                let mut s: Vec<u32> =
+                    std::iter::once(self.max).chain(CANDIDATES.iter().copied().filter(|&c| c < self.max)).collect();
+                s.dedup();
+                s
+            }
+        };
+        self.rounds = self.rounds.wrapping_add(1);
+        self.round = Some(Round { id: self.rounds, full, started_us: now_us, largest: 0 });
+        Some((self.rounds, sizes))
+    }
+
+    /// The concentrator answered the probe of `size` in round `id`.
+    pub fn on_answer(&mut self, id: u32, size: u32) {
+        if let Some(r) = &mut self.round {
+            if r.id == id && size <= self.max {
+                r.largest = r.largest.max(size);
+            }
+        }
+    }
+
+    /// Time passes: a round whose answers had `wait_us` to come is concluded.
+    /// Returns the path's MTU when it changed.
+    pub fn on_tick(&mut self, now_us: u64, wait_us: u64) -> Option<u32> {
+        let r = self.round.as_ref()?;
+        if now_us.saturating_sub(r.started_us) < wait_us {
+            return None;
+        }
+        let r = self.round.take()?;
+        let before = self.mtu;
+        match self.mtu {
+            // Nothing answered at all: the path is down or lossy, not smaller.
+            _ if r.largest == 0 => self.misses += 1,
+            None => self.mtu = Some(r.largest),
+            Some(m) if r.largest >= m => {
+                self.misses = 0;
+                if r.full {
+                    self.mtu = Some(r.largest);
+                }
+            }
+            Some(_) if !r.full => self.misses += 1,
+            Some(_) => {
+                self.misses += 1;
+                if self.misses >= 2 {
+                    self.mtu = Some(r.largest);
+                    self.misses = 0;
+                }
+            }
+        }
+        self.next_us = now_us + if self.misses > 0 { RETRY_US } else { CONFIRM_US };
+        (self.mtu != before).then_some(self.mtu).flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: u64 = 300_000;
+
+    /// One round at `now`: the path answers every probe up to `path_mtu`
+    /// (0: nothing). The sizes probed, and the MTU if it changed.
+    fn round(p: &mut Pmtu, now: u64, path_mtu: u32) -> (Vec<u32>, Option<u32>) {
+        let (id, sizes) = p.due(now).expect("a round is due");
+        for &s in &sizes {
+            if s <= path_mtu {
+                p.on_answer(id, s);
+            }
+        }
+        assert_eq!(p.on_tick(now + WAIT - 1, WAIT), None, "answers have until the wait is over");
+        (sizes, p.on_tick(now + WAIT, WAIT))
+    }
+
+    #[test]
+    fn the_first_round_finds_the_largest_size_that_crosses() {
+        let mut p = Pmtu::new(1500);
+        assert_eq!(p.mtu(), None);
+        let (sizes, found) = round(&mut p, 0, 1400);
+        assert_eq!(sizes[..3], [1500, 1492, 1480], "largest first, from the uplink's MTU");
+        assert_eq!(*sizes.last().unwrap(), 1280);
+        assert_eq!(found, Some(1400));
+        // An uplink MTU that is no candidate is tried first.
+        let mut p = Pmtu::new(1436);
+        let (sizes, found) = round(&mut p, 0, 1500);
+        assert_eq!((sizes[0], sizes[1], found), (1436, 1420, Some(1436)));
+    }
+
+    #[test]
+    fn confirmations_keep_it_and_a_drop_is_found_after_two_misses() {
+        let mut p = Pmtu::new(1500);
+        round(&mut p, 0, 1500);
+        assert_eq!(p.due(WAIT + 1), None, "not before the confirmation interval");
+        let t = WAIT + CONFIRM_US;
+        assert_eq!(round(&mut p, t, 1500), (vec![1500], None), "a confirmation probes the current size only");
+        // The path's MTU drops to 1400: the confirmation misses, a full round
+        // follows a second later, still one miss; the second full round lowers it.
+        let t = t + WAIT + CONFIRM_US;
+        assert_eq!(round(&mut p, t, 1400), (vec![1500], None));
+        let t = t + WAIT + RETRY_US;
+        let (sizes, found) = round(&mut p, t, 1400);
+        assert_eq!((sizes.len() > 1, found), (true, Some(1400)));
+        assert_eq!(p.mtu(), Some(1400));
+    }
+
+    #[test]
+    fn one_lost_probe_does_not_shrink_it_and_silence_changes_nothing() {
+        let mut p = Pmtu::new(1500);
+        round(&mut p, 0, 1500);
+        let t = WAIT + CONFIRM_US;
+        assert_eq!(round(&mut p, t, 1400).1, None, "one miss");
+        let t = t + WAIT + RETRY_US;
+        assert_eq!(round(&mut p, t, 1500).1, None, "answered again: kept");
+        assert_eq!(p.mtu(), Some(1500));
+        // A path that answers nothing (down) keeps its MTU, and is retried soon.
+        let t = t + WAIT + CONFIRM_US;
+        for k in 0..5 {
+            assert_eq!(round(&mut p, t + k * (WAIT + RETRY_US), 0).1, None);
+        }
+        assert_eq!(p.mtu(), Some(1500));
+    }
+
+    #[test]
+    fn a_larger_mtu_is_taken_at_the_next_full_round_and_stale_answers_are_ignored() {
+        let mut p = Pmtu::new(1500);
+        assert_eq!(round(&mut p, 0, 1400).1, Some(1400));
+        // Confirmations only probe 1400; the full round after SEARCH_US finds 1500.
+        let mut t = WAIT;
+        loop {
+            t += CONFIRM_US;
+            let (sizes, found) = round(&mut p, t, 1500);
+            if sizes.len() > 1 {
+                assert_eq!(found, Some(1500));
+                break;
+            }
+            t += WAIT;
+            assert!(t < 2 * SEARCH_US, "no full round came");
+        }
+        // An answer from another round counts for nothing.
+        let (id, _) = p.due(t + WAIT + CONFIRM_US).unwrap();
+        p.on_answer(id.wrapping_sub(1), 1500);
+        assert_eq!(p.on_tick(t + 2 * WAIT + CONFIRM_US, WAIT), None);
+        assert_eq!(p.mtu(), Some(1500), "a missed confirmation alone changes nothing");
+    }
+}
