@@ -231,9 +231,8 @@ fn controller_restart_mid_transfer_loses_nothing() -> Result<()> {
     let cl = &bed.clients[0];
     let mut client = start_client(&bed, 0, &[])?;
     let token = client.status(cl)?.token();
-    std::thread::scope(|sc| -> Result<()> {
-        let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 16 << 20, Duration::from_secs(90)));
-        std::thread::sleep(Duration::from_millis(1000));
+    let times = (Duration::from_millis(1000), Duration::from_secs(90));
+    let ((), t) = transfer_across(&bed, cl, 5001, 16 << 20, times, || {
         // SIGTERM: the controller exits and leaves the data path forwarding.
         client.proc().signal(Signal::SIGTERM)?;
         let st = client.proc().wait_timeout(Duration::from_secs(5))?.context("controller did not exit on SIGTERM")?;
@@ -243,11 +242,9 @@ fn controller_restart_mid_transfer_loses_nothing() -> Result<()> {
         let mut cmd = cl.command(BIN);
         cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, PSK, &[]));
         client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-2", client.name)))?);
-        client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))?;
-        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))??;
-        eprintln!("16 MiB across a controller restart: {:?}", t.duration);
-        Ok(())
+        client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))
     })?;
+    eprintln!("16 MiB across a controller restart: {:?}", t.duration);
     assert!(client.output().contains("adopt"), "the restarted controller adopted the data path:\n{}", client.output());
     assert_eq!(client.status(cl)?.token(), token, "same connection after the restart");
     Ok(())

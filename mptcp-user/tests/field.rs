@@ -36,9 +36,8 @@ fn a_concentrator_restart_without_state_is_survived_by_a_transfer() -> Result<()
     let cl = &bed.clients[0];
     let client = start_client(&bed, 0, &[])?;
     let token = client.status(cl)?.token().context("no connection")?;
-    std::thread::scope(|sc| -> Result<()> {
-        let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 16 << 20, Duration::from_secs(90)));
-        std::thread::sleep(Duration::from_millis(1000));
+    let times = (Duration::from_millis(1000), Duration::from_secs(90));
+    let (reconnected, t) = transfer_across(&bed, cl, 5001, 16 << 20, times, || {
         conc.proc().signal(Signal::SIGINT)?;
         let st = conc.proc().wait_timeout(Duration::from_secs(5))?.context("concentrator did not exit")?;
         assert!(st.success(), "{}", conc.output());
@@ -50,11 +49,10 @@ fn a_concentrator_restart_without_state_is_survived_by_a_transfer() -> Result<()
         let serving = Instant::now();
         wait_status(&client, cl, "the client reconnected", |s| s.token().is_some_and(|t| t != token))?;
         wait_subflows(&client, cl, 2)?;
-        eprintln!("reconnected {:?} after the new concentrator served", serving.elapsed());
-        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))??;
-        eprintln!("16 MiB across a concentrator restart without state: {:?}", t.duration);
-        Ok(())
+        Ok(serving.elapsed())
     })?;
+    eprintln!("reconnected {reconnected:?} after the new concentrator served");
+    eprintln!("16 MiB across a concentrator restart without state: {:?}", t.duration);
     let s = client.status(cl)?;
     assert!(s.control(ControlCounter::Rejoins) >= 1, "{s}");
     assert!(client.output().contains("no longer knows our connection"), "{}", client.output());
@@ -295,9 +293,8 @@ fn a_transfer_survives_a_nat_rebinding_of_one_path() -> Result<()> {
     let (old0, old1) = (seen_from(&conc, &bed.conc, 0)?, seen_from(&conc, &bed.conc, 1)?);
     let new_ports = 20000..=29999u16;
     assert!(!new_ports.contains(&old0.port()), "masquerade kept the port: {old0}");
-    std::thread::scope(|sc| -> Result<()> {
-        let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5001), 16 << 20, Duration::from_secs(90)));
-        std::thread::sleep(Duration::from_millis(1000));
+    let times = (Duration::from_millis(1000), Duration::from_secs(90));
+    let (moved, t) = transfer_across(&bed, cl, 5001, 16 << 20, times, || {
         let rebound = Instant::now();
         bed.set_nat(0, Some((0, new_ports.clone())))?;
         wait_status(&conc, &bed.conc, "subflow 0 moved to its new public port", |s| {
@@ -306,11 +303,10 @@ fn a_transfer_survives_a_nat_rebinding_of_one_path() -> Result<()> {
                     && f.state == mptcp_user::status::SubflowState::Up
             })
         })?;
-        eprintln!("subflow 0 carried by its new NAT mapping {:?} after the rebinding", rebound.elapsed());
-        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))??;
-        eprintln!("16 MiB across a NAT rebinding: {:?}", t.duration);
-        Ok(())
+        Ok(rebound.elapsed())
     })?;
+    eprintln!("subflow 0 carried by its new NAT mapping {moved:?} after the rebinding");
+    eprintln!("16 MiB across a NAT rebinding: {:?}", t.duration);
     assert!(conc.output().contains("subflow moved to a new address and port"), "{}", conc.output());
     assert_eq!(seen_from(&conc, &bed.conc, 1)?, old1, "the other path kept its mapping");
     let s = client.status(cl)?;
@@ -460,16 +456,12 @@ fn path_mtu_is_found_with_padded_probes_and_the_bond_follows_it() -> Result<()> 
 
     // The other path's MTU drops under a transfer: a confirmation misses, a
     // search finds the new size, the bond follows.
-    std::thread::scope(|sc| -> Result<()> {
-        let h = sc.spawn(|| tcp_bulk(&bed.server, cl, server(5002), 16 << 20, Duration::from_secs(60)));
-        std::thread::sleep(Duration::from_millis(500));
+    let times = (Duration::from_millis(500), Duration::from_secs(60));
+    let (found, t) = transfer_across(&bed, cl, 5002, 16 << 20, times, || {
         bed.set_hop_mtu(0, 1, 1380)?;
-        let found = wait_bond_mtu(cl, 1332)?;
-        eprintln!("a drop to 1380 found after {found:?}");
-        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))??;
-        eprintln!("16 MiB across the MTU drop in {:?}", t.duration);
-        Ok(())
+        wait_bond_mtu(cl, 1332)
     })?;
+    eprintln!("a drop to 1380 found after {found:?}; 16 MiB across it in {:?}", t.duration);
     let s = client.status(cl)?;
     assert_eq!(s.subflows_up(), 2, "{s}");
     let _ = conc;

@@ -178,3 +178,24 @@ pub fn cli(inst: &Instance, ns: &Netns, args: &[&str]) -> Result<(bool, String)>
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), text))
 }
+
+/// A TCP transfer of `len` bytes from `client` to the server's `port`
+/// (content checked, `timeout`), with `event` run `after` into it: what the
+/// event returned, and the transfer. The transfer is waited for even when the
+/// event fails.
+pub fn transfer_across<T: Send>(
+    bed: &Testbed,
+    client: &Netns,
+    port: u16,
+    len: usize,
+    (after, timeout): (Duration, Duration),
+    event: impl FnOnce() -> Result<T>,
+) -> Result<(T, mptcp_testbed::Transfer)> {
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| mptcp_testbed::tcp_bulk(&bed.server, client, server(port), len, timeout));
+        std::thread::sleep(after);
+        let happened = event();
+        let t = h.join().map_err(|_| anyhow::anyhow!("transfer thread panicked"))?;
+        Ok((happened?, t?))
+    })
+}
