@@ -581,7 +581,9 @@ fn path_set_changes_hints_on_both_ends_at_runtime() -> Result<()> {
     assert!(ok, "{out}");
     let s = client.status(cl)?;
     let sub0 = sub(&s, 0);
-    assert!(!sub0.backup && sub0.weight == 5 && sub0.rate_mbit == 50.0, "{s}");
+    // The rate the scheduler paces at: the hint less the controller's own
+    // probes on the path (a few hundredths of a Mbit/s).
+    assert!(!sub0.backup && sub0.weight == 5 && (49.9..=50.0).contains(&sub0.rate_mbit), "{s}");
     wait_status(&conc, &bed.conc, "the concentrator did not get the second hint", |s| {
         s.subflow(0).is_some_and(|k| !k.backup && k.weight == 5)
     })?;
@@ -660,7 +662,8 @@ fn a_path_without_a_rate_hint_is_estimated_from_feedback() -> Result<()> {
     let _flood = Proc::spawn(flood, log_path(&format!("{}-iperf-c", client.name)))?;
     let rate = |s: &Status, i: u32| s.subflow(i).map_or(0.0, |f| f.rate_mbit);
     wait_status(&client, cl, "path 0 estimated near its 8 Mbit/s", |s| (6.0..=9.0).contains(&rate(s, 0)))?;
-    wait_status(&client, cl, "path 1 estimated, capped at 2 Mbit/s", |s| rate(s, 1) == 2.0)?;
+    // At the cap, less what the probes take.
+    wait_status(&client, cl, "path 1 estimated, capped at 2 Mbit/s", |s| (1.9..=2.0).contains(&rate(s, 1)))?;
     Ok(())
 }
 
