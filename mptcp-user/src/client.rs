@@ -499,9 +499,13 @@ impl Client {
             if send {
                 p.probe_interval_ms = if busy { active } else { probe.interval_ms };
             }
+            // Given up after `down_after` intervals (and one for the answer's
+            // way back) without an answer, or the path's RTO if that is
+            // longer: a long round trip is not a loss.
             let rtt = p.monitor.rtt;
-            let timeout_us = (rtt.srtt_us as u64 + 4 * rtt.rttvar_us as u64).max(1_000);
-            let silence = Silence { down_after: probe.down_after, timeout_us };
+            let rto_us = rtt.srtt_us as u64 + 4 * rtt.rttvar_us as u64;
+            let intervals_us = (probe.down_after as u64 + 1) * p.probe_interval_ms * 1000;
+            let silence = Silence { limit_us: intervals_us.max(rto_us) };
             self.event(i, Event::ProbeTick { now_us: now, send, silence }).await?;
         }
         self.path_mtu_tick(now).await
@@ -632,7 +636,7 @@ impl Client {
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
                 p.monitor.on_report(now, rx, sent, p.remote.is_ipv6());
                 let measured = p.monitor.measurements();
-                self.event(i, Event::ProbeAnswered).await?;
+                self.event(i, Event::ProbeAnswered { now_us: now }).await?;
                 self.maps.bump(ControlCounter::ProbesAnswered);
                 // A down subflow is used again only once the state machine
                 // says it is back (a few answers in a row).

@@ -125,7 +125,25 @@ pub(crate) async fn run<R: Role>(
         let kind = input.kind();
         let result = match input {
             Input::Peer(m) => role.on_peer(m).await,
-            Input::Tick => role.on_tick().await,
+            Input::Tick => {
+                // Messages that arrived before the tick are heard first: the
+                // tick judges silence, and a probe answer waiting in the
+                // queue is not silence. Bounded, so a flood cannot hold
+                // the tick off.
+                for _ in 0..PEERS_BEFORE_TICK {
+                    let Ok(m) = inbound.try_recv() else { break };
+                    if let Err(e) = role.on_peer(m).await {
+                        match e {
+                            EventError::Fatal(e) => return Err(e),
+                            EventError::Failed(e) => {
+                                role.maps().bump(ControlCounter::EventErrors);
+                                errors.report("peer message", &e);
+                            }
+                        }
+                    }
+                }
+                role.on_tick().await
+            }
             Input::Net(ev) => role.on_net(ev).await,
             Input::Local(local::LocalRequest { request, reply }) => {
                 let r = match request {
@@ -156,6 +174,9 @@ pub(crate) async fn run<R: Role>(
         }
     }
 }
+
+/// Peer messages handled ahead of a tick, at most.
+const PEERS_BEFORE_TICK: usize = 256;
 
 /// Logs handler errors, at most `BURST` lines per `WINDOW`, and says how many
 /// it left out: a flood of bad input must not become a flood of log lines.

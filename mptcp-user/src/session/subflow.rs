@@ -6,7 +6,7 @@
 //!            Start              CHALLENGE ok             ACCEPT ok
 //!   Idle ───────────▶ Hello ───────────────▶ Proof ───────────────▶ Up ◀──┐
 //!    ▲  ◀── REJECT / expired ──┘     ◀── REJECT / expired ──┘       │     │ probe answered
-//!    │                        down_after probes unanswered past the RTO ┐
+//!    │       no answer for down_after intervals (or the RTO, if longer) ┐
 //!    │                          or carrier lost;  UP_AFTER answers back ┘
 //!    └──────────────────── Lost (from any state) ◀────────────────── Down ┘
 //!    ▲                                                              │
@@ -56,10 +56,9 @@ pub struct Proof {
 /// Probe bookkeeping of an established subflow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Liveness {
-    /// Probes sent since the last answer...
-    pub unanswered: u32,
-    /// ...the first of them at this time.
-    pub unanswered_since_us: u64,
+    /// When a probe was last answered (0: not yet; the first tick starts
+    /// the clock).
+    pub heard_us: u64,
     /// Down: answers since it went down (or last fell silent again). It comes
     /// back up after [`UP_AFTER`] of them, so a path that flickers does not
     /// take traffic on every flicker.
@@ -69,13 +68,14 @@ pub struct Liveness {
 /// Answers in a row that bring a down subflow back up.
 pub const UP_AFTER: u32 = 3;
 
-/// When a subflow is given up: `down_after` probes in a row unanswered, the
-/// first of them older than `timeout_us` (the path's retransmission timeout,
-/// so a long round trip is not taken for a loss).
+/// How long a subflow may go without an answer before it is given up: the
+/// client makes it `down_after` probe intervals, or the path's
+/// retransmission timeout if longer, so a long round trip is not taken for a
+/// loss. Counted from the last answer, not from a probe sent: answers that
+/// trail a growing queue keep coming, only later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Silence {
-    pub down_after: u32,
-    pub timeout_us: u64,
+    pub limit_us: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +121,9 @@ pub enum Event {
         send: bool,
         silence: Silence,
     },
-    ProbeAnswered,
+    ProbeAnswered {
+        now_us: u64,
+    },
     /// The concentrator answered one of our probes: it does not know the
     /// connection (it restarted without its state; `connection`) or this
     /// subflow from our address and port (our NAT mapping changed). The
@@ -263,17 +265,10 @@ pub fn step(state: State, event: Event) -> (State, Vec<Action>) {
         }
 
         (S::Up(l) | S::Down(l), E::ProbeTick { now_us, send, silence }) => {
-            let silent =
-                l.unanswered >= silence.down_after && now_us.saturating_sub(l.unanswered_since_us) > silence.timeout_us;
-            let mut next = l;
-            let mut actions = Vec::new();
-            if send {
-                if next.unanswered == 0 {
-                    next.unanswered_since_us = now_us;
-                }
-                next.unanswered += 1;
-                actions.push(A::SendProbe);
-            }
+            let heard_us = if l.heard_us == 0 { now_us } else { l.heard_us };
+            let silent = now_us.saturating_sub(heard_us) > silence.limit_us;
+            let next = Liveness { heard_us, ..l };
+            let mut actions = if send { vec![A::SendProbe] } else { vec![] };
             match state {
                 S::Up(_) if silent => {
                     actions.insert(0, A::WentDown { why: "probes unanswered" });
@@ -285,8 +280,8 @@ pub fn step(state: State, event: Event) -> (State, Vec<Action>) {
             }
         }
 
-        (S::Up(l) | S::Down(l), E::ProbeAnswered) => {
-            let heard = Liveness { unanswered: 0, answers: l.answers + 1, ..l };
+        (S::Up(l) | S::Down(l), E::ProbeAnswered { now_us }) => {
+            let heard = Liveness { heard_us: now_us, answers: l.answers + 1 };
             match state {
                 S::Up(_) => (S::Up(Liveness { answers: 0, ..heard }), vec![]),
                 _ if heard.answers >= UP_AFTER => (S::Up(Liveness { answers: 0, ..heard }), vec![A::CameUp]),
@@ -422,12 +417,7 @@ mod tests {
                 hello,
                 vec![],
             ),
-            (
-                "probe answers before it is established",
-                vec![start(false, 0), E::ProbeAnswered, tick(2, true)],
-                hello,
-                vec![],
-            ),
+            ("probe answers before it is established", vec![start(false, 0), answer(1), tick(2, true)], hello, vec![]),
         ];
         for (what, events, want_state, want_actions) in table {
             let (s, actions) = run(State::Idle, &events);
@@ -469,14 +459,18 @@ mod tests {
         assert_eq!(s, State::Hello(Hello { join: false, nonce_c: 5, key_c: 6, sent_us: 9 }));
     }
 
-    /// A probe tick at `at_ms` (down after 3 unanswered, the first older than 100 ms).
-    fn tick(at_ms: u64, send: bool) -> Event {
-        E::ProbeTick { now_us: at_ms * 1000, send, silence: Silence { down_after: 3, timeout_us: 100_000 } }
+    /// The monotonic clock in µs at `at_ms` into a test (never 0, as in life).
+    fn at(at_ms: u64) -> u64 {
+        (1_000 + at_ms) * 1000
     }
 
-    /// An answer; `_at_ms` only keeps the tables' timelines readable.
-    fn answer(_at_ms: u64) -> Event {
-        E::ProbeAnswered
+    /// A probe tick at `at_ms`, a probe sent if `send`, down after 150 ms without an answer.
+    fn tick(at_ms: u64, send: bool) -> Event {
+        E::ProbeTick { now_us: at(at_ms), send, silence: Silence { limit_us: 150_000 } }
+    }
+
+    fn answer(at_ms: u64) -> Event {
+        E::ProbeAnswered { now_us: at(at_ms) }
     }
 
     fn went_down(a: &[Action]) -> bool {
@@ -484,55 +478,52 @@ mod tests {
     }
 
     #[test]
-    fn probes_unanswered_past_the_timeout_take_it_down() {
-        // Probes every 50 ms from 0: three unanswered, the first 100 ms old,
-        // is not yet enough (not older than the timeout)...
-        let (s, a) = run(up(), &[tick(0, true), tick(50, true), tick(100, true)]);
+    fn a_silence_past_the_limit_takes_it_down() {
+        // Probes every 50 ms; the last answer at 10 ms. 140 ms later it is
+        // still up, 190 ms later it is down.
+        let (s, a) = run(up(), &[tick(0, true), answer(10), tick(50, true), tick(100, true), tick(150, true)]);
         assert!(s.up() && !went_down(&a), "{s:?} {a:?}");
-        // ...past it, it is.
-        let (s, a) = run(up(), &[tick(0, true), tick(50, true), tick(100, true), tick(101, false)]);
+        let (s, a) = run(s, &[tick(200, true)]);
         assert!(!s.up() && went_down(&a), "{s:?} {a:?}");
-        assert_eq!(a.iter().filter(|a| **a == A::SendProbe).count(), 3);
-        // A long round trip: answers trail the probes by 300 ms but keep
-        // coming. Its timeout (its RTO, 400 ms) is what tells.
-        let slow = |at_ms: u64| E::ProbeTick {
-            now_us: at_ms * 1000,
-            send: true,
-            silence: Silence { down_after: 3, timeout_us: 400_000 },
-        };
-        let mut events = Vec::new();
-        for t in (0..1000).step_by(50) {
-            events.push(slow(t));
-            if t >= 300 {
-                events.push(answer(t));
-            }
-        }
-        let (s, a) = run(up(), &events);
-        assert!(!went_down(&a), "a slow path is not a dead one: {s:?}");
-        // Probes sent rarely (an idle path): three of them, however long it takes.
-        let (s, _) = run(up(), &[tick(0, true), tick(200, false), tick(400, true)]);
-        assert!(s.up(), "two unanswered probes are not three: {s:?}");
-        // Not sending is not silence: an answer, then ticks without probes.
-        let (s, _) = run(up(), &[tick(0, true), answer(5), tick(500, false), tick(1000, false)]);
+        // The clock starts at the first tick, not at 0.
+        let (s, _) = run(up(), &[tick(5_000, true), tick(5_100, true)]);
         assert!(s.up(), "{s:?}");
+        // Answers that trail a growing queue keep it up: late, not missing.
+        // Probe k goes out at 50k ms and its round trip grows by 5 ms a probe.
+        let mut timeline: Vec<(u64, Event)> = Vec::new();
+        for k in 0..40 {
+            timeline.push((50 * k, tick(50 * k, true)));
+            timeline.push((50 * k + 100 + 5 * k, answer(50 * k + 100 + 5 * k)));
+        }
+        timeline.sort_by_key(|(t, _)| *t);
+        let events: Vec<Event> = timeline.into_iter().map(|(_, e)| e).collect();
+        let (s, a) = run(up(), &events);
+        assert!(s.up() && !went_down(&a), "{s:?}");
+        // A long round trip: the first answer comes after 300 ms. Its limit
+        // (its RTO, 400 ms) lets it; 150 ms would not.
+        let slow = |at_ms: u64| E::ProbeTick { now_us: at(at_ms), send: true, silence: Silence { limit_us: 400_000 } };
+        let (s, a) =
+            run(up(), &[slow(0), slow(50), slow(100), slow(150), slow(200), slow(250), slow(300), answer(300)]);
+        assert!(s.up() && !went_down(&a), "{s:?}");
+        let (_, a) = run(up(), &[tick(0, true), tick(100, true), tick(200, true), answer(300)]);
+        assert!(went_down(&a));
     }
 
     #[test]
     fn it_comes_back_after_answers_in_a_row_not_on_one_flicker() {
-        let dead = [tick(0, true), tick(50, true), tick(100, true), tick(150, true)];
+        let dead = [tick(0, true), tick(50, true), tick(100, true), tick(150, true), tick(200, true)];
         let (down, a) = run(up(), &dead);
         assert!(!down.up() && went_down(&a));
-        assert_eq!(a.iter().filter(|a| **a == A::SendProbe).count(), 4, "probes go on while down");
+        assert_eq!(a.iter().filter(|a| **a == A::SendProbe).count(), 5, "probes go on while down");
         // Two answers are not enough; the third brings it back.
-        let (s, a) = run(down, &[answer(160), tick(200, true), answer(210)]);
+        let (s, a) = run(down, &[answer(210), tick(250, true), answer(260)]);
         assert!(!s.up() && !a.contains(&A::CameUp), "{s:?}");
-        let (s, a) = run(s, &[tick(250, true), answer(260)]);
+        let (s, a) = run(s, &[tick(300, true), answer(310)]);
         assert_eq!((s.up(), a.last()), (true, Some(&A::CameUp)));
         // Silent again while coming back: the answers so far do not count.
-        let (s, _) =
-            run(down, &[answer(160), answer(170), tick(200, true), tick(250, true), tick(300, true), tick(450, true)]);
+        let (s, _) = run(down, &[answer(210), answer(220), tick(250, true), tick(300, true), tick(400, true)]);
         assert!(matches!(s, State::Down(Liveness { answers: 0, .. })), "{s:?}");
-        let (s, _) = run(s, &[answer(460)]);
+        let (s, _) = run(s, &[answer(410)]);
         assert!(!s.up(), "one answer after a new silence: {s:?}");
     }
 
