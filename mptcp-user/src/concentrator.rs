@@ -90,6 +90,30 @@ pub struct Concentrator {
     pending: HashMap<(SocketAddr, u64), Pending>,
     /// Refusals of unknown probes left in this tick.
     refusals_left: u32,
+    /// Log lines for refused handshakes and probes: a flood must not
+    /// become a flood of lines.
+    full_log: Throttle,
+    refusal_log: Throttle,
+}
+
+/// At most one log line a second for one kind of event, saying how many
+/// were left out.
+#[derive(Default)]
+struct Throttle {
+    last_us: u64,
+    left_out: u64,
+}
+
+impl Throttle {
+    /// Whether to log now: `Some(lines left out since the last one)`.
+    fn allow(&mut self, now_us: u64) -> Option<u64> {
+        if self.last_us != 0 && now_us.saturating_sub(self.last_us) < 1_000_000 {
+            self.left_out += 1;
+            return None;
+        }
+        self.last_us = now_us;
+        Some(std::mem::take(&mut self.left_out))
+    }
 }
 
 impl Concentrator {
@@ -132,6 +156,8 @@ impl Concentrator {
             conns: HashMap::new(),
             pending: HashMap::new(),
             refusals_left: REFUSALS_PER_TICK,
+            full_log: Throttle::default(),
+            refusal_log: Throttle::default(),
         };
         c.adopt();
         Ok(c)
@@ -246,7 +272,9 @@ impl Concentrator {
                     }
                     Reply::Reject(RejectReason::Full) => {
                         self.maps.bump(ControlCounter::RefusedFull);
-                        tracing::warn!(from = %m.from, "handshake refused: no room (connections or handshakes in progress at their cap)");
+                        if let Some(left_out) = self.full_log.allow(now) {
+                            tracing::warn!(from = %m.from, left_out, "handshake refused: no room (connections or handshakes in progress at their cap)");
+                        }
                     }
                     _ => {}
                 }
@@ -384,13 +412,16 @@ impl Concentrator {
             return;
         }
         self.refusals_left -= 1;
-        tracing::info!(
-            from = %m.from,
-            token = format_args!("{:08x}", msg.token),
-            subflow = msg.subflow_id,
-            "probe refused: {}",
-            reason.explain()
-        );
+        if let Some(left_out) = self.refusal_log.allow(now_us()) {
+            tracing::info!(
+                from = %m.from,
+                token = format_args!("{:08x}", msg.token),
+                subflow = msg.subflow_id,
+                left_out,
+                "probe refused: {}",
+                reason.explain()
+            );
+        }
         let r =
             Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::Reject { reason, nonce_c: sent_us } };
         self.send(m.socket, m.from, &r).await;
@@ -603,5 +634,19 @@ impl Role for Concentrator {
 
     fn into_maps(self) -> DataPathMaps {
         self.maps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Throttle;
+
+    #[test]
+    fn a_throttle_lets_one_line_a_second_through_and_counts_the_rest() {
+        let mut t = Throttle::default();
+        assert_eq!(t.allow(5_000_000), Some(0));
+        assert_eq!((t.allow(5_100_000), t.allow(5_900_000)), (None, None));
+        assert_eq!(t.allow(6_000_000), Some(2));
+        assert_eq!(t.allow(9_000_000), Some(0));
     }
 }
