@@ -2,8 +2,8 @@
 //! PPP, TUN): the packet starts at its IP header. The same steps as the XDP
 //! program (ingress.rs) — ours? data or control? which subflow? account —
 //! then the outer headers are removed with `bpf_skb_adjust_room`, which also
-//! gives the packet its inner protocol. XDP cannot serve here: generic XDP
-//! takes the first 14 bytes of whatever it is handed for an Ethernet header.
+//! gives the packet its inner protocol. Such devices offer only generic XDP,
+//! whose handling after the program assumes an Ethernet header.
 
 use aya_ebpf::bindings::{
     bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, TC_ACT_OK,
