@@ -278,13 +278,16 @@ impl Client {
         p.running && p.socket.is_some() && p.ifindex.is_some()
     }
 
-    async fn send(&self, i: usize, msg: &Message) {
+    /// Send `msg` on path `i`; its encoded length.
+    async fn send(&self, i: usize, msg: &Message) -> usize {
         let p = &self.paths[i];
+        let bytes = msg.encode(&self.psk);
         if let Some(s) = &p.socket {
-            if let Err(e) = s.send_to(&msg.encode(&self.psk), p.remote).await {
+            if let Err(e) = s.send_to(&bytes, p.remote).await {
                 tracing::debug!(path = p.name(), error = %e, "control send failed");
             }
         }
+        bytes.len()
     }
 
     /// Feed path `i`'s state machine one event and carry out its actions.
@@ -330,10 +333,10 @@ impl Client {
                 let (seq, srtt_us, min_rtt_us) = (p.probe_seq, p.monitor.rtt.srtt_us, p.monitor.min_rtt.get());
                 let interval_ms = p.probe_interval_ms as u32;
                 let body = Body::Probe { seq, sent_us: p.probed_us, srtt_us, min_rtt_us, interval_ms, rx };
-                let msg = Message { token, subflow_id: id, body };
-                let wire = msg.encode(&self.psk).len() + peer::wire_overhead(p.remote.is_ipv6());
+                let len = self.send(i, &Message { token, subflow_id: id, body }).await;
+                let p = &mut self.paths[i];
+                let wire = len + peer::wire_overhead(p.remote.is_ipv6());
                 p.monitor.set_control_load(wire as u64, p.probe_interval_ms);
-                self.send(i, &msg).await;
                 self.maps.bump(ControlCounter::ProbesSent);
             }
             Action::WentDown { why } => {

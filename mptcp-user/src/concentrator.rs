@@ -197,10 +197,13 @@ impl Concentrator {
         }
     }
 
-    async fn send(&self, listener: usize, to: SocketAddr, msg: &Message) {
-        if let Err(e) = self.listeners[listener].socket.send_to(&msg.encode(&self.psk), to).await {
+    /// Send `msg` from listener `listener` to `to`; its encoded length.
+    async fn send(&self, listener: usize, to: SocketAddr, msg: &Message) -> usize {
+        let bytes = msg.encode(&self.psk);
+        if let Err(e) = self.listeners[listener].socket.send_to(&bytes, to).await {
             tracing::debug!(%to, error = %e, "control send failed");
         }
+        bytes.len()
     }
 
     async fn on_inbound(&mut self, m: Inbound) -> Handled {
@@ -345,13 +348,12 @@ impl Concentrator {
                     subflow_id: msg.subflow_id,
                     body: Body::ProbeAck { seq, sent_us, rx: mine },
                 };
-                let wire = ack.encode(&self.psk).len() + peer::wire_overhead(m.from.is_ipv6());
+                let wire = self.send(m.socket, m.from, &ack).await + peer::wire_overhead(m.from.is_ipv6());
                 if let Some(sub) =
                     self.conns.get_mut(&msg.token).and_then(|c| c.subflows[msg.subflow_id as usize].as_mut())
                 {
                     sub.monitor.set_control_load(wire as u64, sub.probe_interval_us / 1000);
                 }
-                self.send(m.socket, m.from, &ack).await;
                 self.maps.bump(ControlCounter::ProbesAnswered);
                 if came_up {
                     tracing::info!(
