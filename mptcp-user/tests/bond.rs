@@ -84,9 +84,7 @@ fn shaped_config(policy: &str, rates: [u32; 2], backup1: bool) -> Config {
 #[test]
 fn min_rtt_spills_over_onto_both_subflows() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
-    for k in 0..2 {
-        Testbed::shape(&bed.clients[0], &Testbed::client_dev(k), 12)?;
-    }
+    bed.shape_uplinks(0, 12)?;
     let _conc = start_conc(&bed, &[])?;
     let client = start_client_config(&bed, 0, &shaped_config("min-rtt", [10, 10], false))?;
     let t = tcp_bulk(&bed.server, &bed.clients[0], server(5001), 6 << 20, Duration::from_secs(60))?;
@@ -224,9 +222,7 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
 #[test]
 fn controller_restart_mid_transfer_loses_nothing() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
-    for k in 0..2 {
-        Testbed::shape(&bed.clients[0], &Testbed::client_dev(k), 30)?;
-    }
+    bed.shape_uplinks(0, 30)?;
     let _conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let mut client = start_client(&bed, 0, &[])?;

@@ -29,9 +29,7 @@ const PORT: u16 = mptcp_common::wire::DEFAULT_PORT;
 #[test]
 fn a_concentrator_restart_without_state_is_survived_by_a_transfer() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
-    for k in 0..2 {
-        Testbed::shape(&bed.clients[0], &Testbed::client_dev(k), 30)?;
-    }
+    bed.shape_uplinks(0, 30)?;
     let mut conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let client = start_client(&bed, 0, &[])?;
@@ -284,9 +282,7 @@ fn both_paths_behind_nat_carry_a_transfer() -> Result<()> {
 #[test]
 fn a_transfer_survives_a_nat_rebinding_of_one_path() -> Result<()> {
     let bed = Testbed::with_nat(1, 2)?;
-    for k in 0..2 {
-        Testbed::shape(&bed.clients[0], &Testbed::client_dev(k), 30)?;
-    }
+    bed.shape_uplinks(0, 30)?;
     let conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let client = start_client_config(&bed, 0, &both_paths_config())?;

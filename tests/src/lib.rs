@@ -385,6 +385,14 @@ impl Testbed {
         Ok(())
     }
 
+    /// tbf at `mbit` on the egress of every uplink of client c.
+    pub fn shape_uplinks(&self, c: usize, mbit: u32) -> Result<()> {
+        for k in 0..self.uplinks {
+            Self::shape(&self.clients[c], &Self::client_dev(k), mbit)?;
+        }
+        Ok(())
+    }
+
     pub fn set_link(ns: &Netns, dev: &str, up: bool) -> Result<()> {
         ns.sh(&format!("ip link set {dev} {}", if up { "up" } else { "down" }))?;
         Ok(())
