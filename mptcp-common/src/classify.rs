@@ -8,8 +8,7 @@ use crate::headers::{Ipv4Hdr, Ipv6Hdr, Ports};
 use crate::maps::MAX_RULES;
 use crate::wire::{FAMILY_V4, FAMILY_V6};
 
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
+pub use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 /// `ClassRule::dscp` meaning "any DSCP".
 pub const DSCP_ANY: u8 = 0xff;
 /// The default class.

@@ -114,6 +114,11 @@ impl Ipv4Hdr {
     }
 }
 
+/// Where the fragment flags and offset sit in an IPv4 header.
+pub const IPV4_FRAG_OFF_OFFSET: usize = core::mem::offset_of!(Ipv4Hdr, frag_off_be);
+/// Where the protocol sits in an IPv4 header.
+pub const IPV4_PROTOCOL_OFFSET: usize = core::mem::offset_of!(Ipv4Hdr, protocol);
+
 /// Where the destination address sits in an IPv4 header.
 pub const IPV4_DST_OFFSET: usize = core::mem::offset_of!(Ipv4Hdr, dst);
 
@@ -147,6 +152,9 @@ impl Ipv6Hdr {
         self.payload_len_be = len.to_be();
     }
 }
+
+/// Where the next-header field sits in an IPv6 header.
+pub const IPV6_NEXT_HEADER_OFFSET: usize = core::mem::offset_of!(Ipv6Hdr, next_header);
 
 /// Where the destination address sits in an IPv6 header.
 pub const IPV6_DST_OFFSET: usize = core::mem::offset_of!(Ipv6Hdr, dst);
@@ -203,6 +211,59 @@ impl Ports {
     }
 }
 
+/// TCP flag SYN (in [`TcpHdr::flags`]).
+pub const TCP_SYN: u8 = 0x02;
+
+/// TCP header without options (the options, if any, follow it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct TcpHdr {
+    pub ports: Ports,
+    seq_be: u32,
+    ack_be: u32,
+    /// Data offset (header length in 32-bit words) in the high nibble.
+    pub data_off: u8,
+    pub flags: u8,
+    window_be: u16,
+    check_be: u16,
+    urgent_be: u16,
+}
+
+impl TcpHdr {
+    /// A header of `options_len` bytes of options (a multiple of 4), sequence
+    /// numbers and window zero: what the tests need to build packets.
+    pub const fn new(sport: u16, dport: u16, flags: u8, options_len: usize) -> Self {
+        let data_off = (((TCP_HLEN + options_len) / 4) << 4) as u8;
+        Self {
+            ports: Ports::new(sport, dport),
+            seq_be: 0,
+            ack_be: 0,
+            data_off,
+            flags,
+            window_be: 0,
+            check_be: 0,
+            urgent_be: 0,
+        }
+    }
+    /// The whole header's length, options included.
+    pub const fn header_len(&self) -> usize {
+        ((self.data_off >> 4) as usize) * 4
+    }
+    pub const fn check(&self) -> u16 {
+        u16::from_be(self.check_be)
+    }
+    pub fn set_check(&mut self, check: u16) {
+        self.check_be = check.to_be();
+    }
+}
+
+/// Length of a TCP header without options.
+pub const TCP_HLEN: usize = 20;
+/// Where the checksum sits in a TCP header.
+pub const TCP_CHECK_OFFSET: usize = core::mem::offset_of!(TcpHdr, check_be);
+/// Where the data offset sits in a TCP header (the flags follow it).
+pub const TCP_DATA_OFF_OFFSET: usize = core::mem::offset_of!(TcpHdr, data_off);
+
 /// Everything the data path puts in front of an inner packet over IPv4.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -227,6 +288,12 @@ const _: () = {
     assert!(size_of::<Ipv4Hdr>() == crate::wire::IPV4_HLEN);
     assert!(size_of::<Ipv6Hdr>() == crate::wire::IPV6_HLEN);
     assert!(size_of::<UdpHdr>() == crate::wire::UDP_HLEN);
+    assert!(size_of::<TcpHdr>() == TCP_HLEN);
+    assert!(TCP_CHECK_OFFSET == 16);
+    assert!(TCP_DATA_OFF_OFFSET == 12);
+    assert!(IPV6_NEXT_HEADER_OFFSET == 6);
+    assert!(IPV4_FRAG_OFF_OFFSET == 6);
+    assert!(IPV4_PROTOCOL_OFFSET == 9);
     assert!(size_of::<OuterV4>() == 48);
     assert!(size_of::<OuterV6>() == 68);
     assert!(ETH_PROTO_OFFSET == 12);

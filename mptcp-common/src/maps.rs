@@ -87,6 +87,9 @@ pub struct Settings {
     pub n_rules: u16,
     /// Largest uplink MTU, to drop (and count) non-GSO packets that would not fit.
     pub uplink_mtu: u32,
+    /// The bond device's MTU: TCP SYNs crossing the bond get their MSS
+    /// clamped to it ([`crate::mtu::mss_limit`]). 0 = no clamp.
+    pub bond_mtu: u32,
 }
 
 /// A subflow's outer IP + UDP header, prebuilt by the controller with zero

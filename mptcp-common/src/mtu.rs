@@ -1,7 +1,8 @@
 //! The bond device's MTU: no encapsulated packet may exceed an uplink's MTU,
 //! because nothing fragments on the redirect path (veth drops silently).
 
-use crate::wire::encap_overhead;
+use crate::headers::TCP_HLEN;
+use crate::wire::{encap_overhead, FAMILY_V6, IPV4_HLEN, IPV6_HLEN};
 
 /// Largest inner packet that still fits every uplink after encapsulation.
 /// `outer_family` is the worst (largest) outer family in use.
@@ -12,10 +13,114 @@ pub const fn bond_mtu(min_uplink_mtu: u32, outer_family: u8) -> u32 {
 /// IPv6 needs an MTU of at least 1280 on every link.
 pub const IPV6_MIN_MTU: u32 = 1280;
 
+/// Most bytes of options a TCP header carries.
+pub const TCP_MAX_OPTIONS: usize = 40;
+const OPT_END: u8 = 0;
+const OPT_NOP: u8 = 1;
+const OPT_MSS: u8 = 2;
+const OPT_MSS_LEN: u8 = 4;
+
+/// The largest MSS a TCP connection through a bond of MTU `bond_mtu` may
+/// announce, for inner packets of `inner_family`: a full segment then fits
+/// the bond, whatever path it takes. Both ends clamp the SYNs they forward,
+/// both ways, so neither TCP end ever sends a segment some path cannot carry,
+/// even when it never sees an ICMP "too big" (forwarded traffic, filtered ICMP).
+pub const fn mss_limit(bond_mtu: u32, inner_family: u8) -> u16 {
+    let ip = if inner_family == FAMILY_V6 { IPV6_HLEN } else { IPV4_HLEN };
+    let mss = bond_mtu.saturating_sub((ip + TCP_HLEN) as u32);
+    if mss > u16::MAX as u32 {
+        u16::MAX
+    } else {
+        mss as u16
+    }
+}
+
+/// Where the MSS option's 2-byte value sits in TCP options of `len` bytes,
+/// `byte(i)` reading option byte `i`; `None` if there is none (or the options
+/// are malformed before it: then nothing is rewritten).
+///
+/// Shaped for the verifier: it visits each byte position once, in order, and
+/// reads only where the next option starts. A walk that jumped by each
+/// option's length would hand it a new range of positions per option, and
+/// their combinations outgrow its budget.
+#[inline(always)]
+pub fn mss_value_at(len: usize, byte: impl Fn(usize) -> Option<u8>) -> Option<usize> {
+    let mut next = 0; // where the next option starts
+    for at in 0..TCP_MAX_OPTIONS {
+        if at >= len {
+            return None;
+        }
+        if at != next {
+            continue; // inside an option
+        }
+        let kind = byte(at)?;
+        if kind == OPT_END {
+            return None;
+        }
+        if kind == OPT_NOP {
+            next = at + 1;
+            continue;
+        }
+        let opt_len = byte(at + 1)?;
+        if kind == OPT_MSS {
+            return if opt_len == OPT_MSS_LEN && at + OPT_MSS_LEN as usize <= len { Some(at + 2) } else { None };
+        }
+        if opt_len < 2 {
+            return None;
+        }
+        next = at + opt_len as usize;
+    }
+    None
+}
+
+/// The MSS to write in place of an `announced` one above `limit`.
+#[inline(always)]
+pub const fn clamp_mss(announced: u16, limit: u16) -> Option<u16> {
+    if limit != 0 && announced > limit {
+        Some(limit)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{FAMILY_V4, FAMILY_V6};
+    use crate::wire::FAMILY_V4;
+
+    fn walk(opts: &[u8]) -> Option<usize> {
+        mss_value_at(opts.len(), |i| opts.get(i).copied())
+    }
+
+    #[test]
+    fn the_mss_option_is_found_among_the_others() {
+        // Linux's SYN: MSS first.
+        assert_eq!(walk(&[2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]), Some(2));
+        // After NOPs, window scale, SACK-permitted and timestamps.
+        assert_eq!(walk(&[1, 1, 3, 3, 7, 4, 2, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8, 2, 4, 0x05, 0xb4, 0, 0, 0]), Some(19));
+        // None at all; after the end of options; malformed before it; cut short.
+        assert_eq!(walk(&[1, 1, 4, 2]), None);
+        assert_eq!(walk(&[0, 0, 2, 4, 5, 0xb4, 0, 0]), None);
+        assert_eq!(walk(&[3, 0, 2, 4, 5, 0xb4, 0, 0]), None);
+        assert_eq!(walk(&[3, 1, 2, 4, 5, 0xb4, 0, 0]), None);
+        assert_eq!(walk(&[1, 1, 2, 4, 5]), None);
+        assert_eq!(walk(&[2, 3, 5, 0xb4]), None, "an MSS option of the wrong length");
+        // A length running past the options; past the 40-byte maximum.
+        assert_eq!(walk(&[8, 30, 0, 0, 2, 4, 5, 0xb4]), None);
+        assert_eq!(mss_value_at(60, |_| Some(OPT_NOP)), None);
+    }
+
+    #[test]
+    fn only_a_larger_mss_is_lowered() {
+        assert_eq!(mss_limit(1452, FAMILY_V4), 1412);
+        assert_eq!(mss_limit(1432, FAMILY_V6), 1372);
+        assert_eq!(mss_limit(30, FAMILY_V4), 0);
+        assert_eq!(mss_limit(u32::MAX, FAMILY_V4), u16::MAX);
+        assert_eq!(clamp_mss(1460, 1412), Some(1412));
+        assert_eq!(clamp_mss(1412, 1412), None);
+        assert_eq!(clamp_mss(536, 1412), None);
+        assert_eq!(clamp_mss(1460, 0), None, "0: no clamp known");
+    }
 
     #[test]
     fn overhead_is_subtracted() {

@@ -50,6 +50,7 @@ pub const UDP_HLEN: usize = 8;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
 /// Outer IP family of a subflow.

@@ -25,6 +25,7 @@ use crate::maps::{
     count_drop, opaque, opaque64, settings, Replica, CLASS_POLICY, CLASS_RULES, CONNECTIONS, CONN_BY_DEST_V4,
     CONN_BY_DEST_V6, FLOWLETS, REPLICA, SUBFLOW_STATS, TX_STATE,
 };
+use crate::mss;
 
 #[classifier]
 pub fn bond_egress(ctx: TcContext) -> i32 {
@@ -201,6 +202,13 @@ fn send_replicas(ctx: &TcContext, mask: u32, dsn: u32) {
     }
 }
 
+/// How many segments GSO will cut the packet into (0 or 1: not a GSO packet).
+#[inline(always)]
+fn gso_segs_of(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the skb context the program was given.
+    unsafe { (*ctx.skb.skb).gso_segs }
+}
+
 #[inline(always)]
 fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // 1. Which connection: longest prefix match on the inner destination.
@@ -227,12 +235,17 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let inner_len = ctx.len().saturating_sub(ETH_HLEN as u32);
     // The buckets count every GSO segment's bytes on the wire. Laundered:
     // the verifier need not carry how it was computed through the policies.
-    // SAFETY: reading a field of the skb context the program was given.
-    let wire = opaque(wire_len(inner_len, unsafe { (*ctx.skb.skb).gso_segs }));
+    let wire = opaque(wire_len(inner_len, gso_segs_of(ctx)));
+
+    // A TCP SYN leaves announcing no more than a segment the bond carries.
+    // (A copy of a redundant packet was clamped by the run that cloned it.)
+    let replica = take_replica();
+    if replica.active == 0 && gso_segs_of(ctx) <= 1 {
+        mss::clamp(ctx, ETH_HLEN, h_proto);
+    }
 
     // 2. Which subflow: a copy of a redundant packet re-entering the bond was
     // placed by the run that cloned it; any other packet by its class's policy.
-    let replica = take_replica();
     let (i, replicas) = if replica.active != 0 {
         (replica.subflow as usize, 0)
     } else {
@@ -249,8 +262,7 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
 
     // 3. Sequence numbers advance by the GSO segment count: the kernel copies
     // our header onto every segment. All copies of a packet share its DSN.
-    // SAFETY: reading a field of the skb context the program was given.
-    let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
+    let gso_segs = gso_segs_of(ctx);
     let segs = if gso_segs > 1 { gso_segs } else { 1 };
     let v6 = sub.outer.family == FAMILY_V6;
     let outer = if v6 { V6_OUTER } else { V4_OUTER };

@@ -15,6 +15,7 @@ use mptcp_common::wire::{
 use mptcp_common::DropReason;
 
 use crate::maps::{count_drop, settings};
+use crate::mss;
 use crate::parse::{ptr_at, read_at};
 use crate::rx::{self, Kind};
 
@@ -90,5 +91,6 @@ fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, D
     let out = ptr_at::<EthHdr>(start, end, 0).ok_or(DropReason::DecapFailed)?;
     // SAFETY: ptr_at checked the header's bytes are inside the packet.
     unsafe { core::ptr::write_unaligned(out, EthHdr::new(eth.dst, eth.src, inner_proto)) };
+    mss::clamp(ctx, ETH_HLEN, inner_proto);
     Ok(XDP_PASS)
 }

@@ -19,6 +19,7 @@ use mptcp_common::wire::{
 use mptcp_common::DropReason;
 
 use crate::maps::{count_drop, settings};
+use crate::mss;
 use crate::rx::{self, Kind};
 
 #[classifier]
@@ -82,5 +83,6 @@ fn receive<const L3: usize>(ctx: &TcContext, mut key: FlowKey) -> Result<i32, Dr
     // (nothing precedes them on this device) and take its protocol.
     let decap = if inner_proto == ETH_P_IP { BPF_F_ADJ_ROOM_DECAP_L3_IPV4 } else { BPF_F_ADJ_ROOM_DECAP_L3_IPV6 };
     ctx.adjust_room(-(outer as i32), BPF_ADJ_ROOM_MAC, decap as u64).map_err(|_| DropReason::DecapFailed)?;
+    mss::clamp(ctx, 0, inner_proto);
     Ok(TC_ACT_OK)
 }

@@ -8,6 +8,7 @@
 //! - `uplink_ingress_l3` (ingress_l3.rs): the same as tc ingress, on uplinks
 //!   without an Ethernet header (raw-IP, PPP, TUN).
 //! - rx.rs: what both ingress hooks do once they have parsed a packet.
+//! - mss.rs: the MSS clamp all three apply to TCP SYNs crossing the bond.
 //! - `noop_tc`, `noop_xdp` (noop.rs): empty programs, the benchmark's baseline.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -22,6 +23,8 @@ mod ingress;
 mod ingress_l3;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod mss;
 #[cfg(target_arch = "bpf")]
 mod noop;
 #[cfg(target_arch = "bpf")]

@@ -560,8 +560,8 @@ impl Client {
             known.iter().map(|&(m, v6)| bond_mtu(m, family(v6))).min().unwrap_or(u32::MAX).min(self.mtu_plan.bond);
         let uplink = known.iter().map(|&(m, _)| m).min().unwrap_or(u32::MAX).min(self.mtu_plan.uplink);
         let mut settings = self.maps.settings.get(&0, 0).map_err(anyhow::Error::from)?;
-        if settings.uplink_mtu != uplink {
-            settings.uplink_mtu = uplink;
+        if (settings.uplink_mtu, settings.bond_mtu) != (uplink, bond) {
+            (settings.uplink_mtu, settings.bond_mtu) = (uplink, bond);
             self.maps.settings.set(0, settings, 0).map_err(anyhow::Error::from)?;
         }
         if bond != self.bond_mtu {

@@ -94,6 +94,7 @@ pub struct Concentrator {
     /// become a flood of lines.
     full_log: Throttle,
     refusal_log: Throttle,
+    moved_log: Throttle,
 }
 
 /// At most one log line a second for one kind of event, saying how many
@@ -158,6 +159,7 @@ impl Concentrator {
             refusals_left: REFUSALS_PER_TICK,
             full_log: Throttle::default(),
             refusal_log: Throttle::default(),
+            moved_log: Throttle::default(),
         };
         c.adopt();
         Ok(c)
@@ -463,7 +465,11 @@ impl Concentrator {
         if join {
             if let Some(c) = self.conns.get_mut(&token) {
                 if matches!(&c.subflows[id as usize], Some(old) if old.ep != ep) {
-                    tracing::info!(token = format_args!("{token:08x}"), subflow = id, client = %from, "subflow moved to a new address and port");
+                    // A NAT rebinding moves one subflow now and then; a
+                    // burst of moves (a JOIN flood) logs a line a second.
+                    if let Some(left_out) = self.moved_log.allow(now_us()) {
+                        tracing::info!(token = format_args!("{token:08x}"), subflow = id, client = %from, left_out, "subflow moved to a new address and port");
+                    }
                     subflows::remove(&mut self.maps, token, id)?;
                     c.subflows[id as usize] = None;
                 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{HashMap, LpmTrie};
 use mptcp_common::checksum::ipv4_header_checksum;
+use mptcp_common::headers::TCP_SYN;
 use mptcp_common::maps::{names, Connection, FlowKey, OuterTemplate};
 use mptcp_common::wire::{MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, VERSION};
 use mptcp_common::{template, ClassPolicy, DropReason, Policy};
@@ -52,6 +53,7 @@ fn ingress_fixtures() -> Result<()> {
     f.rx_subflow(k6, 1)?;
     let t4 = template::ipv4(CL4, CO4, PORT, PORT, 0);
     let t6 = template::ipv6(CL6, CO6, PORT, PORT, 0);
+    f.set_bond_mtu(1452)?;
     let data = |id, seq| MpHeader::data(TOKEN, id, seq, seq, 0);
     let (in4, in6) = (inner_v4([10, 200, 0, 2]), inner_v6());
     let decap = |proto: u16, inner: &[u8]| {
@@ -74,6 +76,18 @@ fn ingress_fixtures() -> Result<()> {
             ("IPv6 in IPv4", encapsulated(&t4, data(0, 1), &in6), decap(ETH_P_IPV6, &in6)),
             ("IPv4 in IPv6", encapsulated(&t6, data(1, 0), &in4), decap(ETH_P_IP, &in4)),
             ("IPv6 in IPv6", encapsulated(&t6, data(1, 1), &in6), decap(ETH_P_IPV6, &in6)),
+            // A SYN(-ACK) from the peer leaves the bond announcing no more
+            // than a full segment through it carries (see the egress cases).
+            (
+                "a SYN announcing 1460",
+                encapsulated(&t4, data(0, 2), &tcp_v4(DST, TCP_SYN | TCP_ACK, &mss_first(1460))),
+                decap(ETH_P_IP, &tcp_v4(DST, TCP_SYN | TCP_ACK, &mss_first(1412))),
+            ),
+            (
+                "in IPv6, after other options",
+                encapsulated(&t6, data(1, 2), &tcp_v6(TCP_SYN, &mss_last(1500))),
+                decap(ETH_P_IPV6, &tcp_v6(TCP_SYN, &mss_last(1392))),
+            ),
             // Refused, each for its reason.
             (
                 "an unknown 4-tuple",
@@ -101,11 +115,15 @@ fn ingress_fixtures() -> Result<()> {
     )?;
     // Only the data packets count as received; a skipped subflow sequence
     // number is a counted gap.
-    assert_eq!((f.stats(0)?.rx_packets, f.stats(1)?.rx_packets), (2, 2));
-    f.run_xdp(&encapsulated(&t4, data(0, 5), &in4))?;
+    assert_eq!((f.stats(0)?.rx_packets, f.stats(1)?.rx_packets), (3, 3));
+    f.run_xdp(&encapsulated(&t4, data(0, 6), &in4))?;
     assert_eq!(f.stats(0)?.rx_gaps, 3);
     Ok(())
 }
+
+/// An inner destination inside the test connection's prefix.
+const DST: [u8; 4] = [10, 200, 0, 2];
+const TCP_ACK: u8 = 0x10;
 
 /// What a fixture expects the egress program to make of one packet.
 enum Sent {
@@ -127,15 +145,21 @@ struct EgressCase {
     input: Vec<u8>,
     runs: u32,
     want: Sent,
+    /// The inner packet that must come out encapsulated, if not the input's.
+    inner_out: Option<Vec<u8>>,
 }
 
 fn case(what: &'static str, input: Vec<u8>, want: Sent) -> EgressCase {
-    EgressCase { what, setup: None, input, runs: 1, want }
+    EgressCase { what, setup: None, input, runs: 1, want, inner_out: None }
 }
 
 impl EgressCase {
     fn after(mut self, setup: impl Fn(&mut Fixture) -> Result<()> + 'static) -> Self {
         self.setup = Some(Box::new(setup));
+        self
+    }
+    fn inner_out(mut self, inner: Vec<u8>) -> Self {
+        self.inner_out = Some(inner);
         self
     }
 }
@@ -157,7 +181,8 @@ fn check_egress(f: &mut Fixture, templates: &[OuterTemplate], cases: Vec<EgressC
                 let got = Encapsulated::parse(&out).unwrap_or_else(|| panic!("{what}: not encapsulated"));
                 // The send timestamp is the kernel's clock: take it from the output.
                 let hdr = MpHeader::data(TOKEN, subflow, dsn, seq, got.mp().tstamp_us());
-                let mut want = encapsulated(&templates[subflow as usize], hdr, &c.input[ETH_HLEN..]);
+                let inner = c.inner_out.as_deref().unwrap_or(&c.input[ETH_HLEN..]);
+                let mut want = encapsulated(&templates[subflow as usize], hdr, inner);
                 // The destination MAC is zeroed for bpf_redirect_neigh, which fills it in.
                 want[..6].copy_from_slice(&[0; 6]);
                 assert_eq!(got, Encapsulated::parse(&want).expect("built above"), "{what}");
@@ -199,8 +224,10 @@ fn egress_fixtures() -> Result<()> {
         p.extend_from_slice(inner);
         p
     };
-    let inner = inner_v4([10, 200, 0, 2]);
+    let inner = inner_v4(DST);
     let input = bond_frame(ETH_P_IP, &inner);
+    let syn4 = |options: Vec<u8>| tcp_v4(DST, TCP_SYN, &options);
+    let syn6 = |options: Vec<u8>| tcp_v6(TCP_SYN, &options);
     let policy = |p: Policy| move |f: &mut Fixture| f.set_class_policy(0, ClassPolicy::new(p));
     let mtu = |mtu: usize| move |f: &mut Fixture| f.set_uplink_mtu(mtu as u32);
     let fits = inner.len() + template::V4_OUTER;
@@ -236,6 +263,43 @@ fn egress_fixtures() -> Result<()> {
                 }),
             case("a packet that just fits", input.clone(), Encapsulated { subflow: 0, dsn: 4, seq: 2 })
                 .after(mtu(fits)),
+            // TCP SYNs leave announcing no more than a full segment through
+            // the bond carries (bond MTU 1452: 1412 in IPv4, 1392 in IPv6);
+            // the output is compared with a packet built and summed afresh.
+            case(
+                "a SYN announcing 1460",
+                bond_frame(ETH_P_IP, &syn4(mss_first(1460))),
+                Encapsulated { subflow: 0, dsn: 5, seq: 3 },
+            )
+            .after(move |f| {
+                mtu(1500)(f)?;
+                f.set_bond_mtu(1452)
+            })
+            .inner_out(syn4(mss_first(1412))),
+            case(
+                "its MSS after other options",
+                bond_frame(ETH_P_IP, &syn4(mss_last(9000))),
+                Encapsulated { subflow: 0, dsn: 6, seq: 4 },
+            )
+            .inner_out(syn4(mss_last(1412))),
+            case("in IPv6", bond_frame(ETH_P_IPV6, &syn6(mss_last(1440))), Encapsulated { subflow: 0, dsn: 7, seq: 5 })
+                .inner_out(syn6(mss_last(1392))),
+            case(
+                "a SYN announcing less: untouched",
+                bond_frame(ETH_P_IP, &syn4(mss_first(1300))),
+                Encapsulated { subflow: 0, dsn: 8, seq: 6 },
+            ),
+            case(
+                "a segment that is not a SYN: untouched",
+                bond_frame(ETH_P_IP, &tcp_v4(DST, TCP_ACK, &mss_first(1460))),
+                Encapsulated { subflow: 0, dsn: 9, seq: 7 },
+            ),
+            case(
+                "no bond MTU known: untouched",
+                bond_frame(ETH_P_IP, &syn4(mss_first(1460))),
+                Encapsulated { subflow: 0, dsn: 10, seq: 8 },
+            )
+            .after(|f| f.set_bond_mtu(0)),
             // A second run on the same skb finds it already encapsulated (its
             // outer destination routed into the bond as well), and
             // bpf_skb_adjust_room refuses.

@@ -8,9 +8,9 @@ mod support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use mptcp_common::headers::Ipv4Hdr;
-use mptcp_common::maps::ControlCounter;
+use mptcp_common::maps::{ControlCounter, MAX_SUBFLOWS};
 use mptcp_common::wire::MpHeader;
 use mptcp_common::DropReason;
 use mptcp_testbed::{ping, tcp_bulk, Netns, Proc, Testbed};
@@ -222,6 +222,136 @@ fn a_subflow_moves_to_a_new_port_by_a_join_and_its_old_port_is_refused() -> Resu
         s.drops(DropReason::UnknownSubflow) == unknown_before + 5
     })?;
     assert!(conc.output().contains("subflow moved to a new address and port"), "{}", conc.output());
+    Ok(())
+}
+
+/// A flood of completed JOINs, each from a new port, for every subflow id
+/// (a client whose NAT rebinds without pause, or a key holder bent on
+/// filling the tables): each JOIN moves its subflow, so the connection keeps
+/// at most `MAX_SUBFLOWS` subflows and the data path one 4-tuple for each,
+/// only the last port of each id is answered, JOINs naming an id past the
+/// cap are dropped unanswered (counted malformed), and the concentrator
+/// serves on.
+#[test]
+fn a_flood_of_joins_from_new_ports_leaves_one_tuple_per_subflow() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let mut conc = start_conc(&bed, &[])?;
+    let to = SocketAddr::new(Testbed::conc_addr(0, 0), PORT);
+    let joins = 200usize;
+    let past_cap = [MAX_SUBFLOWS as u8, MAX_SUBFLOWS as u8 + 1, 100, 255];
+    let flood = bed.clients[0].run(move || {
+        let bind = || -> Result<UdpSocket> {
+            let s = UdpSocket::bind("10.1.0.2:0")?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            Ok(s)
+        };
+        let first = bind()?;
+        let (token, accepted) = first_subflow(&first, to, 1)?;
+        ensure!(matches!(accepted, Body::Accept { .. }), "the first subflow: {accepted:?}");
+        // Every socket each subflow id was joined from, in order; all kept
+        // open, so every JOIN comes from a port not used before.
+        let mut joined: Vec<Vec<UdpSocket>> = (0..MAX_SUBFLOWS).map(|_| Vec::new()).collect();
+        joined[0].push(first);
+        for n in 0..joins {
+            let (s, id) = (bind()?, n % MAX_SUBFLOWS);
+            let answer = handshake(&s, to, token, id as u8, true, 1000 + n as u64)?.1;
+            ensure!(matches!(answer, Body::Accept { .. }), "JOIN {n} of subflow {id}: {answer:?}");
+            joined[id].push(s);
+        }
+        // HELLOs past the cap, each from a new port, sent ahead of the probes
+        // on the same listener: handled by the time the probes are answered.
+        let mut unheard = Vec::new();
+        for id in past_cap {
+            let s = bind()?;
+            let hello = Body::Hello {
+                join: true,
+                nonce_c: 5000 + id as u64,
+                key_c: 0,
+                path: PathHint::default(),
+                prefixes: vec![],
+            };
+            s.send_to(&Message { token, subflow_id: id, body: hello }.encode(PSK.as_bytes()), to)?;
+            unheard.push(s);
+        }
+        let (mut live, mut replaced, mut last) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, socks) in joined.iter().enumerate() {
+            let sent = 100 + id as u64;
+            let newest = socks.last().context("joined")?;
+            last.push(newest.local_addr()?);
+            live.push(probe(newest, to, token, id as u8, sent)?);
+            // The port it had before its last JOIN, and the first it had.
+            for s in [&socks[socks.len() - 2], &socks[0]] {
+                replaced.push(probe(s, to, token, id as u8, sent)?);
+            }
+        }
+        let past_probe = probe(joined[0].last().context("joined")?, to, token, MAX_SUBFLOWS as u8, 999)?;
+        std::thread::sleep(Duration::from_millis(100));
+        let mut answered = 0;
+        for s in &unheard {
+            s.set_nonblocking(true)?;
+            let mut buf = [0u8; 2048];
+            match s.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+                Ok(_) => answered += 1,
+            }
+        }
+        Ok((token, last, live, replaced, past_probe, answered))
+    })?;
+    let (token, last, live, replaced, past_probe, answered) = flood;
+    let reject = |reason, nonce_c| Body::Reject { reason, nonce_c };
+    for (id, answer) in live.iter().enumerate() {
+        let sent = 100 + id as u64;
+        assert!(matches!(answer, Body::ProbeAck { sent_us, .. } if *sent_us == sent), "subflow {id}: {answer:?}");
+        for old in &replaced[2 * id..2 * id + 2] {
+            assert_eq!(*old, reject(RejectReason::UnknownSubflow, sent), "a replaced port of subflow {id}");
+        }
+    }
+    assert_eq!(past_probe, reject(RejectReason::UnknownSubflow, 999), "a probe for an id past the cap");
+    assert_eq!(answered, 0, "HELLOs for ids past the cap are not answered");
+    assert!(conc.proc().wait_timeout(Duration::from_millis(200))?.is_none(), "the concentrator stopped");
+    // The moves are logged a line a second, not a line each.
+    let moved = conc.output().matches("subflow moved to a new address and port").count();
+    assert!((1..10).contains(&moved), "{moved} lines for {joins} moves");
+
+    let s = conc.status(&bed.conc)?;
+    assert_eq!(s.connections.len(), 1, "{s}");
+    assert_eq!(s.token(), Some(token), "{s}");
+    let remotes: Vec<(u32, String)> = s.connections[0].subflows.iter().map(|f| (f.id, f.remote.clone())).collect();
+    let want: Vec<(u32, String)> = last.iter().enumerate().map(|(id, a)| (id as u32, a.to_string())).collect();
+    assert_eq!(remotes, want, "one subflow per id, from the last port it joined from: {s}");
+    let counters = [
+        (ControlCounter::Connections, 1),
+        (ControlCounter::SubflowsJoined, 1 + joins as u64),
+        (ControlCounter::Malformed, past_cap.len() as u64),
+        (ControlCounter::ProbesAnswered, MAX_SUBFLOWS as u64),
+        (ControlCounter::ProbesRefused, 2 * MAX_SUBFLOWS as u64 + 1),
+        (ControlCounter::UnknownToken, 0),
+        (ControlCounter::RefusedFull, 0),
+        (ControlCounter::EventErrors, 0),
+    ];
+    for (c, n) in counters {
+        assert_eq!(s.control(c), n, "{}: {s}", c.name());
+    }
+
+    // The data path holds the live tuples only: every replaced one was removed.
+    let maps = mptcp_user::bpfmaps::DataPathMaps::open(&mptcp_user::lifecycle::pin_dir(&conc.name))?;
+    let mut tuples: Vec<(u32, u32, u16)> = Vec::new();
+    for entry in maps.subflow_by_tuple.iter() {
+        let (k, v) = entry?;
+        tuples.push((v.token, v.subflow_id, k.remote_port));
+    }
+    tuples.sort();
+    let want: Vec<(u32, u32, u16)> = last.iter().enumerate().map(|(id, a)| (token, id as u32, a.port())).collect();
+    assert_eq!(tuples, want, "the data path's tuples: (token, subflow, client port)");
+
+    let other = bed.clients[0].run(move || {
+        let s = UdpSocket::bind("10.2.0.2:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        first_subflow(&s, SocketAddr::new(Testbed::conc_addr(0, 1), PORT), 7)
+    })?;
+    assert!(matches!(other.1, Body::Accept { .. }), "a new connection after the flood: {:?}", other.1);
+    assert_eq!(conc.status(&bed.conc)?.connections.len(), 2);
     Ok(())
 }
 
@@ -461,5 +591,59 @@ fn path_mtu_is_found_with_padded_probes_and_the_bond_follows_it() -> Result<()> 
     let s = client.status(cl)?;
     assert_eq!(s.subflows_up(), 2, "{s}");
     let _ = conc;
+    Ok(())
+}
+
+/// TCP SYNs crossing the bond get their MSS clamped, both ways: with routes
+/// on both TCP ends that claim 1500-byte packets fit (so each stack announces
+/// MSS 1460 and would send segments that size, which no path carries once
+/// encapsulated), the connection's send MSS on both ends is at most what the
+/// bond MTU allows, and full-size transfers both ways complete. Without the
+/// clamp the 1500-byte segments are dropped at the bond and the transfer
+/// stalls.
+#[test]
+fn syns_crossing_the_bond_get_their_mss_clamped_both_ways() -> Result<()> {
+    use mptcp_common::mtu::mss_limit;
+    use mptcp_common::wire::FAMILY_V4;
+    use nix::sys::socket::{getsockopt, sockopt::TcpMaxSeg};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    let bed = Testbed::new(1, 2)?;
+    let _conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let _client = start_client(&bed, 0, &[])?;
+    let bond_mtu = device_mtu(cl, "mpb")?;
+    let limit = mss_limit(bond_mtu, FAMILY_V4) as u32;
+    cl.sh("ip route replace 10.200.0.0/24 dev mpb mtu lock 1500 advmss 1460")?;
+    let client_net = Testbed::client_bond_addrs(0)[0].split('/').next().unwrap_or_default().to_string();
+    bed.server.sh(&format!("ip route replace {client_net}/32 $(ip route get {client_net} | head -1 | sed -e 's/^[^ ]* //' -e 's/ src .*//') mtu lock 1500 advmss 1460"))?;
+    const LEN: usize = 4 << 20;
+    let listener = bed.server.run(|| Ok(TcpListener::bind("0.0.0.0:5003")?))?;
+    let server = bed.server.spawn_thread(move || -> Result<(u32, usize)> {
+        let (mut s, _) = listener.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.set_write_timeout(Some(Duration::from_secs(20)))?;
+        let mss = getsockopt(&s, TcpMaxSeg)?;
+        let mut got = vec![0u8; LEN];
+        s.read_exact(&mut got)?;
+        s.write_all(&got)?;
+        Ok((mss, got.len()))
+    });
+    let (client_mss, echoed) = cl.run(|| -> Result<(u32, bool)> {
+        let mut s = TcpStream::connect(support::server(5003))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.set_write_timeout(Some(Duration::from_secs(20)))?;
+        let mss = getsockopt(&s, TcpMaxSeg)?;
+        let sent = mptcp_testbed::payload(LEN, 3);
+        s.write_all(&sent).context("the transfer stalled")?;
+        let mut back = vec![0u8; LEN];
+        s.read_exact(&mut back).context("the echo stalled")?;
+        Ok((mss, back == sent))
+    })?;
+    let (server_mss, received) = server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    assert!(echoed && received == LEN, "both directions carried {LEN} bytes intact");
+    assert!(client_mss <= limit, "client's send MSS {client_mss} > {limit} (bond MTU {bond_mtu})");
+    assert!(server_mss <= limit, "server's send MSS {server_mss} > {limit} (bond MTU {bond_mtu})");
     Ok(())
 }

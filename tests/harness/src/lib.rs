@@ -11,8 +11,9 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashM
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::util::nr_cpus;
 use aya::{Ebpf, EbpfLoader};
-use mptcp_common::classify::{ClassRule, IPPROTO_UDP};
-use mptcp_common::headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, OuterV4, OuterV6, UdpHdr};
+use mptcp_common::checksum::fold;
+use mptcp_common::classify::{ClassRule, IPPROTO_TCP, IPPROTO_UDP};
+use mptcp_common::headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, OuterV4, OuterV6, TcpHdr, UdpHdr, TCP_HLEN};
 use mptcp_common::maps::{
     names, programs, Connection, DedupWindow, FlowKey, OuterTemplate, PathState, RxSeq, Settings, Subflow, SubflowKey,
     SubflowStats, TxState, PATH_ESTABLISHED, PATH_UP,
@@ -64,7 +65,7 @@ impl Fixture {
         let p: &mut Xdp = f.ebpf.program_mut(programs::UPLINK_INGRESS).unwrap().try_into()?;
         p.load()?;
         let mut s: Array<_, Settings> = f.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
-        s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500 }, 0)?;
+        s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: 0 }, 0)?;
         Ok(f)
     }
 
@@ -204,6 +205,15 @@ impl Fixture {
         Ok(())
     }
 
+    /// The bond MTU the programs clamp TCP SYNs to (0: no clamp).
+    pub fn set_bond_mtu(&mut self, mtu: u32) -> Result<()> {
+        let mut s: Array<_, Settings> = self.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
+        let mut v = s.get(&0, 0)?;
+        v.bond_mtu = mtu;
+        s.set(0, v, 0)?;
+        Ok(())
+    }
+
     pub fn run_tc(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
         self.run_tc_repeated(input, 1)
     }
@@ -237,11 +247,65 @@ pub fn udp_v4(dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     ipv4_packet(dst, IPPROTO_UDP, &udp)
 }
 
+const SRC6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const DST6: [u8; 16] = [0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// The TCP checksum of `segment` (its checksum field zero) under the pseudo
+/// header of `src`, `dst` (4 or 16 bytes each), computed whole.
+fn tcp_checksum(src: &[u8], dst: &[u8], segment: &[u8]) -> u16 {
+    let mut bytes = [src, dst].concat();
+    bytes.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, IPPROTO_TCP]);
+    bytes.extend_from_slice(segment);
+    if bytes.len() % 2 == 1 {
+        bytes.push(0);
+    }
+    let sum: u32 = bytes.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
+    !fold(sum)
+}
+
+/// A TCP header with `flags` and `options` (a multiple of 4 bytes) and a
+/// valid checksum, between `src` and `dst`, without payload.
+fn tcp_segment(src: &[u8], dst: &[u8], flags: u8, options: &[u8]) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0, "TCP options come in 32-bit words");
+    let mut tcp = TcpHdr::new(40000, 5201, flags, options.len());
+    let mut seg = bytemuck::bytes_of(&tcp).to_vec();
+    seg.extend_from_slice(options);
+    tcp.set_check(tcp_checksum(src, dst, &seg));
+    seg[..TCP_HLEN].copy_from_slice(bytemuck::bytes_of(&tcp));
+    seg
+}
+
+/// A TCP segment in IPv4 from 10.99.0.2 to `dst` (valid checksums).
+pub fn tcp_v4(dst: [u8; 4], flags: u8, options: &[u8]) -> Vec<u8> {
+    ipv4_packet(dst, IPPROTO_TCP, &tcp_segment(&[10, 99, 0, 2], &dst, flags, options))
+}
+
+/// A TCP segment in IPv6 from fd99::2 to fd00:200::2 (valid checksum).
+pub fn tcp_v6(flags: u8, options: &[u8]) -> Vec<u8> {
+    let seg = tcp_segment(&SRC6, &DST6, flags, options);
+    let mut p = bytemuck::bytes_of(&Ipv6Hdr::new(SRC6, DST6, IPPROTO_TCP, 64, seg.len() as u16)).to_vec();
+    p.extend_from_slice(&seg);
+    p
+}
+
+/// TCP options announcing `mss` (first, as Linux puts it) and SACK-permitted.
+pub fn mss_first(mss: u16) -> Vec<u8> {
+    let [hi, lo] = mss.to_be_bytes();
+    vec![2, 4, hi, lo, 4, 2, 1, 1]
+}
+
+/// TCP options with window scale, SACK-permitted and timestamps before the
+/// MSS: the walk must step over them.
+pub fn mss_last(mss: u16) -> Vec<u8> {
+    let [hi, lo] = mss.to_be_bytes();
+    vec![1, 3, 3, 7, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 2, 4, hi, lo, 0, 0]
+}
+
 /// An ICMPv6 echo request from fd99::2 to fd00:200::2.
 pub fn inner_v6() -> Vec<u8> {
     let icmp = [128, 0, 0, 0, 0, 1, 0, 1];
-    let src = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-    let dst = [0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    let (src, dst) = (SRC6, DST6);
     let mut p = bytemuck::bytes_of(&Ipv6Hdr::new(src, dst, IPPROTO_ICMPV6, 64, icmp.len() as u16)).to_vec();
     p.extend_from_slice(&icmp);
     p
