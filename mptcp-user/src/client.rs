@@ -535,7 +535,9 @@ impl Client {
             if !p.state.up() {
                 continue;
             }
-            let Some((round, sizes)) = pmtu.due(now) else { continue };
+            // A path probed at the active interval carries traffic.
+            let busy = p.probe_interval_ms <= self.cfg.probe.active_interval_ms();
+            let Some((round, sizes)) = pmtu.due(now, busy) else { continue };
             let ip_hlen = if p.remote.is_ipv6() { IPV6_HLEN } else { IPV4_HLEN };
             for size in sizes {
                 let pad = (size as usize).saturating_sub(ip_hlen + UDP_HLEN + MTU_PROBE_LEN) as u16;

@@ -199,6 +199,21 @@ enum Wiring {
     Emulated,
     /// Through a NAT router per client (the kernel's masquerade).
     Nat,
+    /// Through a NAT router per client, then the WAN emulator.
+    EmulatedNat,
+}
+
+/// What router `r` gets on its LAN side `l<k>` leaves by its public side
+/// `p<k>` (subnet 10.<n>.0.0/24) to the concentrator, whatever the
+/// destination: the uplink a packet came in on is the one it goes out on,
+/// as each uplink has its own line (the kernel's MPTCP reaches the server
+/// through it).
+fn route_beyond(r: &Netns, k: usize, n: usize) -> Result<()> {
+    r.sh(&format!(
+        "ip rule add iif l{k} table {t} && ip route add default via 10.{n}.0.1 dev p{k} table {t}",
+        t = 100 + k
+    ))
+    .map(drop)
 }
 
 impl Testbed {
@@ -223,8 +238,15 @@ impl Testbed {
         Self::build(clients, uplinks, Wiring::Emulated)
     }
 
+    /// Every uplink crosses client c's NAT router (as in [`Testbed::with_nat`])
+    /// and then the WAN emulator (as in [`Testbed::with_wan`]).
+    pub fn with_wan_nat(clients: usize, uplinks: usize) -> Result<Testbed> {
+        Self::build(clients, uplinks, Wiring::EmulatedNat)
+    }
+
     fn build(clients: usize, uplinks: usize, wiring: Wiring) -> Result<Testbed> {
-        let emulated = wiring == Wiring::Emulated;
+        let emulated = matches!(wiring, Wiring::Emulated | Wiring::EmulatedNat);
+        let nat = matches!(wiring, Wiring::Nat | Wiring::EmulatedNat);
         let prefix = unique_prefix();
         let conc = Netns::new(&format!("{prefix}co"))?;
         let server = Netns::new(&format!("{prefix}sv"))?;
@@ -234,7 +256,7 @@ impl Testbed {
         }
         let wan_ns = if emulated { Some(Netns::new(&format!("{prefix}wn"))?) } else { None };
         let mut routers = Vec::new();
-        if wiring == Wiring::Nat {
+        if nat {
             for c in 0..clients {
                 routers.push(Netns::new(&format!("{prefix}r{c}"))?);
             }
@@ -252,21 +274,38 @@ impl Testbed {
                 let (cdev, kdev) = (Self::client_dev(k), Self::conc_dev(c, k));
                 if let Some(w) = &bed.wan_ns {
                     let (a, b) = (format!("w{c}a{k}"), format!("w{c}b{k}"));
-                    veth(&cdev, &ns.name, &a, &w.name)?;
+                    // What faces the emulator on the client's side: the
+                    // client's uplink, or its router's public side.
+                    let (near_ns, near_dev) = match bed.routers.get(c) {
+                        Some(r) => (&r.name, format!("p{k}")),
+                        None => (&ns.name, cdev.clone()),
+                    };
+                    veth(&near_dev, near_ns, &a, &w.name)?;
                     veth(&b, &w.name, &kdev, &bed.conc.name)?;
                     w.sh(&format!("ip link set {a} up && ip link set {b} up"))?;
                     // Frames cross userspace here, so they must be complete on
                     // the wire: checksums filled in, no GSO/GRO super-packets.
-                    for (n, dev) in [(&ns.name, &cdev), (&w.name, &a), (&w.name, &b), (&bed.conc.name, &kdev)] {
+                    for (n, dev) in [(near_ns, &near_dev), (&w.name, &a), (&w.name, &b), (&bed.conc.name, &kdev)] {
                         sh_in(n, &format!("ethtool -K {dev} tx off tso off gso off gro off >/dev/null"))?;
                     }
                     wan_links.push((a, b));
+                    if let Some(r) = bed.routers.get(c) {
+                        let n = c * 16 + k + 1;
+                        let lan = format!("l{k}");
+                        veth(&cdev, &ns.name, &lan, &r.name)?;
+                        r.sh(&format!("ip addr add 192.168.{n}.1/24 dev {lan} && ip link set {lan} up && ip addr add 10.{n}.0.2/24 dev p{k} && ip link set p{k} up"))?;
+                        route_beyond(r, k, n)?;
+                        ns.sh(&format!("ip addr add 192.168.{n}.2/24 dev {cdev} && ip link set {cdev} up && ip route add 10.{n}.0.0/24 via 192.168.{n}.1 dev {cdev}"))?;
+                        bed.conc.sh(&format!("ip addr add 10.{n}.0.1/24 dev {kdev} && ip link set {kdev} up"))?;
+                        continue;
+                    }
                 } else if let Some(r) = bed.routers.get(c) {
                     let n = c * 16 + k + 1;
                     let (lan, wan) = (format!("l{k}"), format!("p{k}"));
                     veth(&cdev, &ns.name, &lan, &r.name)?;
                     veth(&wan, &r.name, &kdev, &bed.conc.name)?;
                     r.sh(&format!("ip addr add 192.168.{n}.1/24 dev {lan} && ip link set {lan} up && ip addr add 10.{n}.0.2/24 dev {wan} && ip link set {wan} up"))?;
+                    route_beyond(r, k, n)?;
                     ns.sh(&format!("ip addr add 192.168.{n}.2/24 dev {cdev} && ip link set {cdev} up && ip route add 10.{n}.0.0/24 via 192.168.{n}.1 dev {cdev}"))?;
                     bed.conc.sh(&format!("ip addr add 10.{n}.0.1/24 dev {kdev} && ip link set {kdev} up"))?;
                     continue;
@@ -312,10 +351,10 @@ impl Testbed {
     }
 
     /// Client c's router masquerades every uplink; uplink `k` of
-    /// `rebind = Some((k, lo..=hi))` to a public port in that range instead,
-    /// and that uplink's mappings are forgotten: its next packet gets a new
-    /// public port, as when a NAT reboots, times a mapping out or a CGNAT
-    /// rebinds.
+    /// `rebind = Some((k, lo..=hi))` to a public port in that range instead
+    /// (UDP and TCP), and that uplink's mappings are forgotten: its next
+    /// packet gets a new public port, as when a NAT reboots, times a mapping
+    /// out or a CGNAT rebinds.
     pub fn set_nat(&self, c: usize, rebind: Option<(usize, std::ops::RangeInclusive<u16>)>) -> Result<()> {
         let r = &self.routers[c];
         let mut script = String::from("nft flush chain ip nat post");
@@ -323,8 +362,9 @@ impl Testbed {
             if let Some((j, ports)) = &rebind {
                 if *j == k {
                     let (lo, hi) = (ports.start(), ports.end());
-                    script +=
-                        &format!(" && nft add rule ip nat post oifname p{k} meta l4proto udp masquerade to :{lo}-{hi}");
+                    script += &format!(
+                        " && nft add rule ip nat post oifname p{k} meta l4proto '{{ tcp, udp }}' masquerade to :{lo}-{hi}"
+                    );
                 }
             }
             script += &format!(" && nft add rule ip nat post oifname p{k} masquerade");
@@ -332,7 +372,7 @@ impl Testbed {
         r.sh(&script)?;
         if let Some((k, _)) = rebind {
             // conntrack exits 1 when it deleted nothing.
-            r.sh(&format!("conntrack -D -p udp -s 192.168.{}.2 >/dev/null 2>&1 || true", c * 16 + k + 1))?;
+            r.sh(&format!("conntrack -D -s 192.168.{}.2 >/dev/null 2>&1 || true", c * 16 + k + 1))?;
         }
         Ok(())
     }
@@ -352,6 +392,16 @@ impl Testbed {
     pub fn client_addr(&self, c: usize, k: usize) -> IpAddr {
         let n = c * 16 + k + 1;
         if self.routers.is_empty() { format!("10.{n}.0.2") } else { format!("192.168.{n}.2") }.parse().unwrap()
+    }
+
+    /// Client c's next hop on uplink k: its NAT router, or the concentrator.
+    pub fn client_gateway(&self, c: usize, k: usize) -> IpAddr {
+        let n = c * 16 + k + 1;
+        if self.routers.is_empty() {
+            Self::conc_addr(c, k)
+        } else {
+            format!("192.168.{n}.1").parse().unwrap()
+        }
     }
 
     pub fn wan(&self) -> &Wan {

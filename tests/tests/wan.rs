@@ -1,4 +1,4 @@
-//! The WAN emulator does what it is told: rate, one-way delay and loss,
+//! The WAN emulator does what it is told: rate, one-way delay, loss and MTU,
 //! measured by real traffic through it, within 5 % of the configuration.
 
 use std::net::SocketAddr;
@@ -67,4 +67,13 @@ fn emulator_delivers_configured_rate_delay_and_loss() {
     wan.set(0, Direction::Up, &Shape::default()).unwrap();
     let r = udp_cbr(client, conc, to_conc, 1000, 100, Duration::from_millis(300)).unwrap();
     assert_eq!(r.received, r.sent, "the link came back up unshaped");
+
+    // An MTU: IP packets up to it pass, larger ones vanish (and are counted).
+    wan.set(0, Direction::Up, &Shape { mtu: 1000, ..Shape::default() }).unwrap();
+    let fits = 1000 - 28; // IPv4 + UDP headers
+    let r = udp_cbr(client, conc, to_conc, 500, fits, Duration::from_millis(200)).unwrap();
+    assert_eq!(r.received, r.sent, "packets of exactly the MTU pass");
+    let r = udp_cbr(client, conc, to_conc, 500, fits + 1, Duration::from_millis(200)).unwrap();
+    assert_eq!(r.received, 0, "one byte over the MTU: {} of {} delivered", r.received, r.sent);
+    assert!(wan.stats(0, Direction::Up).too_big >= r.sent);
 }

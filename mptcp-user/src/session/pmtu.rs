@@ -5,9 +5,11 @@
 //! candidate size (the whole outer IP packet) at once; the concentrator
 //! answers each it receives, and when the round's time is up the path's MTU
 //! is the largest size answered. A confirming round (the current size only)
-//! follows every [`CONFIRM_US`], a full one every [`SEARCH_US`] and
-//! [`RETRY_US`] after any round that missed, so a path whose MTU drops is
-//! found within a confirmation interval and a second. A larger size is taken
+//! follows every [`CONFIRM_US`] on an idle path and every [`BUSY_CONFIRM_US`]
+//! on one that carries traffic (where a drop black-holes full-size packets
+//! and costs most; one probe a second is nothing beside the traffic), a full
+//! one every [`SEARCH_US`] and [`RETRY_US`] after any round that missed, so
+//! a busy path whose MTU drops is found within about two seconds. A larger size is taken
 //! at once; a smaller one only when two rounds in a row missed the current
 //! one, so one lost probe does not shrink the bond. Pure: the client sends
 //! what [`Pmtu::due`] asks for and feeds back answers and time.
@@ -17,6 +19,7 @@
 /// minimum.
 pub const CANDIDATES: [u32; 12] = [1500, 1492, 1480, 1472, 1460, 1450, 1440, 1420, 1400, 1380, 1350, 1280];
 pub const CONFIRM_US: u64 = 10_000_000;
+pub const BUSY_CONFIRM_US: u64 = 1_000_000;
 pub const SEARCH_US: u64 = 60_000_000;
 pub const RETRY_US: u64 = 1_000_000;
 
@@ -29,6 +32,8 @@ pub struct Pmtu {
     round: Option<Round>,
     rounds: u32,
     next_us: u64,
+    /// When the last round was concluded.
+    concluded_us: u64,
     searched_us: Option<u64>,
     /// Rounds in a row that did not answer the current size.
     misses: u32,
@@ -45,7 +50,7 @@ struct Round {
 impl Pmtu {
     /// A path whose uplink carries at most `max` bytes; a full round is due at once.
     pub fn new(max: u32) -> Pmtu {
-        Pmtu { max, mtu: None, round: None, rounds: 0, next_us: 0, searched_us: None, misses: 0 }
+        Pmtu { max, mtu: None, round: None, rounds: 0, next_us: 0, concluded_us: 0, searched_us: None, misses: 0 }
     }
 
     /// The path's MTU, once known.
@@ -53,9 +58,14 @@ impl Pmtu {
         self.mtu
     }
 
-    /// The sizes to probe now, with the round's id, if a round is due.
-    pub fn due(&mut self, now_us: u64) -> Option<(u32, Vec<u32>)> {
+    /// The sizes to probe now, with the round's id, if a round is due on a
+    /// path that is `busy` (carrying traffic) or not.
+    pub fn due(&mut self, now_us: u64, busy: bool) -> Option<(u32, Vec<u32>)> {
         if self.round.is_some() || now_us < self.next_us {
+            return None;
+        }
+        let settled = self.mtu.is_some() && self.misses == 0;
+        if settled && !busy && now_us.saturating_sub(self.concluded_us) < CONFIRM_US {
             return None;
         }
         let full = self.mtu.is_none()
@@ -113,7 +123,8 @@ impl Pmtu {
                 }
             }
         }
-        self.next_us = now_us + if self.misses > 0 { RETRY_US } else { CONFIRM_US };
+        self.concluded_us = now_us;
+        self.next_us = now_us + if self.misses > 0 { RETRY_US } else { BUSY_CONFIRM_US };
         (self.mtu != before).then_some(self.mtu).flatten()
     }
 }
@@ -127,7 +138,7 @@ mod tests {
     /// One round at `now`: the path answers every probe up to `path_mtu`
     /// (0: nothing). The sizes probed, and the MTU if it changed.
     fn round(p: &mut Pmtu, now: u64, path_mtu: u32) -> (Vec<u32>, Option<u32>) {
-        let (id, sizes) = p.due(now).expect("a round is due");
+        let (id, sizes) = p.due(now, false).expect("a round is due");
         for &s in &sizes {
             if s <= path_mtu {
                 p.on_answer(id, s);
@@ -155,7 +166,8 @@ mod tests {
     fn confirmations_keep_it_and_a_drop_is_found_after_two_misses() {
         let mut p = Pmtu::new(1500);
         round(&mut p, 0, 1500);
-        assert_eq!(p.due(WAIT + 1), None, "not before the confirmation interval");
+        assert_eq!(p.due(WAIT + 1, false), None, "not before the confirmation interval");
+        assert_eq!(p.due(WAIT + BUSY_CONFIRM_US - 1, true), None, "nor before the busy one");
         let t = WAIT + CONFIRM_US;
         assert_eq!(round(&mut p, t, 1500), (vec![1500], None), "a confirmation probes the current size only");
         // The path's MTU drops to 1400: the confirmation misses, a full round
@@ -202,9 +214,33 @@ mod tests {
             assert!(t < 2 * SEARCH_US, "no full round came");
         }
         // An answer from another round counts for nothing.
-        let (id, _) = p.due(t + WAIT + CONFIRM_US).unwrap();
+        let (id, _) = p.due(t + WAIT + CONFIRM_US, false).unwrap();
         p.on_answer(id.wrapping_sub(1), 1500);
         assert_eq!(p.on_tick(t + 2 * WAIT + CONFIRM_US, WAIT), None);
         assert_eq!(p.mtu(), Some(1500), "a missed confirmation alone changes nothing");
+    }
+
+    #[test]
+    fn a_busy_path_is_confirmed_every_second_and_a_drop_found_within_about_two() {
+        let mut p = Pmtu::new(1500);
+        round(&mut p, 0, 1500);
+        let busy_round = |p: &mut Pmtu, now: u64, path_mtu: u32| {
+            let (id, sizes) = p.due(now, true).expect("due on a busy path");
+            for &s in sizes.iter().filter(|&&s| s <= path_mtu) {
+                p.on_answer(id, s);
+            }
+            p.on_tick(now + WAIT, WAIT)
+        };
+        let mut t = WAIT + BUSY_CONFIRM_US;
+        assert_eq!(busy_round(&mut p, t, 1500), None, "confirmed a second later");
+        // The MTU drops just after a confirmation: the next one misses, the
+        // full round a second later lowers it.
+        let dropped = t + WAIT;
+        t += WAIT + BUSY_CONFIRM_US;
+        assert_eq!(busy_round(&mut p, t, 1380), None);
+        t += WAIT + RETRY_US;
+        assert_eq!(busy_round(&mut p, t, 1380), Some(1380));
+        let found = t + WAIT - dropped;
+        assert!(found <= 2 * (BUSY_CONFIRM_US + WAIT) + WAIT, "found {found} µs after the drop");
     }
 }

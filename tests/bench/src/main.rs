@@ -150,6 +150,9 @@ fn main_inner() -> Result<()> {
 
 /// `--sim`: every bond policy of the scenario's systems through the simulator.
 fn simulate(cli: &Cli, scn: &Scenario) -> Result<()> {
+    if let Some(what) = sim::unmodelled(scn) {
+        anyhow::bail!("the simulator does not model {what}; run scenario {} without --sim", scn.name());
+    }
     let mut results = Vec::new();
     for system in scn.systems()? {
         match system {

@@ -89,7 +89,7 @@ fn chart(path: &Path, title: &str, scn: &Scenario, lines: &[Line]) -> Result<()>
         .build_cartesian_2d(0.0..t_max, 0.0..y_max)?;
     c.configure_mesh().x_desc("time (s)").y_desc("Mbit/s (500 ms average)").label_style(("sans-serif", 14)).draw()?;
     for e in &scn.events {
-        let label = format!("{} {:?}", e.link, e.action).to_lowercase();
+        let label = format!("{} {:?}", e.link.as_deref().unwrap_or(""), e.action).trim().to_lowercase();
         c.draw_series(LineSeries::new([(e.at_s, 0.0), (e.at_s, y_max)], BLACK.stroke_width(1)))?;
         c.draw_series(std::iter::once(Text::new(label, (e.at_s + 0.1, y_max * 0.96), ("sans-serif", 13))))?;
     }

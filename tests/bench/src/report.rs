@@ -55,6 +55,7 @@ pub fn median_metrics(runs: &[&Metrics]) -> Metrics {
         recovery_s: m(|r| r.recovery_s),
         controller_cpu_pct: m(|r| r.controller_cpu_pct),
         controller_rss_mib: m(|r| r.controller_rss_mib),
+        conc_away_s: m(|r| r.conc_away_s),
     }
 }
 
@@ -91,7 +92,7 @@ fn has(s: &Summary, f: fn(&Metrics) -> Option<f64>) -> bool {
 
 pub fn markdown(s: &Summary, command: &str) -> String {
     type Col = (&'static str, fn(&Metrics) -> Option<f64>, usize);
-    let cols: [Col; 15] = [
+    let cols: [Col; 16] = [
         ("Goodput Mbit/s", |m| m.goodput_mbit, 2),
         ("% of capacity", |m| m.capacity_share_pct, 1),
         ("Transfer s", |m| m.completion_s, 2),
@@ -105,6 +106,7 @@ pub fn markdown(s: &Summary, command: &str) -> String {
         ("Req/resp p50 ms", |m| m.rr_p50_ms, 1),
         ("Req/resp p99 ms", |m| m.rr_p99_ms, 1),
         ("Recovery s", |m| m.recovery_s, 2),
+        ("Conc. away s", |m| m.conc_away_s, 2),
         ("Ctrl CPU %", |m| m.controller_cpu_pct, 1),
         ("Ctrl RSS MiB", |m| m.controller_rss_mib, 1),
     ];

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub recovery_s: Option<f64>,
     pub controller_cpu_pct: Option<f64>,
     pub controller_rss_mib: Option<f64>,
+    /// A concentrator restart: seconds from stopping it until the new one
+    /// served (its own start-up, most of it loading the programs). The rest
+    /// of an outage is the client's.
+    pub conc_away_s: Option<f64>,
 }
 
 /// One system's run, with its time series for the plots.
@@ -87,7 +91,7 @@ pub fn run_system(
         "scenario asks for TCP congestion control {:?}, but this kernel offers only {available}",
         scn.tcp_congestion
     );
-    let bed = Testbed::with_wan(1, n)?;
+    let bed = if scn.nat { Testbed::with_wan_nat(1, n)? } else { Testbed::with_wan(1, n)? };
     let wan = bed.wan();
     for (k, l) in scn.links.iter().enumerate() {
         wan.set(k, Direction::Up, &l.uplink())?;
@@ -104,7 +108,7 @@ pub fn run_system(
     wan.restart_series();
     let epoch = Instant::now();
     let finished = AtomicBool::new(false);
-    let outcomes: Vec<Result<Outcome>> = std::thread::scope(|s| {
+    let outcomes = std::thread::scope(|s| {
         let handles: Vec<_> = scn
             .traffic
             .iter()
@@ -113,7 +117,7 @@ pub fn run_system(
                 s.spawn(move || traffic_run(t, client, srv, stream, epoch, duration))
             })
             .collect();
-        let events = s.spawn(|| apply_events(scn, &bed, epoch, &finished));
+        let events = s.spawn(|| apply_events(scn, &bed, &running, epoch, &finished));
         let mut next_report = Duration::from_secs(1);
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(50));
@@ -136,13 +140,19 @@ pub fn run_system(
             }
         }
         finished.store(true, Relaxed);
-        let _ = events.join();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("traffic panicked")))).collect()
+        let events = events.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the events thread panicked")));
+        let traffic = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("traffic panicked"))))
+            .collect();
+        (events, traffic)
     });
+    let (events, outcomes): (Result<Option<Duration>>, Vec<Result<Outcome>>) = outcomes;
+    let conc_away = events.context("applying the scenario's events")?;
     let after = (tcp_counters(client)?, tcp_counters(srv)?, running.usage());
     drop(running);
 
-    let mut m = Metrics::default();
+    let mut m = Metrics { conc_away_s: conc_away.map(|d| d.as_secs_f64()), ..Metrics::default() };
     let capacity = scn.capacity_mbit();
     let mut goodput_series = Vec::new();
     for o in outcomes {
@@ -244,31 +254,51 @@ fn traffic_run(
 }
 
 /// Apply the scenario's events at their times (until the run finishes).
-fn apply_events(scn: &Scenario, bed: &Testbed, epoch: Instant, finished: &AtomicBool) -> Result<()> {
+/// Returns how long the first concentrator restart kept it away.
+fn apply_events(
+    scn: &Scenario,
+    bed: &Testbed,
+    running: &systems::Running,
+    epoch: Instant,
+    finished: &AtomicBool,
+) -> Result<Option<Duration>> {
     let wan = bed.wan();
     let mut shapes: Vec<(Shape, Shape)> = scn.links.iter().map(|l| (l.uplink(), l.downlink())).collect();
     let mut events: Vec<_> = scn.events.iter().collect();
     events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let mut rebinds = 0u16;
+    let mut away = None;
     for e in events {
         let at = Duration::from_secs_f64(e.at_s);
         while epoch.elapsed() < at {
             if finished.load(Relaxed) {
-                return Ok(());
+                return Ok(away);
             }
             std::thread::sleep((at - epoch.elapsed()).min(Duration::from_millis(20)));
         }
-        let k = scn.links.iter().position(|l| l.name == e.link).expect("validated");
+        let link = || scn.links.iter().position(|l| Some(&l.name) == e.link.as_ref()).expect("validated");
         match e.action {
-            Action::Down => wan.set_up(k, false),
-            Action::Up => wan.set_up(k, true),
+            Action::Down => wan.set_up(link(), false),
+            Action::Up => wan.set_up(link(), true),
+            Action::Rebind => {
+                // A fresh range of public ports for each rebinding.
+                rebinds += 1;
+                let lo = 20000 + 1000 * rebinds;
+                bed.set_nat(0, Some((link(), lo..=lo + 999)))?;
+            }
+            Action::RestartConcentrator => {
+                let gone = running.restart_concentrator(Duration::from_secs_f64(e.away_s.unwrap_or(0.0)))?;
+                away.get_or_insert(gone);
+            }
             Action::Set => {
+                let k = link();
                 shapes[k] = (e.apply(shapes[k].0.clone()), e.apply(shapes[k].1.clone()));
                 wan.set(k, Direction::Up, &shapes[k].0)?;
                 wan.set(k, Direction::Down, &shapes[k].1)?;
             }
         }
     }
-    Ok(())
+    Ok(away)
 }
 
 /// Seconds from the first `down` event until the links still up carry 90 %
@@ -280,11 +310,12 @@ fn recovery(scn: &Scenario, link_series: &[Vec<u64>]) -> Option<f64> {
     let mut events: Vec<_> = scn.events.iter().filter(|e| e.at_s <= first.at_s).collect();
     events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     for e in events {
-        let k = scn.links.iter().position(|l| l.name == e.link)?;
+        let Some(k) = scn.links.iter().position(|l| Some(&l.name) == e.link.as_ref()) else { continue };
         match e.action {
             Action::Down => up[k] = false,
             Action::Up => up[k] = true,
             Action::Set => rate[k] = e.rate_mbit.unwrap_or(rate[k]),
+            Action::Rebind | Action::RestartConcentrator => {}
         }
     }
     let surviving: f64 = (0..up.len()).filter(|&k| up[k]).map(|k| rate[k]).sum();

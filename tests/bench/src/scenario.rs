@@ -36,6 +36,11 @@ pub struct Scenario {
     /// bandwidth-delay product, which a bond under one TCP flow cannot fill.
     #[serde(default = "default_tcp_congestion")]
     pub tcp_congestion: String,
+    /// Every link crosses the client's NAT router (the kernel's masquerade),
+    /// as behind a home router or an LTE carrier's CGNAT; `rebind` events
+    /// need it.
+    #[serde(default)]
+    pub nat: bool,
 }
 
 fn default_tcp_congestion() -> String {
@@ -57,6 +62,9 @@ pub struct LinkSpec {
     #[serde(default)]
     pub loss_pct: f64,
     pub queue_ms: Option<f64>,
+    /// Largest IP packet the path carries, both ways (a hop neither end can
+    /// see; larger packets vanish without ICMP). Default: no limit.
+    pub mtu: Option<u32>,
     pub downlink: Option<ShapeOverride>,
 }
 
@@ -68,6 +76,7 @@ pub struct ShapeOverride {
     pub jitter_ms: Option<f64>,
     pub loss_pct: Option<f64>,
     pub queue_ms: Option<f64>,
+    pub mtu: Option<u32>,
 }
 
 impl ShapeOverride {
@@ -77,6 +86,7 @@ impl ShapeOverride {
         s.jitter_ms = self.jitter_ms.unwrap_or(s.jitter_ms);
         s.loss_pct = self.loss_pct.unwrap_or(s.loss_pct);
         s.queue_ms = self.queue_ms.unwrap_or(s.queue_ms);
+        s.mtu = self.mtu.unwrap_or(s.mtu);
         s
     }
 
@@ -86,6 +96,7 @@ impl ShapeOverride {
             && self.jitter_ms.is_none()
             && self.loss_pct.is_none()
             && self.queue_ms.is_none()
+            && self.mtu.is_none()
     }
 }
 
@@ -98,6 +109,7 @@ impl LinkSpec {
             jitter_ms: self.jitter_ms,
             loss_pct: self.loss_pct,
             queue_ms: self.queue_ms.unwrap_or(Shape::default().queue_ms),
+            mtu: self.mtu.unwrap_or(0),
         }
     }
 
@@ -167,20 +179,40 @@ pub enum Action {
     /// The link silently drops everything (its interfaces stay up).
     Down,
     Up,
-    /// Change some of rate/delay/jitter/loss, both directions.
+    /// Change some of rate/delay/jitter/loss/mtu, both directions.
     Set,
+    /// The link's NAT forgets its mappings and maps the client to a new
+    /// public port from then on (a NAT reboot, a timed-out mapping, a CGNAT
+    /// rebinding). Needs `nat = true`.
+    Rebind,
+    /// The concentrator's controller is stopped (its data path removed, as on
+    /// a reboot: nothing of its state survives) and started afresh after
+    /// `away_s` (default 0). Bond systems only: the kernel's MPTCP has no
+    /// concentrator.
+    RestartConcentrator,
+}
+
+impl Action {
+    /// Whether the action happens to one link (and names it).
+    fn on_link(self) -> bool {
+        !matches!(self, Action::RestartConcentrator)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     pub at_s: f64,
-    pub link: String,
+    /// The link it happens to; none for `restart-concentrator`.
+    pub link: Option<String>,
     pub action: Action,
     pub rate_mbit: Option<f64>,
     pub delay_ms: Option<f64>,
     pub jitter_ms: Option<f64>,
     pub loss_pct: Option<f64>,
+    pub mtu: Option<u32>,
+    /// `restart-concentrator`: seconds the concentrator stays away.
+    pub away_s: Option<f64>,
 }
 
 impl Event {
@@ -191,6 +223,7 @@ impl Event {
             jitter_ms: self.jitter_ms,
             loss_pct: self.loss_pct,
             queue_ms: None,
+            mtu: self.mtu,
         }
     }
 
@@ -339,29 +372,57 @@ impl Scenario {
                 e.at_s,
                 self.duration_s
             );
+            ensure!(
+                e.away_s.is_none() || e.action == Action::RestartConcentrator,
+                "event at {} s: only restart-concentrator takes away_s",
+                e.at_s
+            );
+            if !e.action.on_link() {
+                ensure!(e.link.is_none(), "event at {} s: {:?} names no link", e.at_s, e.action);
+                ensure!(e.change().is_empty(), "event at {} s: {:?} takes no link settings", e.at_s, e.action);
+                let away = e.away_s.unwrap_or(0.0);
+                ensure!(
+                    away.is_finite() && (0.0..=60.0).contains(&away),
+                    "event at {} s: away_s must be within 0..60",
+                    e.at_s
+                );
+                let systems = self.systems()?;
+                if let Some(other) = systems.iter().find(|s| !matches!(s, System::Bond(_))) {
+                    bail!(
+                        "event at {} s: restart-concentrator applies to bond systems only, not {}; set systems = [\"bond\"]",
+                        e.at_s,
+                        other.label()
+                    );
+                }
+                continue;
+            }
+            let name =
+                e.link.as_deref().with_context(|| format!("event at {} s: {:?} needs a link", e.at_s, e.action))?;
             let link = self
                 .links
                 .iter()
-                .find(|l| l.name == e.link)
-                .with_context(|| format!("event at {} s names unknown link {:?}", e.at_s, e.link))?;
+                .find(|l| l.name == name)
+                .with_context(|| format!("event at {} s names unknown link {name:?}", e.at_s))?;
             match e.action {
                 Action::Set => {
                     ensure!(
                         !e.change().is_empty(),
-                        "event at {} s: set needs rate_mbit, delay_ms, jitter_ms or loss_pct",
+                        "event at {} s: set needs rate_mbit, delay_ms, jitter_ms, loss_pct or mtu",
                         e.at_s
                     );
                     let s = e.apply(link.uplink());
                     s.validate().with_context(|| format!("event at {} s", e.at_s))?;
                     ensure!(s.rate_mbit > 0.0, "event at {} s: rate_mbit must be positive", e.at_s);
                 }
-                Action::Down | Action::Up => ensure!(
+                Action::Down | Action::Up | Action::Rebind => ensure!(
                     e.change().is_empty(),
-                    "event at {} s: {:?} takes no rate/delay/jitter/loss",
+                    "event at {} s: {:?} takes no rate/delay/jitter/loss/mtu",
                     e.at_s,
                     e.action
                 ),
+                Action::RestartConcentrator => unreachable!("handled above"),
             }
+            ensure!(e.action != Action::Rebind || self.nat, "event at {} s: rebind needs nat = true", e.at_s);
         }
         self.systems()?;
         Ok(())
@@ -450,6 +511,28 @@ kind = "tcp-bulk"
         assert!(format!("{:#}", parse(&cc).unwrap_err()).contains("tcp_congestion"));
         let sys = format!("systems = [\"bond:fastest\"]\n{OK}");
         assert!(format!("{:#}", parse(&sys).unwrap_err()).contains("unknown policy \"fastest\""));
+    }
+
+    #[test]
+    fn field_events_are_checked() {
+        let with = |extra: &str| parse(&format!("{OK}{extra}"));
+        let rebind = "[[event]]\nat_s = 2\nlink = \"a\"\naction = \"rebind\"\n";
+        assert!(format!("{:#}", with(rebind).unwrap_err()).contains("rebind needs nat = true"));
+        assert!(parse(&format!("nat = true\n{OK}{rebind}")).is_ok());
+        let restart = "[[event]]\nat_s = 2\naction = \"restart-concentrator\"\naway_s = 1\n";
+        assert!(format!("{:#}", with(restart).unwrap_err()).contains("bond systems only"));
+        let s = parse(&format!("systems = [\"bond\"]\n{OK}{restart}")).unwrap();
+        assert_eq!(s.events[0].away_s, Some(1.0));
+        let on_link = restart.replace("away_s = 1", "link = \"a\"");
+        assert!(format!("{:#}", parse(&format!("systems = [\"bond\"]\n{OK}{on_link}")).unwrap_err())
+            .contains("names no link"));
+        let no_link = "[[event]]\nat_s = 2\naction = \"down\"\n";
+        assert!(format!("{:#}", with(no_link).unwrap_err()).contains("needs a link"));
+        let mtu = "[[event]]\nat_s = 2\nlink = \"a\"\naction = \"set\"\nmtu = 1380\n";
+        assert_eq!(with(mtu).unwrap().events[0].apply(Shape::default()).mtu, 1380);
+        assert!(format!("{:#}", with(&mtu.replace("1380", "100")).unwrap_err()).contains("mtu"));
+        let link_mtu = parse(&OK.replace("rate_mbit = 10", "rate_mbit = 10\nmtu = 1400")).unwrap();
+        assert_eq!((link_mtu.links[0].uplink().mtu, link_mtu.links[0].downlink().mtu), (1400, 1400));
     }
 
     #[test]

@@ -163,6 +163,23 @@ fn flows(scn: &Scenario, capacity_bps: f64) -> Vec<Flow> {
     out
 }
 
+/// What of the scenario the simulator does not model: NATs, path MTUs and
+/// the concentrator's restarts live in the kernel and the controllers, which
+/// only the namespace benchmark runs.
+pub fn unmodelled(scn: &Scenario) -> Option<&'static str> {
+    let mtu = scn.links.iter().any(|l| l.mtu.is_some() || l.downlink.as_ref().is_some_and(|d| d.mtu.is_some()))
+        || scn.events.iter().any(|e| e.mtu.is_some());
+    if scn.nat || scn.events.iter().any(|e| e.action == Action::Rebind) {
+        Some("NAT and rebinding")
+    } else if mtu {
+        Some("path MTUs")
+    } else if scn.events.iter().any(|e| e.action == Action::RestartConcentrator) {
+        Some("concentrator restarts")
+    } else {
+        None
+    }
+}
+
 /// Run the scenario under `policy`.
 pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
     let end = T0 + (scn.duration_s * 1e9) as u64;
@@ -223,8 +240,10 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
         // Link events and probe ticks up to now.
         while next_event < events.len() && T0 + (events[next_event].at_s * 1e9) as u64 <= now {
             let e = events[next_event];
-            if let Some(k) = scn.links.iter().position(|l| l.name == e.link) {
+            if let Some(k) = scn.links.iter().position(|l| Some(&l.name) == e.link.as_ref()) {
                 match e.action {
+                    // Refused by `models` before the run.
+                    Action::Rebind | Action::RestartConcentrator => {}
                     Action::Down => links[k].alive = false,
                     Action::Up => links[k].alive = true,
                     Action::Set => {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +15,11 @@ const PSK: &str = "benchmark-pre-shared-key";
 /// A started system; controllers are stopped and their pins removed on Drop.
 pub struct Running {
     controller: PathBuf,
-    instances: Vec<(String, Proc)>,
+    log_dir: PathBuf,
+    /// (instance name, its process); the concentrator first.
+    instances: Mutex<Vec<(String, Proc)>>,
+    /// The concentrator's namespace, for a restart.
+    conc_ns: String,
 }
 
 /// CPU time (clock ticks) and peak resident set (KiB) of one process.
@@ -27,17 +32,43 @@ pub struct Usage {
 impl Running {
     /// Usage of every controller process of this system (none for the kernel's).
     pub fn usage(&self) -> Vec<Usage> {
-        self.instances.iter().map(|(_, p)| usage(p.child.id()).unwrap_or_default()).collect()
+        let instances = self.instances.lock().unwrap();
+        instances.iter().map(|(_, p)| usage(p.child.id()).unwrap_or_default()).collect()
     }
+
+    /// Stop the concentrator as a reboot would (Ctrl-C: its data path goes,
+    /// nothing of its state is kept), wait `away`, and start it afresh from
+    /// the same config (its log goes on in `<name>-restarted.log`). Returns
+    /// how long it was gone: until the new one serves.
+    pub fn restart_concentrator(&self, away: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        let mut instances = self.instances.lock().unwrap();
+        let (name, p) = instances.first_mut().context("no concentrator to restart")?;
+        stop(&self.controller, name, p);
+        std::thread::sleep(away);
+        // A handle on the testbed's namespace, which the testbed deletes:
+        // not dropped here.
+        let ns = std::mem::ManuallyDrop::new(Netns { name: self.conc_ns.clone() });
+        let cfg = self.log_dir.join(format!("{name}.toml"));
+        let log = self.log_dir.join(format!("{name}-restarted.log"));
+        *p = spawn(&ns, &self.controller, &cfg, log, "mptcp-user: serving")
+            .with_context(|| format!("restarting {name}"))?;
+        Ok(start.elapsed())
+    }
+}
+
+/// Stop a controller and remove whatever it left.
+fn stop(controller: &Path, name: &str, p: &mut Proc) {
+    let _ = p.signal(Signal::SIGINT);
+    let _ = p.wait_timeout(Duration::from_secs(5));
+    let _ = Command::new(controller).args(["down", "--instance", name]).output();
+    let _ = mptcp_user::lifecycle::remove_pins(&mptcp_user::lifecycle::pin_dir(name));
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for (name, p) in &mut self.instances {
-            let _ = p.signal(Signal::SIGINT);
-            let _ = p.wait_timeout(Duration::from_secs(5));
-            let _ = Command::new(&self.controller).args(["down", "--instance", name]).output();
-            let _ = mptcp_user::lifecycle::remove_pins(&mptcp_user::lifecycle::pin_dir(name));
+        for (name, p) in self.instances.get_mut().unwrap().iter_mut() {
+            stop(&self.controller, name, p);
         }
     }
 }
@@ -58,20 +89,20 @@ fn usage(pid: u32) -> Result<Usage> {
     Ok(Usage { cpu_ticks, peak_rss_kib })
 }
 
-/// Client address on link k (as in the testbed's address plan).
-fn client_addr(k: usize) -> String {
-    format!("10.{}.0.2", k + 1)
-}
-
 pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, log_dir: &Path) -> Result<Running> {
-    let mut running = Running { controller: controller.to_path_buf(), instances: Vec::new() };
+    let mut running = Running {
+        controller: controller.to_path_buf(),
+        log_dir: log_dir.to_path_buf(),
+        instances: Mutex::new(Vec::new()),
+        conc_ns: bed.conc.name.clone(),
+    };
     let client = &bed.clients[0];
     let best = scn.best_link();
     match system {
         System::SinglePath => {
             client.sh(&format!(
                 "ip route add 10.200.0.0/24 via {} dev {}",
-                Testbed::conc_addr(0, best),
+                bed.client_gateway(0, best),
                 Testbed::client_dev(best)
             ))?;
         }
@@ -81,16 +112,16 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
             // of the link its address belongs to.
             client.sh(&format!(
                 "ip route add 10.200.0.0/24 via {} dev {}",
-                Testbed::conc_addr(0, best),
+                bed.client_gateway(0, best),
                 Testbed::client_dev(best)
             ))?;
             client.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
             for k in 0..scn.links.len() {
-                let (dev, addr) = (Testbed::client_dev(k), client_addr(k));
+                let (dev, addr) = (Testbed::client_dev(k), bed.client_addr(0, k));
                 client.sh(&format!(
                     "ip rule add from {addr} table {t} && ip route add default via {gw} dev {dev} table {t} && ip mptcp endpoint add {addr} dev {dev} subflow",
                     t = 100 + k,
-                    gw = Testbed::conc_addr(0, k)
+                    gw = bed.client_gateway(0, k)
                 ))?;
             }
             bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
@@ -131,9 +162,9 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
                 );
             }
             let p = launch(&bed.conc, controller, log_dir, &conc_name, &conc, "mptcp-user: serving")?;
-            running.instances.push((conc_name, p));
+            running.instances.get_mut().unwrap().push((conc_name, p));
             let p = launch(client, controller, log_dir, &client_name, &cl, "mptcp-user: connected")?;
-            running.instances.push((client_name.clone(), p));
+            running.instances.get_mut().unwrap().push((client_name.clone(), p));
             wait_subflows(client, controller, &client_name, scn.links.len())?;
         }
     }
@@ -158,10 +189,16 @@ fn hint(scn: &Scenario, rate_mbit: f64) -> String {
 fn launch(ns: &Netns, controller: &Path, log_dir: &Path, name: &str, config: &str, ready: &str) -> Result<Proc> {
     let cfg = log_dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config)?;
+    spawn(ns, controller, &cfg, log_dir.join(format!("{name}.log")), ready)
+        .with_context(|| format!("controller {name} did not start"))
+}
+
+/// Start a controller from `cfg` in `ns` and wait until it says `ready`.
+fn spawn(ns: &Netns, controller: &Path, cfg: &Path, log: PathBuf, ready: &str) -> Result<Proc> {
     let mut cmd = ns.command(controller.to_str().context("controller path is not UTF-8")?);
-    cmd.args(["--log", "info,netlink_packet_route=error", "up", "--config"]).arg(&cfg);
-    let mut p = Proc::spawn(cmd, log_dir.join(format!("{name}.log")))?;
-    p.wait_for(ready, Duration::from_secs(20)).with_context(|| format!("controller {name} did not start"))?;
+    cmd.args(["--log", "info,netlink_packet_route=error", "up", "--config"]).arg(cfg);
+    let mut p = Proc::spawn(cmd, log)?;
+    p.wait_for(ready, Duration::from_secs(20))?;
     Ok(p)
 }
 

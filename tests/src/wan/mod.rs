@@ -51,6 +51,11 @@ pub struct Shape {
     /// Bottleneck queue, as time at the configured rate (tbf's `latency`).
     #[serde(default = "default_queue_ms")]
     pub queue_ms: f64,
+    /// Largest IP packet the link carries; larger ones vanish without an
+    /// ICMP answer (a PMTU black hole: a PPPoE or tunnel hop behind a
+    /// router that filters ICMP). 0 = no limit.
+    #[serde(default)]
+    pub mtu: u32,
 }
 
 fn default_queue_ms() -> f64 {
@@ -60,7 +65,7 @@ fn default_queue_ms() -> f64 {
 /// No rate limit, no delay, no loss, the default queue.
 impl Default for Shape {
     fn default() -> Shape {
-        Shape { rate_mbit: 0.0, delay_ms: 0.0, jitter_ms: 0.0, loss_pct: 0.0, queue_ms: default_queue_ms() }
+        Shape { rate_mbit: 0.0, delay_ms: 0.0, jitter_ms: 0.0, loss_pct: 0.0, queue_ms: default_queue_ms(), mtu: 0 }
     }
 }
 
@@ -82,6 +87,11 @@ impl Shape {
             "queue_ms must be at least 1, not {}",
             self.queue_ms
         );
+        anyhow::ensure!(
+            self.mtu == 0 || (576..=1500).contains(&self.mtu),
+            "mtu must be 0 (no limit) or within 576..1500, not {}",
+            self.mtu
+        );
         Ok(())
     }
 }
@@ -102,6 +112,8 @@ pub struct DirStats {
     pub lost: u64,
     /// Dropped because the link was down.
     pub blackholed: u64,
+    /// Dropped as larger than the link's MTU.
+    pub too_big: u64,
     /// Dropped by the rate limiter's full queue or the delay line's cap.
     pub queue_drops: u64,
     /// Frames and bytes that left the emulator after the rate limit.
@@ -115,9 +127,12 @@ struct DirState {
     jitter_us: AtomicU64,
     /// Loss probability in parts per 2^32.
     loss: AtomicU32,
+    /// Largest IP packet passed (0: any).
+    mtu: AtomicU32,
     received: AtomicU64,
     lost: AtomicU64,
     blackholed: AtomicU64,
+    too_big: AtomicU64,
     queue_drops: AtomicU64,
     delivered: AtomicU64,
     delivered_bytes: AtomicU64,
@@ -212,6 +227,7 @@ impl Wan {
         d.delay_us.store((shape.delay_ms * 1000.0).round() as u64, Relaxed);
         d.jitter_us.store((shape.jitter_ms * 1000.0).round() as u64, Relaxed);
         d.loss.store((shape.loss_pct / 100.0 * u32::MAX as f64).round() as u32, Relaxed);
+        d.mtu.store(shape.mtu, Relaxed);
         let dev = self.device(link, dir).to_string();
         if shape.rate_mbit > 0.0 {
             let rate_bytes = shape.rate_mbit * 1e6 / 8.0;
@@ -243,6 +259,7 @@ impl Wan {
             received: d.received.load(Relaxed),
             lost: d.lost.load(Relaxed),
             blackholed: d.blackholed.load(Relaxed),
+            too_big: d.too_big.load(Relaxed),
             queue_drops: d.queue_drops.load(Relaxed),
             delivered: d.delivered.load(Relaxed),
             delivered_bytes: d.delivered_bytes.load(Relaxed),
@@ -277,6 +294,9 @@ impl Drop for Wan {
 fn ifindex(dev: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(dev).with_context(|| format!("no emulator device {dev}"))
 }
+
+/// An Ethernet header's length: what a frame carries besides its IP packet.
+const ETH_HEADER: usize = 14;
 
 fn is_ip(frame: &[u8]) -> bool {
     frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x0800 | 0x86DD)
@@ -350,6 +370,11 @@ fn delay_line(
             let frame = &buf[..n];
             if !link.up.load(Relaxed) {
                 this.blackholed.fetch_add(1, Relaxed);
+                continue;
+            }
+            let mtu = this.mtu.load(Relaxed) as usize;
+            if mtu > 0 && is_ip(frame) && n > mtu + ETH_HEADER {
+                this.too_big.fetch_add(1, Relaxed);
                 continue;
             }
             let loss = this.loss.load(Relaxed);
