@@ -538,6 +538,7 @@ impl Client {
             // A path probed at the active interval carries traffic.
             let busy = p.probe_interval_ms <= self.cfg.probe.active_interval_ms();
             let Some((round, sizes)) = pmtu.due(now, busy) else { continue };
+            tracing::debug!(path = p.cfg.display_name(), round, ?sizes, busy, "path MTU probes");
             let ip_hlen = if p.remote.is_ipv6() { IPV6_HLEN } else { IPV4_HLEN };
             for size in sizes {
                 let pad = (size as usize).saturating_sub(ip_hlen + UDP_HLEN + MTU_PROBE_LEN) as u16;

@@ -6,8 +6,10 @@
 //! answers each it receives, and when the round's time is up the path's MTU
 //! is the largest size answered. A confirming round (the current size only)
 //! follows every [`CONFIRM_US`] on an idle path and every [`BUSY_CONFIRM_US`]
-//! on one that carries traffic (where a drop black-holes full-size packets
-//! and costs most; one probe a second is nothing beside the traffic), a full
+//! on one that carried traffic within the last [`CONFIRM_US`] (where a drop
+//! black-holes full-size packets and costs most; one probe a second is nothing
+//! beside the traffic; and the black hole soon stalls the traffic, so a path
+//! that just went quiet counts as busy), a full
 //! one every [`SEARCH_US`] and [`RETRY_US`] after any round that missed, so
 //! a busy path whose MTU drops is found within about two seconds. A larger size is taken
 //! at once; a smaller one only when two rounds in a row missed the current
@@ -34,6 +36,8 @@ pub struct Pmtu {
     next_us: u64,
     /// When the last round was concluded.
     concluded_us: u64,
+    /// When the path last carried traffic.
+    busy_us: Option<u64>,
     searched_us: Option<u64>,
     /// Rounds in a row that did not answer the current size.
     misses: u32,
@@ -50,7 +54,17 @@ struct Round {
 impl Pmtu {
     /// A path whose uplink carries at most `max` bytes; a full round is due at once.
     pub fn new(max: u32) -> Pmtu {
-        Pmtu { max, mtu: None, round: None, rounds: 0, next_us: 0, concluded_us: 0, searched_us: None, misses: 0 }
+        Pmtu {
+            max,
+            mtu: None,
+            round: None,
+            rounds: 0,
+            next_us: 0,
+            concluded_us: 0,
+            busy_us: None,
+            searched_us: None,
+            misses: 0,
+        }
     }
 
     /// The path's MTU, once known.
@@ -61,11 +75,15 @@ impl Pmtu {
     /// The sizes to probe now, with the round's id, if a round is due on a
     /// path that is `busy` (carrying traffic) or not.
     pub fn due(&mut self, now_us: u64, busy: bool) -> Option<(u32, Vec<u32>)> {
+        if busy {
+            self.busy_us = Some(now_us);
+        }
         if self.round.is_some() || now_us < self.next_us {
             return None;
         }
         let settled = self.mtu.is_some() && self.misses == 0;
-        if settled && !busy && now_us.saturating_sub(self.concluded_us) < CONFIRM_US {
+        let lately_busy = self.busy_us.is_some_and(|t| now_us.saturating_sub(t) < CONFIRM_US);
+        if settled && !lately_busy && now_us.saturating_sub(self.concluded_us) < CONFIRM_US {
             return None;
         }
         let full = self.mtu.is_none()
@@ -242,5 +260,13 @@ mod tests {
         assert_eq!(busy_round(&mut p, t, 1380), Some(1380));
         let found = t + WAIT - dropped;
         assert!(found <= 2 * (BUSY_CONFIRM_US + WAIT) + WAIT, "found {found} µs after the drop");
+        // A path that just went quiet (the black hole stalls its traffic)
+        // is still confirmed every second; one idle for long, every 10 s.
+        let quiet = t + WAIT + BUSY_CONFIRM_US;
+        let (id, sizes) = p.due(quiet, false).expect("lately busy");
+        p.on_answer(id, sizes[0]);
+        p.on_tick(quiet + WAIT, WAIT);
+        let idle = t + CONFIRM_US + 1;
+        assert_eq!(p.due(idle, false), None, "idle for longer than CONFIRM_US");
     }
 }
