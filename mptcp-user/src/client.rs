@@ -10,14 +10,14 @@ use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
 use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_UP};
 use mptcp_common::mtu::bond_mtu;
-use mptcp_common::wire::{FAMILY_V4, FAMILY_V6, IPV4_HLEN, IPV6_HLEN, UDP_HLEN};
+use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
-use crate::control::{Body, DecodeError, Message, PathHint, RejectReason, MTU_PROBE_LEN};
+use crate::control::{mtu_pad, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
@@ -283,7 +283,7 @@ impl Client {
         let p = &self.paths[i];
         let bytes = msg.encode(&self.psk);
         if let Some(s) = &p.socket {
-            if let Err(e) = s.send_to(&bytes, p.remote).await {
+            if let Err(e) = peer::send_to(s, &bytes, p.remote).await {
                 tracing::debug!(path = p.name(), error = %e, "control send failed");
             }
         }
@@ -539,10 +539,9 @@ impl Client {
             let busy = p.probe_interval_ms <= self.cfg.probe.active_interval_ms();
             let Some((round, sizes)) = pmtu.due(now, busy) else { continue };
             tracing::debug!(path = p.cfg.display_name(), round, ?sizes, busy, "path MTU probes");
-            let ip_hlen = if p.remote.is_ipv6() { IPV6_HLEN } else { IPV4_HLEN };
+            let v6 = p.remote.is_ipv6();
             for size in sizes {
-                let pad = (size as usize).saturating_sub(ip_hlen + UDP_HLEN + MTU_PROBE_LEN) as u16;
-                let body = Body::MtuProbe { round, size: size as u16, pad };
+                let body = Body::MtuProbe { round, size: size as u16, pad: mtu_pad(size as u16, v6) };
                 self.send(i, &Message { token, subflow_id: self.paths[i].id, body }).await;
             }
         }
@@ -582,6 +581,16 @@ impl Client {
         let i = m.socket;
         if i >= self.paths.len() || m.from != self.paths[i].remote {
             return Ok(()); // not from our concentrator on this path
+        }
+        if let Some(mtu) = m.too_big {
+            // Only a hint: the search's own probes decide.
+            let p = &mut self.paths[i];
+            if let Some(pmtu) = &mut p.pmtu {
+                if pmtu.on_too_big(now_us(), mtu) {
+                    tracing::info!(path = p.cfg.display_name(), mtu, "ICMP says the path is smaller: probing it now");
+                }
+            }
+            return Ok(());
         }
         let msg = match Message::decode(&m.data, &self.psk) {
             Ok(msg) => msg,
@@ -623,7 +632,7 @@ impl Client {
                 self.event(i, Event::Forgotten { connection, probe_sent_us: nonce_c, now_us: now, window_us }).await?
             }
             Body::Reject { reason, nonce_c } => self.event(i, Event::Reject { reason, nonce_c }).await?,
-            Body::MtuAck { round, size } => {
+            Body::MtuAck { round, size, .. } => {
                 if let (Some(pmtu), true) = (&mut self.paths[i].pmtu, Some(msg.token) == self.token) {
                     pmtu.on_answer(round, size as u32);
                 }

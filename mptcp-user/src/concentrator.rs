@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
-use crate::control::{derive_token, Body, DecodeError, Message, PathHint, RejectReason};
+use crate::control::{derive_token, mtu_pad, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{Request, Response};
 use crate::daemon::{Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
@@ -202,13 +202,16 @@ impl Concentrator {
     /// Send `msg` from listener `listener` to `to`; its encoded length.
     async fn send(&self, listener: usize, to: SocketAddr, msg: &Message) -> usize {
         let bytes = msg.encode(&self.psk);
-        if let Err(e) = self.listeners[listener].socket.send_to(&bytes, to).await {
+        if let Err(e) = peer::send_to(&self.listeners[listener].socket, &bytes, to).await {
             tracing::debug!(%to, error = %e, "control send failed");
         }
         bytes.len()
     }
 
     async fn on_inbound(&mut self, m: Inbound) -> Handled {
+        if m.too_big.is_some() {
+            return Ok(()); // the concentrator searches no path MTU of its own
+        }
         let msg = match Message::decode(&m.data, &self.psk) {
             Ok(msg) => msg,
             Err(DecodeError::BadTag) => {
@@ -377,8 +380,9 @@ impl Concentrator {
                         Some(Some(sub)) if sub.ep.remote == m.from && sub.ep.local == m.local)
                 });
                 if known {
-                    let ack =
-                        Message { token: msg.token, subflow_id: msg.subflow_id, body: Body::MtuAck { round, size } };
+                    // As large as the probe: an answered size crossed both ways.
+                    let body = Body::MtuAck { round, size, pad: mtu_pad(size, m.from.is_ipv6()) };
+                    let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body };
                     self.send(m.socket, m.from, &ack).await;
                 }
             }

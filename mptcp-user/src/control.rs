@@ -91,16 +91,27 @@ pub enum Body {
         size: u16,
         pad: u16,
     },
-    /// The concentrator received that probe.
+    /// The concentrator received that probe: padded to the same `size`
+    /// (and sent with don't-fragment), so an answered size crossed the path
+    /// both ways.
     MtuAck {
         round: u32,
         size: u16,
+        pad: u16,
     },
 }
 
-/// Bytes of an encoded [`Body::MtuProbe`] message besides its padding:
-/// multipath header, type, round, size, pad length, tag.
+/// Bytes of an encoded [`Body::MtuProbe`] or [`Body::MtuAck`] message
+/// besides its padding: multipath header, type, round, size, pad length, tag.
 pub const MTU_PROBE_LEN: usize = MP_HDR_LEN + 1 + 4 + 2 + 2 + TAG_LEN;
+
+/// The padding that makes an MTU probe (or its answer) an outer IP packet of
+/// `size` bytes.
+pub fn mtu_pad(size: u16, ipv6: bool) -> u16 {
+    use mptcp_common::wire::{IPV4_HLEN, IPV6_HLEN, UDP_HLEN};
+    let ip = if ipv6 { IPV6_HLEN } else { IPV4_HLEN };
+    (size as usize).saturating_sub(ip + UDP_HLEN + MTU_PROBE_LEN) as u16
+}
 
 /// A receiver's cumulative counters of one subflow: the sender derives the
 /// path's delivery rate and loss from two of them.
@@ -295,17 +306,12 @@ impl Message {
                 b.push(T_HINT);
                 path.encode(&mut b);
             }
-            Body::MtuProbe { round, size, pad } => {
-                b.push(T_MTU_PROBE);
+            Body::MtuProbe { round, size, pad } | Body::MtuAck { round, size, pad } => {
+                b.push(if matches!(self.body, Body::MtuProbe { .. }) { T_MTU_PROBE } else { T_MTU_ACK });
                 b.extend_from_slice(&round.to_be_bytes());
                 b.extend_from_slice(&size.to_be_bytes());
                 b.extend_from_slice(&pad.to_be_bytes());
                 b.resize(b.len() + *pad as usize, 0);
-            }
-            Body::MtuAck { round, size } => {
-                b.push(T_MTU_ACK);
-                b.extend_from_slice(&round.to_be_bytes());
-                b.extend_from_slice(&size.to_be_bytes());
             }
         }
         let t = tag(psk, &b);
@@ -382,7 +388,11 @@ impl Message {
                 r.take(pad as usize)?;
                 Body::MtuProbe { round, size, pad }
             }
-            T_MTU_ACK => Body::MtuAck { round: r.u32()?, size: r.u16()? },
+            T_MTU_ACK => {
+                let (round, size, pad) = (r.u32()?, r.u16()?, r.u16()?);
+                r.take(pad as usize)?;
+                Body::MtuAck { round, size, pad }
+            }
             _ => return Err(DecodeError::Malformed("unknown message type")),
         };
         if !r.b.is_empty() {
@@ -476,9 +486,26 @@ mod tests {
             Body::ProbeAck { seq: 7, sent_us: 123_456, rx: RxReport { bytes: 9, packets: 1, lost: 0, owd_us: 7 } },
             Body::Hint { path: PathHint { priority: 1, backup: false, rate_bytes_per_sec: 375_000, weight: 2 } },
             Body::MtuProbe { round: 3, size: 1400, pad: 1300 },
-            Body::MtuAck { round: 3, size: 1400 },
+            Body::MtuAck { round: 3, size: 1400, pad: 1300 },
         ];
         bodies.into_iter().map(|body| Message { token: 0xdead_beef, subflow_id: 2, body }).collect()
+    }
+
+    #[test]
+    fn padded_mtu_messages_are_ip_packets_of_their_size() {
+        for (v6, ip) in [(false, 20), (true, 40)] {
+            for body in [Body::MtuProbe { round: 1, size: 1400, pad: 0 }, Body::MtuAck { round: 1, size: 1400, pad: 0 }]
+            {
+                let pad = mtu_pad(1400, v6);
+                let body = match body {
+                    Body::MtuProbe { round, size, .. } => Body::MtuProbe { round, size, pad },
+                    Body::MtuAck { round, size, .. } => Body::MtuAck { round, size, pad },
+                    other => other,
+                };
+                let m = Message { token: 1, subflow_id: 0, body };
+                assert_eq!(m.encode(b"k").len() + ip + 8, 1400, "v6 {v6}");
+            }
+        }
     }
 
     #[test]

@@ -25,9 +25,27 @@ pub fn bind_control_socket(iface: &str, local: SocketAddr) -> Result<Arc<UdpSock
         .with_context(|| format!("cannot bind a control socket to interface {iface}"))?;
     s.bind(&local.into()).with_context(|| format!("cannot bind a control socket to {local} on {iface}"))?;
     set_mtu_probe(&s, local.is_ipv6())?;
+    // ICMP errors about what this socket's 4-tuple sent (the data path's
+    // packets share it) are queued for us: "too big" is a path MTU hint.
+    if local.is_ipv6() {
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv6RecvErr, &true)
+    } else {
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv4RecvErr, &true)
+    }
+    .context("cannot ask for ICMP errors on the control socket")?;
     s.set_nonblocking(true)?;
     let s = UdpSocket::from_std(s.into()).context("cannot register the control socket")?;
     Ok(Arc::new(s))
+}
+
+/// Send `bytes` to `to` on a control socket. An ICMP error about an earlier
+/// packet (kept for us by IP_RECVERR) fails the next send once, with that
+/// error, before this packet was even tried: so one failure is retried once.
+pub async fn send_to(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    match sock.send_to(bytes, to).await {
+        Ok(n) => Ok(n),
+        Err(_) => sock.send_to(bytes, to).await,
+    }
 }
 
 /// What a control message of n bytes costs on the wire beyond n: UDP, IP
@@ -63,18 +81,73 @@ fn set_mtu_probe(s: &socket2::Socket, ipv6: bool) -> Result<()> {
     Ok(())
 }
 
-/// A datagram received on one of the controller's sockets.
+/// A datagram received on one of the controller's sockets, or an ICMP
+/// "too big" about what it sent.
 pub struct Inbound {
     /// Which socket (the caller's numbering).
     pub socket: usize,
     pub local: SocketAddr,
+    /// The sender; for an ICMP error, where the packet it is about went.
     pub from: SocketAddr,
     pub data: Vec<u8>,
+    /// An ICMP message said a packet from this socket's 4-tuple to `from`
+    /// was too big for a hop: that hop's MTU (`data` is empty).
+    pub too_big: Option<u32>,
 }
 
-/// Forward every datagram of `sock` into `tx` until the socket fails or the
-/// receiver is gone. Abort the returned task to stop it.
+const SO_EE_ORIGIN_ICMP: u8 = 2;
+const SO_EE_ORIGIN_ICMP6: u8 = 3;
+
+/// The MTU an ICMP error queued on a socket reports, if it is "fragmentation
+/// needed" (ICMP type 3 code 4) or "packet too big" (ICMPv6 type 2).
+pub fn icmp_too_big(origin: u8, icmp_type: u8, code: u8, info: u32) -> Option<u32> {
+    let too_big = match origin {
+        SO_EE_ORIGIN_ICMP => icmp_type == 3 && code == 4,
+        SO_EE_ORIGIN_ICMP6 => icmp_type == 2,
+        _ => false,
+    };
+    (too_big && info > 0).then_some(info)
+}
+
+/// Everything on the socket's error queue: (where the packet went, the hop
+/// MTU) for each "too big"; other errors are dropped.
+fn drain_errors(sock: &UdpSocket) -> Vec<(SocketAddr, u32)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::new();
+    // Bounded: the queue is capped by the socket's buffer anyway.
+    for _ in 0..64 {
+        let mut buf = [0u8; 256];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+        let flags = MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT;
+        let Ok(msg) = recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) else {
+            break; // empty (EAGAIN)
+        };
+        let to = msg.address.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+                .or_else(|| a.as_sockaddr_in6().map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a))))
+        });
+        let Ok(cmsgs) = msg.cmsgs() else { continue };
+        for c in cmsgs {
+            let e = match c {
+                ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _) => e,
+                _ => continue,
+            };
+            if let (Some(to), Some(mtu)) = (to, icmp_too_big(e.ee_origin, e.ee_type, e.ee_code, e.ee_info)) {
+                out.push((to, mtu));
+            }
+        }
+    }
+    out
+}
+
+/// Forward every datagram of `sock` into `tx`, and every ICMP "too big" its
+/// error queue holds, until the receiver is gone. Abort the returned task to
+/// stop it.
 pub fn spawn_reader(socket: usize, sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>) -> tokio::task::JoinHandle<()> {
+    use tokio::io::Interest;
     tokio::spawn(async move {
         let local = match sock.local_addr() {
             Ok(a) => a,
@@ -82,16 +155,34 @@ pub fn spawn_reader(socket: usize, sock: Arc<UdpSocket>, tx: mpsc::Sender<Inboun
         };
         let mut buf = vec![0u8; 2048];
         loop {
-            match sock.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    if tx.send(Inbound { socket, local, from, data: buf[..n].to_vec() }).await.is_err() {
-                        return;
-                    }
+            let Ok(ready) = sock.ready(Interest::READABLE | Interest::ERROR).await else { return };
+            let mut got = Vec::new();
+            if ready.is_error() {
+                // Drained whenever the queue has something, whichever call
+                // (a send, a receive) took the error it also set.
+                let _ = sock.try_io(Interest::ERROR, || {
+                    got.extend(drain_errors(&sock).into_iter().map(|(to, mtu)| Inbound {
+                        socket,
+                        local,
+                        from: to,
+                        data: Vec::new(),
+                        too_big: Some(mtu),
+                    }));
+                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                });
+            }
+            if ready.is_readable() {
+                match sock.try_recv_from(&mut buf) {
+                    Ok((n, from)) => got.push(Inbound { socket, local, from, data: buf[..n].to_vec(), too_big: None }),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // An ICMP error about an earlier packet (its details are
+                    // on the error queue); keep reading.
+                    Err(e) => tracing::debug!(%local, error = %e, "control socket receive error"),
                 }
-                Err(e) => {
-                    tracing::debug!(%local, error = %e, "control socket receive error");
-                    // ICMP errors (e.g. port unreachable) surface here; keep reading.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            for m in got {
+                if tx.send(m).await.is_err() {
+                    return;
                 }
             }
         }
@@ -122,6 +213,16 @@ impl RttEstimator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_fragmentation_needed_and_packet_too_big_are_hints() {
+        assert_eq!(icmp_too_big(SO_EE_ORIGIN_ICMP, 3, 4, 1380), Some(1380));
+        assert_eq!(icmp_too_big(SO_EE_ORIGIN_ICMP6, 2, 0, 1280), Some(1280));
+        assert_eq!(icmp_too_big(SO_EE_ORIGIN_ICMP, 3, 3, 1380), None, "port unreachable");
+        assert_eq!(icmp_too_big(SO_EE_ORIGIN_ICMP6, 1, 4, 1280), None, "unreachable");
+        assert_eq!(icmp_too_big(1, 3, 4, 1380), None, "a local error");
+        assert_eq!(icmp_too_big(SO_EE_ORIGIN_ICMP, 3, 4, 0), None, "no MTU given");
+    }
 
     #[test]
     fn rtt_estimator_converges() {

@@ -562,10 +562,11 @@ fn wait_bond_mtu(ns: &Netns, want: u32) -> Result<Duration> {
 }
 
 /// One path crosses a 1400-byte hop its endpoints cannot see (their own
-/// links say 1500; the router's ICMP is not needed). The client finds the
-/// path's MTU with padded probes, the bond's MTU follows it, and full-size
-/// TCP crosses without stalling. When the other path's MTU then drops
-/// mid-transfer, that is found too and the transfer completes.
+/// links say 1500). The client finds the path's MTU with padded probes
+/// before any data could draw an ICMP, the bond's MTU follows it, and
+/// full-size TCP crosses without stalling. When the other path's MTU then
+/// drops mid-transfer, the router's ICMP about a data packet starts a search
+/// at once, its probes confirm the new size, and the transfer completes.
 #[test]
 fn path_mtu_is_found_with_padded_probes_and_the_bond_follows_it() -> Result<()> {
     let bed = Testbed::with_nat(1, 2)?;
@@ -580,17 +581,43 @@ fn path_mtu_is_found_with_padded_probes_and_the_bond_follows_it() -> Result<()> 
     let t = tcp_bulk(&bed.server, cl, server(5001), 8 << 20, Duration::from_secs(30))?;
     eprintln!("8 MiB with a 1400-byte hop in {:?}", t.duration);
 
-    // The other path's MTU drops under a transfer: a confirmation misses, a
-    // search finds the new size, the bond follows.
+    // The other path's MTU drops under a transfer: the router's ICMP
+    // "fragmentation needed" (about a data packet) starts a search at once,
+    // its probes confirm the new size, the bond follows.
     let times = (Duration::from_millis(500), Duration::from_secs(60));
     let (found, t) = transfer_across(&bed, cl, 5002, 16 << 20, times, || {
         bed.set_hop_mtu(0, 1, 1380)?;
         wait_bond_mtu(cl, 1332)
     })?;
     eprintln!("a drop to 1380 found after {found:?}; 16 MiB across it in {:?}", t.duration);
+    assert!(client.output().contains("ICMP says the path is smaller"), "{}", client.output());
     let s = client.status(cl)?;
     assert_eq!(s.subflows_up(), 2, "{s}");
     let _ = conc;
+    Ok(())
+}
+
+/// A path that carries less towards the client than from it (the router
+/// drops, without ICMP, what it would forward to the client above 1380 bytes;
+/// the other way 1500 pass): the concentrator's answers to the MTU probes are
+/// as large as the probes, so the search finds the smaller direction and the
+/// bond follows it.
+#[test]
+fn a_smaller_mtu_towards_the_client_only_is_found() -> Result<()> {
+    let bed = Testbed::with_nat(1, 2)?;
+    bed.routers[0].sh(
+        "nft add table ip filter && nft add chain ip filter toclient '{ type filter hook forward priority 0; }' \
+         && nft add rule ip filter toclient oifname l0 ip length gt 1380 drop",
+    )?;
+    let _conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let _client = start_client_config(&bed, 0, &both_paths_config())?;
+    // 1380 less the IPv4 encapsulation (48 bytes); with answers smaller than
+    // the probes, 1500 would have been taken (1452).
+    let found = wait_bond_mtu(cl, 1332)?;
+    eprintln!("bond MTU 1332 {found:?} after the subflows were up");
+    let t = tcp_bulk(&bed.server, cl, server(5001), 8 << 20, Duration::from_secs(30))?;
+    eprintln!("8 MiB with a 1380-byte limit towards the client in {:?}", t.duration);
     Ok(())
 }
 

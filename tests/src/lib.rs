@@ -381,7 +381,8 @@ impl Testbed {
     /// carries at most `mtu` bytes (both ends of that link), as a PPPoE line,
     /// a DS-Lite tunnel or an LTE network does: the client's own uplink
     /// still says 1500. Packets larger than that are dropped there (the
-    /// router sends ICMP, which the bond must not need).
+    /// router sends ICMP "fragmentation needed", which the bond takes as a
+    /// hint but must not need).
     pub fn set_hop_mtu(&self, c: usize, k: usize, mtu: u32) -> Result<()> {
         self.routers[c].sh(&format!("ip link set p{k} mtu {mtu}"))?;
         self.conc.sh(&format!("ip link set {} mtu {mtu}", Self::conc_dev(c, k)))?;

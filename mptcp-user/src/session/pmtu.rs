@@ -13,8 +13,15 @@
 //! one every [`SEARCH_US`] and [`RETRY_US`] after any round that missed, so
 //! a busy path whose MTU drops is found within about two seconds. A larger size is taken
 //! at once; a smaller one only when two rounds in a row missed the current
-//! one, so one lost probe does not shrink the bond. Pure: the client sends
-//! what [`Pmtu::due`] asks for and feeds back answers and time.
+//! one, so one lost probe does not shrink the bond.
+//!
+//! An ICMP "fragmentation needed" / "packet too big" for the path is a hint,
+//! never the answer (anyone can forge one): it starts a full round at once
+//! (at most one a [`RETRY_US`]), and if that round's authenticated answers
+//! confirm a smaller size, it is taken without waiting for a second miss.
+//!
+//! Pure: the client sends what [`Pmtu::due`] asks for and feeds back
+//! answers, hints and time.
 
 /// Outer packet sizes tried below the uplink's own MTU, largest first
 /// (Ethernet, PPPoE, DS-Lite and common LTE and tunnel MTUs), down to IPv6's
@@ -41,6 +48,11 @@ pub struct Pmtu {
     searched_us: Option<u64>,
     /// Rounds in a row that did not answer the current size.
     misses: u32,
+    /// An ICMP message said the path carries only this much; the next round
+    /// checks it.
+    hint: Option<u32>,
+    /// When the last hint was taken (hints come at most one a RETRY_US).
+    hinted_us: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +76,8 @@ impl Pmtu {
             busy_us: None,
             searched_us: None,
             misses: 0,
+            hint: None,
+            hinted_us: None,
         }
     }
 
@@ -81,13 +95,14 @@ impl Pmtu {
         if self.round.is_some() || now_us < self.next_us {
             return None;
         }
-        let settled = self.mtu.is_some() && self.misses == 0;
+        let settled = self.mtu.is_some() && self.misses == 0 && self.hint.is_none();
         let lately_busy = self.busy_us.is_some_and(|t| now_us.saturating_sub(t) < CONFIRM_US);
         if settled && !lately_busy && now_us.saturating_sub(self.concluded_us) < CONFIRM_US {
             return None;
         }
         let full = self.mtu.is_none()
             || self.misses > 0
+            || self.hint.is_some()
             || self.searched_us.is_none_or(|t| now_us.saturating_sub(t) >= SEARCH_US);
         let sizes: Vec<u32> = match (full, self.mtu) {
             (false, Some(m)) => vec![m],
@@ -102,6 +117,23 @@ impl Pmtu {
         self.rounds = self.rounds.wrapping_add(1);
         self.round = Some(Round { id: self.rounds, full, started_us: now_us, largest: 0 });
         Some((self.rounds, sizes))
+    }
+
+    /// An ICMP message says the path carries at most `mtu`: a full round is
+    /// due at once, if that is news (smaller than what is known) and no hint
+    /// was taken within the last [`RETRY_US`]. Whether a hint was taken.
+    pub fn on_too_big(&mut self, now_us: u64, mtu: u32) -> bool {
+        let news = self.mtu.is_some_and(|m| mtu < m);
+        let recent = self.hinted_us.is_some_and(|t| now_us.saturating_sub(t) < RETRY_US);
+        if !news || recent {
+            return false;
+        }
+        self.hint = Some(mtu);
+        self.hinted_us = Some(now_us);
+        if self.round.is_none() {
+            self.next_us = now_us;
+        }
+        true
     }
 
     /// The concentrator answered the probe of `size` in round `id`.
@@ -122,6 +154,8 @@ impl Pmtu {
         }
         let r = self.round.take()?;
         let before = self.mtu;
+        // A round that checked a hint confirms a smaller size at once.
+        let hinted = r.full && self.hint.take().is_some();
         match self.mtu {
             // Nothing answered at all: the path is down or lossy, not smaller.
             _ if r.largest == 0 => self.misses += 1,
@@ -133,6 +167,10 @@ impl Pmtu {
                 }
             }
             Some(_) if !r.full => self.misses += 1,
+            Some(_) if hinted => {
+                self.mtu = Some(r.largest);
+                self.misses = 0;
+            }
             Some(_) => {
                 self.misses += 1;
                 if self.misses >= 2 {
@@ -142,7 +180,14 @@ impl Pmtu {
             }
         }
         self.concluded_us = now_us;
-        self.next_us = now_us + if self.misses > 0 { RETRY_US } else { BUSY_CONFIRM_US };
+        self.next_us = now_us
+            + if self.hint.is_some() {
+                0 // a hint came during this round: check it now
+            } else if self.misses > 0 {
+                RETRY_US
+            } else {
+                BUSY_CONFIRM_US
+            };
         (self.mtu != before).then_some(self.mtu).flatten()
     }
 }
@@ -268,5 +313,37 @@ mod tests {
         p.on_tick(quiet + WAIT, WAIT);
         let idle = t + CONFIRM_US + 1;
         assert_eq!(p.due(idle, false), None, "idle for longer than CONFIRM_US");
+    }
+
+    #[test]
+    fn an_icmp_hint_starts_a_round_at_once_and_only_answers_lower_the_mtu() {
+        let mut p = Pmtu::new(1500);
+        round(&mut p, 0, 1500);
+        let t = WAIT + 1000;
+        assert!(!p.on_too_big(t, 1500), "no news");
+        assert!(!p.on_too_big(t, 1600), "no news either");
+        assert!(p.on_too_big(t, 1380));
+        assert!(!p.on_too_big(t + 1, 1280), "one hint a second");
+        // The round comes at once, in full; its answers (up to 1400: the
+        // hint was off) are what counts, and one such round is enough.
+        assert_eq!(round(&mut p, t, 1400), (CANDIDATES.to_vec(), Some(1400)));
+        // A forged hint: the path still answers 1400, nothing changes.
+        let t = t + WAIT + RETRY_US;
+        assert!(p.on_too_big(t, 1280));
+        assert_eq!(round(&mut p, t, 1400).1, None);
+        assert_eq!(p.mtu(), Some(1400));
+        // A hint during a confirmation is checked as soon as it ends.
+        let t = t + WAIT + RETRY_US;
+        let (id, _) = p.due(t, true).expect("a confirmation");
+        assert!(p.on_too_big(t + 1, 1280));
+        p.on_answer(id, 1400);
+        p.on_tick(t + WAIT, WAIT);
+        assert_eq!(p.due(t + WAIT, true).map(|(_, sizes)| sizes.len()), Some(CANDIDATES.len()));
+        p.on_tick(t + 2 * WAIT, WAIT);
+        // Nor does a hint whose round nothing answers (the path is down).
+        let t = t + WAIT + RETRY_US;
+        assert!(p.on_too_big(t, 1280));
+        assert_eq!(round(&mut p, t, 0).1, None);
+        assert_eq!(p.mtu(), Some(1400));
     }
 }
