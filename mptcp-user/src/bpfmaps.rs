@@ -109,6 +109,24 @@ impl DataPathMaps {
         out
     }
 
+    /// The connection that holds exactly `net`, if any.
+    pub fn prefix_owner(&self, net: &ipnet::IpNet) -> Option<u32> {
+        match net {
+            ipnet::IpNet::V4(n) => self
+                .conn_by_dest_v4
+                .iter()
+                .flatten()
+                .find(|(k, _)| k.prefix_len() as u8 == n.prefix_len() && k.data() == n.network().octets())
+                .map(|(_, t)| t),
+            ipnet::IpNet::V6(n) => self
+                .conn_by_dest_v6
+                .iter()
+                .flatten()
+                .find(|(k, _)| k.prefix_len() as u8 == n.prefix_len() && k.data() == n.network().octets())
+                .map(|(_, t)| t),
+        }
+    }
+
     pub fn remove_prefixes_of(&mut self, token: u32) {
         let v4: Vec<_> = self.conn_by_dest_v4.iter().flatten().filter(|(_, t)| *t == token).map(|(k, _)| k).collect();
         for k in v4 {

@@ -332,7 +332,8 @@ impl Client {
                 p.probed_packets = own.tx_packets + own.rx_packets;
                 let (seq, srtt_us, min_rtt_us) = (p.probe_seq, p.monitor.rtt.srtt_us, p.monitor.min_rtt.get());
                 let interval_ms = p.probe_interval_ms as u32;
-                let body = Body::Probe { seq, sent_us: p.probed_us, srtt_us, min_rtt_us, interval_ms, rx };
+                let bond_mtu = self.bond_mtu;
+                let body = Body::Probe { seq, sent_us: p.probed_us, srtt_us, min_rtt_us, interval_ms, bond_mtu, rx };
                 let len = self.send(i, &Message { token, subflow_id: id, body }).await;
                 let p = &mut self.paths[i];
                 let wire = len + peer::wire_overhead(p.remote.is_ipv6());

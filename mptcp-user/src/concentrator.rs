@@ -48,11 +48,13 @@ struct Conn {
     /// When it was set up (or adopted): a connection is collected after a
     /// silence on every subflow, counted from here if none ever spoke.
     since_us: u64,
+    /// The MTU its prefixes are routed with (the client's bond MTU); 0 = none.
+    route_mtu: u32,
 }
 
 impl Conn {
     fn new(now_us: u64) -> Conn {
-        Conn { subflows: Default::default(), since_us: now_us }
+        Conn { subflows: Default::default(), since_us: now_us, route_mtu: 0 }
     }
 
     /// When the client was last heard on any subflow.
@@ -95,6 +97,11 @@ pub struct Concentrator {
     full_log: Throttle,
     refusal_log: Throttle,
     moved_log: Throttle,
+    /// Routes with an MTU for the clients' prefixes through the bond device.
+    routes: Net,
+    bond_index: u32,
+    /// Prefixes of removed connections whose routes are still to go.
+    unrouted: Vec<IpNet>,
 }
 
 /// At most one log line a second for one kind of event, saying how many
@@ -149,7 +156,15 @@ impl Concentrator {
                 listeners.push(Listener { iface: p.interface.clone(), ifindex: link.index, socket });
             }
         }
+        let bond_index = net
+            .link(&cfg.bond.name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the bond device {} is gone", cfg.bond.name))?
+            .index;
         let mut c = Concentrator {
+            routes: Net::new()?,
+            bond_index,
+            unrouted: Vec::new(),
             cfg,
             psk,
             maps,
@@ -311,7 +326,7 @@ impl Concentrator {
                     return Err(e.context("cannot install the subflow; refused it").into());
                 }
             }
-            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, interval_ms, rx } => {
+            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, interval_ms, bond_mtu, rx } => {
                 let known = self.conns.get(&msg.token).map(|c| {
                     matches!(c.subflows.get(msg.subflow_id as usize),
                         Some(Some(sub)) if sub.ep.remote == m.from && sub.ep.local == m.local)
@@ -360,6 +375,7 @@ impl Concentrator {
                     sub.monitor.set_control_load(wire as u64, sub.probe_interval_us / 1000);
                 }
                 self.maps.bump(ControlCounter::ProbesAnswered);
+                self.route_with_mtu(msg.token, bond_mtu).await;
                 if came_up {
                     tracing::info!(
                         token = format_args!("{:08x}", msg.token),
@@ -501,6 +517,7 @@ impl Concentrator {
             c.subflows[i] = None;
             if c.is_empty() {
                 tracing::info!(old = format_args!("{t:08x}"), client = %from, "a previous connection from this address has no subflow left; removing it");
+                self.unroute(t);
                 subflows::remove_connection(&mut self.maps, t)?;
                 self.conns.remove(&t);
             }
@@ -544,6 +561,56 @@ impl Concentrator {
         };
         if let Err(e) = result {
             tracing::warn!(error = format!("{e:#}"), "cannot remove a half-installed subflow");
+        }
+    }
+
+    /// Route the client's prefixes through the bond with its bond MTU, when
+    /// that changed: what the kernel forwards to the client is then
+    /// fragmented, or answered "fragmentation needed", to fit the client's
+    /// smallest path, instead of vanishing on it.
+    async fn route_with_mtu(&mut self, token: u32, mtu: u32) {
+        // Nothing below IPv4's minimum, nothing above what our own bond takes.
+        if !(576..=65535).contains(&mtu) {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        if c.route_mtu == mtu {
+            return;
+        }
+        c.route_mtu = mtu;
+        for pfx in self.maps.prefixes_of(token) {
+            // An IPv6 route takes no MTU under 1280: IPv6 traffic then relies
+            // on the client's own MTU and the MSS clamp.
+            if pfx.addr().is_ipv6() && mtu < 1280 {
+                continue;
+            }
+            match self.routes.set_route_mtu(pfx, self.bond_index, mtu).await {
+                Ok(()) => {
+                    tracing::info!(token = format_args!("{token:08x}"), prefix = %pfx, mtu, "client routed with its bond MTU")
+                }
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot route the client's prefix with its MTU"),
+            }
+        }
+    }
+
+    /// Before a connection goes: its routes are to be removed (at the next
+    /// tick; the callers are not async).
+    fn unroute(&mut self, token: u32) {
+        if self.conns.get(&token).is_some_and(|c| c.route_mtu != 0) {
+            let prefixes = self.maps.prefixes_of(token);
+            self.unrouted.extend(prefixes);
+        }
+    }
+
+    async fn remove_unrouted(&mut self) {
+        for pfx in std::mem::take(&mut self.unrouted) {
+            // Another connection may hold the prefix by now: its route stays.
+            if self.maps.prefix_owner(&pfx).is_some() {
+                continue;
+            }
+            if let Err(e) = self.routes.del_route(pfx, self.bond_index).await {
+                tracing::warn!(error = format!("{e:#}"), "cannot remove a gone client's route");
+            }
         }
     }
 
@@ -597,6 +664,7 @@ impl Concentrator {
                 after_s = self.cfg.probe.collect_after_s,
                 "connection collected: its client was silent on every subflow"
             );
+            self.unroute(t);
             subflows::remove_connection(&mut self.maps, t)?;
             self.conns.remove(&t);
             self.maps.bump(ControlCounter::Collected);
@@ -611,7 +679,9 @@ impl Role for Concentrator {
     }
 
     async fn on_tick(&mut self) -> Handled {
-        self.tick()
+        let r = self.tick();
+        self.remove_unrouted().await;
+        r
     }
 
     async fn on_net(&mut self, _ev: NetEvent) -> Handled {

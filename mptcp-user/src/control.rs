@@ -71,6 +71,10 @@ pub enum Body {
         /// milliseconds (sooner while it carries traffic): the concentrator
         /// takes a silence of a few of these for a dead path.
         interval_ms: u32,
+        /// The client's bond MTU (its smallest path MTU less the
+        /// encapsulation; 0 = not known): the concentrator routes the
+        /// client's prefixes with it, so what it forwards there fits.
+        bond_mtu: u32,
         /// What the client received on this subflow so far.
         rx: RxReport,
     },
@@ -287,13 +291,14 @@ impl Message {
                 b.push(*reason as u8);
                 b.extend_from_slice(&nonce_c.to_be_bytes());
             }
-            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, interval_ms, rx } => {
+            Body::Probe { seq, sent_us, srtt_us, min_rtt_us, interval_ms, bond_mtu, rx } => {
                 b.push(T_PROBE);
                 b.extend_from_slice(&seq.to_be_bytes());
                 b.extend_from_slice(&sent_us.to_be_bytes());
                 b.extend_from_slice(&srtt_us.to_be_bytes());
                 b.extend_from_slice(&min_rtt_us.to_be_bytes());
                 b.extend_from_slice(&interval_ms.to_be_bytes());
+                b.extend_from_slice(&bond_mtu.to_be_bytes());
                 rx.encode(&mut b);
             }
             Body::ProbeAck { seq, sent_us, rx } => {
@@ -379,6 +384,7 @@ impl Message {
                 srtt_us: r.u32()?,
                 min_rtt_us: r.u32()?,
                 interval_ms: r.u32()?,
+                bond_mtu: r.u32()?,
                 rx: RxReport::decode(&mut r)?,
             },
             T_PROBE_ACK => Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()?, rx: RxReport::decode(&mut r)? },
@@ -481,6 +487,7 @@ mod tests {
                 srtt_us: 900,
                 min_rtt_us: 800,
                 interval_ms: 50,
+                bond_mtu: 1352,
                 rx: RxReport { bytes: 1 << 40, packets: 5, lost: 1, owd_us: 4_000_000_000 },
             },
             Body::ProbeAck { seq: 7, sent_us: 123_456, rx: RxReport { bytes: 9, packets: 1, lost: 0, owd_us: 7 } },

@@ -8,7 +8,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlag, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlag, LinkInfo, LinkLayerType, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteScope};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::Handle;
 
 /// What the controller needs to know of an interface.
@@ -145,6 +146,48 @@ impl Net {
             }
         };
         r.with_context(|| format!("cannot add route {net} via the bond device"))
+    }
+
+    /// Route `net` through device `index` with at most `mtu`-byte packets
+    /// (added, or replacing the route there): what the kernel forwards there
+    /// is fragmented, or answered "fragmentation needed", to fit.
+    pub async fn set_route_mtu(&self, net: IpNet, index: u32, mtu: u32) -> Result<()> {
+        let metrics = RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]);
+        let r = match net {
+            IpNet::V4(n) => {
+                let mut req = self.handle.route().add().v4().destination_prefix(n.network(), n.prefix_len());
+                req = req.output_interface(index).replace();
+                req.message_mut().attributes.push(metrics);
+                req.execute().await
+            }
+            IpNet::V6(n) => {
+                let mut req = self.handle.route().add().v6().destination_prefix(n.network(), n.prefix_len());
+                req = req.output_interface(index).replace();
+                req.message_mut().attributes.push(metrics);
+                req.execute().await
+            }
+        };
+        r.with_context(|| format!("cannot route {net} with MTU {mtu}"))
+    }
+
+    /// Remove the route to `net` through device `index`, if there is one.
+    pub async fn del_route(&self, net: IpNet, index: u32) -> Result<()> {
+        let mut m = RouteMessage::default();
+        let (family, addr, len) = match net {
+            IpNet::V4(n) => (AddressFamily::Inet, RouteAddress::Inet(n.network()), n.prefix_len()),
+            IpNet::V6(n) => (AddressFamily::Inet6, RouteAddress::Inet6(n.network()), n.prefix_len()),
+        };
+        m.header.address_family = family;
+        m.header.destination_prefix_length = len;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.scope = RouteScope::NoWhere;
+        m.attributes.push(RouteAttribute::Destination(addr));
+        m.attributes.push(RouteAttribute::Oif(index));
+        match self.handle.route().del(m).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove the route to {net}")),
+        }
     }
 }
 

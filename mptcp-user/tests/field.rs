@@ -71,6 +71,13 @@ fn a_silent_client_is_collected_and_reconnects_when_heard_again() -> Result<()> 
     let cl = &bed.clients[0];
     let client = start_client(&bed, 0, &[])?;
     let token = client.status(cl)?.token().context("no connection")?;
+    // The client's prefix is routed with its bond MTU while it is there...
+    let route = || bed.conc.sh("ip route show 10.99.0.2");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !route()?.contains("mtu 1452") {
+        assert!(Instant::now() < deadline, "no route with the client's MTU: {}", route()?);
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for k in 0..2 {
         cl.sh(&format!("ip link set {} down", Testbed::client_dev(k)))?;
     }
@@ -78,6 +85,9 @@ fn a_silent_client_is_collected_and_reconnects_when_heard_again() -> Result<()> 
         s.connections.is_empty() && s.control(ControlCounter::Collected) == 1
     })?;
     assert!(conc.output().contains("connection collected"), "{}", conc.output());
+    // ...and not once it is collected.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(route()?.trim(), "", "the collected client's route stays");
     for k in 0..2 {
         cl.sh(&format!("ip link set {} up", Testbed::client_dev(k)))?;
     }
@@ -167,7 +177,15 @@ fn handshake(
 /// One probe of `subflow_id` from `s` sent at `sent_us`: the answer's body.
 fn probe(s: &UdpSocket, to: SocketAddr, token: u32, subflow_id: u8, sent_us: u64) -> Result<Body> {
     let psk = PSK.as_bytes();
-    let body = Body::Probe { seq: 1, sent_us, srtt_us: 0, min_rtt_us: 0, interval_ms: 200, rx: RxReport::default() };
+    let body = Body::Probe {
+        seq: 1,
+        sent_us,
+        srtt_us: 0,
+        min_rtt_us: 0,
+        interval_ms: 200,
+        bond_mtu: 0,
+        rx: RxReport::default(),
+    };
     s.send_to(&Message { token, subflow_id, body }.encode(psk), to)?;
     let mut buf = [0u8; 2048];
     let n = s.recv(&mut buf).context("no answer to a probe")?;
@@ -618,6 +636,64 @@ fn a_smaller_mtu_towards_the_client_only_is_found() -> Result<()> {
     eprintln!("bond MTU 1332 {found:?} after the subflows were up");
     let t = tcp_bulk(&bed.server, cl, server(5001), 8 << 20, Duration::from_secs(30))?;
     eprintln!("8 MiB with a 1380-byte limit towards the client in {:?}", t.duration);
+    Ok(())
+}
+
+/// Both paths carry less towards the client than the concentrator's own
+/// links (1380 bytes, dropped without ICMP above that): the client's probes
+/// report its bond MTU, and the concentrator routes the client's prefix with
+/// it, so a large datagram from the server (don't-fragment clear) is
+/// fragmented at the concentrator to fit, and arrives; before, it was
+/// encapsulated whole and vanished on the path.
+#[test]
+fn the_concentrator_routes_a_client_with_its_bond_mtu() -> Result<()> {
+    let bed = Testbed::with_nat(1, 2)?;
+    bed.routers[0].sh(
+        "nft add table ip filter && nft add chain ip filter toclient '{ type filter hook forward priority 0; }' \
+         && nft add rule ip filter toclient oifname '{ l0, l1 }' ip length gt 1380 drop",
+    )?;
+    let conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let _client = start_client_config(&bed, 0, &both_paths_config())?;
+    wait_bond_mtu(cl, 1332)?;
+    let route = |ns: &Netns| ns.sh("ip route show 10.99.0.2");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !route(&bed.conc)?.contains("mtu 1332") {
+        assert!(Instant::now() < deadline, "no route with the client's MTU: {}", route(&bed.conc)?);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 1400-byte datagrams (1428 with headers, over the client's 1332).
+    let receiver = cl.run(|| Ok(UdpSocket::bind("10.99.0.2:5004")?))?;
+    receiver.set_read_timeout(Some(Duration::from_secs(2)))?;
+    bed.server.run(|| {
+        use std::os::fd::AsRawFd;
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let dont: libc::c_int = libc::IP_PMTUDISC_DONT;
+        // SAFETY: setsockopt with an int value on a socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&dont as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        anyhow::ensure!(rc == 0, "IP_MTU_DISCOVER: {}", std::io::Error::last_os_error());
+        for n in 0..10u8 {
+            s.send_to(&[n; 1400], "10.99.0.2:5004")?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    })?;
+    let mut got = 0;
+    let mut buf = [0u8; 2000];
+    while let Ok(n) = receiver.recv(&mut buf) {
+        assert_eq!(n, 1400);
+        got += 1;
+    }
+    assert!(got >= 9, "{got} of 10 large datagrams arrived");
+    drop(conc);
     Ok(())
 }
 
