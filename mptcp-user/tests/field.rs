@@ -623,10 +623,7 @@ fn path_mtu_is_found_with_padded_probes_and_the_bond_follows_it() -> Result<()> 
 #[test]
 fn a_smaller_mtu_towards_the_client_only_is_found() -> Result<()> {
     let bed = Testbed::with_nat(1, 2)?;
-    bed.routers[0].sh(
-        "nft add table ip filter && nft add chain ip filter toclient '{ type filter hook forward priority 0; }' \
-         && nft add rule ip filter toclient oifname l0 ip length gt 1380 drop",
-    )?;
+    bed.set_mtu_towards_client(0, &[0], 1380)?;
     let _conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let _client = start_client_config(&bed, 0, &both_paths_config())?;
@@ -648,10 +645,7 @@ fn a_smaller_mtu_towards_the_client_only_is_found() -> Result<()> {
 #[test]
 fn the_concentrator_routes_a_client_with_its_bond_mtu() -> Result<()> {
     let bed = Testbed::with_nat(1, 2)?;
-    bed.routers[0].sh(
-        "nft add table ip filter && nft add chain ip filter toclient '{ type filter hook forward priority 0; }' \
-         && nft add rule ip filter toclient oifname '{ l0, l1 }' ip length gt 1380 drop",
-    )?;
+    bed.set_mtu_towards_client(0, &[0, 1], 1380)?;
     let conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let _client = start_client_config(&bed, 0, &both_paths_config())?;

@@ -389,6 +389,20 @@ impl Testbed {
         Ok(())
     }
 
+    /// Client c's router drops, without ICMP, what it would forward to the
+    /// client on `uplinks` above `mtu` bytes; the other way, all passes: a
+    /// path smaller towards the client only (a PMTU black hole one way).
+    pub fn set_mtu_towards_client(&self, c: usize, uplinks: &[usize], mtu: u32) -> Result<()> {
+        let devs: Vec<String> = uplinks.iter().map(|k| format!("l{k}")).collect();
+        self.routers[c]
+            .sh(&format!(
+                "nft add table ip filter && nft add chain ip filter toclient '{{ type filter hook forward priority 0; }}' \
+                 && nft add rule ip filter toclient oifname '{{ {} }}' ip length gt {mtu} drop",
+                devs.join(", ")
+            ))
+            .map(drop)
+    }
+
     /// Client c's address on uplink k (private behind a NAT router).
     pub fn client_addr(&self, c: usize, k: usize) -> IpAddr {
         let n = c * 16 + k + 1;

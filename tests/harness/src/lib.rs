@@ -196,22 +196,23 @@ impl Fixture {
         Ok((r.return_value, out))
     }
 
-    /// The largest packet, outer headers included, the egress program may send.
-    pub fn set_uplink_mtu(&mut self, mtu: u32) -> Result<()> {
+    /// Change the instance-wide settings.
+    fn update_settings(&mut self, change: impl FnOnce(&mut Settings)) -> Result<()> {
         let mut s: Array<_, Settings> = self.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
         let mut v = s.get(&0, 0)?;
-        v.uplink_mtu = mtu;
+        change(&mut v);
         s.set(0, v, 0)?;
         Ok(())
     }
 
+    /// The largest packet, outer headers included, the egress program may send.
+    pub fn set_uplink_mtu(&mut self, mtu: u32) -> Result<()> {
+        self.update_settings(|s| s.uplink_mtu = mtu)
+    }
+
     /// The bond MTU the programs clamp TCP SYNs to (0: no clamp).
     pub fn set_bond_mtu(&mut self, mtu: u32) -> Result<()> {
-        let mut s: Array<_, Settings> = self.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
-        let mut v = s.get(&0, 0)?;
-        v.bond_mtu = mtu;
-        s.set(0, v, 0)?;
-        Ok(())
+        self.update_settings(|s| s.bond_mtu = mtu)
     }
 
     pub fn run_tc(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
