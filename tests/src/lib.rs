@@ -188,6 +188,9 @@ pub struct Testbed {
     pub wan_ns: Option<Netns>,
     /// One NAT router per client, when built with [`Testbed::with_nat`].
     pub routers: Vec<Netns>,
+    /// (client, uplink) pairs whose router forwards without masquerading
+    /// (their private addresses are routed: a public address, in effect).
+    public: std::sync::Mutex<Vec<(usize, usize)>>,
 }
 
 /// How the clients reach the concentrator.
@@ -261,7 +264,17 @@ impl Testbed {
                 routers.push(Netns::new(&format!("{prefix}r{c}"))?);
             }
         }
-        let mut bed = Testbed { wan: None, prefix, clients: cl, conc, server, uplinks, wan_ns, routers };
+        let mut bed = Testbed {
+            wan: None,
+            prefix,
+            clients: cl,
+            conc,
+            server,
+            uplinks,
+            wan_ns,
+            routers,
+            public: std::sync::Mutex::new(Vec::new()),
+        };
         if let Some(w) = &bed.wan_ns {
             // A wire, not a host: no addresses, so it sends nothing of its own.
             w.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")?;
@@ -358,7 +371,8 @@ impl Testbed {
     pub fn set_nat(&self, c: usize, rebind: Option<(usize, std::ops::RangeInclusive<u16>)>) -> Result<()> {
         let r = &self.routers[c];
         let mut script = String::from("nft flush chain ip nat post");
-        for k in 0..self.uplinks {
+        let public = self.public.lock().unwrap().clone();
+        for k in (0..self.uplinks).filter(|k| !public.contains(&(c, *k))) {
             if let Some((j, ports)) = &rebind {
                 if *j == k {
                     let (lo, hi) = (ports.start(), ports.end());
@@ -387,6 +401,16 @@ impl Testbed {
         self.routers[c].sh(&format!("ip link set p{k} mtu {mtu}"))?;
         self.conc.sh(&format!("ip link set {} mtu {mtu}", Self::conc_dev(c, k)))?;
         Ok(())
+    }
+
+    /// Client c's router forwards uplink k without NAT from now on: the
+    /// concentrator routes the client's address there back through the
+    /// router, as if the client's address were public.
+    pub fn set_public(&self, c: usize, k: usize) -> Result<()> {
+        let n = c * 16 + k + 1;
+        self.conc.sh(&format!("ip route replace 192.168.{n}.0/24 via 10.{n}.0.2 dev {}", Self::conc_dev(c, k)))?;
+        self.public.lock().unwrap().push((c, k));
+        self.set_nat(c, None)
     }
 
     /// Client c's router drops, without ICMP, what it would forward to the

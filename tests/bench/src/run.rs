@@ -91,7 +91,12 @@ pub fn run_system(
         "scenario asks for TCP congestion control {:?}, but this kernel offers only {available}",
         scn.tcp_congestion
     );
-    let bed = if scn.nat { Testbed::with_wan_nat(1, n)? } else { Testbed::with_wan(1, n)? };
+    let bed = if scn.any_nat() { Testbed::with_wan_nat(1, n)? } else { Testbed::with_wan(1, n)? };
+    if scn.any_nat() {
+        for (k, _) in scn.links.iter().enumerate().filter(|(_, l)| !l.nat) {
+            bed.set_public(0, k)?;
+        }
+    }
     let wan = bed.wan();
     for (k, l) in scn.links.iter().enumerate() {
         wan.set(k, Direction::Up, &l.uplink())?;

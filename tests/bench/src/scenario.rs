@@ -36,11 +36,6 @@ pub struct Scenario {
     /// bandwidth-delay product, which a bond under one TCP flow cannot fill.
     #[serde(default = "default_tcp_congestion")]
     pub tcp_congestion: String,
-    /// Every link crosses the client's NAT router (the kernel's masquerade),
-    /// as behind a home router or an LTE carrier's CGNAT; `rebind` events
-    /// need it.
-    #[serde(default)]
-    pub nat: bool,
 }
 
 fn default_tcp_congestion() -> String {
@@ -65,6 +60,12 @@ pub struct LinkSpec {
     /// Largest IP packet the path carries, both ways (a hop neither end can
     /// see; larger packets vanish without ICMP). Default: no limit.
     pub mtu: Option<u32>,
+    /// The link crosses a NAT (the kernel's masquerade on the client's
+    /// router), as behind a home router or an LTE carrier's CGNAT; `rebind`
+    /// events need it. Once one link has it, every link goes through the
+    /// router, those without it routed as public addresses.
+    #[serde(default)]
+    pub nat: bool,
     pub downlink: Option<ShapeOverride>,
 }
 
@@ -183,7 +184,7 @@ pub enum Action {
     Set,
     /// The link's NAT forgets its mappings and maps the client to a new
     /// public port from then on (a NAT reboot, a timed-out mapping, a CGNAT
-    /// rebinding). Needs `nat = true`.
+    /// rebinding). Needs the link's `nat = true`.
     Rebind,
     /// The concentrator's controller is stopped (its data path removed, as on
     /// a reboot: nothing of its state survives) and started afresh after
@@ -422,7 +423,11 @@ impl Scenario {
                 ),
                 Action::RestartConcentrator => unreachable!("handled above"),
             }
-            ensure!(e.action != Action::Rebind || self.nat, "event at {} s: rebind needs nat = true", e.at_s);
+            ensure!(
+                e.action != Action::Rebind || link.nat,
+                "event at {} s: rebind needs nat = true on link {name:?}",
+                e.at_s
+            );
         }
         self.systems()?;
         Ok(())
@@ -454,6 +459,11 @@ impl Scenario {
             }
         }
         best
+    }
+
+    /// Whether some link crosses a NAT.
+    pub fn any_nat(&self) -> bool {
+        self.links.iter().any(|l| l.nat)
     }
 
     /// Summed uplink capacity, Mbit/s.
@@ -517,8 +527,9 @@ kind = "tcp-bulk"
     fn field_events_are_checked() {
         let with = |extra: &str| parse(&format!("{OK}{extra}"));
         let rebind = "[[event]]\nat_s = 2\nlink = \"a\"\naction = \"rebind\"\n";
-        assert!(format!("{:#}", with(rebind).unwrap_err()).contains("rebind needs nat = true"));
-        assert!(parse(&format!("nat = true\n{OK}{rebind}")).is_ok());
+        assert!(format!("{:#}", with(rebind).unwrap_err()).contains("rebind needs nat = true on link \"a\""));
+        let natted = OK.replace("rate_mbit = 10", "rate_mbit = 10\nnat = true");
+        assert!(parse(&format!("{natted}{rebind}")).unwrap().any_nat());
         let restart = "[[event]]\nat_s = 2\naction = \"restart-concentrator\"\naway_s = 1\n";
         assert!(format!("{:#}", with(restart).unwrap_err()).contains("bond systems only"));
         let s = parse(&format!("systems = [\"bond\"]\n{OK}{restart}")).unwrap();

@@ -169,7 +169,7 @@ fn flows(scn: &Scenario, capacity_bps: f64) -> Vec<Flow> {
 pub fn unmodelled(scn: &Scenario) -> Option<&'static str> {
     let mtu = scn.links.iter().any(|l| l.mtu.is_some() || l.downlink.as_ref().is_some_and(|d| d.mtu.is_some()))
         || scn.events.iter().any(|e| e.mtu.is_some());
-    if scn.nat || scn.events.iter().any(|e| e.action == Action::Rebind) {
+    if scn.any_nat() || scn.events.iter().any(|e| e.action == Action::Rebind) {
         Some("NAT and rebinding")
     } else if mtu {
         Some("path MTUs")
