@@ -93,6 +93,9 @@ fn try_clamp<P: Packet>(p: &P, l3: usize, proto: u16) -> Option<()> {
         }
         // Masked: the verifier must see a bounded offset (at most 60).
         let ihl = p.read::<u8>(l3)? & 0x0f;
+        if ihl < 5 {
+            return None; // not a valid header: nothing to trust in it
+        }
         (l3 + ((ihl as usize * 4) & 0x3c), FAMILY_V4)
     } else if proto == ETH_P_IPV6 {
         // Extension headers are not walked: such a SYN keeps its MSS.

@@ -248,7 +248,7 @@ impl Client {
         let p = &mut self.paths[i];
         if p.socket.is_none() {
             if let Some(l) = p.local {
-                match peer::bind_control_socket(&iface, l) {
+                match peer::bind_control_socket(&iface, l, true) {
                     Ok(s) => {
                         p.reader = Some(peer::spawn_reader(i, s.clone(), self.inbound_tx.clone()));
                         p.socket = Some(s);

@@ -100,6 +100,8 @@ pub struct Concentrator {
     /// Routes with an MTU for the clients' prefixes through the bond device.
     routes: Net,
     bond_index: u32,
+    /// Our own bond device's MTU: no client is routed with more.
+    own_bond_mtu: u32,
     /// Prefixes of removed connections whose routes are still to go.
     unrouted: Vec<IpNet>,
 }
@@ -149,21 +151,22 @@ impl Concentrator {
                 bail!("interface {} has no address to listen on", p.interface);
             }
             for a in addrs {
-                let socket = peer::bind_control_socket(&p.interface, SocketAddr::new(a, cfg.port))?;
+                // No ICMP hints: the concentrator searches no path MTU.
+                let socket = peer::bind_control_socket(&p.interface, SocketAddr::new(a, cfg.port), false)?;
                 let n = listeners.len();
                 peer::spawn_reader(n, socket.clone(), tx.clone());
                 tracing::info!(interface = %p.interface, address = %a, port = cfg.port, "listening");
                 listeners.push(Listener { iface: p.interface.clone(), ifindex: link.index, socket });
             }
         }
-        let bond_index = net
+        let bond = net
             .link(&cfg.bond.name)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("the bond device {} is gone", cfg.bond.name))?
-            .index;
+            .ok_or_else(|| anyhow::anyhow!("the bond device {} is gone", cfg.bond.name))?;
         let mut c = Concentrator {
             routes: Net::new()?,
-            bond_index,
+            bond_index: bond.index,
+            own_bond_mtu: bond.mtu,
             unrouted: Vec::new(),
             cfg,
             psk,
@@ -570,14 +573,17 @@ impl Concentrator {
     /// smallest path, instead of vanishing on it.
     async fn route_with_mtu(&mut self, token: u32, mtu: u32) {
         // Nothing below IPv4's minimum, nothing above what our own bond takes.
-        if !(576..=65535).contains(&mtu) {
+        if mtu < 576 {
             return;
         }
+        let mtu = mtu.min(self.own_bond_mtu);
         let Some(c) = self.conns.get_mut(&token) else { return };
         if c.route_mtu == mtu {
             return;
         }
-        c.route_mtu = mtu;
+        // Recorded once every prefix is routed, so a failure is tried again
+        // at the next probe.
+        let mut routed = true;
         for pfx in self.maps.prefixes_of(token) {
             // An IPv6 route takes no MTU under 1280: IPv6 traffic then relies
             // on the client's own MTU and the MSS clamp.
@@ -588,18 +594,23 @@ impl Concentrator {
                 Ok(()) => {
                     tracing::info!(token = format_args!("{token:08x}"), prefix = %pfx, mtu, "client routed with its bond MTU")
                 }
-                Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot route the client's prefix with its MTU"),
+                Err(e) => {
+                    routed = false;
+                    tracing::warn!(error = format!("{e:#}"), "cannot route the client's prefix with its MTU");
+                }
             }
+        }
+        if let (true, Some(c)) = (routed, self.conns.get_mut(&token)) {
+            c.route_mtu = mtu;
         }
     }
 
     /// Before a connection goes: its routes are to be removed (at the next
-    /// tick; the callers are not async).
+    /// tick; the callers are not async). Whether or not this controller
+    /// routed them: an adopted connection's routes are a previous one's.
     fn unroute(&mut self, token: u32) {
-        if self.conns.get(&token).is_some_and(|c| c.route_mtu != 0) {
-            let prefixes = self.maps.prefixes_of(token);
-            self.unrouted.extend(prefixes);
-        }
+        let prefixes = self.maps.prefixes_of(token);
+        self.unrouted.extend(prefixes);
     }
 
     async fn remove_unrouted(&mut self) {

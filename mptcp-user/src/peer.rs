@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 pub use mptcp_common::clock::mono_us as now_us;
 
 /// A UDP socket on `local:port` bound to `iface`, so control traffic leaves
-/// over the uplink it describes.
-pub fn bind_control_socket(iface: &str, local: SocketAddr) -> Result<Arc<UdpSocket>> {
+/// over the uplink it describes. With `icmp_hints`, ICMP errors about what
+/// its 4-tuple sends are kept for the reader (the client's path MTU hints).
+pub fn bind_control_socket(iface: &str, local: SocketAddr, icmp_hints: bool) -> Result<Arc<UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if local.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).context("cannot create a UDP socket")?;
@@ -27,12 +28,14 @@ pub fn bind_control_socket(iface: &str, local: SocketAddr) -> Result<Arc<UdpSock
     set_mtu_probe(&s, local.is_ipv6())?;
     // ICMP errors about what this socket's 4-tuple sent (the data path's
     // packets share it) are queued for us: "too big" is a path MTU hint.
-    if local.is_ipv6() {
-        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv6RecvErr, &true)
-    } else {
-        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv4RecvErr, &true)
+    if icmp_hints {
+        if local.is_ipv6() {
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv6RecvErr, &true)
+        } else {
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv4RecvErr, &true)
+        }
+        .context("cannot ask for ICMP errors on the control socket")?;
     }
-    .context("cannot ask for ICMP errors on the control socket")?;
     s.set_nonblocking(true)?;
     let s = UdpSocket::from_std(s.into()).context("cannot register the control socket")?;
     Ok(Arc::new(s))
@@ -40,12 +43,24 @@ pub fn bind_control_socket(iface: &str, local: SocketAddr) -> Result<Arc<UdpSock
 
 /// Send `bytes` to `to` on a control socket. An ICMP error about an earlier
 /// packet (kept for us by IP_RECVERR) fails the next send once, with that
-/// error, before this packet was even tried: so one failure is retried once.
+/// error, before this packet was even tried: such a failure is retried (a
+/// few times, as several may be pending).
 pub async fn send_to(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
-    match sock.send_to(bytes, to).await {
-        Ok(n) => Ok(n),
-        Err(_) => sock.send_to(bytes, to).await,
+    let mut tries = 0;
+    loop {
+        match sock.send_to(bytes, to).await {
+            Err(e) if tries < 3 && is_icmp_error(&e) => tries += 1,
+            r => return r,
+        }
     }
+}
+
+/// The errors an ICMP message about an earlier packet leaves on a socket.
+fn is_icmp_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMSGSIZE | libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EPROTO)
+    )
 }
 
 /// What a control message of n bytes costs on the wire beyond n: UDP, IP

@@ -407,6 +407,7 @@ impl Testbed {
     /// concentrator routes the client's address there back through the
     /// router, as if the client's address were public.
     pub fn set_public(&self, c: usize, k: usize) -> Result<()> {
+        anyhow::ensure!(c < self.routers.len(), "client {c} has no router (build the testbed with NAT)");
         let n = c * 16 + k + 1;
         self.conc.sh(&format!("ip route replace 192.168.{n}.0/24 via 10.{n}.0.2 dev {}", Self::conc_dev(c, k)))?;
         self.public.lock().unwrap().push((c, k));

@@ -31,6 +31,8 @@ pub const CONFIRM_US: u64 = 10_000_000;
 pub const BUSY_CONFIRM_US: u64 = 1_000_000;
 pub const SEARCH_US: u64 = 60_000_000;
 pub const RETRY_US: u64 = 1_000_000;
+/// Nothing smaller is probed: IPv6's minimum, and below any real path.
+pub const MIN_MTU: u32 = 1280;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pmtu {
@@ -108,8 +110,13 @@ impl Pmtu {
             (false, Some(m)) => vec![m],
             _ => {
                 self.searched_us = Some(now_us);
-                let mut s: Vec<u32> =
-                    std::iter::once(self.max).chain(CANDIDATES.iter().copied().filter(|&c| c < self.max)).collect();
+                // A hinted size is tried too: it need not be a candidate.
+                let hint = self.hint.filter(|&h| h < self.max && h >= MIN_MTU);
+                let mut s: Vec<u32> = std::iter::once(self.max)
+                    .chain(CANDIDATES.iter().copied().filter(|&c| c < self.max))
+                    .chain(hint)
+                    .collect();
+                s.sort_unstable_by(|a, b| b.cmp(a));
                 s.dedup();
                 s
             }
@@ -154,8 +161,12 @@ impl Pmtu {
         }
         let r = self.round.take()?;
         let before = self.mtu;
-        // A round that checked a hint confirms a smaller size at once.
-        let hinted = r.full && self.hint.take().is_some();
+        // A round that checked a hint (started after it came) confirms a
+        // smaller size at once.
+        let hinted = r.full && self.hint.is_some() && self.hinted_us.is_some_and(|t| r.started_us >= t);
+        if hinted {
+            self.hint = None;
+        }
         match self.mtu {
             // Nothing answered at all: the path is down or lossy, not smaller.
             _ if r.largest == 0 => self.misses += 1,
@@ -322,11 +333,16 @@ mod tests {
         let t = WAIT + 1000;
         assert!(!p.on_too_big(t, 1500), "no news");
         assert!(!p.on_too_big(t, 1600), "no news either");
-        assert!(p.on_too_big(t, 1380));
+        assert!(p.on_too_big(t, 1436));
         assert!(!p.on_too_big(t + 1, 1280), "one hint a second");
+        assert!(p.due(t, false).is_some_and(|(_, sizes)| sizes.contains(&1436)), "the hinted size is tried too");
+        p.round = None; // (that round aside)
+        p.next_us = t;
         // The round comes at once, in full; its answers (up to 1400: the
         // hint was off) are what counts, and one such round is enough.
-        assert_eq!(round(&mut p, t, 1400), (CANDIDATES.to_vec(), Some(1400)));
+        let mut hinted_sizes = CANDIDATES.to_vec();
+        hinted_sizes.insert(7, 1436);
+        assert_eq!(round(&mut p, t, 1400), (hinted_sizes, Some(1400)));
         // A forged hint: the path still answers 1400, nothing changes.
         let t = t + WAIT + RETRY_US;
         assert!(p.on_too_big(t, 1280));

@@ -287,7 +287,7 @@ fn apply_events(
             Action::Up => wan.set_up(link(), true),
             Action::Rebind => {
                 // A fresh range of public ports for each rebinding.
-                rebinds += 1;
+                rebinds = rebinds % 40 + 1;
                 let lo = 20000 + 1000 * rebinds;
                 bed.set_nat(0, Some((link(), lo..=lo + 999)))?;
             }
