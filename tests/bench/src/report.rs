@@ -4,7 +4,7 @@ use mptcp_testbed::traffic::median;
 use serde::Serialize;
 
 use crate::cost::Cost;
-use crate::run::{Metrics, SystemRun};
+use crate::run::{true_rate_mbit, Metrics, SystemRun};
 use crate::scenario::Scenario;
 
 /// One system's medians over all runs.
@@ -14,6 +14,10 @@ pub struct SystemSummary {
     pub runs: usize,
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// Per link, the median over runs of [`estimate_ratio`]: how close the
+    /// controller's rate came to the link's true rate. Empty for systems
+    /// without a controller; `None` for a link without samples.
+    pub estimate_vs_true: Vec<Option<f64>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -64,8 +68,14 @@ pub fn summarize(scn: &Scenario, runs: &[Vec<SystemRun>], cost: Option<Cost>) ->
     let systems = labels
         .iter()
         .map(|label| {
-            let of: Vec<&Metrics> = runs.iter().flatten().filter(|s| &s.system == label).map(|s| &s.metrics).collect();
-            SystemSummary { system: label.clone(), runs: of.len(), metrics: median_metrics(&of) }
+            let runs: Vec<&SystemRun> = runs.iter().flatten().filter(|s| &s.system == label).collect();
+            let of: Vec<&Metrics> = runs.iter().map(|s| &s.metrics).collect();
+            SystemSummary {
+                system: label.clone(),
+                runs: of.len(),
+                metrics: median_metrics(&of),
+                estimate_vs_true: estimates_vs_true(scn, &runs),
+            }
         })
         .collect();
     Summary {
@@ -79,6 +89,32 @@ pub fn summarize(scn: &Scenario, runs: &[Vec<SystemRun>], cost: Option<Cost>) ->
         systems,
         datapath_cost: cost,
     }
+}
+
+/// How well a path's rate (hint or estimate, as the controller ran its
+/// bucket) matched the link's true rate once settled: the median over the
+/// run's second half of estimate / true rate, at the samples where the link
+/// is up (a down link has no rate to find). A sample of an unknown rate (0)
+/// counts as 0. With a steady true rate this is the estimate's median over
+/// the half divided by that rate; with a `set` in the half, each sample is
+/// held against the rate it was taken under. `None` without such samples.
+pub fn estimate_ratio(scn: &Scenario, k: usize, series: &[(f64, f64)]) -> Option<f64> {
+    let half = scn.duration_s / 2.0..=scn.duration_s;
+    median(series.iter().filter(|s| half.contains(&s.0)).filter_map(|&(t, est)| {
+        let truth = true_rate_mbit(scn, k, t);
+        (truth > 0.0).then(|| est / truth)
+    }))
+}
+
+/// Per link, the median over `runs` of [`estimate_ratio`]; empty when no
+/// run has an estimate series (systems without a controller).
+fn estimates_vs_true(scn: &Scenario, runs: &[&SystemRun]) -> Vec<Option<f64>> {
+    if runs.iter().all(|r| r.estimate_series.is_empty()) {
+        return Vec::new();
+    }
+    (0..scn.links.len())
+        .map(|k| median(runs.iter().filter_map(|r| estimate_ratio(scn, k, r.estimate_series.get(k)?))))
+        .collect()
 }
 
 fn cell(v: Option<f64>, digits: usize) -> String {
@@ -120,8 +156,14 @@ pub fn markdown(s: &Summary, command: &str) -> String {
     for c in &cols {
         out += &format!(" {} |", c.0);
     }
-    out += &format!(" Link share % ({}) |\n|---|", s.links.join(" / "));
-    out += &"---:|".repeat(cols.len() + 1);
+    // The controller's rate against the true one, for the systems that have a controller.
+    let estimates = s.systems.iter().any(|x| x.estimate_vs_true.iter().any(Option::is_some));
+    out += &format!(" Link share % ({}) |", s.links.join(" / "));
+    if estimates {
+        out += &format!(" Est/true ({}) |", s.links.join(" / "));
+    }
+    out += "\n|---|";
+    out += &"---:|".repeat(cols.len() + 1 + usize::from(estimates));
     out += "\n";
     for sys in &s.systems {
         out += &format!("| {} |", sys.system);
@@ -131,7 +173,12 @@ pub fn markdown(s: &Summary, command: &str) -> String {
             out += &format!(" {text} |");
         }
         let shares: Vec<String> = sys.metrics.link_share_pct.iter().map(|p| format!("{p:.0}")).collect();
-        out += &format!(" {} |\n", shares.join(" / "));
+        out += &format!(" {} |", shares.join(" / "));
+        if estimates {
+            let ratios: Vec<String> = sys.estimate_vs_true.iter().map(|r| cell(*r, 2)).collect();
+            out += &format!(" {} |", if ratios.is_empty() { "–".into() } else { ratios.join(" / ") });
+        }
+        out += "\n";
     }
     if let Some(c) = &s.datapath_cost {
         out += &format!(
@@ -174,5 +221,74 @@ mod tests {
         assert_eq!(m.udp_gap_ms, Some(5.0));
         assert_eq!(m.link_share_pct, vec![55.0, 45.0]);
         assert_eq!(m.completion_s, None);
+    }
+
+    /// `fast` drops from 10 to 5 Mbit/s at 7 s, `slow` (4 Mbit/s) goes down at 8 s.
+    const SCENARIO: &str = r#"
+        duration_s = 10
+        [[link]]
+        name = "fast"
+        rate_mbit = 10
+        [[link]]
+        name = "slow"
+        rate_mbit = 4
+        [[traffic]]
+        kind = "tcp-bulk"
+        [[event]]
+        at_s = 7
+        link = "fast"
+        action = "set"
+        rate_mbit = 5
+        [[event]]
+        at_s = 8
+        link = "slow"
+        action = "down"
+    "#;
+
+    /// 95 % of the true rate before and after the `set`, an outlier, and
+    /// samples outside the second half that must not count.
+    fn fast() -> Vec<(f64, f64)> {
+        vec![(1.0, 0.0), (4.9, 0.0), (5.0, 9.5), (6.0, 9.5), (7.0, 4.75), (8.0, 4.75), (9.0, 4.0), (10.5, 50.0)]
+    }
+
+    /// Unknown at first (0 counts), then 100 % and 90 %; the samples while down do not count.
+    fn slow() -> Vec<(f64, f64)> {
+        vec![(5.0, 0.0), (6.0, 4.0), (7.5, 3.6), (9.0, 3.0), (9.5, 1.0)]
+    }
+
+    fn run(system: &str, estimate_series: Vec<Vec<(f64, f64)>>) -> SystemRun {
+        SystemRun {
+            system: system.into(),
+            metrics: Metrics { link_share_pct: vec![50.0, 50.0], ..Default::default() },
+            goodput_series: vec![],
+            link_series: vec![],
+            estimate_series,
+        }
+    }
+
+    #[test]
+    fn the_estimate_is_held_against_the_true_rate_of_its_time_in_the_second_half() {
+        let scn: Scenario = toml::from_str(SCENARIO).unwrap();
+        let r = estimate_ratio(&scn, 0, &fast()).unwrap();
+        assert!((r - 0.95).abs() < 1e-9, "{r}");
+        let r = estimate_ratio(&scn, 1, &slow()).unwrap();
+        assert!((r - 0.9).abs() < 1e-9, "{r}");
+        assert_eq!(estimate_ratio(&scn, 0, &[(1.0, 10.0), (4.0, 10.0)]), None, "first half only");
+        assert_eq!(estimate_ratio(&scn, 1, &[(8.5, 4.0)]), None, "down only");
+    }
+
+    #[test]
+    fn the_report_shows_est_true_only_for_systems_with_a_series() {
+        let scn: Scenario = toml::from_str(SCENARIO).unwrap();
+        let runs = vec![vec![run("kernel-mptcp", vec![]), run("bond:min-rtt", vec![fast(), slow()])]];
+        let s = summarize(&scn, &runs, None);
+        assert_eq!(s.systems[0].estimate_vs_true, vec![]);
+        let table = markdown(&s, "cmd");
+        assert!(table.contains("| Link share % (fast / slow) | Est/true (fast / slow) |"), "{table}");
+        let row = |system: &str| table.lines().find(|l| l.starts_with(&format!("| {system} |"))).unwrap();
+        assert!(row("bond:min-rtt").ends_with("| 50 / 50 | 0.95 / 0.90 |"), "{table}");
+        assert!(row("kernel-mptcp").ends_with("| 50 / 50 | – |"), "{table}");
+        let without = summarize(&scn, &[vec![run("kernel-mptcp", vec![])]], None);
+        assert!(!markdown(&without, "cmd").contains("Est/true"));
     }
 }

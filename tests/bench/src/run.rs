@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use mptcp_testbed::traffic::{self, percentile, Amount, BulkReport, BulkSink, Stream, Transport, UdpReport};
 use mptcp_testbed::wan::{Direction, Shape, BUCKET};
 use mptcp_testbed::{Netns, Testbed};
+use mptcp_user::status::Status;
 use serde::Serialize;
 
 use crate::scenario::{Action, Scenario, System, Traffic};
@@ -55,11 +56,19 @@ pub struct SystemRun {
     pub goodput_series: Vec<f64>,
     /// Uplink wire rate per link per 100 ms bucket, Mbit/s.
     pub link_series: Vec<Vec<f64>>,
+    /// Per link, the rate the client controller ran the path's token bucket
+    /// at (its hint or its estimate, wire Mbit/s, 0 = unknown) as
+    /// (seconds since the start, Mbit/s), sampled every [`ESTIMATE_POLL`]:
+    /// whether the estimate finds the link's true rate ([`true_rate_steps`]).
+    /// Empty for systems without a controller.
+    pub estimate_series: Vec<Vec<(f64, f64)>>,
 }
 
 const BULK_PORT: u16 = 5001;
 const UDP_PORT: u16 = 5002;
 const RR_PORT: u16 = 5003;
+/// How often a bond's client controller is asked for its paths' rates.
+const ESTIMATE_POLL: Duration = Duration::from_millis(250);
 
 fn server(port: u16) -> SocketAddr {
     SocketAddr::new(Testbed::SERVER_V4.parse().unwrap(), port)
@@ -123,6 +132,8 @@ pub fn run_system(
             })
             .collect();
         let events = s.spawn(|| apply_events(scn, &bed, &running, epoch, &finished));
+        let estimates =
+            matches!(system, System::Bond(_)).then(|| s.spawn(|| poll_estimates(scn, &running, epoch, &finished)));
         let mut next_report = Duration::from_secs(1);
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(50));
@@ -146,13 +157,15 @@ pub fn run_system(
         }
         finished.store(true, Relaxed);
         let events = events.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the events thread panicked")));
+        // A sampler that panicked leaves no series; the run stands.
+        let estimates = estimates.and_then(|h| h.join().ok()).unwrap_or_default();
         let traffic = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("traffic panicked"))))
             .collect();
-        (events, traffic)
+        (events, estimates, traffic)
     });
-    let (events, outcomes): (Result<Option<Duration>>, Vec<Result<Outcome>>) = outcomes;
+    let (events, estimate_series, outcomes): (Result<Option<Duration>>, _, Vec<Result<Outcome>>) = outcomes;
     let conc_away = events.context("applying the scenario's events")?;
     let after = (tcp_counters(client)?, tcp_counters(srv)?, running.usage());
     drop(running);
@@ -214,6 +227,7 @@ pub fn run_system(
             .iter()
             .map(|s| s.iter().map(|&x| x as f64 * 8.0 / BUCKET.as_secs_f64() / 1e6).collect())
             .collect(),
+        estimate_series,
     })
 }
 
@@ -306,6 +320,85 @@ fn apply_events(
     Ok(away)
 }
 
+/// Ask the client controller for its paths' rates every [`ESTIMATE_POLL`]
+/// until the run finishes; per scenario link, (seconds since `epoch`,
+/// Mbit/s). A failed query skips its sample (the series is an observation,
+/// not a metric the run depends on), and a slow answer skips the ticks it
+/// overran rather than bunching samples to catch up.
+fn poll_estimates(
+    scn: &Scenario,
+    running: &systems::Running,
+    epoch: Instant,
+    finished: &AtomicBool,
+) -> Vec<Vec<(f64, f64)>> {
+    let mut series = vec![Vec::new(); scn.links.len()];
+    let mut next = Duration::ZERO;
+    loop {
+        // Sleep in short steps so that the run's end stops the sampler promptly.
+        while epoch.elapsed() < next && !finished.load(Relaxed) {
+            std::thread::sleep(next.saturating_sub(epoch.elapsed()).min(Duration::from_millis(20)));
+        }
+        if finished.load(Relaxed) {
+            return series;
+        }
+        let asked = epoch.elapsed();
+        if let Some(status) = running.client_status() {
+            // Stamped halfway through the query: the controller answered somewhere in it.
+            let t = (asked + epoch.elapsed()).as_secs_f64() / 2.0;
+            record_rates(scn, &status, t, &mut series);
+        }
+        while next <= epoch.elapsed() {
+            next += ESTIMATE_POLL;
+        }
+    }
+}
+
+/// Append each link's rate in `status` at `t_s`: the subflow whose path has
+/// the link's name (a link without one, e.g. while the connection is being
+/// re-established, gets no sample).
+fn record_rates(scn: &Scenario, status: &Status, t_s: f64, series: &mut [Vec<(f64, f64)>]) {
+    for (l, s) in scn.links.iter().zip(series) {
+        if let Some(f) = status.connections.iter().flat_map(|c| &c.subflows).find(|f| f.path == l.name) {
+            s.push((t_s, f.rate_mbit));
+        }
+    }
+}
+
+/// Link `k`'s true uplink rate over the run, as steps (from `t_s`, Mbit/s)
+/// starting at 0: the scenario's rate, changed by `set` events and 0 while
+/// the link is `down`, as [`apply_events`] shapes it. From the scenario, not
+/// the run, so that it is exact and the same for every system.
+pub fn true_rate_steps(scn: &Scenario, k: usize) -> Vec<(f64, f64)> {
+    let link = &scn.links[k];
+    let mut events: Vec<_> = scn.events.iter().filter(|e| e.link.as_ref() == Some(&link.name)).collect();
+    // Stable: events at the same time apply in file order, as in the run.
+    events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let (mut rate, mut up) = (link.uplink().rate_mbit, true);
+    let mut steps = vec![(0.0, rate)];
+    for e in events {
+        match e.action {
+            Action::Down => up = false,
+            Action::Up => up = true,
+            Action::Set => rate = e.rate_mbit.unwrap_or(rate),
+            Action::Rebind | Action::RestartConcentrator => continue,
+        }
+        let now = if up { rate } else { 0.0 };
+        // One step per time, and only where the rate changes.
+        if steps.last().is_some_and(|s| s.0 == e.at_s) {
+            steps.pop();
+        }
+        if steps.last().is_none_or(|s| s.1 != now) {
+            steps.push((e.at_s, now));
+        }
+    }
+    steps
+}
+
+/// Link `k`'s true uplink rate at `t_s` (see [`true_rate_steps`]).
+pub fn true_rate_mbit(scn: &Scenario, k: usize, t_s: f64) -> f64 {
+    true_rate_steps(scn, k).iter().take_while(|s| s.0 <= t_s).last().map_or(0.0, |s| s.1)
+}
+
 /// Seconds from the first `down` event until the links still up carry 90 %
 /// of their summed rate over a 0.5 s window (window start).
 fn recovery(scn: &Scenario, link_series: &[Vec<u64>]) -> Option<f64> {
@@ -372,5 +465,114 @@ mod tests {
         assert_eq!(counter(t, "Tcp", "RetransSegs"), Some(42));
         assert_eq!(counter(t, "Udp", "InDatagrams"), Some(7));
         assert_eq!(counter(t, "Tcp", "Nope"), None);
+    }
+
+    const TWO_LINKS: &str = r#"
+        duration_s = 10
+        [[link]]
+        name = "fast"
+        rate_mbit = 10
+        [link.downlink]
+        rate_mbit = 50
+        [[link]]
+        name = "slow"
+        rate_mbit = 3
+        [[traffic]]
+        kind = "tcp-bulk"
+        [[event]]
+        at_s = 4
+        link = "fast"
+        action = "down"
+        [[event]]
+        at_s = 2
+        link = "fast"
+        action = "set"
+        rate_mbit = 6
+        [[event]]
+        at_s = 5
+        link = "fast"
+        action = "set"
+        rate_mbit = 8
+        delay_ms = 30
+        [[event]]
+        at_s = 6
+        link = "fast"
+        action = "up"
+        [[event]]
+        at_s = 8
+        link = "fast"
+        action = "down"
+        [[event]]
+        at_s = 8
+        link = "fast"
+        action = "up"
+        [[event]]
+        at_s = 3
+        link = "slow"
+        action = "set"
+        delay_ms = 40
+    "#;
+
+    /// Events in any file order; a `set` while down takes effect at `up`;
+    /// a down and up at the same instant is no step; a `set` without a rate
+    /// changes nothing; the downlink's rate is not the uplink's.
+    #[test]
+    fn the_true_rate_follows_set_down_and_up() {
+        let scn: Scenario = toml::from_str(TWO_LINKS).unwrap();
+        assert_eq!(true_rate_steps(&scn, 0), vec![(0.0, 10.0), (2.0, 6.0), (4.0, 0.0), (6.0, 8.0)]);
+        assert_eq!(true_rate_steps(&scn, 1), vec![(0.0, 3.0)]);
+        let at = |t: f64| true_rate_mbit(&scn, 0, t);
+        assert_eq!(
+            [at(0.0), at(1.99), at(2.0), at(3.9), at(4.0), at(5.5), at(6.0), at(8.0), at(9.9)],
+            [10.0, 10.0, 6.0, 6.0, 0.0, 0.0, 8.0, 8.0, 8.0]
+        );
+        assert_eq!(true_rate_mbit(&scn, 1, 9.0), 3.0);
+    }
+
+    fn subflow(path: &str, rate_mbit: f64) -> mptcp_user::status::SubflowStatus {
+        mptcp_user::status::SubflowStatus {
+            id: 0,
+            path: path.into(),
+            local: String::new(),
+            remote: String::new(),
+            state: mptcp_user::status::SubflowState::Up,
+            backup: false,
+            priority: 0,
+            weight: 0,
+            rate_mbit,
+            srtt_us: 0,
+            rttvar_us: 0,
+            owd_us: 0,
+            delivery_mbit: None,
+            peer_loss_pct: None,
+            rx_loss: 0.0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            rx_packets: 0,
+            rx_bytes: 0,
+            rx_gaps: 0,
+            rx_late: 0,
+        }
+    }
+
+    /// Subflows are matched to links by path name, whatever their order; a
+    /// link the answer lacks gets no sample.
+    #[test]
+    fn rates_are_recorded_by_path_name() {
+        let scn: Scenario = toml::from_str(TWO_LINKS).unwrap();
+        let status = |subflows| Status {
+            instance: "c0".into(),
+            role: None,
+            bond: None,
+            controller_pid: None,
+            policy: String::new(),
+            connections: vec![mptcp_user::status::ConnectionStatus { token: "1".into(), prefixes: vec![], subflows }],
+            drops: Default::default(),
+            control: Default::default(),
+        };
+        let mut series = vec![Vec::new(); 2];
+        record_rates(&scn, &status(vec![subflow("slow", 2.5), subflow("fast", 9.5)]), 0.25, &mut series);
+        record_rates(&scn, &status(vec![subflow("fast", 9.8)]), 0.5, &mut series);
+        assert_eq!(series, vec![vec![(0.25, 9.5), (0.5, 9.8)], vec![(0.25, 2.5)]]);
     }
 }

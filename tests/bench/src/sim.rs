@@ -66,6 +66,11 @@ pub struct SimResult {
     /// Each link's rate at the end as the controller's estimator saw it
     /// (Mbit/s on the wire; 0: no estimate), hinted or not.
     pub estimated_mbit: Vec<f64>,
+    /// Per link, the rate the path's bucket ran at (hint, else the estimate;
+    /// Mbit/s on the wire, 0: unknown) at every probe tick, as (seconds since
+    /// the start, Mbit/s): the same series as the real benchmark's
+    /// `estimate_series`, to set against the link's true rate.
+    pub estimate_series: Vec<Vec<(f64, f64)>>,
 }
 
 struct Link {
@@ -230,6 +235,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
     let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut arrivals: Vec<Arrival> = Vec::new();
     let mut offered: Vec<u64> = vec![0; flows.len()];
+    let mut estimate_series: Vec<Vec<(f64, f64)>> = vec![Vec::new(); links.len()];
 
     // The next packet of any flow, in time order.
     while let Some(fi) = (0..flows.len()).filter(|&i| flows[i].left > 0).min_by_key(|&i| flows[i].next) {
@@ -281,6 +287,8 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                         l.up = false;
                     }
                 }
+                let t_s = (next_probe - T0) as f64 / 1e9;
+                estimate_series[k].push((t_s, l.monitor.rate() as f64 * 8.0 / 1e6));
             }
             next_probe += probe_ns;
         }
@@ -381,6 +389,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
         link_share_pct: links.iter().map(|l| l.sent_bytes as f64 / sent.max(1) as f64 * 100.0).collect(),
         probe_gap_ms: probe_gap.map(|g| g as f64 / 1e6),
         estimated_mbit: links.iter().map(|l| l.monitor.capacity.get() as f64 * 8.0 / 1e6).collect(),
+        estimate_series,
     }
 }
 
@@ -442,6 +451,21 @@ mod tests {
         assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
     }
 
+    /// With hints the buckets run at the hint from the first tick, sampled
+    /// every probe interval; a `set` moves the hint, as in the benchmark.
+    #[test]
+    fn the_estimate_series_follows_the_hints_at_every_probe_tick() {
+        let set = "[[event]]\nat_s = 3\nlink = \"fast\"\naction = \"set\"\nrate_mbit = 6\n";
+        let r = simulate(&scenario(&format!("{TWO_UNEQUAL}\n{set}")), Policy::MinRtt);
+        let fast = &r.estimate_series[0];
+        assert!(fast.len() >= 24, "a tick every 200 ms over 5 s: {fast:?}");
+        for (i, &(t, m)) in fast.iter().enumerate() {
+            assert!((t - 0.2 * (i + 1) as f64).abs() < 1e-9, "{fast:?}");
+            assert!((m - if t < 3.0 { 10.0 } else { 6.0 }).abs() < 1e-9, "{fast:?}");
+        }
+        assert!(r.estimate_series[1].iter().all(|&(_, m)| (m - 3.0).abs() < 1e-9), "{r:?}");
+    }
+
     /// Over 11 Mbit/s offered to 10 + 3 with exact rate hints (the default:
     /// the buckets count wire bytes, as the links do): earliest-arrival delivers in order
     /// where min-rtt's spill-over reorders, and both use the slow link. The
@@ -483,6 +507,11 @@ mod tests {
         let r = simulate(&scenario(&(TWO_UNEQUAL.to_string() + no_hints)), Policy::MinRtt);
         assert!((r.estimated_mbit[0] - 10.0).abs() <= 0.5, "the fast link, queued: {r:?}");
         assert_eq!(r.estimated_mbit[1], 0.0, "the slow link never queues: {r:?}");
+        // Without hints the buckets run at the estimate: the series, sampled
+        // to the end, ends where the estimate does.
+        for (series, &end) in r.estimate_series.iter().zip(&r.estimated_mbit) {
+            assert!(series.last().is_some_and(|&(t, m)| t > 4.5 && (m - end).abs() < 1e-6), "{r:?}");
+        }
         let full_blast = TWO_UNEQUAL.replace("rate_mbit = 11", "rate_mbit = 14") + no_hints;
         let r = simulate(&scenario(&full_blast), Policy::MinRtt);
         assert_eq!(r.estimated_mbit, vec![0.0, 0.0], "queued from the start, no floor: {r:?}");

@@ -20,6 +20,9 @@ pub struct Running {
     instances: Mutex<Vec<(String, Proc)>>,
     /// The concentrator's namespace, for a restart.
     conc_ns: String,
+    /// The client controller's (namespace, instance) of a bond system, whose
+    /// status the run polls for its paths' rates.
+    client: Option<(String, String)>,
 }
 
 /// CPU time (clock ticks) and peak resident set (KiB) of one process.
@@ -54,6 +57,17 @@ impl Running {
         *p = spawn(&ns, &self.controller, &cfg, log, "mptcp-user: serving")
             .with_context(|| format!("restarting {name}"))?;
         Ok(start.elapsed())
+    }
+
+    /// The client controller's status, `None` for systems without one
+    /// (kernel MPTCP, single path) and when the query fails: a caller that
+    /// samples it over a run skips the sample rather than fail the run.
+    pub fn client_status(&self) -> Option<mptcp_user::status::Status> {
+        let (ns, instance) = self.client.as_ref()?;
+        // A handle on the testbed's namespace, which the testbed deletes.
+        let ns = std::mem::ManuallyDrop::new(Netns { name: ns.clone() });
+        let out = ns.command(self.controller.to_str()?).args(["status", "--json", "--instance", instance]).output();
+        serde_json::from_slice(&out.ok()?.stdout).ok()
     }
 }
 
@@ -95,6 +109,7 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
         log_dir: log_dir.to_path_buf(),
         instances: Mutex::new(Vec::new()),
         conc_ns: bed.conc.name.clone(),
+        client: None,
     };
     let client = &bed.clients[0];
     let best = scn.best_link();
@@ -166,6 +181,7 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
             let p = launch(client, controller, log_dir, &client_name, &cl, "mptcp-user: connected")?;
             running.instances.get_mut().unwrap().push((client_name.clone(), p));
             wait_subflows(client, controller, &client_name, scn.links.len())?;
+            running.client = Some((client.name.clone(), client_name));
         }
     }
     Ok(running)
