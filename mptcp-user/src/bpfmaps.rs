@@ -147,6 +147,12 @@ impl DataPathMaps {
         Ok(())
     }
 
+    /// Subflow `subflow`'s token bucket in the data path (None: no such connection).
+    pub fn bucket(&self, token: u32, subflow: u8) -> Option<mptcp_common::maps::Bucket> {
+        let t = self.tx_state.get(&token, 0).ok()?;
+        t.buckets.get(subflow as usize).copied()
+    }
+
     /// The connection's duplicate-suppression window (kept when present:
     /// clearing it under traffic would let a late copy through).
     pub fn ensure_dedup_window(&mut self, token: u32) -> Result<()> {

@@ -20,7 +20,7 @@ use crate::config::{Config, PathConfig};
 use crate::control::{mtu_pad, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
-use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
+use crate::estimate::{busy, counters, rx_report, tx_wire_bytes, SubflowEstimate};
 use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
@@ -650,7 +650,13 @@ impl Client {
                 }
                 p.monitor.on_rtt(now, now.saturating_sub(sent_us));
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
-                p.monitor.on_report(now, rx, sent, p.remote.is_ipv6());
+                let before = p.monitor.capacity.get();
+                let busy = self.maps.bucket(token, p.id).is_some_and(|b| busy(&b, p.monitor.rate(), now));
+                p.monitor.on_report(now, rx, sent, busy, p.remote.is_ipv6());
+                let after = p.monitor.capacity.get();
+                if after != before {
+                    tracing::debug!(path = p.name(), mbit = after as f64 * 8e-6, "capacity estimate");
+                }
                 let measured = p.monitor.measurements();
                 self.event(i, Event::ProbeAnswered { now_us: now }).await?;
                 self.maps.bump(ControlCounter::ProbesAnswered);

@@ -62,9 +62,11 @@ impl PathMonitor {
 
     /// The peer's report of what it received, against what this end sent
     /// (`sent_wire_bytes`, cumulative): delivery rate, loss and capacity.
-    pub fn on_report(&mut self, now_us: u64, rx: RxReport, sent_wire_bytes: u64, ipv6: bool) {
+    /// `busy`: the path's token bucket ran short just now ([`crate::estimate::busy`]).
+    pub fn on_report(&mut self, now_us: u64, rx: RxReport, sent_wire_bytes: u64, busy: bool, ipv6: bool) {
         self.feedback.on_report(now_us, rx, if ipv6 { FAMILY_V6 } else { FAMILY_V4 });
-        self.capacity.on_report(now_us, (sent_wire_bytes, rx.bytes), rx.owd_us, self.max_rate);
+        let rtt = self.min_rtt.get() as u64;
+        self.capacity.on_report(now_us, (sent_wire_bytes, rx.bytes), rx.owd_us, busy, rtt, self.max_rate);
     }
 
     /// The rate the path's token bucket runs at: the hint, else the

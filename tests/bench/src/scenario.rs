@@ -242,8 +242,10 @@ pub struct BondSettings {
     /// Missed probes before a path is declared down.
     pub down_after: Option<u32>,
     /// Give each path its link rate (× `rate_hint_pct` / 100) as the
-    /// capacity hint, as an operator who knows their lines would.
-    #[serde(default = "yes")]
+    /// capacity hint, as an operator who knows their lines would. Off by
+    /// default: the controllers estimate every path's rate, as they must
+    /// on links whose rate nobody knows or that changes.
+    #[serde(default)]
     pub rate_hints: bool,
     /// The hint as a percentage of the link rate (default 100: the buckets
     /// count bytes on the wire, headers included, as the links do).
@@ -262,13 +264,9 @@ impl BondSettings {
     }
 }
 
-fn yes() -> bool {
-    true
-}
-
 impl Default for BondSettings {
     fn default() -> Self {
-        BondSettings { probe_interval_ms: None, down_after: None, rate_hints: true, rate_hint_pct: default_hint_pct() }
+        BondSettings { probe_interval_ms: None, down_after: None, rate_hints: false, rate_hint_pct: default_hint_pct() }
     }
 }
 
@@ -498,7 +496,7 @@ kind = "tcp-bulk"
         assert_eq!(s.links[0].uplink().queue_ms, 50.0);
         assert_eq!(s.systems().unwrap().len(), 2 + Policy::ALL.len());
         assert_eq!(s.tcp_congestion, "cubic");
-        assert_eq!(s.bond.hint_mbit(10.0), Some(10.0));
+        assert_eq!(s.bond.hint_mbit(10.0), None, "no hints unless asked for");
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //!   latest one-way delay) goes into its feedback and capacity estimate; the
 //!   path state the policies read is the monitor's; `down_after` missed
 //!   probes mark a dead path down, the first answered one up again; rate
-//!   hints are the scenario's (`[bond] rate_hint_pct`; without them,
-//!   `rate_hints = false`, the capacity estimate sets the rate), as in the
+//!   hints are the scenario's (`[bond] rate_hints = true`, `rate_hint_pct`; by default
+//!   none, and the capacity estimate sets the rate), as in the
 //!   real benchmark;
 //! - the receiver delivers the first copy of each packet.
 //!
@@ -264,7 +264,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
             next_event += 1;
         }
         while next_probe <= now {
-            for (k, l) in links.iter_mut().enumerate() {
+            for (k, (l, bucket)) in links.iter_mut().zip(&buckets).enumerate() {
                 // What the receiver has counted by now.
                 while l.in_flight.front().is_some_and(|&(at, _, _)| at <= next_probe) {
                     let (_, wire, owd) = l.in_flight.pop_front().unwrap();
@@ -278,7 +278,8 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                     let queued = l.free_at.saturating_sub(next_probe);
                     let now_us = next_probe / 1_000;
                     l.monitor.on_rtt(now_us, (2 * l.delay_ns + queued) / 1_000);
-                    l.monitor.on_report(now_us, l.rx, l.sent_wire, false);
+                    let busy = mptcp_user::estimate::busy(bucket, l.monitor.rate(), now_us);
+                    l.monitor.on_report(now_us, l.rx, l.sent_wire, busy, false);
                     l.missed = 0;
                     l.up = true;
                 } else {
@@ -443,6 +444,9 @@ mod tests {
         size = 1400
     "#;
 
+    /// Exact rate hints (scenarios run without them by default).
+    const HINTS: &str = "[bond]\nrate_hints = true\n";
+
     #[test]
     fn the_simulation_is_deterministic() {
         let s = scenario(TWO_UNEQUAL);
@@ -456,7 +460,7 @@ mod tests {
     #[test]
     fn the_estimate_series_follows_the_hints_at_every_probe_tick() {
         let set = "[[event]]\nat_s = 3\nlink = \"fast\"\naction = \"set\"\nrate_mbit = 6\n";
-        let r = simulate(&scenario(&format!("{TWO_UNEQUAL}\n{set}")), Policy::MinRtt);
+        let r = simulate(&scenario(&format!("{TWO_UNEQUAL}\n{HINTS}\n{set}")), Policy::MinRtt);
         let fast = &r.estimate_series[0];
         assert!(fast.len() >= 24, "a tick every 200 ms over 5 s: {fast:?}");
         for (i, &(t, m)) in fast.iter().enumerate() {
@@ -466,14 +470,14 @@ mod tests {
         assert!(r.estimate_series[1].iter().all(|&(_, m)| (m - 3.0).abs() < 1e-9), "{r:?}");
     }
 
-    /// Over 11 Mbit/s offered to 10 + 3 with exact rate hints (the default:
-    /// the buckets count wire bytes, as the links do): earliest-arrival delivers in order
+    /// Over 11 Mbit/s offered to 10 + 3 with exact rate hints (the
+    /// buckets count wire bytes, as the links do): earliest-arrival delivers in order
     /// where min-rtt's spill-over reorders, and both use the slow link. The
     /// fast queue never drains here, so any rate error accumulates in the
     /// queue estimate: 0.005 % off reorders after a few thousand packets.
     #[test]
     fn earliest_arrival_keeps_order_where_min_rtt_reorders() {
-        let s = scenario(TWO_UNEQUAL);
+        let s = scenario(&format!("{TWO_UNEQUAL}\n{HINTS}"));
         let ea = simulate(&s, Policy::EarliestArrival);
         let mr = simulate(&s, Policy::MinRtt);
         assert!(ea.reordered_pct < 0.5, "{ea:?}");
@@ -487,7 +491,7 @@ mod tests {
     /// reorders about as much as the error. (Why rate estimates matter.)
     #[test]
     fn earliest_arrival_reorders_when_the_rate_hint_is_low() {
-        let s = scenario(&format!("{TWO_UNEQUAL}\n[bond]\nrate_hint_pct = 95\n"));
+        let s = scenario(&format!("{TWO_UNEQUAL}\n{HINTS}rate_hint_pct = 95\n"));
         let ea = simulate(&s, Policy::EarliestArrival);
         assert!(ea.reordered_pct > 2.0, "{ea:?}");
     }
