@@ -103,12 +103,14 @@ const UNQUEUED_US: u64 = 1_000;
 /// may never let form; the queue tells a full path from random loss (below
 /// 5 % random loss does not trigger it at all).
 const OVER_DELIVERED_PCT: u64 = 95;
-/// A report shows a queue building when its one-way delay sample is this far
-/// above the floor (more than the wired jitter of a few ms)...
+/// A report shows a queue when its one-way delay sample is this far above
+/// the floor, plus twice the path's jitter...
 const TAIL_QUEUE_US: i64 = 10_000;
 /// ...and an overflowing path's capacity is measured over the newest run of
 /// such reports once it is this long.
 const MIN_TAIL_US: u64 = 200_000;
+/// A path is judged unqueued on at least this many fresh samples.
+const MIN_SAMPLES: usize = 3;
 /// Round trips longer than this are not waited for (the history's bound).
 const MAX_SHIFT_US: u64 = 2_000_000;
 /// While a path delivers what it is given without queueing, its estimate
@@ -174,6 +176,9 @@ pub struct Capacity {
     /// The path was found full at least once: the estimate is a measured
     /// capacity, not just a lower bound.
     measured: bool,
+    /// Mean difference between successive one-way delay samples (µs): the
+    /// path's jitter, which a queue must stand clear of.
+    jitter_us: u64,
 }
 
 impl Capacity {
@@ -228,6 +233,12 @@ impl Capacity {
         });
         if let Some(d) = owd {
             self.floor.sample(now_us, d);
+            if let Some(prev) = self.history.back().and_then(|e| e.3) {
+                // Mean successive difference, gain 1/8: a queue moves little
+                // between reports, jitter a lot.
+                let step = d.abs_diff(prev);
+                self.jitter_us = self.jitter_us - self.jitter_us / 8 + step / 8;
+            }
         }
         self.history.push_back((now_us, sent, received, owd, busy));
         let shift = rtt_us.min(MAX_SHIFT_US);
@@ -246,17 +257,21 @@ impl Capacity {
         }
         // The window's samples relative to the floor: the smallest is a
         // queue that stood the whole window, the newest one the queue now.
-        let samples = self
-            .history
-            .iter()
-            .filter(|&&(t, _, _, _, _)| now_us - t < QUEUE_WINDOW_US)
-            .map(|&(_, _, _, d, _)| d)
-            .collect::<Option<Vec<i64>>>();
+        // Only samples of reports that saw new packets arrive count: the
+        // peer's sample is its latest packet's, and it stands still while
+        // nothing arrives.
+        let fresh = |i: usize| i > 0 && self.history[i].2 > self.history[i - 1].2;
+        let window: Vec<usize> =
+            (0..self.history.len()).filter(|&i| now_us - self.history[i].0 < QUEUE_WINDOW_US).collect();
+        let samples: Vec<i64> = window.iter().filter(|&&i| fresh(i)).filter_map(|&i| self.history[i].3).collect();
+        // Packets arrived all through the window, each report with a sample.
+        let continuous = !window.is_empty() && samples.len() == window.len();
+        let newest_fresh = self.history.len().checked_sub(1).is_some_and(fresh);
         let floor = self.floor.get();
-        let (queue_us, spread_us, queue_now_us) = match (samples, floor) {
-            (Some(v), Some(f)) if !v.is_empty() => {
-                let (lo, hi) = (*v.iter().min().unwrap(), *v.iter().max().unwrap());
-                ((lo - f).max(0) as u64, (hi - lo) as u64, (v[v.len() - 1] - f).max(0) as u64)
+        let (queue_us, spread_us, queue_now_us) = match floor {
+            Some(f) if !samples.is_empty() => {
+                let (lo, hi) = (*samples.iter().min().unwrap(), *samples.iter().max().unwrap());
+                ((lo - f).max(0) as u64, (hi - lo) as u64, (samples[samples.len() - 1] - f).max(0) as u64)
             }
             _ => (0, 0, 0),
         };
@@ -266,51 +281,71 @@ impl Capacity {
         let offered = self.sent_at(now_us.saturating_sub(shift)).saturating_sub(self.sent_at(t0.saturating_sub(shift)))
             * 1_000_000
             / span;
-        let queued_now = queue_now_us >= SATURATED_QUEUE_US + spread_us / 2;
+        let queued_now = newest_fresh && queue_now_us >= SATURATED_QUEUE_US + spread_us / 2;
         let loaded = self.rate == 0 || offered * 100 >= self.rate * LOADED_PCT;
         let overflowing = offered * 100 > delivered * OVERFLOWING_PCT;
-        let saturated = queue_us >= SATURATED_QUEUE_US + spread_us / 2
+        let saturated = continuous
+            && queue_us >= SATURATED_QUEUE_US + spread_us / 2
             && offered * 100 >= delivered * SATURATED_OFFERED_PCT
             && (loaded || overflowing)
             && delivered > 0;
         // The newest run of reports that all show a queue: over it the
         // path was sending all the time, so what it delivered then is its
         // capacity, however lightly it was loaded before the run.
+        let tail_queue_us = TAIL_QUEUE_US + 2 * self.jitter_us as i64;
+        // Each report of the run must have seen new packets arrive (a path
+        // used in bursts would otherwise look queued for good).
         let tail = match floor {
-            Some(f) => self
-                .history
-                .iter()
-                .rev()
-                .take_while(|&&(_, _, _, d, _)| d.is_some_and(|d| d - f >= TAIL_QUEUE_US))
-                .last()
-                .map(|&(t, s, r, _, _)| (t, s, r)),
+            Some(f) => {
+                let queued = |i: usize| fresh(i) && self.history[i].3.is_some_and(|d| d - f >= tail_queue_us);
+                let n = self.history.len();
+                (0..n).rev().take_while(|&i| queued(i)).last().map(|i| {
+                    let (t, s, r, _, _) = self.history[i];
+                    (t, s, r)
+                })
+            }
             None => None,
         };
-        let over_rate = tail.and_then(|(tq, _, rq)| {
+        let tail_rate = tail.and_then(|(tq, _, rq)| {
             let len = now_us - tq;
             let delivered = (received - rq) * 1_000_000 / len.max(1);
             let offered =
                 self.sent_at(now_us.saturating_sub(shift)).saturating_sub(self.sent_at(tq.saturating_sub(shift)))
                     * 1_000_000
                     / len.max(1);
-            (len >= MIN_TAIL_US && delivered > 0 && delivered * 100 < offered * OVER_DELIVERED_PCT).then_some(delivered)
+            (len >= MIN_TAIL_US && delivered > 0).then_some((delivered, offered))
         });
+        let over_rate = tail_rate.and_then(|(d, o)| (d * 100 < o * OVER_DELIVERED_PCT).then_some(d));
         let over = queued_now && over_rate.is_some();
+        // A queue all through the run while the path delivered less than its
+        // estimate: the estimate is too high, even if the senders, ACK-clocked,
+        // offered no more than it delivered. (Not only under load: an
+        // estimate too high makes earliest-arrival reorder, and the inner
+        // flows then back off until the path is lightly loaded.)
+        let below =
+            tail_rate.and_then(|(d, _)| (self.rate != 0 && d * 100 < self.rate * OVER_DELIVERED_PCT).then_some(d));
+        // A path without an estimate that has held a queue for the run: its
+        // delivery then is a first estimate (a lower bound, as jitter could
+        // pass for a short queue; it grows from there if the scheduler keeps
+        // running into it). Left unlimited longer, it draws every packet the
+        // other paths' queues do not, and reorders them.
+        let first = if self.rate == 0 { tail_rate.map(|(d, _)| d) } else { None };
         let span_reports = self.history.iter().filter(|&&(t, _, _, _, _)| t > t0);
         let (reports, busy_reports) = span_reports.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.4 as u64));
         // Held to its estimate most of the span, with no queue standing in
-        // the window nor building now: it might carry more.
-        // Until the path is first found full its estimate is only a lower
-        // bound (what it carried), so any sign of it holding the scheduler
-        // back counts, and it grows from the fastest step (BBR's start-up).
+        // the window nor building now: it might carry more. Until the path
+        // is first found full its estimate is only a lower bound, so any
+        // sign of it holding the scheduler back counts, and it grows from
+        // the fastest step (BBR's start-up).
         let pushed = self.rate != 0
+            && samples.len() >= MIN_SAMPLES
             && queue_us < UNQUEUED_US
             && queue_now_us < SATURATED_QUEUE_US
             && if self.measured { busy_reports * 100 >= reports * PUSHED_PCT } else { busy_reports > 0 };
         let mut growth = self.growth;
         let held = now_us.saturating_sub(self.full_us) < PROBE_HOLD_US;
-        let next = if saturated || over {
-            let full = if saturated { delivered } else { over_rate.unwrap_or(delivered) };
+        let next = if saturated || over || below.is_some() {
+            let full = if saturated { delivered } else { over_rate.or(below).unwrap_or(delivered) };
             growth = 0;
             self.measured = true;
             if full < self.rate {
@@ -321,6 +356,8 @@ impl Capacity {
             growth = self.growth.saturating_add(1);
             let step = if self.measured { self.growth as usize } else { GROWTH_PCT.len() - 1 };
             self.rate.max(delivered) * GROWTH_PCT[step.min(GROWTH_PCT.len() - 1)] / 100
+        } else if let Some(first) = first {
+            first
         } else if self.rate != 0 && delivered > self.rate {
             // It carried more than the estimate (offered more when every
             // path was short), so it can: an estimate taken as a queue built
@@ -511,6 +548,40 @@ mod tests {
         let series = m.drive_at_estimate(6, 5_000_000, 3_750_000);
         let at = settles(&series, 3_750_000).unwrap_or_else(|| panic!("never settled: {series:?}"));
         assert!(at <= 30, "settled after {at} tenths: {series:?}");
+    }
+
+    #[test]
+    fn an_ack_clocked_flow_over_a_moving_queue_lowers_an_estimate_too_high() {
+        // Found at 1.25 MB/s; then it carries 0.8, offered exactly what it
+        // delivers (no loss), over a queue that swings between 15 and 45 ms:
+        // never standing a whole second, never dropping.
+        let mut m = Model::new();
+        m.drive(3, 2_000_000, 1_250_000, 0);
+        assert!(m.c.get() >= 1_150_000, "{}", m.c.get());
+        for i in 0..15u64 {
+            m.t += 100_000;
+            m.sent += 80_000;
+            m.got += 80_000;
+            let queue = 15_000 + (i % 4) as u32 * 10_000;
+            m.c.on_report(m.t, (m.sent, m.got), CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + queue), false, 0, 0);
+        }
+        assert!((760_000..=840_000).contains(&m.c.get()), "{}", m.c.get());
+    }
+
+    #[test]
+    fn a_stale_delay_sample_is_not_a_queue() {
+        // Found at 1.25 MB/s; its last packet queued 30 ms, then nothing
+        // more arrives: the peer keeps reporting that sample, which must not
+        // read as a queue the path delivers nothing through.
+        let mut m = Model::new();
+        m.drive(3, 2_000_000, 1_250_000, 0);
+        let r = m.c.get();
+        assert!(r >= 1_150_000, "{r}");
+        for _ in 0..30 {
+            m.t += 100_000;
+            m.c.on_report(m.t, (m.sent, m.got), CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + 30_000), false, 0, 0);
+        }
+        assert_eq!(m.c.get(), r);
     }
 
     #[test]

@@ -663,6 +663,54 @@ fn a_path_without_a_rate_hint_is_estimated_from_feedback() -> Result<()> {
     Ok(())
 }
 
+/// The estimate on the wire through the WAN emulator, no hints: both 8 Mbit/s
+/// paths are found under an open-loop UDP load; then one path's rate drops to
+/// 3 Mbit/s mid-run and the estimate follows it down, and back up when the
+/// link recovers. (The seconds each takes are printed; the estimator's unit
+/// tests hold the 2 s target on a model, this holds it on real queues.)
+#[test]
+fn the_estimate_follows_a_mid_run_rate_change_through_the_wan_emulator() -> Result<()> {
+    use mptcp_testbed::wan::{Direction, Shape};
+    let bed = Testbed::with_wan(1, 2)?;
+    let shape = |rate_mbit: f64| Shape { rate_mbit, delay_ms: 5.0, ..Shape::default() };
+    for k in 0..2 {
+        bed.wan().set(k, Direction::Up, &shape(8.0))?;
+        bed.wan().set(k, Direction::Down, &shape(8.0))?;
+    }
+    let cl = &bed.clients[0];
+    let _conc = start_conc(&bed, &[])?;
+    let mut config = shaped_config("min-rtt", [8, 8], false);
+    for p in &mut config.paths {
+        p.rate_mbit = None;
+    }
+    let client = start_client_config(&bed, 0, &config)?;
+    wait_subflows(&client, cl, 2)?;
+    // Unqueued one-way delays first: the floor queues are measured from.
+    assert!(ping(cl, Testbed::SERVER_V4, 6), "no ping through the bond");
+    let mut srv = bed.server.command("iperf3");
+    srv.args(["-s", "-p", "5302", "--forceflush"]);
+    let mut srv = Proc::spawn(srv, log_path(&format!("{}-iperf-s", client.name)))?;
+    srv.wait_for("Server listening", Duration::from_secs(5))?;
+    let mut flood = cl.command("iperf3");
+    flood.args(["-c", Testbed::SERVER_V4, "-p", "5302", "-u", "-b", "24M", "-l", "1200", "-t", "60"]);
+    let _flood = Proc::spawn(flood, log_path(&format!("{}-iperf-c", client.name)))?;
+    let rate = |s: &Status, i: u32| s.subflow(i).map_or(0.0, |f| f.rate_mbit);
+    wait_status(&client, cl, "both paths estimated near 8 Mbit/s", |s| {
+        (6.5..=9.0).contains(&rate(s, 0)) && (6.5..=9.0).contains(&rate(s, 1))
+    })?;
+    let t = std::time::Instant::now();
+    bed.wan().set(0, Direction::Up, &shape(3.0))?;
+    wait_status(&client, cl, "path 0 estimated near its new 3 Mbit/s", |s| (2.4..=3.6).contains(&rate(s, 0)))?;
+    eprintln!("followed the drop in {:.1} s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    bed.wan().set(0, Direction::Up, &shape(8.0))?;
+    wait_status(&client, cl, "path 0 estimated near 8 Mbit/s again", |s| (6.5..=9.0).contains(&rate(s, 0)))?;
+    eprintln!("followed the recovery in {:.1} s", t.elapsed().as_secs_f64());
+    let s = client.status(cl)?;
+    assert!((6.5..=9.0).contains(&rate(&s, 1)), "the other path kept its estimate: {s}");
+    Ok(())
+}
+
 /// earliest-arrival on the wire, over a near path (10 Mbit/s, 1 ms) and a far
 /// one (10 Mbit/s, 20 ms) through the WAN emulator, with the links' rates as
 /// hints: a stream the near path can carry stays on it; a heavier one spills

@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the main job on an embedded testbed. A client with
 //! three shaped uplinks (DSL 20, LTE 10, 3G 5 Mbit/s) bonds towards a
-//! concentrator; a TCP stream runs to a server behind it for `duration`
-//! seconds while per-subflow rates are printed every second.
+//! concentrator with the config a newcomer writes (default policy, no link
+//! rates); a TCP stream runs to a server behind it for `duration` seconds
+//! while per-subflow rates are printed every second.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,16 +56,17 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
 
     let [a4, a6] = Testbed::client_bond_addrs(0);
     let mut cfg = format!(
-        "role = \"client\"\npsk = \"{PSK}\"\npolicy = \"min-rtt\"\n[bond]\nname = \"mpb\"\naddresses = [\"{a4}\", \"{a6}\"]\nroutes = [\"{}\", \"{}\"]\n",
+        "role = \"client\"\npsk = \"{PSK}\"\n[bond]\nname = \"mpb\"\naddresses = [\"{a4}\", \"{a6}\"]\nroutes = [\"{}\", \"{}\"]\n",
         Testbed::SERVER_ROUTES[0],
         Testbed::SERVER_ROUTES[1]
     );
-    for (k, (name, rate)) in NAMES.iter().zip(RATES).enumerate() {
+    // What a newcomer writes: no policy (the default) and no link rates
+    // (the controller estimates them).
+    for (k, name) in NAMES.iter().enumerate() {
         cfg += &format!(
-            "[[path]]\nname = \"{name}\"\ninterface = \"{}\"\nremote = \"{}\"\nrate_mbit = {}\n",
+            "[[path]]\nname = \"{name}\"\ninterface = \"{}\"\nremote = \"{}\"\n",
             Testbed::client_dev(k),
             Testbed::conc_addr(0, k),
-            rate as f64 * 0.95
         );
     }
     let cfg_path = log.join(format!("{ci}.toml"));
@@ -75,8 +77,9 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
     client.wait_for("mptcp-user: connected", Duration::from_secs(20))?;
     std::thread::sleep(Duration::from_millis(500));
     println!(
-        "demo: client bonds {} over 3 uplinks (20 + 10 + 5 Mbit/s); TCP stream to {} for {duration} s",
+        "demo: client bonds {} over 3 uplinks (20 + 10 + 5 Mbit/s, rates not configured), policy {} (the default); TCP stream to {} for {duration} s",
         a4,
+        status(cl, &ci)?.policy,
         Testbed::SERVER_V4
     );
 

@@ -82,7 +82,7 @@ pub fn summarize(scn: &Scenario, runs: &[Vec<SystemRun>], cost: Option<Cost>) ->
         scenario: scn.name().to_string(),
         description: scn.description.clone(),
         runs: runs.len(),
-        capacity_mbit: scn.capacity_mbit(),
+        capacity_mbit: crate::run::mean_capacity_mbit(scn),
         tcp_congestion: scn.tcp_congestion.clone(),
         links: scn.links.iter().map(|l| l.name.clone()).collect(),
         has_failure: scn.events.iter().any(|e| e.action == crate::scenario::Action::Down),
@@ -149,7 +149,7 @@ pub fn markdown(s: &Summary, command: &str) -> String {
     let cols: Vec<&Col> = cols.iter().filter(|c| has(s, c.1) || c.0 == "Recovery s" && s.has_failure).collect();
     let mut out = format!("## {}\n\n{}\n\n", s.scenario, s.description);
     out += &format!(
-        "Summed uplink capacity {:.1} Mbit/s; end hosts' TCP: {}; medians of {} run(s). Produced by `{command}`.\n\n",
+        "Summed uplink capacity {:.1} Mbit/s (mean over the run); end hosts' TCP: {}; medians of {} run(s). Produced by `{command}`.\n\n",
         s.capacity_mbit, s.tcp_congestion, s.runs
     );
     out += "| System |";

@@ -171,7 +171,8 @@ pub fn run_system(
     drop(running);
 
     let mut m = Metrics { conc_away_s: conc_away.map(|d| d.as_secs_f64()), ..Metrics::default() };
-    let capacity = scn.capacity_mbit();
+    // Links whose rate changes mid-run (or that go down) count at their mean.
+    let capacity = mean_capacity_mbit(scn);
     let mut goodput_series = Vec::new();
     for o in outcomes {
         match o? {
@@ -394,6 +395,25 @@ pub fn true_rate_steps(scn: &Scenario, k: usize) -> Vec<(f64, f64)> {
     steps
 }
 
+/// The links' summed true uplink rate averaged over the run (Mbit/s): the
+/// capacity a run's goodput is a share of when rates change or links fail.
+pub fn mean_capacity_mbit(scn: &Scenario) -> f64 {
+    let d = scn.duration_s;
+    let mean = |k: usize| {
+        let steps = true_rate_steps(scn, k);
+        let area: f64 = steps
+            .iter()
+            .enumerate()
+            .map(|(i, &(t, r))| {
+                let end = steps.get(i + 1).map_or(d, |s| s.0).min(d);
+                (end - t.min(d)).max(0.0) * r
+            })
+            .sum();
+        area / d
+    };
+    (0..scn.links.len()).map(mean).sum()
+}
+
 /// Link `k`'s true uplink rate at `t_s` (see [`true_rate_steps`]).
 pub fn true_rate_mbit(scn: &Scenario, k: usize, t_s: f64) -> f64 {
     true_rate_steps(scn, k).iter().take_while(|s| s.0 <= t_s).last().map_or(0.0, |s| s.1)
@@ -458,6 +478,30 @@ fn counter(text: &str, group: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mean_capacity_weighs_each_rate_by_how_long_it_held() {
+        let scn: Scenario = toml::from_str(
+            r#"
+            duration_s = 20
+            [[link]]
+            name = "a"
+            rate_mbit = 10
+            [[link]]
+            name = "b"
+            rate_mbit = 30
+            [[traffic]]
+            kind = "tcp-bulk"
+            [[event]]
+            at_s = 10
+            link = "b"
+            action = "set"
+            rate_mbit = 8
+            "#,
+        )
+        .unwrap();
+        assert!((mean_capacity_mbit(&scn) - (10.0 + 19.0)).abs() < 1e-9, "{}", mean_capacity_mbit(&scn));
+    }
 
     #[test]
     fn counters_are_read_by_name() {

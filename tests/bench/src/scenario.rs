@@ -463,11 +463,6 @@ impl Scenario {
     pub fn any_nat(&self) -> bool {
         self.links.iter().any(|l| l.nat)
     }
-
-    /// Summed uplink capacity, Mbit/s.
-    pub fn capacity_mbit(&self) -> f64 {
-        self.links.iter().map(|l| l.rate_mbit).sum()
-    }
 }
 
 #[cfg(test)]
