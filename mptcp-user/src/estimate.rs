@@ -109,6 +109,8 @@ const TAIL_QUEUE_US: i64 = 10_000;
 /// ...and an overflowing path's capacity is measured over the newest run of
 /// such reports once it is this long.
 const MIN_TAIL_US: u64 = 200_000;
+/// Jitter is measured on samples within this of the floor (µs).
+const JITTER_BAND_US: i64 = 25_000;
 /// A path is judged unqueued on at least this many fresh samples.
 const MIN_SAMPLES: usize = 3;
 /// Round trips longer than this are not waited for (the history's bound).
@@ -136,17 +138,21 @@ const OWD_FLOOR_WINDOW_US: u64 = 30_000_000;
 /// A path's capacity estimate in wire bytes per second, from what the peer
 /// received (its reports) against what this end sent (the data path's
 /// counters) and the peer's one-way delay samples of this end's packets
-/// (measured one way, so a queue in the other direction does not count).
+/// (measured one way, so a queue in the other direction does not count;
+/// only samples of reports that saw new packets arrive count).
 /// A model of the path's bottleneck, as BBR keeps one, but fed by the bond's
 /// own traffic, which the scheduler, not a congestion control, offers:
-/// - **Full** (the estimate is set to what the path delivered): a queue stood
-///   the whole last second (every sample above the floor by more than jitter
-///   explains) under real load; or a queue has been building for at least
-///   `MIN_TAIL_US` while the path delivered less than it was offered (it
-///   drops or queues the rest), measured over that run alone. Until a path
-///   is first found full its estimate is 0, which the policies read as
-///   "unlimited": it takes what the scheduler gives it and so is found full
-///   within a second or two of real load.
+/// - **Full** (the estimate is set to what the path delivered): a queue has
+///   been present for at least `MIN_TAIL_US` (samples `TAIL_QUEUE_US` plus
+///   twice the path's jitter above the floor) and over that run the path
+///   delivered less than it was offered (it drops or queues the rest), or
+///   less than its estimate (the estimate is too high, whatever the load);
+///   or a queue stood the whole last second under real load. Measured over
+///   the queued run alone: the link sent all the time then.
+/// - **First estimate**: a path without one takes its delivery over such a
+///   queued run. Until then its estimate is 0, which the policies read as
+///   "unlimited": it takes what the scheduler gives it, so it queues within
+///   a second or two of real load.
 /// - **Held back** (the estimate grows, by `GROWTH_PCT` on successive
 ///   spans): the scheduler kept running into its token bucket ([`busy`])
 ///   while no queue formed. Not within `PROBE_HOLD_US` of being found full.
@@ -233,9 +239,12 @@ impl Capacity {
         });
         if let Some(d) = owd {
             self.floor.sample(now_us, d);
-            if let Some(prev) = self.history.back().and_then(|e| e.3) {
-                // Mean successive difference, gain 1/8: a queue moves little
-                // between reports, jitter a lot.
+            // Mean successive difference, gain 1/8, of samples near the floor:
+            // there the path holds no queue, so what moves them is jitter (a
+            // queue filling and draining between reports moves them too,
+            // and must not pass for jitter).
+            let near = |v: i64| self.floor.get().is_some_and(|f| v - f < JITTER_BAND_US);
+            if let Some(prev) = self.history.back().and_then(|e| e.3).filter(|&p| near(p) && near(d)) {
                 let step = d.abs_diff(prev);
                 self.jitter_us = self.jitter_us - self.jitter_us / 8 + step / 8;
             }
@@ -329,7 +338,27 @@ impl Capacity {
         // pass for a short queue; it grows from there if the scheduler keeps
         // running into it). Left unlimited longer, it draws every packet the
         // other paths' queues do not, and reorders them.
-        let first = if self.rate == 0 { tail_rate.map(|(d, _)| d) } else { None };
+        // Reports that saw nothing arrive neither break that run nor count
+        // here: a path the scheduler uses in bursts (earliest-arrival's far
+        // path) may never queue through 0.2 s of reports in a row, and left
+        // unlimited it keeps reordering the inner flows.
+        let first = match floor {
+            Some(f) if self.rate == 0 => {
+                let (mut start, mut queued) = (None, 0);
+                for i in (1..self.history.len()).rev().filter(|&i| fresh(i)) {
+                    if self.history[i].3.is_none_or(|d| d - f < tail_queue_us) {
+                        break;
+                    }
+                    (start, queued) = (Some(self.history[i]), queued + 1);
+                }
+                start.and_then(|(tq, _, rq, _, _)| {
+                    let len = now_us - tq;
+                    (queued >= 2 && len >= MIN_TAIL_US / 2).then(|| (received - rq) * 1_000_000 / len)
+                })
+            }
+            _ => None,
+        }
+        .filter(|&d| d > 0);
         let span_reports = self.history.iter().filter(|&&(t, _, _, _, _)| t > t0);
         let (reports, busy_reports) = span_reports.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.4 as u64));
         // Held to its estimate most of the span, with no queue standing in
