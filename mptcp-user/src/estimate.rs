@@ -118,10 +118,11 @@ const MAX_SHIFT_US: u64 = 2_000_000;
 /// While a path delivers what it is given without queueing, its estimate
 /// grows, by these factors (percent) on successive spans: gently first (a
 /// path just found full is probed by 10 %), faster while it keeps taking
-/// more (a link that recovered from 8 to 30 Mbit/s is found in about five
-/// spans). An overshoot shows in the next span as a path that cannot
-/// deliver what it is offered.
-const GROWTH_PCT: [u64; 5] = [110, 125, 150, 175, 200];
+/// more (a link that recovered from 5 to 25 Mbit/s is found in about five
+/// spans). At most by half a step: an estimate too high is found only once
+/// the path queues, which inner flows held back by something else may not
+/// make it do.
+const GROWTH_PCT: [u64; 3] = [110, 125, 150];
 /// After a path was found unable to carry its estimate, it is not probed
 /// for this long: each probe that overshoots costs the inner flows a burst
 /// of queueing (and earliest-arrival a wrong queue estimate), so a path at
