@@ -111,6 +111,9 @@ const TAIL_QUEUE_US: i64 = 10_000;
 const MIN_TAIL_US: u64 = 200_000;
 /// Jitter is measured on samples within this of the floor (µs).
 const JITTER_BAND_US: i64 = 25_000;
+/// A first estimate is taken only from a delivery of at least this much,
+/// bytes per second (0.5 Mbit/s); slower paths stay unknown (unlimited).
+const SEED_MIN: u64 = 62_500;
 /// A path is judged unqueued on at least this many fresh samples.
 const MIN_SAMPLES: usize = 3;
 /// Round trips longer than this are not waited for (the history's bound).
@@ -359,16 +362,23 @@ impl Capacity {
             }
             _ => None,
         }
-        .filter(|&d| d > 0);
+        // Or one that loses what it is offered (a path whose every sample
+        // was queued has no floor to see its queue by).
+        .or((self.rate == 0 && delivered * 100 < offered * OVER_DELIVERED_PCT).then_some(delivered))
+        // A few stray packets say nothing, and an estimate taken from them
+        // would hold the path to their rate for good.
+        .filter(|&d| d >= SEED_MIN);
         let span_reports = self.history.iter().filter(|&&(t, _, _, _, _)| t > t0);
         let (reports, busy_reports) = span_reports.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.4 as u64));
         // Held to its estimate most of the span, with no queue standing in
-        // the window nor building now: it might carry more. Until the path
+        // the window nor building now, and not losing what it is given: it
+        // might carry more. Until the path
         // is first found full its estimate is only a lower bound, so any
         // sign of it holding the scheduler back counts, and it grows from
         // the fastest step (BBR's start-up).
         let pushed = self.rate != 0
             && samples.len() >= MIN_SAMPLES
+            && delivered * 100 >= offered * OVER_DELIVERED_PCT
             && queue_us < UNQUEUED_US
             && queue_now_us < SATURATED_QUEUE_US
             && if self.measured { busy_reports * 100 >= reports * PUSHED_PCT } else { busy_reports > 0 };
@@ -378,7 +388,8 @@ impl Capacity {
             let full = if saturated { delivered } else { over_rate.or(below).unwrap_or(delivered) };
             growth = 0;
             self.measured = true;
-            if full < self.rate {
+            if full * 100 < self.rate * OVER_DELIVERED_PCT {
+                // An overshoot corrected (not a measurement moving a little): hold.
                 self.full_us = now_us;
             }
             full
@@ -612,6 +623,16 @@ mod tests {
             m.c.on_report(m.t, (m.sent, m.got), CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + 30_000), false, 0, 0);
         }
         assert_eq!(m.c.get(), r);
+    }
+
+    #[test]
+    fn a_path_flooded_from_its_first_packet_is_found_by_its_loss() {
+        // No unqueued sample ever: its floor is the full queue, so no queue
+        // shows; it delivers 1.25 of the 2 MB/s it is offered.
+        let mut m = Model::default();
+        m.drive(3, 2_000_000, 1_250_000, 0);
+        let r = m.c.get();
+        assert!((1_150_000..=1_300_000).contains(&r), "{r}");
     }
 
     #[test]
