@@ -337,15 +337,14 @@ impl Capacity {
         // flows then back off until the path is lightly loaded.)
         let below =
             tail_rate.and_then(|(d, _)| (self.rate != 0 && d * 100 < self.rate * OVER_DELIVERED_PCT).then_some(d));
-        // A path without an estimate that has held a queue for the run: its
+        // A path without an estimate that has held a queue for 0.1 s: its
         // delivery then is a first estimate (a lower bound, as jitter could
         // pass for a short queue; it grows from there if the scheduler keeps
-        // running into it). Left unlimited longer, it draws every packet the
-        // other paths' queues do not, and reorders them.
-        // Reports that saw nothing arrive neither break that run nor count
-        // here: a path the scheduler uses in bursts (earliest-arrival's far
-        // path) may never queue through 0.2 s of reports in a row, and left
-        // unlimited it keeps reordering the inner flows.
+        // running into it). Reports that saw nothing arrive neither break
+        // that run nor count: a path the scheduler uses in bursts
+        // (earliest-arrival's far path) may never queue through 0.2 s of
+        // reports in a row, and left unlimited it keeps reordering the
+        // inner flows.
         let first = match floor {
             Some(f) if self.rate == 0 => {
                 let (mut start, mut queued) = (None, 0);
@@ -370,12 +369,12 @@ impl Capacity {
         .filter(|&d| d >= SEED_MIN);
         let span_reports = self.history.iter().filter(|&&(t, _, _, _, _)| t > t0);
         let (reports, busy_reports) = span_reports.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.4 as u64));
-        // Held to its estimate most of the span, with no queue standing in
-        // the window nor building now, and not losing what it is given: it
-        // might carry more. Until the path
-        // is first found full its estimate is only a lower bound, so any
-        // sign of it holding the scheduler back counts, and it grows from
-        // the fastest step (BBR's start-up).
+        // Held to its estimate often enough in the span, with no queue
+        // standing in the window nor building now, and not losing what it
+        // is given: it might carry more. Until the path is first found full
+        // its estimate is only a lower bound, so any sign of it holding the
+        // scheduler back counts, and it grows from the fastest step (BBR's
+        // start-up).
         let pushed = self.rate != 0
             && samples.len() >= MIN_SAMPLES
             && delivered * 100 >= offered * OVER_DELIVERED_PCT
