@@ -534,6 +534,16 @@ mod tests {
                 .collect()
         }
 
+        /// 100 ms in which `sent` bytes went out and `got` arrived, the
+        /// peer's latest sample showing `queue_us` of queueing.
+        fn report(&mut self, sent: u64, got: u64, queue_us: u32, busy: bool) {
+            self.t += 100_000;
+            self.sent += sent;
+            self.got += got;
+            let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + queue_us);
+            self.c.on_report(self.t, (self.sent, self.got), owd, busy, 0, 0);
+        }
+
         /// 100 ms of [`Model::drive`], the queue carried across calls.
         fn drive_tenth(&mut self, offer: u64, cap: u64) {
             self.t += 100_000;
@@ -599,11 +609,7 @@ mod tests {
         m.drive(3, 2_000_000, 1_250_000, 0);
         assert!(m.c.get() >= 1_150_000, "{}", m.c.get());
         for i in 0..15u64 {
-            m.t += 100_000;
-            m.sent += 80_000;
-            m.got += 80_000;
-            let queue = 15_000 + (i % 4) as u32 * 10_000;
-            m.c.on_report(m.t, (m.sent, m.got), CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + queue), false, 0, 0);
+            m.report(80_000, 80_000, 15_000 + (i % 4) as u32 * 10_000, false);
         }
         assert!((760_000..=840_000).contains(&m.c.get()), "{}", m.c.get());
     }
@@ -618,8 +624,7 @@ mod tests {
         let r = m.c.get();
         assert!(r >= 1_150_000, "{r}");
         for _ in 0..30 {
-            m.t += 100_000;
-            m.c.on_report(m.t, (m.sent, m.got), CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + 30_000), false, 0, 0);
+            m.report(0, 0, 30_000, false);
         }
         assert_eq!(m.c.get(), r);
     }
@@ -690,13 +695,8 @@ mod tests {
         assert!(r >= 1_000_000, "{r}");
         let mut x = 7u64;
         for _ in 0..300 {
-            m.t += 100_000;
-            m.sent += 80_000;
-            m.got += 80_000;
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            let jitter = ((x >> 33) % 20_000) as u32;
-            let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + jitter);
-            m.c.on_report(m.t, (m.sent, m.got), owd, false, 0, 0);
+            m.report(80_000, 80_000, ((x >> 33) % 20_000) as u32, false);
         }
         assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
     }
@@ -708,10 +708,7 @@ mod tests {
         m.drive(5, 2_000_000, 1_250_000, 0);
         let r = m.c.get();
         for _ in 0..50 {
-            m.t += 100_000;
-            m.sent += r / 10;
-            m.got += r / 10 * 92 / 100;
-            m.c.on_report(m.t, (m.sent, m.got), CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US), true, 0, 0);
+            m.report(r / 10, r / 10 * 92 / 100, 0, true);
         }
         assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
     }
@@ -741,12 +738,8 @@ mod tests {
         assert!(m.c.get() < 600_000, "{}", m.c.get());
         let mut x = 11u64;
         for _ in 0..30 {
-            m.t += 100_000;
-            m.sent += 120_000;
-            m.got += 120_000;
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            let queue = 2_000 + ((x >> 33) % 40_000) as u32;
-            m.c.on_report(m.t, (m.sent, m.got), CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + queue), false, 0, 0);
+            m.report(120_000, 120_000, 2_000 + ((x >> 33) % 40_000) as u32, false);
         }
         let r = m.c.get();
         assert!((1_150_000..=1_250_000).contains(&r), "{r}");
