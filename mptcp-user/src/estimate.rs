@@ -198,6 +198,12 @@ impl Capacity {
         self.rate
     }
 
+    /// Wire bytes sent between `from_us` and `to_us`, each moved `shift_us`
+    /// earlier: what the peer's counters between those times can have seen.
+    fn sent_between(&self, from_us: u64, to_us: u64, shift_us: u64) -> u64 {
+        self.sent_at(to_us.saturating_sub(shift_us)).saturating_sub(self.sent_at(from_us.saturating_sub(shift_us)))
+    }
+
     /// Wire bytes sent by `t_us`, interpolated between reports (clamped to
     /// the history's ends).
     fn sent_at(&self, t_us: u64) -> u64 {
@@ -291,9 +297,7 @@ impl Capacity {
         let delivered = (received - r0) * 1_000_000 / span;
         // What was sent over the span a round trip earlier: what the
         // peer's counters over this span can have seen.
-        let offered = self.sent_at(now_us.saturating_sub(shift)).saturating_sub(self.sent_at(t0.saturating_sub(shift)))
-            * 1_000_000
-            / span;
+        let offered = self.sent_between(t0, now_us, shift) * 1_000_000 / span;
         let queued_now = newest_fresh && queue_now_us >= SATURATED_QUEUE_US + spread_us / 2;
         let loaded = self.rate == 0 || offered * 100 >= self.rate * LOADED_PCT;
         let overflowing = offered * 100 > delivered * OVERFLOWING_PCT;
@@ -302,30 +306,37 @@ impl Capacity {
             && offered * 100 >= delivered * SATURATED_OFFERED_PCT
             && (loaded || overflowing)
             && delivered > 0;
-        // The newest run of reports that all show a queue: over it the
+        // The newest run of reports whose samples show a queue, as (time,
+        // received bytes) at its start and the reports in it: over it the
         // path was sending all the time, so what it delivered then is its
-        // capacity, however lightly it was loaded before the run.
+        // capacity, however lightly it was loaded before. A report that saw
+        // nothing arrive ends the run, or with `skip_stale` is passed over
+        // (neither breaks nor counts).
         let tail_queue_us = TAIL_QUEUE_US + 2 * self.jitter_us as i64;
+        let queued_run = |skip_stale: bool| -> Option<(u64, u64, usize)> {
+            let f = floor?;
+            let (mut start, mut n) = (None, 0);
+            for i in (1..self.history.len()).rev() {
+                if !fresh(i) {
+                    if skip_stale {
+                        continue;
+                    }
+                    break;
+                }
+                if self.history[i].3.is_none_or(|d| d - f < tail_queue_us) {
+                    break;
+                }
+                (start, n) = (Some(i), n + 1);
+            }
+            start.map(|i| (self.history[i].0, self.history[i].2, n))
+        };
         // Each report of the run must have seen new packets arrive (a path
         // used in bursts would otherwise look queued for good).
-        let tail = match floor {
-            Some(f) => {
-                let queued = |i: usize| fresh(i) && self.history[i].3.is_some_and(|d| d - f >= tail_queue_us);
-                let n = self.history.len();
-                (0..n).rev().take_while(|&i| queued(i)).last().map(|i| {
-                    let (t, s, r, _, _) = self.history[i];
-                    (t, s, r)
-                })
-            }
-            None => None,
-        };
-        let tail_rate = tail.and_then(|(tq, _, rq)| {
+        let tail = queued_run(false);
+        let tail_rate = tail.and_then(|(tq, rq, _)| {
             let len = now_us - tq;
             let delivered = (received - rq) * 1_000_000 / len.max(1);
-            let offered =
-                self.sent_at(now_us.saturating_sub(shift)).saturating_sub(self.sent_at(tq.saturating_sub(shift)))
-                    * 1_000_000
-                    / len.max(1);
+            let offered = self.sent_between(tq, now_us, shift) * 1_000_000 / len.max(1);
             (len >= MIN_TAIL_US && delivered > 0).then_some((delivered, offered))
         });
         let over_rate = tail_rate.and_then(|(d, o)| (d * 100 < o * OVER_DELIVERED_PCT).then_some(d));
@@ -345,28 +356,18 @@ impl Capacity {
         // (earliest-arrival's far path) may never queue through 0.2 s of
         // reports in a row, and left unlimited it keeps reordering the
         // inner flows.
-        let first = match floor {
-            Some(f) if self.rate == 0 => {
-                let (mut start, mut queued) = (None, 0);
-                for i in (1..self.history.len()).rev().filter(|&i| fresh(i)) {
-                    if self.history[i].3.is_none_or(|d| d - f < tail_queue_us) {
-                        break;
-                    }
-                    (start, queued) = (Some(self.history[i]), queued + 1);
-                }
-                start.and_then(|(tq, _, rq, _, _)| {
-                    let len = now_us - tq;
-                    (queued >= 2 && len >= MIN_TAIL_US / 2).then(|| (received - rq) * 1_000_000 / len)
-                })
-            }
-            _ => None,
-        }
-        // Or one that loses what it is offered (a path whose every sample
-        // was queued has no floor to see its queue by).
-        .or((self.rate == 0 && delivered * 100 < offered * OVER_DELIVERED_PCT).then_some(delivered))
-        // A few stray packets say nothing, and an estimate taken from them
-        // would hold the path to their rate for good.
-        .filter(|&d| d >= SEED_MIN);
+        let first = queued_run(true)
+            .filter(|_| self.rate == 0)
+            .and_then(|(tq, rq, n)| {
+                let len = now_us - tq;
+                (n >= 2 && len >= MIN_TAIL_US / 2).then(|| (received - rq) * 1_000_000 / len)
+            })
+            // Or one that loses what it is offered (a path whose every sample
+            // was queued has no floor to see its queue by).
+            .or((self.rate == 0 && delivered * 100 < offered * OVER_DELIVERED_PCT).then_some(delivered))
+            // A few stray packets say nothing, and an estimate taken from them
+            // would hold the path to their rate for good.
+            .filter(|&d| d >= SEED_MIN);
         let span_reports = self.history.iter().filter(|&&(t, _, _, _, _)| t > t0);
         let (reports, busy_reports) = span_reports.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.4 as u64));
         // Held to its estimate often enough in the span, with no queue
