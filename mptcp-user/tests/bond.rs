@@ -649,18 +649,30 @@ fn a_path_without_a_rate_hint_is_estimated_from_feedback() -> Result<()> {
     // checked: open loop, so each path holds a standing queue however busy
     // the host is (a TCP flow's queue comes and goes with its congestion
     // control, and the flow may end before the estimator has seen enough).
-    let mut srv = bed.server.command("iperf3");
-    srv.args(["-s", "-p", "5301", "--forceflush"]);
-    let mut srv = Proc::spawn(srv, log_path(&format!("{}-iperf-s", client.name)))?;
-    srv.wait_for("Server listening", Duration::from_secs(5))?;
-    let mut flood = cl.command("iperf3");
-    flood.args(["-c", Testbed::SERVER_V4, "-p", "5301", "-u", "-b", "24M", "-l", "1200", "-t", "60"]);
-    let _flood = Proc::spawn(flood, log_path(&format!("{}-iperf-c", client.name)))?;
-    let rate = |s: &Status, i: u32| s.subflow(i).map_or(0.0, |f| f.rate_mbit);
+    let _flood = udp_flood(&bed, &client, 5301)?;
     wait_status(&client, cl, "path 0 estimated near its 8 Mbit/s", |s| (6.0..=9.0).contains(&rate(s, 0)))?;
     // At the cap, less what the probes take.
     wait_status(&client, cl, "path 1 estimated, capped at 2 Mbit/s", |s| (1.9..=2.0).contains(&rate(s, 1)))?;
     Ok(())
+}
+
+/// 24 Mbit/s of UDP from client 0 to the server (iperf3 on `port`) for up to
+/// a minute: open loop, so every path it overfills holds a queue however
+/// busy the host is. Both ends stop when the pair is dropped.
+fn udp_flood(bed: &Testbed, client: &Instance, port: u16) -> Result<(Proc, Proc)> {
+    let port = port.to_string();
+    let mut srv = bed.server.command("iperf3");
+    srv.args(["-s", "-p", &port, "--forceflush"]);
+    let mut srv = Proc::spawn(srv, log_path(&format!("{}-iperf-s", client.name)))?;
+    srv.wait_for("Server listening", Duration::from_secs(5))?;
+    let mut flood = bed.clients[0].command("iperf3");
+    flood.args(["-c", Testbed::SERVER_V4, "-p", &port, "-u", "-b", "24M", "-l", "1200", "-t", "60"]);
+    Ok((srv, Proc::spawn(flood, log_path(&format!("{}-iperf-c", client.name)))?))
+}
+
+/// The rate subflow `i`'s token bucket runs at (hint or estimate), Mbit/s.
+fn rate(s: &Status, i: u32) -> f64 {
+    s.subflow(i).map_or(0.0, |f| f.rate_mbit)
 }
 
 /// The estimate on the wire through the WAN emulator, no hints: both 8 Mbit/s
@@ -687,14 +699,7 @@ fn the_estimate_follows_a_mid_run_rate_change_through_the_wan_emulator() -> Resu
     wait_subflows(&client, cl, 2)?;
     // Unqueued one-way delays first: the floor queues are measured from.
     assert!(ping(cl, Testbed::SERVER_V4, 6), "no ping through the bond");
-    let mut srv = bed.server.command("iperf3");
-    srv.args(["-s", "-p", "5302", "--forceflush"]);
-    let mut srv = Proc::spawn(srv, log_path(&format!("{}-iperf-s", client.name)))?;
-    srv.wait_for("Server listening", Duration::from_secs(5))?;
-    let mut flood = cl.command("iperf3");
-    flood.args(["-c", Testbed::SERVER_V4, "-p", "5302", "-u", "-b", "24M", "-l", "1200", "-t", "60"]);
-    let _flood = Proc::spawn(flood, log_path(&format!("{}-iperf-c", client.name)))?;
-    let rate = |s: &Status, i: u32| s.subflow(i).map_or(0.0, |f| f.rate_mbit);
+    let _flood = udp_flood(&bed, &client, 5302)?;
     wait_status(&client, cl, "both paths estimated near 8 Mbit/s", |s| {
         (6.5..=9.0).contains(&rate(s, 0)) && (6.5..=9.0).contains(&rate(s, 1))
     })?;
