@@ -120,6 +120,10 @@ pub const PATH_ESTABLISHED: u32 = 1;
 pub const PATH_UP: u32 = 2;
 /// `PathState::flags`: use only when no non-backup subflow is up.
 pub const PATH_BACKUP: u32 = 4;
+/// `PathState::flags`: earliest-arrival leaves the path out, as it cannot be
+/// used in order beside the biggest path (set by the controller with
+/// [`crate::policy::mark_unbridgeable`] whenever path states change).
+pub const PATH_UNBRIDGEABLE: u32 = 8;
 
 /// What the controller knows about a subflow's path.
 #[repr(C)]
@@ -137,6 +141,10 @@ pub struct PathState {
     pub weight: u32,
     /// One-way delay reported by the receiver, microseconds; 0 = use srtt / 2.
     pub owd_us: u32,
+    /// How long a queue the path holds before it drops, microseconds (its
+    /// buffer, learnt from where queues ended in loss); 0 = unknown, unlimited.
+    pub queue_us: u32,
+    pub _pad: u32,
 }
 
 impl PathState {
@@ -392,9 +400,9 @@ mod tests {
     #[test]
     fn sizes_are_stable() {
         assert_eq!(size_of::<OuterTemplate>(), 56);
-        assert_eq!(size_of::<PathState>(), 32);
-        assert_eq!(size_of::<Subflow>(), 88);
-        assert_eq!(size_of::<Connection>(), 16 + 88 * MAX_SUBFLOWS);
+        assert_eq!(size_of::<PathState>(), 40);
+        assert_eq!(size_of::<Subflow>(), 96);
+        assert_eq!(size_of::<Connection>(), 16 + 96 * MAX_SUBFLOWS);
         assert_eq!(size_of::<TxState>(), 8 + 8 * MAX_SUBFLOWS + 16 * MAX_SUBFLOWS + 8 + 8 * MAX_SUBFLOWS);
         assert_eq!(size_of::<crate::classify::ClassRule>(), 32);
         assert_eq!(size_of::<crate::policy::ClassPolicy>(), 4);

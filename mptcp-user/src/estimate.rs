@@ -198,6 +198,20 @@ impl Capacity {
         self.rate
     }
 
+    /// The queue the newest report's sample shows (µs above the floor), if
+    /// that report saw new packets arrive (a stale sample shows nothing).
+    pub fn queue_now_us(&self) -> Option<u64> {
+        let n = self.history.len();
+        let (newest, prev) = (self.history.get(n.checked_sub(1)?)?, self.history.get(n.checked_sub(2)?)?);
+        let d = newest.3.filter(|_| newest.2 > prev.2)?;
+        Some((d - self.floor.get()?).max(0) as u64)
+    }
+
+    /// How far above the floor a sample must stand to show a queue, not jitter.
+    pub fn queue_threshold_us(&self) -> u64 {
+        TAIL_QUEUE_US as u64 + 2 * self.jitter_us
+    }
+
     /// Wire bytes sent between `from_us` and `to_us`, each moved `shift_us`
     /// earlier: what the peer's counters between those times can have seen.
     fn sent_between(&self, from_us: u64, to_us: u64, shift_us: u64) -> u64 {
@@ -417,6 +431,57 @@ impl Capacity {
     }
 }
 
+/// Samples this recent count towards the queue a loss ended.
+const PEAK_WINDOW_US: u64 = 500_000;
+
+/// How long a queue a path holds before it drops: its buffer, in time at
+/// its rate, which earliest-arrival must not overfill and which bounds the
+/// delay difference it can bridge ([`mptcp_common::policy::bridgeable`]).
+/// Unknown (0) until a loss ends a queue: then it is the highest queue
+/// sampled in the half second before. It rises to any higher queue sampled
+/// later (the path held it), and falls to the peak before a later loss.
+/// The samples are a report's latest packet each, so the peak is a lower
+/// bound: a margin the scheduler keeps below the real buffer.
+#[derive(Clone, Debug, Default)]
+pub struct BufferDepth {
+    /// (time µs, queue µs) of the recent fresh samples, oldest first.
+    recent: VecDeque<(u64, u64)>,
+    /// The peer's cumulative loss count at the last report.
+    lost: Option<u64>,
+    limit_us: u64,
+}
+
+impl BufferDepth {
+    /// The buffer, µs of queue; 0 while unknown.
+    pub fn get(&self) -> u64 {
+        self.limit_us
+    }
+
+    /// A report at `now_us`: the queue its sample shows
+    /// ([`Capacity::queue_now_us`]), the peer's cumulative count of lost
+    /// packets, and the least queue that is not jitter
+    /// ([`Capacity::queue_threshold_us`]). Returns the buffer.
+    pub fn on_report(&mut self, now_us: u64, queue_us: Option<u64>, lost: u64, threshold_us: u64) -> u64 {
+        // A count that went back: the peer restarted its counters.
+        let new_loss = self.lost.map_or(0, |l| lost.saturating_sub(l));
+        self.lost = Some(lost);
+        if let Some(q) = queue_us {
+            self.recent.push_back((now_us, q));
+        }
+        while self.recent.front().is_some_and(|&(t, _)| now_us.saturating_sub(t) > PEAK_WINDOW_US) {
+            self.recent.pop_front();
+        }
+        let peak = self.recent.iter().map(|&(_, q)| q).max().unwrap_or(0);
+        if new_loss > 0 && peak >= threshold_us {
+            // A loss while a queue stood: the buffer ended about there.
+            self.limit_us = peak;
+        } else if let Some(q) = queue_us.filter(|&q| self.limit_us != 0 && q > self.limit_us) {
+            self.limit_us = q;
+        }
+        self.limit_us
+    }
+}
+
 /// Whether a path's token bucket (the data path's, read at `now_us`) holds
 /// more than half its depth of backlog: the scheduler has been sending on
 /// the path faster than its estimate `rate` (min-rtt spilling past it,
@@ -487,6 +552,9 @@ mod tests {
         sent: u64,
         got: u64,
         queue: u64,
+        /// Packets the queue dropped, and the buffer learnt from it.
+        lost: u64,
+        buffer: BufferDepth,
     }
 
     impl Model {
@@ -553,10 +621,12 @@ mod tests {
             let out = self.queue.min(cap / 10);
             self.queue -= out;
             self.got += out;
+            self.lost += self.queue.saturating_sub(cap / 20).div_ceil(1_500);
             self.queue = self.queue.min(cap / 20);
             let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + (self.queue * 1_000_000 / cap) as u32);
             let busy = self.c.get() != 0 && offer >= self.c.get();
             self.c.on_report(self.t, (self.sent, self.got), owd, busy, 0, 0);
+            self.buffer.on_report(self.t, self.c.queue_now_us(), self.lost, self.c.queue_threshold_us());
         }
     }
 
@@ -564,6 +634,48 @@ mod tests {
     fn settles(series: &[u64], cap: u64) -> Option<usize> {
         let near = |r: u64| r * 10 >= cap * 9 && r * 10 <= cap * 11;
         (0..series.len()).find(|&i| series[i..].iter().all(|&r| near(r)))
+    }
+
+    #[test]
+    fn a_paths_buffer_is_the_queue_it_held_when_it_dropped() {
+        let mut m = Model::new();
+        // Below capacity nothing queues or drops: the buffer stays unknown.
+        m.drive_at_estimate(3, 1_000_000, 1_250_000);
+        assert_eq!(m.buffer.get(), 0);
+        // Overloaded, the 50 ms queue fills and drops.
+        for _ in 0..20 {
+            m.drive_tenth(2_000_000, 1_250_000);
+        }
+        assert!((45_000..=50_000).contains(&m.buffer.get()), "{}", m.buffer.get());
+    }
+
+    #[test]
+    fn the_buffer_follows_the_queues_the_path_holds_and_drops_at() {
+        let mut b = BufferDepth::default();
+        let threshold = 10_000;
+        let mut t = 0;
+        let mut report = |b: &mut BufferDepth, queue_ms: Option<u64>, lost: u64| {
+            t += 50_000;
+            b.on_report(t, queue_ms.map(|q| q * 1_000), lost, threshold)
+        };
+        // A queue that builds without loss is no sign of where the buffer ends.
+        for q in [0, 10, 20, 30, 40, 48] {
+            assert_eq!(report(&mut b, Some(q), 0), 0);
+        }
+        // A loss while it stood is; a stale sample (none) neither counts nor hides it.
+        assert_eq!(report(&mut b, None, 3), 48_000);
+        // A higher queue held later raises it...
+        assert_eq!(report(&mut b, Some(60), 3), 60_000);
+        // ...the peak before a later loss lowers it.
+        for _ in 0..12 {
+            report(&mut b, Some(30), 3);
+        }
+        assert_eq!(report(&mut b, Some(30), 4), 30_000);
+        // Loss with no queue standing (random loss) says nothing of the buffer.
+        let mut fresh = BufferDepth::default();
+        for i in 0..20 {
+            assert_eq!(report(&mut fresh, Some(i % 5), i), 0);
+        }
     }
 
     #[test]

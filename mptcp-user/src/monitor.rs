@@ -8,7 +8,7 @@ use mptcp_common::maps::{PathState, PATH_ESTABLISHED, PATH_UP};
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 
 use crate::control::{PathHint, RxReport};
-use crate::estimate::{effective_rate, Capacity, Feedback, MinRtt};
+use crate::estimate::{effective_rate, BufferDepth, Capacity, Feedback, MinRtt};
 use crate::peer::RttEstimator;
 
 #[derive(Clone, Debug, Default)]
@@ -20,6 +20,11 @@ pub struct PathMonitor {
     pub feedback: Feedback,
     /// The rate estimate used when the hints set none.
     pub capacity: Capacity,
+    /// How much queue the path holds before it drops.
+    pub buffer: BufferDepth,
+    /// The queue the latest round trip showed (its excess over the minimum),
+    /// until the next report takes it.
+    rtt_queue_us: Option<u64>,
     /// The path's priority, backup flag, weight and rate as configured
     /// (client) or as the client sent them (concentrator).
     pub hint: PathHint,
@@ -41,12 +46,14 @@ impl PathMonitor {
     pub fn restart(&mut self) {
         self.min_rtt = MinRtt::default();
         self.capacity = Capacity::default();
+        self.buffer = BufferDepth::default();
     }
 
     /// One round trip measured by this end.
     pub fn on_rtt(&mut self, now_us: u64, rtt_us: u64) {
         self.rtt.sample(rtt_us);
         self.min_rtt.sample(now_us, rtt_us.min(u32::MAX as u64) as u32);
+        self.rtt_queue_us = Some(rtt_us.saturating_sub(self.min_rtt.get() as u64));
     }
 
     /// The peer's own measurements (a client's probe carries its smoothed and
@@ -58,6 +65,9 @@ impl PathMonitor {
         if min_rtt_us != 0 {
             self.min_rtt.sample(now_us, min_rtt_us);
         }
+        if srtt_us != 0 {
+            self.rtt_queue_us = Some(srtt_us.saturating_sub(self.min_rtt.get()) as u64);
+        }
     }
 
     /// The peer's report of what it received, against what this end sent
@@ -67,6 +77,13 @@ impl PathMonitor {
         self.feedback.on_report(now_us, rx, if ipv6 { FAMILY_V6 } else { FAMILY_V4 });
         let rtt = self.min_rtt.get() as u64;
         self.capacity.on_report(now_us, (sent_wire_bytes, rx.bytes), rx.owd_us, busy, rtt, self.max_rate);
+        // The queue by the peer's one-way delay, or by the round trips since
+        // the last report: a path loaded from its first packet shows no floor
+        // of one-way delays to see its queue by, while the minimum RTT was
+        // taken before (it counts the return direction's queue too: a
+        // buffer seen larger, the safe way to err).
+        let queue = self.capacity.queue_now_us().max(self.rtt_queue_us.take());
+        self.buffer.on_report(now_us, queue, rx.lost, self.capacity.queue_threshold_us());
     }
 
     /// The rate the path's token bucket runs at: the hint, else the
@@ -94,6 +111,7 @@ impl PathMonitor {
             rttvar_us: self.rtt.rttvar_us,
             owd_us: self.min_rtt.get() / 2,
             rate_bytes_per_sec: self.rate(),
+            queue_us: self.buffer.get().min(u32::MAX as u64) as u32,
         }
     }
 
@@ -131,6 +149,7 @@ pub struct Measured {
     pub rttvar_us: u32,
     pub owd_us: u32,
     pub rate_bytes_per_sec: u64,
+    pub queue_us: u32,
 }
 
 impl Measured {
@@ -139,6 +158,7 @@ impl Measured {
         ps.rttvar_us = self.rttvar_us;
         ps.owd_us = self.owd_us;
         ps.rate_bytes_per_sec = self.rate_bytes_per_sec;
+        ps.queue_us = self.queue_us;
     }
 }
 

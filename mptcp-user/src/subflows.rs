@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Result;
 use mptcp_common::maps::{Connection, FlowKey, PathState, Subflow, SubflowKey, MAX_SUBFLOWS, PATH_UP};
+use mptcp_common::policy::mark_unbridgeable;
 use mptcp_common::template;
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 
@@ -90,20 +91,32 @@ pub fn install_tx(maps: &mut DataPathMaps, token: u32, id: u8, ep: &Endpoints, p
     let mut conn = maps.connections.get(&token, 0).unwrap_or(Connection { token, ..Default::default() });
     conn.subflows[id as usize] = Subflow { outer: ep.template(), path };
     conn.n_subflows = conn.n_subflows.max(id as u32 + 1);
+    mark_paths(&mut conn);
     maps.connections.insert(token, conn, 0)?;
     Ok(())
+}
+
+/// The flags that depend on all of a connection's paths at once
+/// ([`mark_unbridgeable`]), brought up to date before each write.
+fn mark_paths(conn: &mut Connection) {
+    let mut states = conn.subflows.map(|s| s.path);
+    mark_unbridgeable(&mut states);
+    for (s, p) in conn.subflows.iter_mut().zip(states) {
+        s.path.flags = p.flags;
+    }
 }
 
 /// Change a subflow's path state in place. Returns false if it does not exist.
 pub fn update_path(maps: &mut DataPathMaps, token: u32, id: u8, f: impl FnOnce(&mut PathState)) -> Result<bool> {
     let Ok(mut conn) = maps.connections.get(&token, 0) else { return Ok(false) };
+    let before = conn;
     let Some(slot) = conn.subflows.get_mut(id as usize) else { return Ok(false) };
     if !slot.path.established() {
         return Ok(false);
     }
-    let before = slot.path;
     f(&mut slot.path);
-    if slot.path != before {
+    mark_paths(&mut conn);
+    if conn != before {
         maps.connections.insert(token, conn, 0)?;
     }
     Ok(true)
@@ -122,6 +135,7 @@ pub fn remove(maps: &mut DataPathMaps, token: u32, id: u8) -> Result<()> {
                 let _ = maps.subflow_by_tuple.remove(&ep.flow_key());
             }
             *slot = Subflow::default();
+            mark_paths(&mut conn);
             maps.connections.insert(token, conn, 0)?;
         }
     }

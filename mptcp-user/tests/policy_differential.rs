@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use aya::maps::HashMap;
 use mptcp_common::classify::{ClassRule, IPPROTO_UDP};
 use mptcp_common::maps::{
-    names, Connection, FlowletKey, PathState, Subflow, TxState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP,
+    names, Connection, FlowletKey, PathState, Subflow, TxState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED,
+    PATH_UNBRIDGEABLE, PATH_UP,
 };
 use mptcp_common::policy::{commit, decide, ConnectionPaths, FlowletEntry, SchedState};
 use mptcp_common::wire::wire_len;
@@ -17,7 +18,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random_path(rng: &mut StdRng) -> PathState {
     let flags = [0, PATH_ESTABLISHED, PATH_ESTABLISHED | PATH_UP, PATH_ESTABLISHED | PATH_UP | PATH_BACKUP]
-        [rng.gen_range(0..4)];
+        [rng.gen_range(0..4)]
+        | if rng.gen_bool(0.2) { PATH_UNBRIDGEABLE } else { 0 };
     PathState {
         flags,
         priority: rng.gen_range(0..3),
@@ -26,6 +28,8 @@ fn random_path(rng: &mut StdRng) -> PathState {
         rate_bytes_per_sec: if rng.gen_bool(0.2) { 0 } else { rng.gen_range(10_000..50_000_000) },
         weight: rng.gen_range(0..5),
         owd_us: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(50..100_000) },
+        queue_us: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(1_000..400_000) },
+        _pad: 0,
     }
 }
 

@@ -3,28 +3,99 @@
 //! the paths, packets arrive in the order they were sent even over paths of
 //! very different delay — the fast path queues up to the slow path's extra
 //! delay before the slow one is used.
+//!
+//! That needs the nearer path to hold the queue. Where a path's buffer is
+//! known ([`PathState::queue_us`]), a packet that would overflow it goes to a
+//! path that has room; and a path that cannot be used beside the biggest one
+//! in order — the nearer of the two holds less queue than their delays
+//! differ by, as a small terrestrial link beside a satellite — is left out:
+//! its packets would arrive long before those sent earlier on the other, and
+//! the inner flows would read that as loss.
 
 use super::bucket::{backlog, MAX_BACKLOG};
-use super::paths::{argmin, div, owd_us, Paths};
-use crate::maps::PathState;
+use super::paths::{argmin, div, owd_us, tier, Paths, NO_TIER};
+use crate::maps::{PathState, PATH_UNBRIDGEABLE};
+
+/// Keys at or above this: the packet would overflow the path's buffer.
+const OVERFLOWS: u64 = 1 << 60;
+/// Keys at or above this: the path cannot be used in order beside the
+/// biggest one ([`PATH_UNBRIDGEABLE`]); ranks after every path that can.
+const UNBRIDGEABLE: u64 = 1 << 61;
 
 /// Estimated time until a `pkt_len`-byte packet sent now on a path with
 /// `credit` arrives: one-way delay + (queued bytes + the packet) / rate.
 #[inline(always)]
 pub fn arrival_us(p: &PathState, credit: i64, pkt_len: u32) -> u64 {
-    let owd = owd_us(p);
+    owd_us(p) + queued_us(p, credit, pkt_len)
+}
+
+/// How long the packet would wait in the path's queue: (queued bytes + the
+/// packet) / rate; 0 when the rate is unknown.
+#[inline(always)]
+fn queued_us(p: &PathState, credit: i64, pkt_len: u32) -> u64 {
     let rate = p.rate_bytes_per_sec;
     if rate == 0 || credit == i64::MAX {
-        return owd;
+        return 0;
     }
     let bytes = backlog(p, credit) + pkt_len as u64;
     let bytes = if bytes > MAX_BACKLOG { MAX_BACKLOG } else { bytes };
-    owd + div(bytes * 1_000_000, rate)
+    div(bytes * 1_000_000, rate)
+}
+
+/// Whether paths `a` and `b` can carry one flow in order: the nearer one can
+/// queue a packet for as long as the farther one's delay exceeds its own.
+/// A buffer not known yet says yes.
+#[inline(always)]
+pub fn bridgeable(a: &PathState, b: &PathState) -> bool {
+    let (da, db) = (owd_us(a), owd_us(b));
+    let (near, gap) = if da <= db { (a, db - da) } else { (b, da - db) };
+    near.queue_us == 0 || gap <= near.queue_us as u64
 }
 
 /// Among the best tier, the subflow with the smallest [`arrival_us`] (ties:
-/// lower subflow id).
+/// lower subflow id), preferring paths whose buffer holds the packet, and
+/// any path before those marked [`PATH_UNBRIDGEABLE`].
 #[inline(always)]
 pub fn earliest_arrival<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
-    argmin(paths, |i, p| arrival_us(p, paths.credit(i), pkt_len))
+    argmin(paths, |i, p| {
+        let credit = paths.credit(i);
+        let queued = queued_us(p, credit, pkt_len);
+        let key = owd_us(p) + queued;
+        let key = if key >= OVERFLOWS { OVERFLOWS - 1 } else { key };
+        if p.flags & PATH_UNBRIDGEABLE != 0 {
+            UNBRIDGEABLE + key
+        } else if p.queue_us != 0 && queued > p.queue_us as u64 {
+            OVERFLOWS + key
+        } else {
+            key
+        }
+    })
+}
+
+/// Mark the paths earliest-arrival leaves out ([`PATH_UNBRIDGEABLE`]): those
+/// not [`bridgeable`] with the path of the highest rate in the best tier
+/// (the lowest subflow id of equals). A path whose rate is unknown counts
+/// as the biggest, as the policies treat it as unlimited: given the flow,
+/// it queues or carries it, and so is measured. Returns whether a flag
+/// changed. The controller calls it on a connection's path states whenever
+/// one changes: a comparison of every path with the biggest costs the
+/// verifier more than the egress program has left, and changes only as the
+/// estimates do.
+pub fn mark_unbridgeable(states: &mut [PathState]) -> bool {
+    let want = states.iter().map(tier).min().unwrap_or(NO_TIER);
+    let size = |p: &PathState| if p.rate_bytes_per_sec == 0 { u64::MAX } else { p.rate_bytes_per_sec };
+    let big = states
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| want != NO_TIER && tier(p) == want)
+        .max_by_key(|&(i, p)| (size(p), core::cmp::Reverse(i)))
+        .map(|(_, p)| *p);
+    let mut changed = false;
+    for p in states.iter_mut() {
+        let out = big.is_some_and(|b| tier(p) == want && !bridgeable(p, &b));
+        let flags = if out { p.flags | PATH_UNBRIDGEABLE } else { p.flags & !PATH_UNBRIDGEABLE };
+        changed |= flags != p.flags;
+        p.flags = flags;
+    }
+    changed
 }

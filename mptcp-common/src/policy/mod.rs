@@ -21,7 +21,7 @@ mod weighted;
 
 pub use active_backup::active_backup;
 pub use bucket::{backlog, bucket_credit, bucket_depth, bucket_spend};
-pub use earliest_arrival::{arrival_us, earliest_arrival};
+pub use earliest_arrival::{arrival_us, bridgeable, earliest_arrival, mark_unbridgeable};
 pub use flowlet::{flowlet, flowlet_entry, FLOWLET_MARGIN_NS};
 pub use min_rtt::min_rtt;
 pub use paths::{ConnectionPaths, Paths, NONE};

@@ -6,7 +6,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::*;
-use crate::maps::{Bucket, PathState, PATH_BACKUP, PATH_ESTABLISHED, PATH_UP};
+use crate::maps::{Bucket, PathState, PATH_BACKUP, PATH_ESTABLISHED, PATH_UNBRIDGEABLE, PATH_UP};
 
 struct Fixed {
     states: [PathState; MAX_SUBFLOWS],
@@ -116,6 +116,70 @@ fn earliest_arrival_counts_the_queue() {
     // ...15 ms does not.
     f.credits[0] = depth[0] - 18_750;
     assert_eq!(earliest_arrival(&f, 1500), Some(1));
+}
+
+#[test]
+fn earliest_arrival_sends_what_would_overflow_a_buffer_elsewhere() {
+    // 10 Mbit/s, 5 ms one way, holding 5 ms of queue; 3 Mbit/s, 8 ms, 50 ms.
+    let a = PathState { owd_us: 5_000, queue_us: 5_000, ..path(LIVE, 0, 10_000, 1_250_000) };
+    let b = PathState { owd_us: 8_000, queue_us: 50_000, ..path(LIVE, 0, 16_000, 375_000) };
+    let mut f = fixed(&[a, b]);
+    let depth = bucket_depth(1_250_000);
+    f.credits = [depth - 3_750, bucket_depth(375_000), 0, 0, 0, 0, 0, 0];
+    // 3 ms queued: the packet fits (4.2 ms) and arrives first (9.2 < 12 ms).
+    assert_eq!(earliest_arrival(&f, 1500), Some(0));
+    // 4 ms queued: it would still arrive first (10.2 ms), but A's buffer
+    // cannot hold it (5.2 ms).
+    f.credits[0] = depth - 5_000;
+    assert_eq!(earliest_arrival(&f, 1500), Some(1));
+    // A buffer not known yet holds anything.
+    f.states[0].queue_us = 0;
+    assert_eq!(earliest_arrival(&f, 1500), Some(0));
+}
+
+/// earliest-arrival as the data path runs it: on path states the controller
+/// marked with [`mark_unbridgeable`].
+fn marked_earliest_arrival(f: &mut Fixed) -> Option<usize> {
+    mark_unbridgeable(&mut f.states[..f.n]);
+    earliest_arrival(f, 1500)
+}
+
+#[test]
+fn earliest_arrival_leaves_out_a_path_it_cannot_use_in_order() {
+    // A 4 Mbit/s link 20 ms away whose buffer holds 50 ms, beside a
+    // 20 Mbit/s satellite 300 ms away: the small link's packets would arrive
+    // 230 ms before those sent earlier on the satellite.
+    let small = PathState { owd_us: 20_000, queue_us: 50_000, ..path(LIVE, 0, 40_000, 500_000) };
+    let sat = PathState { owd_us: 300_000, queue_us: 100_000, ..path(LIVE, 0, 600_000, 2_500_000) };
+    let mut f = fixed(&[small, sat]);
+    assert!(!bridgeable(&small, &sat));
+    assert_eq!(marked_earliest_arrival(&mut f), Some(1));
+    assert_eq!(f.states[0].flags & PATH_UNBRIDGEABLE, PATH_UNBRIDGEABLE);
+    // Ordered by rate: with the small link the bigger, the satellite is left out.
+    f.states[0].rate_bytes_per_sec = 5_000_000;
+    assert_eq!(marked_earliest_arrival(&mut f), Some(0));
+    assert_eq!((f.states[0].flags & PATH_UNBRIDGEABLE, f.states[1].flags & PATH_UNBRIDGEABLE), (0, PATH_UNBRIDGEABLE));
+    f.credits[0] = bucket_depth(5_000_000) - 1_000_000; // even with 200 ms queued
+    assert_eq!(marked_earliest_arrival(&mut f), Some(0));
+    // Still the only way when the other is down, or judged by nothing.
+    f.states[0].rate_bytes_per_sec = 500_000;
+    f.credits[0] = i64::MAX;
+    f.states[1].flags = PATH_ESTABLISHED;
+    assert_eq!(marked_earliest_arrival(&mut f), Some(0));
+    f.states[1].flags = LIVE;
+    // A rate not known yet is unlimited: the satellite might be the bigger.
+    f.states[1].rate_bytes_per_sec = 0;
+    f.states[0].rate_bytes_per_sec = 5_000_000;
+    assert_eq!(marked_earliest_arrival(&mut f), Some(1));
+    f.states[1].rate_bytes_per_sec = 2_500_000;
+    f.states[0].rate_bytes_per_sec = 500_000;
+    f.states[0].queue_us = 0;
+    assert_eq!(marked_earliest_arrival(&mut f), Some(0));
+    // A buffer deep enough bridges the gap.
+    f.states[0].queue_us = 300_000;
+    assert!(bridgeable(&f.states[0], &f.states[1]));
+    assert_eq!(marked_earliest_arrival(&mut f), Some(0));
+    assert!(f.states.iter().all(|p| p.flags & PATH_UNBRIDGEABLE == 0));
 }
 
 #[test]

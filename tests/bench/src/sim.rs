@@ -26,7 +26,9 @@
 use std::collections::HashSet;
 
 use mptcp_common::maps::{Bucket, PathState, MAX_SUBFLOWS};
-use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, ConnectionPaths, FlowletEntry, SchedState};
+use mptcp_common::policy::{
+    bucket_credit, bucket_spend, commit, decide, mark_unbridgeable, ConnectionPaths, FlowletEntry, SchedState,
+};
 use mptcp_common::wire::wire_len;
 use mptcp_common::{ClassPolicy, Policy};
 use mptcp_testbed::rng::Rng;
@@ -86,9 +88,12 @@ struct Link {
     sent_bytes: u64,
     /// Wire bytes sent, as the data path's counters count them.
     sent_wire: u64,
-    /// Packets on their way, (arrival time, wire bytes, one-way delay µs),
-    /// in arrival order; the receiver counts them as they arrive.
-    in_flight: std::collections::VecDeque<(u64, u32, u32)>,
+    /// Packets on their way, (arrival time, wire bytes, one-way delay µs,
+    /// packets lost just before it), in arrival order; the receiver counts
+    /// them as they arrive, and the losses as the gap each one shows.
+    in_flight: std::collections::VecDeque<(u64, u32, u32, u64)>,
+    /// Packets lost since the last one sent that will arrive.
+    lost_since: u64,
     /// The receiver's counters of this path, as its report carries them.
     rx: RxReport,
     /// The controller's view.
@@ -216,6 +221,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                 sent_bytes: 0,
                 sent_wire: 0,
                 in_flight: Default::default(),
+                lost_since: 0,
                 rx: RxReport::default(),
                 up: true,
                 missed: 0,
@@ -266,8 +272,9 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
         while next_probe <= now {
             for (k, (l, bucket)) in links.iter_mut().zip(&buckets).enumerate() {
                 // What the receiver has counted by now.
-                while l.in_flight.front().is_some_and(|&(at, _, _)| at <= next_probe) {
-                    let (_, wire, owd) = l.in_flight.pop_front().unwrap();
+                while l.in_flight.front().is_some_and(|&(at, _, _, _)| at <= next_probe) {
+                    let (_, wire, owd, lost) = l.in_flight.pop_front().unwrap();
+                    l.rx.lost += lost;
                     l.rx.bytes += wire as u64;
                     l.rx.packets += 1;
                     l.rx.owd_us = owd;
@@ -300,6 +307,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
             states[k] = l.monitor.path_state(l.up);
         }
         let n = links.len().min(MAX_SUBFLOWS);
+        mark_unbridgeable(&mut states[..n]); // as the controller writes them
         let paths = ConnectionPaths { states: &states[..n], buckets: &buckets, now_ns: now };
         let f = &mut flows[fi];
         let size = f.size;
@@ -323,6 +331,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                 }
                 let start = l.free_at.max(now);
                 if start - now > l.queue_ns {
+                    l.lost_since += 1;
                     continue; // tail drop
                 }
                 l.free_at = start + (wire as f64 * 8.0 / l.rate_bps * 1e9) as u64;
@@ -330,9 +339,11 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                 let at = (l.free_at + l.delay_ns + jitter).max(l.last_arrival);
                 l.last_arrival = at;
                 if rng.next_f64() < l.loss {
+                    l.lost_since += 1;
                     continue;
                 }
-                l.in_flight.push_back((at, wire, ((at - now) / 1_000) as u32));
+                l.in_flight.push_back((at, wire, ((at - now) / 1_000) as u32, l.lost_since));
+                l.lost_since = 0;
                 arrivals.push(Arrival { flow: fi, seq: f.seq, sent: now, at, size });
             }
         }
@@ -519,6 +530,37 @@ mod tests {
         let r = simulate(&scenario(&full_blast), Policy::MinRtt);
         let near = |m: f64, want: f64| (m - want).abs() <= want * 0.05;
         assert!(near(r.estimated_mbit[0], 10.0) && near(r.estimated_mbit[1], 3.0), "queued from the start: {r:?}");
+    }
+
+    /// A small near link beside a big far one (a satellite), no hints: once
+    /// the small link's buffer is known from where it dropped, it cannot
+    /// hold the queue that would keep its packets behind the satellite's,
+    /// so earliest-arrival leaves it out and the flow arrives in order.
+    #[test]
+    fn earliest_arrival_leaves_out_a_near_link_whose_buffer_cannot_bridge_the_delay() {
+        let s = scenario(
+            r#"
+            duration_s = 10
+            [[link]]
+            name = "terrestrial"
+            rate_mbit = 4
+            delay_ms = 20
+            [[link]]
+            name = "satellite"
+            rate_mbit = 20
+            delay_ms = 300
+            queue_ms = 100
+            [[traffic]]
+            kind = "udp-cbr"
+            rate_mbit = 12
+            size = 1400
+            "#,
+        );
+        let ea = simulate(&s, Policy::EarliestArrival);
+        assert!(ea.reordered_pct < 1.0, "{ea:?}");
+        // The small link is flooded first (nothing is known yet) and found
+        // by what it drops; from then on the satellite carries the flow.
+        assert!(ea.link_share_pct[1] > 85.0 && ea.loss_pct < 10.0, "{ea:?}");
     }
 
     #[test]
