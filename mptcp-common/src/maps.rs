@@ -124,6 +124,9 @@ pub const PATH_BACKUP: u32 = 4;
 /// used in order beside the biggest path (set by the controller with
 /// [`crate::policy::mark_unbridgeable`] whenever path states change).
 pub const PATH_UNBRIDGEABLE: u32 = 8;
+/// `PathState::flags`: the rate is a lower bound (estimated from what the
+/// path carried, never yet found full); the path may be bigger.
+pub const PATH_RATE_LOWER_BOUND: u32 = 16;
 
 /// What the controller knows about a subflow's path.
 #[repr(C)]

@@ -91,12 +91,19 @@ pub struct SubflowStatus {
     pub priority: u32,
     /// weighted policy share (0 = by rate).
     pub weight: u32,
-    /// Capacity hint, Mbit/s (0 = unknown).
+    /// Capacity the scheduler uses (the hint, else the estimate), Mbit/s (0 = unknown).
     pub rate_mbit: f64,
     pub srtt_us: u32,
     pub rttvar_us: u32,
     /// One-way propagation delay estimate (half the windowed minimum RTT).
     pub owd_us: u32,
+    /// How long a queue the path holds before it drops, ms (0 = not known yet).
+    #[serde(default)]
+    pub buffer_ms: f64,
+    /// earliest-arrival leaves the path out: it cannot be used in order
+    /// beside the biggest path (see `policy::mark_unbridgeable`).
+    #[serde(default)]
+    pub unbridgeable: bool,
     /// What the peer reports receiving on this subflow, last probe interval.
     pub delivery_mbit: Option<f64>,
     pub peer_loss_pct: Option<f64>,

@@ -650,12 +650,15 @@ impl Client {
                 }
                 p.monitor.on_rtt(now, now.saturating_sub(sent_us));
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
-                let before = p.monitor.capacity.get();
+                let before = (p.monitor.capacity.get(), p.monitor.buffer.get());
                 let busy = self.maps.bucket(token, p.id).is_some_and(|b| busy(&b, p.monitor.rate(), now));
                 p.monitor.on_report(now, rx, sent, busy, p.remote.is_ipv6());
-                let after = p.monitor.capacity.get();
-                if after != before {
-                    tracing::debug!(path = p.name(), mbit = after as f64 * 8e-6, "capacity estimate");
+                let after = (p.monitor.capacity.get(), p.monitor.buffer.get());
+                if after.0 != before.0 {
+                    tracing::debug!(path = p.name(), mbit = after.0 as f64 * 8e-6, "capacity estimate");
+                }
+                if after.1 != before.1 {
+                    tracing::debug!(path = p.name(), ms = after.1 as f64 / 1e3, "buffer estimate");
                 }
                 let measured = p.monitor.measurements();
                 self.event(i, Event::ProbeAnswered { now_us: now }).await?;

@@ -198,6 +198,12 @@ impl Capacity {
         self.rate
     }
 
+    /// Whether the path was found full at least once: the estimate is a
+    /// measured capacity, not only a lower bound.
+    pub fn measured(&self) -> bool {
+        self.measured
+    }
+
     /// The queue the newest report's sample shows (µs above the floor), if
     /// that report saw new packets arrive (a stale sample shows nothing).
     pub fn queue_now_us(&self) -> Option<u64> {

@@ -4,7 +4,7 @@
 //! and the path's hints. No I/O: the roles hand it what arrived and write
 //! what it returns.
 
-use mptcp_common::maps::{PathState, PATH_ESTABLISHED, PATH_UP};
+use mptcp_common::maps::{PathState, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PATH_UP};
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 
 use crate::control::{PathHint, RxReport};
@@ -112,6 +112,7 @@ impl PathMonitor {
             owd_us: self.min_rtt.get() / 2,
             rate_bytes_per_sec: self.rate(),
             queue_us: self.buffer.get().min(u32::MAX as u64) as u32,
+            rate_lower_bound: self.hint.rate_bytes_per_sec == 0 && !self.capacity.measured(),
         }
     }
 
@@ -150,6 +151,8 @@ pub struct Measured {
     pub owd_us: u32,
     pub rate_bytes_per_sec: u64,
     pub queue_us: u32,
+    /// The rate is an estimate not yet measured at a full path.
+    pub rate_lower_bound: bool,
 }
 
 impl Measured {
@@ -159,6 +162,11 @@ impl Measured {
         ps.owd_us = self.owd_us;
         ps.rate_bytes_per_sec = self.rate_bytes_per_sec;
         ps.queue_us = self.queue_us;
+        if self.rate_lower_bound {
+            ps.flags |= PATH_RATE_LOWER_BOUND;
+        } else {
+            ps.flags &= !PATH_RATE_LOWER_BOUND;
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! pinned maps itself, so it works while the data path runs alone.
 
 use anyhow::{bail, Result};
-use mptcp_common::maps::SubflowKey;
+use mptcp_common::maps::{SubflowKey, PATH_UNBRIDGEABLE};
 
 use crate::bpfmaps::DataPathMaps;
 use crate::lifecycle::{pin_dir, InstanceState};
@@ -77,6 +77,8 @@ pub fn collect_from(
                 srtt_us: s.path.srtt_us,
                 rttvar_us: s.path.rttvar_us,
                 owd_us: s.path.owd_us,
+                buffer_ms: s.path.queue_us as f64 / 1000.0,
+                unbridgeable: s.path.flags & PATH_UNBRIDGEABLE != 0,
                 delivery_mbit: est.map(|e| e.delivery_bytes_per_sec as f64 * 8.0 / 1e6),
                 peer_loss_pct: est.map(|e| e.loss * 100.0),
                 rx_loss: if st.rx_packets + lost == 0 { 0.0 } else { lost as f64 / (st.rx_packets + lost) as f64 },

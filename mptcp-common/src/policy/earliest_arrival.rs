@@ -14,7 +14,7 @@
 
 use super::bucket::{backlog, MAX_BACKLOG};
 use super::paths::{argmin, div, owd_us, tier, Paths, NO_TIER};
-use crate::maps::{PathState, PATH_UNBRIDGEABLE};
+use crate::maps::{PathState, PATH_RATE_LOWER_BOUND, PATH_UNBRIDGEABLE};
 
 /// Keys at or above this: the packet would overflow the path's buffer.
 const OVERFLOWS: u64 = 1 << 60;
@@ -74,16 +74,22 @@ pub fn earliest_arrival<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
 
 /// Mark the paths earliest-arrival leaves out ([`PATH_UNBRIDGEABLE`]): those
 /// not [`bridgeable`] with the path of the highest rate in the best tier
-/// (the lowest subflow id of equals). A path whose rate is unknown counts
-/// as the biggest, as the policies treat it as unlimited: given the flow,
-/// it queues or carries it, and so is measured. Returns whether a flag
+/// (the lowest subflow id of equals). A path whose rate is unknown (the
+/// policies treat it as unlimited) or only a lower bound
+/// ([`PATH_RATE_LOWER_BOUND`]) counts as bigger than any measured one: given
+/// the flow, it queues or carries it and so is measured. Otherwise a first
+/// estimate taken while the inner flows were still starting would leave a
+/// big far path out for good. Returns whether a flag
 /// changed. The controller calls it on a connection's path states whenever
 /// one changes: a comparison of every path with the biggest costs the
 /// verifier more than the egress program has left, and changes only as the
 /// estimates do.
 pub fn mark_unbridgeable(states: &mut [PathState]) -> bool {
     let want = states.iter().map(tier).min().unwrap_or(NO_TIER);
-    let size = |p: &PathState| if p.rate_bytes_per_sec == 0 { u64::MAX } else { p.rate_bytes_per_sec };
+    let size = |p: &PathState| {
+        let rate = if p.rate_bytes_per_sec == 0 { u64::MAX } else { p.rate_bytes_per_sec };
+        (p.rate_bytes_per_sec == 0 || p.flags & PATH_RATE_LOWER_BOUND != 0, rate)
+    };
     let big = states
         .iter()
         .enumerate()

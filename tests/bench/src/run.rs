@@ -587,6 +587,8 @@ mod tests {
             srtt_us: 0,
             rttvar_us: 0,
             owd_us: 0,
+            buffer_ms: 0.0,
+            unbridgeable: false,
             delivery_mbit: None,
             peer_loss_pct: None,
             rx_loss: 0.0,
