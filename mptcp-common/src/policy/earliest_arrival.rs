@@ -75,11 +75,13 @@ pub fn earliest_arrival<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
 /// Mark the paths earliest-arrival leaves out ([`PATH_UNBRIDGEABLE`]): those
 /// not [`bridgeable`] with the path of the highest rate in the best tier
 /// (the lowest subflow id of equals). A path whose rate is unknown (the
-/// policies treat it as unlimited) or only a lower bound
-/// ([`PATH_RATE_LOWER_BOUND`]) counts as bigger than any measured one: given
-/// the flow, it queues or carries it and so is measured. Otherwise a first
-/// estimate taken while the inner flows were still starting would leave a
-/// big far path out for good. Returns whether a flag
+/// policies treat it as unlimited), or only a lower bound
+/// ([`PATH_RATE_LOWER_BOUND`]) on a path never yet filled to its buffer
+/// (`queue_us` unknown), counts as bigger than the others: given the flow,
+/// it queues or carries it and so is measured. Otherwise a first estimate
+/// taken while the inner flows were still starting would leave a big far
+/// path out for good. A path that has overflowed was tried at full load,
+/// and is not tried again. Returns whether a flag
 /// changed. The controller calls it on a connection's path states whenever
 /// one changes: a comparison of every path with the biggest costs the
 /// verifier more than the egress program has left, and changes only as the
@@ -88,7 +90,8 @@ pub fn mark_unbridgeable(states: &mut [PathState]) -> bool {
     let want = states.iter().map(tier).min().unwrap_or(NO_TIER);
     let size = |p: &PathState| {
         let rate = if p.rate_bytes_per_sec == 0 { u64::MAX } else { p.rate_bytes_per_sec };
-        (p.rate_bytes_per_sec == 0 || p.flags & PATH_RATE_LOWER_BOUND != 0, rate)
+        let untried = p.flags & PATH_RATE_LOWER_BOUND != 0 && p.queue_us == 0;
+        (p.rate_bytes_per_sec == 0 || untried, rate)
     };
     let big = states
         .iter()

@@ -173,11 +173,15 @@ fn earliest_arrival_leaves_out_a_path_it_cannot_use_in_order() {
     f.states[1].rate_bytes_per_sec = 0;
     f.states[0].rate_bytes_per_sec = 5_000_000;
     assert_eq!(marked_earliest_arrival(&mut f), Some(1));
-    // So might one whose rate is only a lower bound, beside a measured one.
+    // So might one whose rate is only a lower bound, beside a measured one,
+    // until it has been filled to its buffer.
     f.states[1].rate_bytes_per_sec = 62_500;
+    f.states[1].queue_us = 0;
     assert_eq!(marked_earliest_arrival(&mut f), Some(0));
     f.states[1].flags |= PATH_RATE_LOWER_BOUND;
     assert_eq!(marked_earliest_arrival(&mut f), Some(1));
+    f.states[1].queue_us = 100_000;
+    assert_eq!(marked_earliest_arrival(&mut f), Some(0));
     f.states[1].flags = LIVE;
     f.states[1].rate_bytes_per_sec = 2_500_000;
     f.states[0].rate_bytes_per_sec = 500_000;
