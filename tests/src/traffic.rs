@@ -37,6 +37,8 @@ pub struct UdpReport {
     pub owd_us: Vec<u64>,
     /// Arrival time of each first copy, microseconds after the first send.
     pub arrivals_us: Vec<u64>,
+    /// Sequence number of each first copy, in arrival order.
+    pub seqs: Vec<u64>,
 }
 
 impl UdpReport {
@@ -52,6 +54,26 @@ impl UdpReport {
         percentile(&self.owd_us, p).map(|us| us / 1000.0)
     }
 
+    /// Percent of the datagrams received that arrived after
+    /// [`QUIC_PACKET_THRESHOLD`] or more higher-numbered ones: those QUIC's
+    /// loss detection declares lost (RFC 9002, 6.1.1) and sends again, with
+    /// its congestion window cut, though they were only late. 0 of nothing.
+    pub fn quic_late_pct(&self) -> f64 {
+        let mut highest: Option<u64> = None;
+        let mut late = 0u64;
+        for &seq in &self.seqs {
+            if highest.is_some_and(|h| h >= seq + QUIC_PACKET_THRESHOLD) {
+                late += 1;
+            }
+            highest = highest.max(Some(seq));
+        }
+        if self.seqs.is_empty() {
+            0.0
+        } else {
+            100.0 * late as f64 / self.seqs.len() as f64
+        }
+    }
+
     /// Longest silence between arrivals (or from the last arrival to the end
     /// of sending) within the sending span, in milliseconds.
     pub fn longest_gap_ms(&self) -> f64 {
@@ -64,6 +86,10 @@ impl UdpReport {
         gap as f64 / 1000.0
     }
 }
+
+/// QUIC declares a packet lost once a packet this many numbers later is
+/// acknowledged (RFC 9002's kPacketThreshold).
+pub const QUIC_PACKET_THRESHOLD: u64 = 3;
 
 /// One datagram and the monotonic time (µs) the kernel received it.
 fn recv_stamped(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, u64)> {
@@ -147,6 +173,7 @@ pub fn udp_cbr(
                         r.received += 1;
                         r.owd_us.push(now.saturating_sub(sent));
                         r.arrivals_us.push(now); // made relative by the caller below
+                        r.seqs.push(seq);
                     }
                     Ok(_) => {}
                     Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
@@ -507,4 +534,20 @@ pub fn request_response(
     })?;
     srv.join().map_err(|_| anyhow::anyhow!("request/response server panicked"))??;
     Ok(rtts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quic_calls_lost_what_three_later_datagrams_overtook() {
+        let r = |seqs: &[u64]| UdpReport { seqs: seqs.to_vec(), ..Default::default() };
+        assert_eq!(r(&[]).quic_late_pct(), 0.0);
+        assert_eq!(r(&[0, 1, 2, 3]).quic_late_pct(), 0.0);
+        // 0 overtaken by 1 and 2 only: within QUIC's threshold.
+        assert_eq!(r(&[1, 2, 0, 3]).quic_late_pct(), 0.0);
+        // 0 overtaken by 1, 2 and 3: declared lost; so is 4 behind 5..=8.
+        assert_eq!(r(&[1, 2, 3, 0, 5, 6, 7, 8, 4, 9]).quic_late_pct(), 20.0);
+    }
 }

@@ -54,6 +54,7 @@ pub fn median_metrics(runs: &[&Metrics]) -> Metrics {
         udp_p95_ms: m(|r| r.udp_p95_ms),
         udp_p99_ms: m(|r| r.udp_p99_ms),
         udp_gap_ms: m(|r| r.udp_gap_ms),
+        udp_late_pct: m(|r| r.udp_late_pct),
         rr_p50_ms: m(|r| r.rr_p50_ms),
         rr_p99_ms: m(|r| r.rr_p99_ms),
         recovery_s: m(|r| r.recovery_s),
@@ -128,7 +129,7 @@ fn has(s: &Summary, f: fn(&Metrics) -> Option<f64>) -> bool {
 
 pub fn markdown(s: &Summary, command: &str) -> String {
     type Col = (&'static str, fn(&Metrics) -> Option<f64>, usize);
-    let cols: [Col; 16] = [
+    let cols: [Col; 17] = [
         ("Goodput Mbit/s", |m| m.goodput_mbit, 2),
         ("% of capacity", |m| m.capacity_share_pct, 1),
         ("Transfer s", |m| m.completion_s, 2),
@@ -139,6 +140,7 @@ pub fn markdown(s: &Summary, command: &str) -> String {
         ("UDP p50 ms", |m| m.udp_p50_ms, 1),
         ("UDP p99 ms", |m| m.udp_p99_ms, 1),
         ("UDP gap ms", |m| m.udp_gap_ms, 0),
+        ("UDP late % (QUIC)", |m| m.udp_late_pct, 2),
         ("Req/resp p50 ms", |m| m.rr_p50_ms, 1),
         ("Req/resp p99 ms", |m| m.rr_p99_ms, 1),
         ("Recovery s", |m| m.recovery_s, 2),

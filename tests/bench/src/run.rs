@@ -34,6 +34,9 @@ pub struct Metrics {
     pub udp_p95_ms: Option<f64>,
     pub udp_p99_ms: Option<f64>,
     pub udp_gap_ms: Option<f64>,
+    /// Percent of the UDP datagrams that arrived behind three or more later
+    /// ones: what QUIC's loss detection would declare lost.
+    pub udp_late_pct: Option<f64>,
     pub rr_p50_ms: Option<f64>,
     pub rr_p99_ms: Option<f64>,
     /// After the first link failure: time until the surviving links carry 90 %
@@ -199,6 +202,7 @@ pub fn run_system(
                 m.udp_p95_ms = u.owd_percentile_ms(95.0);
                 m.udp_p99_ms = u.owd_percentile_ms(99.0);
                 m.udp_gap_ms = Some(u.longest_gap_ms());
+                m.udp_late_pct = Some(u.quic_late_pct());
             }
             Outcome::Rr(rtts) => {
                 m.rr_p50_ms = percentile(&rtts, 50.0).map(|us| us / 1000.0);
