@@ -248,8 +248,12 @@ impl Capacity {
     /// `busy`: the scheduler had more for the path than its estimate let it
     /// send, just now ([`busy`]). `rtt_us` is the path's minimum round trip
     /// (0: unknown): a report counts what was sent about that long before
-    /// it. Returns the estimate. `max` (0: none) bounds it, e.g. by the
-    /// line's sync rate.
+    /// it. `rtt_queue_us`: the queue this end's round trips since the last
+    /// report showed (their excess over the minimum RTT, taken before the
+    /// load); it counts the return direction's queue too, so it only holds
+    /// growth back. Returns the estimate. `max` (0: none) bounds it, e.g. by
+    /// the line's sync rate.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_report(
         &mut self,
         now_us: u64,
@@ -257,6 +261,7 @@ impl Capacity {
         owd_sample: u32,
         busy: bool,
         rtt_us: u64,
+        rtt_queue_us: Option<u64>,
         max: u64,
     ) -> u64 {
         let (sent, received) = bytes;
@@ -400,6 +405,10 @@ impl Capacity {
             && samples.len() >= MIN_SAMPLES
             && delivered * 100 >= offered * OVER_DELIVERED_PCT
             && queue_us < UNQUEUED_US
+            // A path loaded from its first packet shows no floor of one-way
+            // delays to see its queue by; the round trips, measured against
+            // a minimum taken before, still do.
+            && rtt_queue_us.is_none_or(|q| q < tail_queue_us as u64)
             && queue_now_us < SATURATED_QUEUE_US
             && if self.measured { busy_reports * 100 >= reports * PUSHED_PCT } else { busy_reports > 0 };
         let mut growth = self.growth;
@@ -587,7 +596,7 @@ mod tests {
                 // The peer's clock runs 3 s ahead of ours: only differences count.
                 let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + (queue * 1_000_000 / cap) as u32);
                 let busy = self.c.get() != 0 && offer >= self.c.get();
-                self.c.on_report(self.t, (self.sent, self.got), owd, busy, 0, max);
+                self.c.on_report(self.t, (self.sent, self.got), owd, busy, 0, None, max);
             }
         }
     }
@@ -616,7 +625,7 @@ mod tests {
             self.sent += sent;
             self.got += got;
             let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + queue_us);
-            self.c.on_report(self.t, (self.sent, self.got), owd, busy, 0, 0);
+            self.c.on_report(self.t, (self.sent, self.got), owd, busy, 0, None, 0);
         }
 
         /// 100 ms of [`Model::drive`], the queue carried across calls.
@@ -631,7 +640,7 @@ mod tests {
             self.queue = self.queue.min(cap / 20);
             let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + (self.queue * 1_000_000 / cap) as u32);
             let busy = self.c.get() != 0 && offer >= self.c.get();
-            self.c.on_report(self.t, (self.sent, self.got), owd, busy, 0, 0);
+            self.c.on_report(self.t, (self.sent, self.got), owd, busy, 0, None, 0);
             self.buffer.on_report(self.t, self.c.queue_now_us(), self.lost, self.c.queue_threshold_us());
         }
     }
@@ -682,6 +691,30 @@ mod tests {
         for i in 0..20 {
             assert_eq!(report(&mut fresh, Some(i % 5), i), 0);
         }
+    }
+
+    /// A path loaded from its first packet: every one-way sample stands on
+    /// the same queue, so they show none. Its first estimate comes from its
+    /// loss; then, with the scheduler held to it, only the round trips (over
+    /// a minimum taken before the load) can tell that it is full.
+    #[test]
+    fn round_trips_that_show_a_queue_hold_growth_back() {
+        let run = |rtt_queue_us: Option<u64>| {
+            let mut c = Capacity::default();
+            let (mut t, mut sent, mut got) = (0u64, 0u64, 0u64);
+            let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + 40_000);
+            for tenth in 0..40 {
+                t += 100_000;
+                // 1.25 MB/s offered; the first second a fifth of it is lost.
+                let offer = if tenth < 10 { 125_000 } else { 100_000 };
+                sent += offer;
+                got += 100_000;
+                c.on_report(t, (sent, got), owd, c.get() != 0, 0, rtt_queue_us, 0);
+            }
+            c.get()
+        };
+        assert!(run(None) > 1_400_000, "no sign of a queue: it grows, {}", run(None));
+        assert!(run(Some(40_000)) <= 1_100_000, "the round trips show one: {}", run(Some(40_000)));
     }
 
     #[test]
@@ -843,7 +876,7 @@ mod tests {
             bytes += 125_000;
             let queue = if i < 10 { 0 } else { 30_000 };
             let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + queue);
-            c.on_report(t, (bytes, bytes), owd, false, 0, 0);
+            c.on_report(t, (bytes, bytes), owd, false, 0, None, 0);
         }
         assert_eq!(c.get(), 1_250_000);
     }

@@ -76,13 +76,15 @@ impl PathMonitor {
     pub fn on_report(&mut self, now_us: u64, rx: RxReport, sent_wire_bytes: u64, busy: bool, ipv6: bool) {
         self.feedback.on_report(now_us, rx, if ipv6 { FAMILY_V6 } else { FAMILY_V4 });
         let rtt = self.min_rtt.get() as u64;
-        self.capacity.on_report(now_us, (sent_wire_bytes, rx.bytes), rx.owd_us, busy, rtt, self.max_rate);
+        let rtt_queue = self.rtt_queue_us.take();
+        let bytes = (sent_wire_bytes, rx.bytes);
+        self.capacity.on_report(now_us, bytes, rx.owd_us, busy, rtt, rtt_queue, self.max_rate);
         // The queue by the peer's one-way delay, or by the round trips since
         // the last report: a path loaded from its first packet shows no floor
         // of one-way delays to see its queue by, while the minimum RTT was
         // taken before (it counts the return direction's queue too: a
         // buffer seen larger, the safe way to err).
-        let queue = self.capacity.queue_now_us().max(self.rtt_queue_us.take());
+        let queue = self.capacity.queue_now_us().max(rtt_queue);
         self.buffer.on_report(now_us, queue, rx.lost, self.capacity.queue_threshold_us());
     }
 
