@@ -20,7 +20,7 @@ use crate::config::{Config, PathConfig};
 use crate::control::{mtu_pad, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
-use crate::estimate::{busy, counters, rx_report, tx_wire_bytes, SubflowEstimate};
+use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
 use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
@@ -651,8 +651,8 @@ impl Client {
                 p.monitor.on_rtt(now, now.saturating_sub(sent_us));
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
                 let before = (p.monitor.capacity.get(), p.monitor.buffer.get());
-                let busy = self.maps.bucket(token, p.id).is_some_and(|b| busy(&b, p.monitor.rate(), now));
-                p.monitor.on_report(now, rx, sent, busy, p.remote.is_ipv6());
+                let bucket = self.maps.bucket(token, p.id);
+                p.monitor.on_report(now, rx, sent, bucket.as_ref(), p.remote.is_ipv6());
                 let after = (p.monitor.capacity.get(), p.monitor.buffer.get());
                 if after.0 != before.0 {
                     tracing::debug!(path = p.name(), mbit = after.0 as f64 * 8e-6, "capacity estimate");

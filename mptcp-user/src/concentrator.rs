@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::control::{derive_token, mtu_pad, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{Request, Response};
 use crate::daemon::{Handled, Role};
-use crate::estimate::{busy, counters, rx_report, tx_wire_bytes, SubflowEstimate};
+use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
 use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
 use crate::peer::{self, now_us, Inbound, RttEstimator};
@@ -363,9 +363,8 @@ impl Concentrator {
                 let up = sub.up;
                 let own = counters(&self.maps, msg.token, msg.subflow_id);
                 sub.monitor.on_peer_rtt(now, srtt_us, min_rtt_us);
-                let busy =
-                    self.maps.bucket(msg.token, msg.subflow_id).is_some_and(|b| busy(&b, sub.monitor.rate(), now));
-                sub.monitor.on_report(now, rx, tx_wire_bytes(&own), busy, sub.ep.remote.is_ipv6());
+                let bucket = self.maps.bucket(msg.token, msg.subflow_id);
+                sub.monitor.on_report(now, rx, tx_wire_bytes(&own), bucket.as_ref(), sub.ep.remote.is_ipv6());
                 let measured = sub.monitor.measurements();
                 let mine = rx_report(&own);
                 let ack = Message {

@@ -503,6 +503,65 @@ impl BufferDepth {
     }
 }
 
+/// Bytes the bucket counts as still queued on the path, in µs at `rate`
+/// (see `mptcp_common::policy::backlog`); 0 when the rate is unknown.
+pub fn bucket_backlog_us(bucket: &Bucket, rate: u64, now_us: u64) -> u64 {
+    if rate == 0 {
+        return 0;
+    }
+    let queued = bucket_depth(rate).saturating_sub(bucket_credit(bucket, rate, now_us * 1_000)).max(0) as u64;
+    queued.saturating_mul(1_000_000) / rate
+}
+
+/// Queues this close are taken as equal (µs): samples and the bucket are
+/// read at different moments.
+const TRIM_DEADBAND_US: i64 = 2_000;
+/// Rate trim per µs of queue difference: added up each report (integral),
+/// and for the difference now (proportional, which damps the loop).
+const TRIM_INTEGRAL_PPM_PER_US: i64 = 1;
+const TRIM_PROPORTIONAL_PPM_PER_US: i64 = 3;
+/// The trim stays within ± this (parts per million).
+const TRIM_MAX_PPM: i64 = 50_000;
+
+/// Keeps the data path's account of a path's queue (its token bucket, at
+/// the rate the controller writes) in step with the queue the path really
+/// holds. A path that never drains (earliest-arrival keeps a fast path
+/// queued under a steady load) accumulates in the bucket any difference
+/// between the rate written and the link's: 1 % is 10 ms of queue a second,
+/// and earliest-arrival then sends packets where they arrive out of order.
+/// The trim moves the rate written while the bucket's queue and the
+/// measured one differ (proportional-integral control, bounded to ±5 %):
+/// up while the bucket counts more queue than the path holds.
+#[derive(Clone, Debug, Default)]
+pub struct QueueTrim {
+    integral_ppm: i64,
+    ppm: i64,
+}
+
+impl QueueTrim {
+    /// A report: the queue the bucket counts and the queue the path showed
+    /// (None: no sample; the trim stays).
+    pub fn on_report(&mut self, bucket_us: u64, path_us: Option<u64>) {
+        let Some(path_us) = path_us else { return };
+        let diff = bucket_us as i64 - path_us as i64;
+        let diff = if diff.abs() > TRIM_DEADBAND_US { diff } else { 0 };
+        self.integral_ppm = (self.integral_ppm + diff * TRIM_INTEGRAL_PPM_PER_US).clamp(-TRIM_MAX_PPM, TRIM_MAX_PPM);
+        self.ppm = (self.integral_ppm + diff * TRIM_PROPORTIONAL_PPM_PER_US).clamp(-TRIM_MAX_PPM, TRIM_MAX_PPM);
+    }
+
+    /// `rate` trimmed (0 stays 0: unknown).
+    pub fn apply(&self, rate: u64) -> u64 {
+        if rate == 0 {
+            return 0;
+        }
+        (rate as i128 * (1_000_000 + self.ppm) as i128 / 1_000_000).max(1) as u64
+    }
+
+    pub fn ppm(&self) -> i64 {
+        self.ppm
+    }
+}
+
 /// Whether a path's token bucket (the data path's, read at `now_us`) holds
 /// more than half its depth of backlog: the scheduler has been sending on
 /// the path faster than its estimate `rate` (min-rtt spilling past it,
@@ -723,6 +782,34 @@ mod tests {
         assert!(run(&|_| Some(40_000)) <= 1_100_000, "the round trips show one standing");
         // Round trips that jitter draws out, now and then, are no queue.
         assert!(run(&|tenth| Some(if tenth % 3 == 0 { 40_000 } else { 1_000 })) > 1_400_000, "jitter");
+    }
+
+    /// A link 2 % slower than the rate written, under a steady load that
+    /// keeps its queue 20 ms long: the bucket's queue drifts from the real one
+    /// by 20 ms a second, until the trim takes the 2 % off.
+    #[test]
+    fn the_trim_keeps_the_buckets_queue_on_the_paths() {
+        let (link, written) = (1_225_000u64, 1_250_000u64);
+        let mut trim = QueueTrim::default();
+        let (mut real_q, mut model_q) = (25_000.0f64, 20_000.0f64); // bytes
+        for _ in 0..300 {
+            // 100 ms of a load that keeps the real queue where it is.
+            let offered = link as f64 / 10.0;
+            real_q += offered - link as f64 / 10.0;
+            model_q = (model_q + offered - trim.apply(written) as f64 / 10.0).max(0.0);
+            let us = |q: f64, r: f64| (q * 1e6 / r) as u64;
+            trim.on_report(us(model_q, trim.apply(written) as f64), Some(us(real_q, link as f64)));
+        }
+        let rate = trim.apply(written) as f64;
+        assert!((rate / link as f64 - 1.0).abs() < 0.005, "trimmed to {rate} for a {link} link");
+        assert!((model_q - real_q).abs() < 0.005 * real_q + 2_500.0, "{model_q} against {real_q}");
+        // Bounded: a sample that never agrees moves it 5 % at most.
+        let mut stuck = QueueTrim::default();
+        for _ in 0..1000 {
+            stuck.on_report(0, Some(500_000));
+        }
+        assert_eq!(stuck.apply(1_000_000), 950_000);
+        assert_eq!(stuck.apply(0), 0);
     }
 
     #[test]

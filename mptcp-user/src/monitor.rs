@@ -8,7 +8,9 @@ use mptcp_common::maps::{PathState, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PAT
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 
 use crate::control::{PathHint, RxReport};
-use crate::estimate::{effective_rate, BufferDepth, Capacity, Feedback, MinRtt};
+use mptcp_common::maps::Bucket;
+
+use crate::estimate::{bucket_backlog_us, busy, effective_rate, BufferDepth, Capacity, Feedback, MinRtt, QueueTrim};
 use crate::peer::RttEstimator;
 
 #[derive(Clone, Debug, Default)]
@@ -22,6 +24,8 @@ pub struct PathMonitor {
     pub capacity: Capacity,
     /// How much queue the path holds before it drops.
     pub buffer: BufferDepth,
+    /// Keeps the data path's bucket counting the queue the path holds.
+    pub trim: QueueTrim,
     /// The queue the latest round trip showed (its excess over the minimum),
     /// until the next report takes it.
     rtt_queue_us: Option<u64>,
@@ -47,6 +51,7 @@ impl PathMonitor {
         self.min_rtt = MinRtt::default();
         self.capacity = Capacity::default();
         self.buffer = BufferDepth::default();
+        self.trim = QueueTrim::default();
     }
 
     /// One round trip measured by this end.
@@ -71,13 +76,20 @@ impl PathMonitor {
     }
 
     /// The peer's report of what it received, against what this end sent
-    /// (`sent_wire_bytes`, cumulative): delivery rate, loss and capacity.
-    /// `busy`: the path's token bucket ran short just now ([`crate::estimate::busy`]).
-    pub fn on_report(&mut self, now_us: u64, rx: RxReport, sent_wire_bytes: u64, busy: bool, ipv6: bool) {
+    /// (`sent_wire_bytes`, cumulative): delivery rate, loss, capacity,
+    /// buffer and trim. `bucket`: the path's token bucket in the data path,
+    /// read just now (None: not there).
+    pub fn on_report(&mut self, now_us: u64, rx: RxReport, sent_wire_bytes: u64, bucket: Option<&Bucket>, ipv6: bool) {
         self.feedback.on_report(now_us, rx, if ipv6 { FAMILY_V6 } else { FAMILY_V4 });
         let rtt = self.min_rtt.get() as u64;
         let rtt_queue = self.rtt_queue_us.take();
         let bytes = (sent_wire_bytes, rx.bytes);
+        let rate = self.rate();
+        // Held back at the estimate, the trim aside: the estimator judges
+        // its own number.
+        let busy = bucket.is_some_and(|b| busy(b, self.untrimmed_rate(), now_us));
+        let before = effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get());
+        let lost = self.feedback.last.is_some_and(|e| e.loss > 0.0);
         self.capacity.on_report(now_us, bytes, rx.owd_us, busy, rtt, rtt_queue, self.max_rate);
         // The queue by the peer's one-way delay, or by the round trips since
         // the last report: a path loaded from its first packet shows no floor
@@ -86,13 +98,25 @@ impl PathMonitor {
         // buffer seen larger, the safe way to err).
         let queue = self.capacity.queue_now_us().max(rtt_queue);
         self.buffer.on_report(now_us, queue, rx.lost, self.capacity.queue_threshold_us());
+        if effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get()) != before {
+            self.trim = QueueTrim::default(); // a new measurement of the rate
+        } else if let Some(b) = bucket.filter(|_| rate != 0 && !lost) {
+            // (A path that drops holds less than the bucket counts: the
+            // bucket cannot know, and the trim must not chase it.)
+            self.trim.on_report(bucket_backlog_us(b, rate, now_us), queue);
+        }
     }
 
     /// The rate the path's token bucket runs at: the hint, else the
     /// estimate, less what our control messages take (0 stays unknown).
     /// Left out, probes every 50 ms were enough to make earliest-arrival's
     /// queue estimate drift on a saturated path: it never drains.
+    /// The trim ([`QueueTrim`]) keeps the bucket's queue on the path's.
     pub fn rate(&self) -> u64 {
+        self.trim.apply(self.untrimmed_rate())
+    }
+
+    fn untrimmed_rate(&self) -> u64 {
         match effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get()) {
             0 => 0,
             r => r.saturating_sub(self.control_bytes_per_sec).max(1),

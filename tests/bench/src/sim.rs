@@ -285,8 +285,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                     let queued = l.free_at.saturating_sub(next_probe);
                     let now_us = next_probe / 1_000;
                     l.monitor.on_rtt(now_us, (2 * l.delay_ns + queued) / 1_000);
-                    let busy = mptcp_user::estimate::busy(bucket, l.monitor.rate(), now_us);
-                    l.monitor.on_report(now_us, l.rx, l.sent_wire, busy, false);
+                    l.monitor.on_report(now_us, l.rx, l.sent_wire, Some(bucket), false);
                     l.missed = 0;
                     l.up = true;
                 } else {
@@ -468,6 +467,7 @@ mod tests {
 
     /// With hints the buckets run at the hint from the first tick, sampled
     /// every probe interval; a `set` moves the hint, as in the benchmark.
+    /// The queue trim moves it by 5 % at most.
     #[test]
     fn the_estimate_series_follows_the_hints_at_every_probe_tick() {
         let set = "[[event]]\nat_s = 3\nlink = \"fast\"\naction = \"set\"\nrate_mbit = 6\n";
@@ -476,9 +476,10 @@ mod tests {
         assert!(fast.len() >= 24, "a tick every 200 ms over 5 s: {fast:?}");
         for (i, &(t, m)) in fast.iter().enumerate() {
             assert!((t - 0.2 * (i + 1) as f64).abs() < 1e-9, "{fast:?}");
-            assert!((m - if t < 3.0 { 10.0 } else { 6.0 }).abs() < 1e-9, "{fast:?}");
+            let hint = if t < 3.0 { 10.0 } else { 6.0 };
+            assert!((m - hint).abs() <= hint * 0.05 + 1e-9, "{fast:?}");
         }
-        assert!(r.estimate_series[1].iter().all(|&(_, m)| (m - 3.0).abs() < 1e-9), "{r:?}");
+        assert!(r.estimate_series[1].iter().all(|&(_, m)| (m - 3.0).abs() <= 0.15 + 1e-9), "{r:?}");
     }
 
     /// Over 11 Mbit/s offered to 10 + 3 with exact rate hints (the
@@ -519,12 +520,14 @@ mod tests {
     fn without_hints_the_estimator_finds_the_rate_of_a_link_that_queues() {
         let no_hints = "\n[bond]\nrate_hints = false\n";
         let r = simulate(&scenario(&(TWO_UNEQUAL.to_string() + no_hints)), Policy::MinRtt);
-        assert!((r.estimated_mbit[0] - 10.0).abs() <= 0.5, "the fast link, queued: {r:?}");
+        // Found, then probed up to 10 % above when no queue stands (the
+        // queue trim drains the one the first second's flood left).
+        assert!((9.5..=11.01).contains(&r.estimated_mbit[0]), "the fast link, queued: {r:?}");
         assert_eq!(r.estimated_mbit[1], 0.0, "the slow link never queues: {r:?}");
-        // Without hints the buckets run at the estimate: the series, sampled
-        // to the end, ends where the estimate does.
+        // Without hints the buckets run at the estimate (trimmed by 5 % at
+        // most): the series, sampled to the end, ends where the estimate does.
         for (series, &end) in r.estimate_series.iter().zip(&r.estimated_mbit) {
-            assert!(series.last().is_some_and(|&(t, m)| t > 4.5 && (m - end).abs() < 1e-6), "{r:?}");
+            assert!(series.last().is_some_and(|&(t, m)| t > 4.5 && (m - end).abs() <= end * 0.051), "{r:?}");
         }
         let full_blast = TWO_UNEQUAL.replace("rate_mbit = 11", "rate_mbit = 14") + no_hints;
         let r = simulate(&scenario(&full_blast), Policy::MinRtt);
