@@ -410,12 +410,14 @@ impl Capacity {
         let pushed = self.rate != 0
             && samples.len() >= MIN_SAMPLES
             && delivered * 100 >= offered * OVER_DELIVERED_PCT
-            && queue_us < UNQUEUED_US
+            // No queue, beyond what the path's jitter draws out (an LTE
+            // path's samples seldom all sit on the floor).
+            && queue_us < UNQUEUED_US + self.jitter_us
             // A path loaded from its first packet shows no floor of one-way
             // delays to see its queue by; the round trips, measured against
             // a minimum taken before, still do.
             && self.rtt_queue.get().is_none_or(|q| q < tail_queue_us as u64)
-            && queue_now_us < SATURATED_QUEUE_US
+            && queue_now_us < SATURATED_QUEUE_US + 2 * self.jitter_us
             && if self.measured { busy_reports * 100 >= reports * PUSHED_PCT } else { busy_reports > 0 };
         let mut growth = self.growth;
         let held = now_us.saturating_sub(self.full_us) < PROBE_HOLD_US;
@@ -946,6 +948,23 @@ mod tests {
             m.report(80_000, 80_000, ((x >> 33) % 20_000) as u32, false);
         }
         assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
+    }
+
+    #[test]
+    fn a_jittery_path_held_back_by_its_estimate_grows() {
+        // Found full at 10 Mbit/s; now it could carry twice that, but the
+        // scheduler holds it to its estimate, and its one-way delay jitters
+        // uniformly over 20 ms (an LTE path).
+        let mut m = Model::new();
+        m.drive(5, 2_000_000, 1_250_000, 0);
+        let r = m.c.get();
+        let mut x = 7u64;
+        for _ in 0..60 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let at = m.c.get() / 10;
+            m.report(at, at, ((x >> 33) % 20_000) as u32, true);
+        }
+        assert!(m.c.get() >= r * 3 / 2, "{} from {r}", m.c.get());
     }
 
     #[test]
