@@ -100,7 +100,7 @@ impl PathMonitor {
         self.buffer.on_report(now_us, queue, rx.lost, self.capacity.queue_threshold_us());
         if effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get()) != before {
             self.trim = QueueTrim::default(); // a new measurement of the rate
-        } else if let Some(b) = bucket.filter(|_| rate != 0 && !lost) {
+        } else if let Some(b) = bucket.filter(|_| rate != 0 && !lost && self.hint.rate_bytes_per_sec == 0) {
             // (A path that drops holds less than the bucket counts: the
             // bucket cannot know, and the trim must not chase it.)
             self.trim.on_report(bucket_backlog_us(b, rate, now_us), queue);
@@ -111,9 +111,19 @@ impl PathMonitor {
     /// estimate, less what our control messages take (0 stays unknown).
     /// Left out, probes every 50 ms were enough to make earliest-arrival's
     /// queue estimate drift on a saturated path: it never drains.
-    /// The trim ([`QueueTrim`]) keeps the bucket's queue on the path's.
+    /// An estimated rate is trimmed ([`QueueTrim`]) to keep the bucket's
+    /// queue on the path's, never above `max_rate`; a hint, the operator's
+    /// word for a fixed line, is not.
     pub fn rate(&self) -> u64 {
-        self.trim.apply(self.untrimmed_rate())
+        let rate = self.untrimmed_rate();
+        if self.hint.rate_bytes_per_sec != 0 {
+            return rate;
+        }
+        let trimmed = self.trim.apply(rate);
+        match self.max_rate {
+            0 => trimmed,
+            max => trimmed.min(rate.max(max.saturating_sub(self.control_bytes_per_sec))),
+        }
     }
 
     fn untrimmed_rate(&self) -> u64 {
@@ -229,6 +239,17 @@ mod tests {
         let ps = m.path_state(false);
         assert!(!ps.up());
         assert_eq!((ps.rate_bytes_per_sec, ps.owd_us, ps.flags & PATH_BACKUP), (1_250_000, 0, PATH_BACKUP));
+    }
+
+    #[test]
+    fn a_hint_is_not_trimmed() {
+        let hint = PathHint { rate_bytes_per_sec: 1_250_000, ..Default::default() };
+        let mut m = PathMonitor::new(hint, 0);
+        for _ in 0..100 {
+            m.trim.on_report(500_000, Some(0)); // the bucket far behind the path
+        }
+        assert_eq!(m.trim.apply(1_000_000), 1_050_000);
+        assert_eq!(m.rate(), 1_250_000, "the operator's word for a fixed line");
     }
 
     #[test]
