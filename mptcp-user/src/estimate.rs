@@ -712,6 +712,17 @@ mod tests {
         }
     }
 
+    /// Uniform pseudo-random delays (a fixed LCG: the tests repeat exactly).
+    struct Jitter(u64);
+
+    impl Jitter {
+        /// The next delay in `0..range_us`.
+        fn next_us(&mut self, range_us: u64) -> u32 {
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) % range_us) as u32
+        }
+    }
+
     /// When the estimate first stays within 10 % of `cap`, in tenths of a second.
     fn settles(series: &[u64], cap: u64) -> Option<usize> {
         let near = |r: u64| r * 10 >= cap * 9 && r * 10 <= cap * 11;
@@ -942,10 +953,9 @@ mod tests {
         m.drive(3, 800_000, 1_250_000, 0);
         let r = m.c.get();
         assert!(r >= 1_000_000, "{r}");
-        let mut x = 7u64;
+        let mut jitter = Jitter(7);
         for _ in 0..300 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            m.report(80_000, 80_000, ((x >> 33) % 20_000) as u32, false);
+            m.report(80_000, 80_000, jitter.next_us(20_000), false);
         }
         assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
     }
@@ -958,11 +968,10 @@ mod tests {
         let mut m = Model::new();
         m.drive(5, 2_000_000, 1_250_000, 0);
         let r = m.c.get();
-        let mut x = 7u64;
+        let mut jitter = Jitter(7);
         for _ in 0..60 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let at = m.c.get() / 10;
-            m.report(at, at, ((x >> 33) % 20_000) as u32, true);
+            m.report(at, at, jitter.next_us(20_000), true);
         }
         assert!(m.c.get() >= r * 3 / 2, "{} from {r}", m.c.get());
     }
@@ -1002,10 +1011,9 @@ mod tests {
         let mut m = Model::new();
         m.drive(3, 2_000_000, 500_000, 0);
         assert!(m.c.get() < 600_000, "{}", m.c.get());
-        let mut x = 11u64;
+        let mut jitter = Jitter(11);
         for _ in 0..30 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            m.report(120_000, 120_000, 2_000 + ((x >> 33) % 40_000) as u32, false);
+            m.report(120_000, 120_000, 2_000 + jitter.next_us(40_000), false);
         }
         let r = m.c.get();
         assert!((1_150_000..=1_250_000).contains(&r), "{r}");
