@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use mptcp_common::wire::{encap_overhead, ETH_HLEN};
 use serde::{Deserialize, Serialize};
 
-use mptcp_common::maps::{Bucket, SubflowKey, SubflowStats};
-use mptcp_common::policy::{bucket_credit, bucket_depth};
+use mptcp_common::maps::{Bucket, PathState, SubflowKey, SubflowStats};
+use mptcp_common::policy::{backlog, bucket_credit, bucket_depth};
 
 use crate::control::RxReport;
 
@@ -505,14 +505,11 @@ impl BufferDepth {
     }
 }
 
-/// Bytes the bucket counts as still queued on the path, in µs at `rate`
-/// (see `mptcp_common::policy::backlog`); 0 when the rate is unknown.
+/// Bytes the bucket counts as still queued on the path (earliest-arrival's
+/// [`backlog`]), in µs at `rate`; 0 when the rate is unknown.
 pub fn bucket_backlog_us(bucket: &Bucket, rate: u64, now_us: u64) -> u64 {
-    if rate == 0 {
-        return 0;
-    }
-    let queued = bucket_depth(rate).saturating_sub(bucket_credit(bucket, rate, now_us * 1_000)).max(0) as u64;
-    queued.saturating_mul(1_000_000) / rate
+    let path = PathState { rate_bytes_per_sec: rate, ..Default::default() };
+    backlog(&path, bucket_credit(bucket, rate, now_us * 1_000)).saturating_mul(1_000_000) / rate.max(1)
 }
 
 /// Queues this close are taken as equal (µs): samples and the bucket are

@@ -4,12 +4,10 @@
 //! and the path's hints. No I/O: the roles hand it what arrived and write
 //! what it returns.
 
-use mptcp_common::maps::{PathState, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PATH_UP};
+use mptcp_common::maps::{Bucket, PathState, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PATH_UP};
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 
 use crate::control::{PathHint, RxReport};
-use mptcp_common::maps::Bucket;
-
 use crate::estimate::{bucket_backlog_us, busy, effective_rate, BufferDepth, Capacity, Feedback, MinRtt, QueueTrim};
 use crate::peer::RttEstimator;
 
@@ -122,6 +120,7 @@ impl PathMonitor {
         let trimmed = self.trim.apply(rate);
         match self.max_rate {
             0 => trimmed,
+            // (The estimate itself stays within max_rate.)
             max => trimmed.min(rate.max(max.saturating_sub(self.control_bytes_per_sec))),
         }
     }

@@ -81,12 +81,11 @@ pub fn earliest_arrival<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
 /// it queues or carries it and so is measured. Otherwise a first estimate
 /// taken while the inner flows were still starting would leave a big far
 /// path out for good. A path that has overflowed was tried at full load,
-/// and is not tried again. Returns whether a flag
-/// changed. The controller calls it on a connection's path states whenever
+/// and is not tried again. The controller calls it on a connection's path states whenever
 /// one changes: a comparison of every path with the biggest costs the
 /// verifier more than the egress program has left, and changes only as the
 /// estimates do.
-pub fn mark_unbridgeable(states: &mut [PathState]) -> bool {
+pub fn mark_unbridgeable(states: &mut [PathState]) {
     let want = states.iter().map(tier).min().unwrap_or(NO_TIER);
     let size = |p: &PathState| {
         let rate = if p.rate_bytes_per_sec == 0 { u64::MAX } else { p.rate_bytes_per_sec };
@@ -99,12 +98,8 @@ pub fn mark_unbridgeable(states: &mut [PathState]) -> bool {
         .filter(|(_, p)| want != NO_TIER && tier(p) == want)
         .max_by_key(|&(i, p)| (size(p), core::cmp::Reverse(i)))
         .map(|(_, p)| *p);
-    let mut changed = false;
     for p in states.iter_mut() {
         let out = big.is_some_and(|b| tier(p) == want && !bridgeable(p, &b));
-        let flags = if out { p.flags | PATH_UNBRIDGEABLE } else { p.flags & !PATH_UNBRIDGEABLE };
-        changed |= flags != p.flags;
-        p.flags = flags;
+        p.flags = if out { p.flags | PATH_UNBRIDGEABLE } else { p.flags & !PATH_UNBRIDGEABLE };
     }
-    changed
 }
