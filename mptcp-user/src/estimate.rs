@@ -134,6 +134,12 @@ const PROBE_HOLD_US: u64 = 2_000_000;
 /// "Given": the path was busy at its estimate in at least this share
 /// (percent) of the span's reports.
 const PUSHED_PCT: u64 = 20;
+/// A measured path counts as held back only while it was offered at least
+/// this share of its estimate over the span: a path used below its estimate
+/// runs into its bucket only in bursts (a GSO burst empties a bucket of a
+/// few milliseconds), and growing it then overstates a path that random loss
+/// or the policy keeps lightly loaded.
+const HELD_PCT: u64 = 80;
 /// The one-way delay floor is the minimum over this long. One-way samples
 /// mix two hosts' clocks, so the window is short enough for their drift
 /// (50 ppm is 1.5 ms over 30 s) to stay below the queue threshold.
@@ -418,7 +424,11 @@ impl Capacity {
             // a minimum taken before, still do.
             && self.rtt_queue.get().is_none_or(|q| q < tail_queue_us as u64)
             && queue_now_us < SATURATED_QUEUE_US + 2 * self.jitter_us
-            && if self.measured { busy_reports * 100 >= reports * PUSHED_PCT } else { busy_reports > 0 };
+            && if self.measured {
+                busy_reports * 100 >= reports * PUSHED_PCT && offered * 100 >= self.rate * HELD_PCT
+            } else {
+                busy_reports > 0
+            };
         let mut growth = self.growth;
         let held = now_us.saturating_sub(self.full_us) < PROBE_HOLD_US;
         let next = if saturated || over || below.is_some() {
@@ -983,6 +993,25 @@ mod tests {
             m.report(r / 10, r / 10 * 92 / 100, 0, true);
         }
         assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
+    }
+
+    #[test]
+    fn bursts_below_a_measured_estimate_do_not_grow_it() {
+        // Found full at 1.25 MB/s, then used at 60 % of it in bursts that
+        // run into the bucket in every report: not held back, no growth.
+        let mut m = Model::new();
+        m.drive(5, 2_000_000, 1_250_000, 0);
+        let r = m.c.get();
+        assert!(m.c.measured() && r > 1_100_000, "{r}");
+        for _ in 0..50 {
+            m.report(r * 6 / 100, r * 6 / 100, 0, true);
+        }
+        assert_eq!(m.c.get(), r);
+        // Carried at its estimate and held there, it grows.
+        for _ in 0..50 {
+            m.report(r / 10, r / 10, 0, true);
+        }
+        assert!(m.c.get() > r, "{} did not grow past {r}", m.c.get());
     }
 
     #[test]

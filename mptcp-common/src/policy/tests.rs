@@ -195,6 +195,21 @@ fn earliest_arrival_leaves_out_a_path_it_cannot_use_in_order() {
 }
 
 #[test]
+fn weighted_gives_a_path_of_unknown_rate_the_bytes_until_it_is_measured() {
+    // Beside a measured 1.25 MB/s path, one not measured yet counts as
+    // unlimited: it carries nearly every packet (and so gets measured).
+    let f = fixed(&[path(LIVE, 0, 1_000, 1_250_000), path(LIVE, 0, 1_000, 0)]);
+    let mut sched = SchedState::default();
+    let mut on = [0u32; 2];
+    for _ in 0..10_000 {
+        let d = decide(ClassPolicy::new(Policy::Weighted), &f, 1_500, 1, &sched, &FlowletEntry::default()).unwrap();
+        commit(&d, &f, 1_500, 1, &mut sched, &mut FlowletEntry::default(), false);
+        on[d.subflow] += 1;
+    }
+    assert!(on[1] > 9_900, "{on:?}");
+}
+
+#[test]
 fn bucket_refills_at_rate_and_caps_at_depth() {
     let rate = 1_000_000; // 1 MB/s -> depth 10 kB
     let b = Bucket { credit: 0, last_ns: 1_000_000_000 };

@@ -6,12 +6,21 @@ use super::paths::{argmin, div, Paths};
 use super::SchedState;
 use crate::maps::{PathState, MAX_SUBFLOWS};
 
-/// A subflow's weight: the configured one; else its rate in kB/s; else 1.
-/// (Configure weights on all paths or on none: the units do not mix.)
+/// The weight of a path whose rate is not known yet, in the rate's units
+/// (kB/s): unlimited, as every policy reads an unknown rate. Given the
+/// bytes, the path fills and so is measured; weighted as 1 (a few bytes a
+/// second) it was never used, and so never measured.
+pub const UNKNOWN_RATE_WEIGHT: u64 = 1 << 24;
+
+/// A subflow's weight: the configured one; else its rate in kB/s (an
+/// unknown rate: [`UNKNOWN_RATE_WEIGHT`]). (Configure weights on all paths
+/// or on none: the units do not mix.)
 #[inline(always)]
 pub fn weight_of(p: &PathState) -> u64 {
     if p.weight != 0 {
         p.weight as u64
+    } else if p.rate_bytes_per_sec == 0 {
+        UNKNOWN_RATE_WEIGHT
     } else if p.rate_bytes_per_sec >= 1000 {
         p.rate_bytes_per_sec / 1000
     } else {
