@@ -147,7 +147,11 @@ pub struct PathState {
     /// How long a queue the path holds before it drops, microseconds (its
     /// buffer, learnt from where queues ended in loss); 0 = unknown, unlimited.
     pub queue_us: u32,
-    pub _pad: u32,
+    /// Random loss the path shows with no queue standing, parts per million
+    /// (measured by the controller; 0 = none seen; at most
+    /// [`crate::policy::MAX_LOSS_PPM`]). The policies that choose by delay
+    /// count it against the path ([`crate::policy::loss_penalty_us`]).
+    pub loss_ppm: u32,
 }
 
 impl PathState {

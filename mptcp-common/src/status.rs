@@ -104,6 +104,10 @@ pub struct SubflowStatus {
     /// beside the biggest path (see `policy::mark_unbridgeable`).
     #[serde(default)]
     pub unbridgeable: bool,
+    /// Random loss the path shows with no queue standing, % (the policies
+    /// that choose by delay count it against the path).
+    #[serde(default)]
+    pub random_loss_pct: f64,
     /// What the peer reports receiving on this subflow, last probe interval.
     pub delivery_mbit: Option<f64>,
     pub peer_loss_pct: Option<f64>,

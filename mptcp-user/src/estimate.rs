@@ -427,10 +427,7 @@ impl Capacity {
             && if self.measured {
                 busy_reports * 100 >= reports * PUSHED_PCT && offered * 100 >= self.rate * HELD_PCT
             } else {
-                // (A bound already twice what the path is given says
-                // nothing more: random loss may keep the inner flows from
-                // ever filling it, and the bound would climb for good.)
-                busy_reports > 0 && offered * 100 >= self.rate * LOADED_PCT
+                busy_reports > 0
             };
         let mut growth = self.growth;
         let held = now_us.saturating_sub(self.full_us) < PROBE_HOLD_US;
@@ -446,7 +443,15 @@ impl Capacity {
         } else if pushed && !held {
             growth = self.growth.saturating_add(1);
             let step = if self.measured { self.growth as usize } else { GROWTH_PCT.len() - 1 };
-            self.rate.max(delivered) * GROWTH_PCT[step.min(GROWTH_PCT.len() - 1)] / 100
+            let grown = self.rate.max(delivered) * GROWTH_PCT[step.min(GROWTH_PCT.len() - 1)] / 100;
+            if self.measured {
+                grown
+            } else {
+                // A lower bound grows to at most twice what the path carried:
+                // random loss may keep the inner flows from ever filling it,
+                // and it would climb for good, far above the line.
+                grown.min(2 * delivered).max(self.rate)
+            }
         } else if let Some(first) = first {
             first
         } else if self.rate != 0 && delivered > self.rate {
@@ -464,6 +469,56 @@ impl Capacity {
         }
         self.growth = growth;
         self.rate
+    }
+}
+
+/// How long [`RandomLoss`] remembers: loss this long ago weighs 1/e.
+const RANDOM_LOSS_WINDOW_US: f64 = 3_000_000.0;
+/// [`RandomLoss`] says nothing from fewer packets than this in its window
+/// (about 1 % loss is then a few losses, not one).
+const RANDOM_LOSS_MIN_PACKETS: f64 = 300.0;
+
+/// The loss a path shows while no queue stands on it: random loss (a radio
+/// link's, a dirty line's), which the inner flows pay for in halved windows
+/// whatever the path's rate says. Loss while a queue stands is the path's
+/// buffer overflowing, which the rate estimate answers, and does not count.
+/// An exponentially weighted ratio over about 3 s of reports.
+#[derive(Clone, Debug, Default)]
+pub struct RandomLoss {
+    /// The peer's cumulative (packets, lost) at the last report, and when.
+    prev: Option<(u64, u64, u64)>,
+    packets: f64,
+    lost: f64,
+}
+
+impl RandomLoss {
+    /// A report at `now_us` of the peer's cumulative `packets` received and
+    /// `lost`; `queue_us` the queue the path showed (None: not known), and
+    /// `threshold_us` how high a queue must stand to count as one.
+    pub fn on_report(&mut self, now_us: u64, packets: u64, lost: u64, queue_us: Option<u64>, threshold_us: u64) {
+        let Some((t, p, l)) = self.prev.replace((now_us, packets, lost)) else { return };
+        if now_us <= t || packets < p || lost < l {
+            *self = RandomLoss { prev: self.prev, ..Default::default() }; // the peer restarted its counters
+            return;
+        }
+        let keep = (-((now_us - t) as f64) / RANDOM_LOSS_WINDOW_US).exp();
+        self.packets *= keep;
+        self.lost *= keep;
+        if queue_us.is_some_and(|q| q >= threshold_us) {
+            return; // the buffer's loss, not random
+        }
+        self.packets += (packets - p + lost - l) as f64;
+        self.lost += (lost - l) as f64;
+    }
+
+    /// The share of packets lost at random, parts per million (0: too few
+    /// packets to tell).
+    pub fn ppm(&self) -> u32 {
+        if self.packets < RANDOM_LOSS_MIN_PACKETS {
+            0
+        } else {
+            (self.lost / self.packets * 1e6).round() as u32
+        }
     }
 }
 
@@ -996,6 +1051,39 @@ mod tests {
             m.report(r / 10, r / 10 * 92 / 100, 0, true);
         }
         assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
+    }
+
+    #[test]
+    fn random_loss_is_the_loss_with_no_queue_standing() {
+        // 1 000 packets a second, 2 % lost with no queue: 20 000 ppm.
+        let mut r = RandomLoss::default();
+        let (mut t, mut packets, mut lost) = (0, 0, 0);
+        for i in 0..50u64 {
+            t += 100_000;
+            packets += 98;
+            lost += 2;
+            r.on_report(t, packets, lost, Some(1_000), 10_000);
+            if i == 1 {
+                assert_eq!(r.ppm(), 0, "too few packets yet");
+            }
+        }
+        assert!((19_000..=21_000).contains(&r.ppm()), "{}", r.ppm());
+        // The buffer overflowing (a queue standing) is not random loss: 30 %
+        // lost for 2 s leaves the figure where it was.
+        for _ in 0..20 {
+            t += 100_000;
+            packets += 70;
+            lost += 30;
+            r.on_report(t, packets, lost, Some(40_000), 10_000);
+        }
+        assert!((19_000..=21_000).contains(&r.ppm()), "{}", r.ppm());
+        // The loss stops: within 10 s it is forgotten.
+        for _ in 0..100 {
+            t += 100_000;
+            packets += 100;
+            r.on_report(t, packets, lost, None, 10_000);
+        }
+        assert!(r.ppm() < 1_000, "{}", r.ppm());
     }
 
     #[test]

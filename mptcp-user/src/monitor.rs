@@ -5,10 +5,13 @@
 //! what it returns.
 
 use mptcp_common::maps::{Bucket, PathState, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PATH_UP};
+use mptcp_common::policy::MAX_LOSS_PPM;
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 
 use crate::control::{PathHint, RxReport};
-use crate::estimate::{bucket_backlog_us, busy, effective_rate, BufferDepth, Capacity, Feedback, MinRtt, QueueTrim};
+use crate::estimate::{
+    bucket_backlog_us, busy, effective_rate, BufferDepth, Capacity, Feedback, MinRtt, QueueTrim, RandomLoss,
+};
 use crate::peer::RttEstimator;
 
 #[derive(Clone, Debug, Default)]
@@ -24,6 +27,8 @@ pub struct PathMonitor {
     pub buffer: BufferDepth,
     /// Keeps the data path's bucket counting the queue the path holds.
     pub trim: QueueTrim,
+    /// The loss the path shows with no queue standing.
+    pub random_loss: RandomLoss,
     /// The queue the latest round trip showed (its excess over the minimum),
     /// until the next report takes it.
     rtt_queue_us: Option<u64>,
@@ -50,6 +55,7 @@ impl PathMonitor {
         self.capacity = Capacity::default();
         self.buffer = BufferDepth::default();
         self.trim = QueueTrim::default();
+        self.random_loss = RandomLoss::default();
     }
 
     /// One round trip measured by this end.
@@ -96,6 +102,7 @@ impl PathMonitor {
         // buffer seen larger, the safe way to err).
         let queue = self.capacity.queue_now_us().max(rtt_queue);
         self.buffer.on_report(now_us, queue, rx.lost, self.capacity.queue_threshold_us());
+        self.random_loss.on_report(now_us, rx.packets, rx.lost, queue, self.capacity.queue_threshold_us());
         if effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get()) != before {
             self.trim = QueueTrim::default(); // a new measurement of the rate
         } else if let Some(b) = bucket.filter(|_| rate != 0 && !lost && self.hint.rate_bytes_per_sec == 0) {
@@ -147,6 +154,7 @@ impl PathMonitor {
             owd_us: self.min_rtt.get() / 2,
             rate_bytes_per_sec: self.rate(),
             queue_us: self.buffer.get().min(u32::MAX as u64) as u32,
+            loss_ppm: self.random_loss.ppm().min(MAX_LOSS_PPM),
             rate_lower_bound: self.hint.rate_bytes_per_sec == 0 && !self.capacity.measured(),
         }
     }
@@ -186,6 +194,7 @@ pub struct Measured {
     pub owd_us: u32,
     pub rate_bytes_per_sec: u64,
     pub queue_us: u32,
+    pub loss_ppm: u32,
     /// The rate is an estimate not yet measured at a full path.
     pub rate_lower_bound: bool,
 }
@@ -197,6 +206,7 @@ impl Measured {
         ps.owd_us = self.owd_us;
         ps.rate_bytes_per_sec = self.rate_bytes_per_sec;
         ps.queue_us = self.queue_us;
+        ps.loss_ppm = self.loss_ppm;
         if self.rate_lower_bound {
             ps.flags |= PATH_RATE_LOWER_BOUND;
         } else {

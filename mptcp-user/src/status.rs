@@ -79,6 +79,7 @@ pub fn collect_from(
                 owd_us: s.path.owd_us,
                 buffer_ms: s.path.queue_us as f64 / 1000.0,
                 unbridgeable: s.path.flags & PATH_UNBRIDGEABLE != 0,
+                random_loss_pct: s.path.loss_ppm as f64 / 1e4,
                 delivery_mbit: est.map(|e| e.delivery_bytes_per_sec as f64 * 8.0 / 1e6),
                 peer_loss_pct: est.map(|e| e.loss * 100.0),
                 rx_loss: if st.rx_packets + lost == 0 { 0.0 } else { lost as f64 / (st.rx_packets + lost) as f64 },

@@ -10,7 +10,7 @@ use mptcp_common::maps::{
     names, Connection, FlowletKey, PathState, Subflow, TxState, MAX_SUBFLOWS, PATH_BACKUP, PATH_ESTABLISHED,
     PATH_UNBRIDGEABLE, PATH_UP,
 };
-use mptcp_common::policy::{commit, decide, ConnectionPaths, FlowletEntry, SchedState};
+use mptcp_common::policy::{commit, decide, ConnectionPaths, FlowletEntry, SchedState, MAX_LOSS_PPM};
 use mptcp_common::wire::wire_len;
 use mptcp_common::{template, ClassPolicy, Policy};
 use mptcp_harness::*;
@@ -29,7 +29,7 @@ fn random_path(rng: &mut StdRng) -> PathState {
         weight: rng.gen_range(0..5),
         owd_us: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(50..100_000) },
         queue_us: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(1_000..400_000) },
-        _pad: 0,
+        loss_ppm: if rng.gen_bool(0.7) { 0 } else { rng.gen_range(1..=MAX_LOSS_PPM) },
     }
 }
 

@@ -11,9 +11,12 @@
 //! differ by, as a small terrestrial link beside a satellite — is left out:
 //! its packets would arrive long before those sent earlier on the other, and
 //! the inner flows would read that as loss.
+//!
+//! A path's random loss counts as extra delay ([`loss_penalty_us`]): the
+//! loss-free paths take the packets until their queue reaches it.
 
 use super::bucket::{backlog, MAX_BACKLOG};
-use super::paths::{argmin, div, owd_us, tier, Paths, NO_TIER};
+use super::paths::{argmin, div, loss_penalty_us, owd_us, tier, Paths, NO_TIER};
 use crate::maps::{PathState, PATH_RATE_LOWER_BOUND, PATH_UNBRIDGEABLE};
 
 /// Keys at or above this: the packet would overflow the path's buffer.
@@ -52,15 +55,16 @@ pub fn bridgeable(a: &PathState, b: &PathState) -> bool {
     near.queue_us == 0 || gap <= near.queue_us as u64
 }
 
-/// Among the best tier, the subflow with the smallest [`arrival_us`] (ties:
-/// lower subflow id), preferring paths whose buffer holds the packet, and
-/// any path before those marked [`PATH_UNBRIDGEABLE`].
+/// Among the best tier, the subflow with the smallest [`arrival_us`] plus
+/// its [`loss_penalty_us`] (ties: lower subflow id), preferring paths whose
+/// buffer holds the packet, and any path before those marked
+/// [`PATH_UNBRIDGEABLE`].
 #[inline(always)]
 pub fn earliest_arrival<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
     argmin(paths, |i, p| {
         let credit = paths.credit(i);
         let queued = queued_us(p, credit, pkt_len);
-        let key = owd_us(p) + queued;
+        let key = owd_us(p) + queued + loss_penalty_us(p);
         let key = if key >= OVERFLOWS { OVERFLOWS - 1 } else { key };
         if p.flags & PATH_UNBRIDGEABLE != 0 {
             UNBRIDGEABLE + key

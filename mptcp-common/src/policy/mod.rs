@@ -24,7 +24,7 @@ pub use bucket::{backlog, bucket_credit, bucket_depth, bucket_spend};
 pub use earliest_arrival::{arrival_us, bridgeable, earliest_arrival, mark_unbridgeable};
 pub use flowlet::{flowlet, flowlet_entry, FLOWLET_MARGIN_NS};
 pub use min_rtt::min_rtt;
-pub use paths::{ConnectionPaths, Paths, NONE};
+pub use paths::{loss_penalty_us, ConnectionPaths, Paths, MAX_LOSS_PPM, NONE};
 pub use redundant::redundant;
 pub use weighted::{weight_of, weighted, wrr_cost};
 

@@ -143,6 +143,26 @@ pub fn div(a: u64, b: u64) -> u64 {
 /// Unmeasured one-way delay, for ranking: after any real one (~4.3 min).
 pub const UNKNOWN_DELAY_US: u64 = 1 << 28;
 
+/// Penalty per part per million of random loss: 2 % costs 10 ms.
+const LOSS_PENALTY_US_PER_PPM_DIV: u64 = 2;
+/// The most random loss a path state says ([`PathState::loss_ppm`] is
+/// written no higher): 10 %, 50 ms of penalty. A bound the writer keeps
+/// spares the data path a comparison in every policy's loop, which the
+/// egress program's verifier budget cannot afford.
+pub const MAX_LOSS_PPM: u32 = 100_000;
+
+/// How much later than its delay a lossy path counts, for the policies that
+/// choose by delay (min-rtt, earliest-arrival): every packet it carries may
+/// cost an inner TCP flow a halved window, whichever path lost it, while
+/// its rate looks unused. The penalty keeps such a path for what the
+/// loss-free paths cannot carry within the penalty's queue: 2 % random loss
+/// costs 10 ms (about a bucket's depth, so min-rtt's spill-over is to a
+/// lossy path only once the clean one is at its rate), [`MAX_LOSS_PPM`] 50 ms.
+#[inline(always)]
+pub fn loss_penalty_us(p: &PathState) -> u64 {
+    p.loss_ppm as u64 / LOSS_PENALTY_US_PER_PPM_DIV
+}
+
 /// One-way delay estimate: the receiver-reported one when there is one,
 /// else half the smoothed RTT.
 #[inline(always)]

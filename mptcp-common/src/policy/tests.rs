@@ -139,6 +139,40 @@ fn earliest_arrival_sends_what_would_overflow_a_buffer_elsewhere() {
     assert_eq!(earliest_arrival(&f, 1500), Some(0));
 }
 
+#[test]
+fn a_lossy_path_takes_what_the_clean_one_cannot_carry_within_its_penalty() {
+    // Two 10 Mbit/s paths, 5 and 7.5 ms one way; the nearer loses 2 % at
+    // random (10 ms of penalty).
+    let clean = PathState { owd_us: 7_500, ..path(LIVE, 0, 15_000, 1_250_000) };
+    let lossy = PathState { owd_us: 5_000, loss_ppm: 20_000, ..path(LIVE, 0, 10_000, 1_250_000) };
+    let mut f = fixed(&[lossy, clean]);
+    assert_eq!(loss_penalty_us(&f.states[0]), 10_000);
+    let depth = bucket_depth(1_250_000);
+    f.credits = [depth, depth, 0, 0, 0, 0, 0, 0];
+    // Both idle: the clean path, though farther, for both policies.
+    assert_eq!(earliest_arrival(&f, 1500), Some(1));
+    assert_eq!(min_rtt(&f, 1500), Some(1));
+    // 6 ms queued on the clean path (13.5 + 1.2 ms) still beats the lossy
+    // one (5 + 10 + 1.2); 10 ms does not.
+    f.credits[1] = depth - 7_500;
+    assert_eq!(earliest_arrival(&f, 1500), Some(1));
+    f.credits[1] = depth - 12_500;
+    assert_eq!(earliest_arrival(&f, 1500), Some(0));
+    // min-rtt spills to the lossy path only once the clean bucket is short.
+    f.credits[1] = 1_500;
+    assert_eq!(min_rtt(&f, 1500), Some(1));
+    f.credits[1] = 1_000;
+    assert_eq!(min_rtt(&f, 1500), Some(0));
+    // Without the loss the nearer path is first for both.
+    f.states[0].loss_ppm = 0;
+    f.credits = [depth, depth, 0, 0, 0, 0, 0, 0];
+    assert_eq!(earliest_arrival(&f, 1500), Some(0));
+    assert_eq!(min_rtt(&f, 1500), Some(0));
+    // At most 50 ms: the most loss a path state says.
+    f.states[0].loss_ppm = MAX_LOSS_PPM;
+    assert_eq!(loss_penalty_us(&f.states[0]), 50_000);
+}
+
 /// earliest-arrival as the data path runs it: on path states the controller
 /// marked with [`mark_unbridgeable`].
 fn marked_earliest_arrival(f: &mut Fixed) -> Option<usize> {

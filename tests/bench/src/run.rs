@@ -593,6 +593,7 @@ mod tests {
             owd_us: 0,
             buffer_ms: 0.0,
             unbridgeable: false,
+            random_loss_pct: 0.0,
             delivery_mbit: None,
             peer_loss_pct: None,
             rx_loss: 0.0,
