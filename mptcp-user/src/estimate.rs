@@ -482,13 +482,17 @@ const RANDOM_LOSS_MIN_PACKETS: f64 = 300.0;
 /// link's, a dirty line's), which the inner flows pay for in halved windows
 /// whatever the path's rate says. Loss while a queue stands is the path's
 /// buffer overflowing, which the rate estimate answers, and does not count.
-/// An exponentially weighted ratio over about 3 s of reports.
+/// An exponentially weighted ratio over about 3 s of reports; a path that
+/// carries too little to tell keeps its last figure (no evidence is not no
+/// loss: a lossy path left idle would otherwise be forgotten, taken back
+/// and measured again, every few seconds).
 #[derive(Clone, Debug, Default)]
 pub struct RandomLoss {
     /// The peer's cumulative (packets, lost) at the last report, and when.
     prev: Option<(u64, u64, u64)>,
     packets: f64,
     lost: f64,
+    ppm: u32,
 }
 
 impl RandomLoss {
@@ -498,7 +502,7 @@ impl RandomLoss {
     pub fn on_report(&mut self, now_us: u64, packets: u64, lost: u64, queue_us: Option<u64>, threshold_us: u64) {
         let Some((t, p, l)) = self.prev.replace((now_us, packets, lost)) else { return };
         if now_us <= t || packets < p || lost < l {
-            *self = RandomLoss { prev: self.prev, ..Default::default() }; // the peer restarted its counters
+            *self = RandomLoss { prev: self.prev, ppm: self.ppm, ..Default::default() }; // the peer restarted its counters
             return;
         }
         let keep = (-((now_us - t) as f64) / RANDOM_LOSS_WINDOW_US).exp();
@@ -509,16 +513,15 @@ impl RandomLoss {
         }
         self.packets += (packets - p + lost - l) as f64;
         self.lost += (lost - l) as f64;
+        if self.packets >= RANDOM_LOSS_MIN_PACKETS {
+            self.ppm = (self.lost / self.packets * 1e6).round() as u32;
+        }
     }
 
-    /// The share of packets lost at random, parts per million (0: too few
-    /// packets to tell).
+    /// The share of packets lost at random, parts per million (0: none
+    /// seen, or never enough packets to tell).
     pub fn ppm(&self) -> u32 {
-        if self.packets < RANDOM_LOSS_MIN_PACKETS {
-            0
-        } else {
-            (self.lost / self.packets * 1e6).round() as u32
-        }
+        self.ppm
     }
 }
 
@@ -1077,7 +1080,13 @@ mod tests {
             r.on_report(t, packets, lost, Some(40_000), 10_000);
         }
         assert!((19_000..=21_000).contains(&r.ppm()), "{}", r.ppm());
-        // The loss stops: within 10 s it is forgotten.
+        // Left idle (no data: the probes are not counted), it keeps its figure.
+        for _ in 0..300 {
+            t += 100_000;
+            r.on_report(t, packets, lost, None, 10_000);
+        }
+        assert!((19_000..=21_000).contains(&r.ppm()), "{}", r.ppm());
+        // The loss stops on a path in use: within 10 s it is forgotten.
         for _ in 0..100 {
             t += 100_000;
             packets += 100;

@@ -716,6 +716,46 @@ fn the_estimate_follows_a_mid_run_rate_change_through_the_wan_emulator() -> Resu
     Ok(())
 }
 
+/// Random loss on the wire: a near path (2 ms) that loses 3 % of what the
+/// client sends, beside a clean one 6 ms away, both 10 Mbit/s through the
+/// WAN emulator. The client measures the loss from the concentrator's
+/// reports while redundant keeps both paths busy; then min-rtt, which would
+/// send a light stream on the nearer path, sends it on the clean one: the
+/// loss counts as 15 ms more round trip.
+#[test]
+fn a_paths_random_loss_is_measured_and_min_rtt_keeps_off_it() -> Result<()> {
+    use mptcp_testbed::wan::{Direction, Shape};
+    let bed = Testbed::with_wan(1, 2)?;
+    for (k, delay_ms, loss_pct) in [(0, 6.0, 0.0), (1, 2.0, 3.0)] {
+        bed.wan().set(k, Direction::Up, &Shape { rate_mbit: 10.0, delay_ms, loss_pct, ..Shape::default() })?;
+        bed.wan().set(k, Direction::Down, &Shape { rate_mbit: 10.0, delay_ms, ..Shape::default() })?;
+    }
+    let cl = &bed.clients[0];
+    let _conc = start_conc(&bed, &[])?;
+    let client = start_client_config(&bed, 0, &shaped_config("redundant", [10, 10], false))?;
+    wait_subflows(&client, cl, 2)?;
+    // Every datagram on both paths: about 150 lost on the lossy one.
+    let copies = udp_stream_ordered(&bed.server, cl, server(5007), 5000, Duration::from_millis(1))?;
+    assert!(copies.received >= 4990, "redundant delivers through the loss: {copies:?}");
+    wait_status(&client, cl, "the near path's 3 % loss measured, none on the other", |s| {
+        let loss = |i| s.subflow(i).map_or(0.0, |f| f.random_loss_pct);
+        (2.0..=4.5).contains(&loss(1)) && loss(0) < 0.5
+    })?;
+    let (ok, out) = cli(&client, cl, &["policy", "set", "min-rtt"])?;
+    assert!(ok, "{out}");
+    let before = tx_packets(&client, cl)?;
+    let light = udp_stream_ordered(&bed.server, cl, server(5008), 2000, Duration::from_millis(1))?;
+    let after = tx_packets(&client, cl)?;
+    let (clean, lossy) = (after[0] - before[0], after[1] - before[1]);
+    eprintln!("min-rtt: clean {clean} lossy {lossy} {light:?}");
+    assert!(
+        lossy * 20 <= clean,
+        "a light stream goes on the clean path, not the nearer lossy one: clean {clean}, lossy {lossy}"
+    );
+    assert!(light.received >= 1990, "{light:?}");
+    Ok(())
+}
+
 /// earliest-arrival on the wire, over a near path (10 Mbit/s, 1 ms) and a far
 /// one (10 Mbit/s, 20 ms) through the WAN emulator, with the links' rates as
 /// hints: a stream the near path can carry stays on it; a heavier one spills
