@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use mptcp_common::classify::{ClassRule, DSCP_ANY, IPPROTO_TCP, IPPROTO_UDP};
-use mptcp_common::maps::{MAX_CLASSES, MAX_RULES};
+use mptcp_common::maps::{Connection, PathState, MAX_CLASSES, MAX_RULES};
+use mptcp_common::policy::auto_policy;
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 use mptcp_common::{ClassPolicy, Policy};
 use serde::{Deserialize, Serialize};
@@ -145,9 +146,13 @@ fn parse_ports(s: &str) -> Result<(u16, u16)> {
     Ok((lo, hi))
 }
 
-/// A class's policy value; `base` only with flowlet.
+/// A class's policy value; `base` only with flowlet. Auto stands for
+/// min-rtt until [`follow_auto`] has seen the connections' paths.
 pub fn class_policy(policy: Policy, base: Option<Policy>) -> Result<ClassPolicy> {
-    let mut cp = ClassPolicy::new(policy);
+    let mut cp = match policy {
+        Policy::Auto => ClassPolicy::auto(Policy::MinRtt),
+        p => ClassPolicy::new(p),
+    };
     match (policy, base) {
         (Policy::Flowlet, Some(b)) => {
             if !b.is_base() {
@@ -249,6 +254,54 @@ pub fn install(maps: &mut DataPathMaps, plan: &ClassPlan) -> Result<()> {
     Ok(())
 }
 
+/// A class's policy as the operator reads it: "auto (earliest-arrival)".
+pub fn describe(cp: ClassPolicy) -> String {
+    match cp.is_auto() {
+        true => format!("auto ({})", cp.policy().name()),
+        false => cp.policy().name().to_string(),
+    }
+}
+
+/// What auto stands for over these connections (each as its path states):
+/// [`auto_policy`] where they all agree on earliest-arrival, else min-rtt.
+/// The class policies are the data path's, shared by its connections: a
+/// concentrator serving clients whose paths differ runs min-rtt for all.
+pub fn auto_over<'a>(connections: impl IntoIterator<Item = &'a [PathState]>) -> Policy {
+    let mut any = false;
+    for states in connections {
+        if !states.iter().any(|p| p.established()) {
+            continue;
+        }
+        any = true;
+        if auto_policy(states) != Policy::EarliestArrival {
+            return Policy::MinRtt;
+        }
+    }
+    if any {
+        Policy::EarliestArrival
+    } else {
+        Policy::MinRtt
+    }
+}
+
+/// Keep the classes set to auto on what it stands for now ([`auto_over`] the
+/// data path's connections): one map write per class that changes, none
+/// otherwise. Returns the policy auto stands for if a class changed.
+pub fn follow_auto(maps: &mut DataPathMaps) -> Result<Option<Policy>> {
+    let connections: Vec<Connection> = maps.connections.iter().filter_map(|e| e.ok().map(|(_, c)| c)).collect();
+    let states: Vec<Vec<PathState>> = connections.iter().map(|c| c.subflows.map(|s| s.path).to_vec()).collect();
+    let now = auto_over(states.iter().map(|s| s.as_slice()));
+    let mut changed = None;
+    for class in 0..MAX_CLASSES {
+        let cp = maps.class_policy(class)?;
+        if cp.is_auto() && cp.policy() != now {
+            maps.set_class_policy(class, ClassPolicy::auto(now))?;
+            changed = Some(now);
+        }
+    }
+    Ok(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +342,27 @@ mod tests {
         assert_eq!((p.rules[1].class, p.rules[1].dscp, p.rules[1].proto), (1, 46, 0));
         assert_eq!((p.rules[2].class, p.rules[2].family, p.rules[2].prefix_len), (2, FAMILY_V4, 16));
         assert_eq!(&p.rules[2].prefix[..4], &[10, 8, 0, 0]);
+    }
+
+    #[test]
+    fn auto_stands_for_what_every_connection_agrees_on() {
+        use mptcp_common::maps::{PATH_ESTABLISHED, PATH_UP};
+        let at = |owd_us: u32| PathState { flags: PATH_ESTABLISHED | PATH_UP, owd_us, ..Default::default() };
+        let unequal = [at(500), at(12_500)];
+        let equal = [at(500), at(900)];
+        assert_eq!(auto_over([&unequal[..]]), Policy::EarliestArrival);
+        assert_eq!(auto_over([&equal[..]]), Policy::MinRtt);
+        assert_eq!(auto_over([&unequal[..], &equal[..]]), Policy::MinRtt);
+        // Connections without an established path, or none: min-rtt, and
+        // they do not outvote the others.
+        let none = [PathState::default(); 2];
+        assert_eq!(auto_over([&none[..]]), Policy::MinRtt);
+        assert_eq!(auto_over([&unequal[..], &none[..]]), Policy::EarliestArrival);
+        assert_eq!(auto_over(std::iter::empty::<&[PathState]>()), Policy::MinRtt);
+        // Set to auto, a class runs min-rtt until the paths are seen.
+        let cp = class_policy(Policy::Auto, None).unwrap();
+        assert_eq!((cp.chosen(), cp.policy()), (Policy::Auto, Policy::MinRtt));
+        assert!(class_policy(Policy::Flowlet, Some(Policy::Auto)).is_err(), "flowlet's base must be a policy");
     }
 
     #[test]

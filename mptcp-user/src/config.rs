@@ -157,7 +157,7 @@ fn default_port() -> u16 {
     DEFAULT_PORT
 }
 fn default_policy() -> PolicyName {
-    PolicyName(Policy::MinRtt)
+    PolicyName(Policy::Auto)
 }
 fn default_bond_name() -> String {
     "mpbond0".into()
@@ -389,7 +389,7 @@ backup = true
         assert_eq!(c.paths.len(), 2);
         assert_eq!(c.paths[0].rate_bytes_per_sec(), 1_250_000);
         assert!(c.paths[1].backup);
-        assert_eq!(c.policy().unwrap(), Policy::MinRtt);
+        assert_eq!(c.policy().unwrap(), Policy::Auto, "the default policy");
     }
 
     #[test]

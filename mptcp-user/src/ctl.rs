@@ -35,6 +35,9 @@ pub struct PolicyChoice {
     pub policy: PolicyName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<PolicyName>,
+    /// auto only, when shown: the policy it stands for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<PolicyName>,
 }
 
 /// New hints for a path (by name or interface); unset fields stay.

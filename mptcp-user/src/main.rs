@@ -119,7 +119,7 @@ struct UpArgs {
     psk: Option<String>,
     #[arg(long)]
     port: Option<u16>,
-    /// The default class's policy.
+    /// The default class's policy (auto when unset).
     #[arg(long, value_parser = policy_names())]
     policy: Option<PolicyName>,
     #[arg(long)]
@@ -286,7 +286,7 @@ fn real_main(cli: Cli) -> Result<()> {
             PolicyAction::Set { policy, class, base, instance } => {
                 // Refuse a bad name here, before asking anyone.
                 mptcp_user::classes::class_policy(policy.0, base.map(|b| b.0))?;
-                print_answer(ask(&instance, Request::PolicySet(ctl::PolicyChoice { class, policy, base }))?);
+                print_answer(ask(&instance, Request::PolicySet(ctl::PolicyChoice { class, policy, base, now: None }))?);
                 Ok(())
             }
         },
@@ -298,9 +298,10 @@ fn print_answer(r: Response) {
         Response::Ok(line) => println!("{line}"),
         Response::Policies(all) => {
             for c in all {
-                match c.base {
-                    Some(b) => println!("{}: {} (base {b})", c.class, c.policy),
-                    None => println!("{}: {}", c.class, c.policy),
+                match (c.base, c.now) {
+                    (Some(b), _) => println!("{}: {} (base {b})", c.class, c.policy),
+                    (None, Some(now)) => println!("{}: {} (now {now})", c.class, c.policy),
+                    (None, None) => println!("{}: {}", c.class, c.policy),
                 }
             }
         }

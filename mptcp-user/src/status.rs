@@ -102,7 +102,7 @@ pub fn collect_from(
         role: state.as_ref().map(|s| format!("{:?}", s.role).to_lowercase()),
         bond: state.as_ref().map(|s| s.bond.clone()),
         controller_pid,
-        policy: maps.policy().map(|p| p.name().to_string()).unwrap_or_else(|e| e.to_string()),
+        policy: maps.class_policy(0).map(crate::classes::describe).unwrap_or_else(|e| e.to_string()),
         connections,
         drops: maps.drops().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
         control: maps.control_counters().into_iter().map(|(c, n)| (c.name().to_string(), n)).collect(),

@@ -756,6 +756,46 @@ fn a_paths_random_loss_is_measured_and_min_rtt_keeps_off_it() -> Result<()> {
     Ok(())
 }
 
+/// auto, the default policy, on the wire: over paths 1 and 25 ms away it
+/// stands for earliest-arrival; when the far path comes near (the emulator's
+/// delay cut mid-run), for min-rtt. `policy show` and `status` say both.
+#[test]
+fn auto_follows_the_paths_delays() -> Result<()> {
+    use mptcp_testbed::wan::{Direction, Shape};
+    let bed = Testbed::with_wan(1, 2)?;
+    let shape = |delay_ms: f64| Shape { rate_mbit: 10.0, delay_ms, ..Shape::default() };
+    for (k, delay_ms) in [(0, 1.0), (1, 25.0)] {
+        bed.wan().set(k, Direction::Up, &shape(delay_ms))?;
+        bed.wan().set(k, Direction::Down, &shape(delay_ms))?;
+    }
+    let cl = &bed.clients[0];
+    let _conc = start_conc(&bed, &[])?;
+    let mut config = shaped_config("min-rtt", [10, 10], false);
+    config.policy = Config::new(Role::Client).policy; // unset: the default
+    let client = start_client_config(&bed, 0, &config)?;
+    wait_subflows(&client, cl, 2)?;
+    let shows = |want: &str| -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (ok, out) = cli(&client, cl, &["policy", "show"])?;
+            if ok && out.contains(want) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("`policy show` never said {want:?}: {out}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    shows("default: auto (now earliest-arrival)")?;
+    assert_eq!(client.status(cl)?.policy, "auto (earliest-arrival)");
+    bed.wan().set(1, Direction::Up, &shape(1.0))?;
+    bed.wan().set(1, Direction::Down, &shape(1.0))?;
+    shows("default: auto (now min-rtt)")?;
+    assert_eq!(client.status(cl)?.policy, "auto (min-rtt)");
+    Ok(())
+}
+
 /// earliest-arrival on the wire, over a near path (10 Mbit/s, 1 ms) and a far
 /// one (10 Mbit/s, 20 ms) through the WAN emulator, with the links' rates as
 /// hints: a stream the near path can carry stays on it; a heavier one spills

@@ -156,7 +156,7 @@ fn runtime_changes_survive_a_restart_that_adopts_the_data_path() -> Result<()> {
     restart(&mut client, Signal::SIGINT, "fresh")?;
     assert!(!client.output().contains("adopting"), "{}", client.output());
     let (ok, out) = cli(&client, cl, &["policy", "show"])?;
-    assert!(ok && out.contains("default: min-rtt"), "a fresh start uses the config's policy: {out}");
+    assert!(ok && out.contains("default: auto"), "a fresh start uses the config's policy (none: auto): {out}");
     wait_subflows(&client, cl, 2)?;
     let s = client.status(cl)?;
     let f = sub(&s, 1);

@@ -11,6 +11,7 @@
 //! stopped beats dropping every packet, e.g. while the peer restarts).
 
 mod active_backup;
+mod auto;
 pub mod bucket;
 mod earliest_arrival;
 mod flowlet;
@@ -20,6 +21,7 @@ mod redundant;
 mod weighted;
 
 pub use active_backup::active_backup;
+pub use auto::{auto_policy, AUTO_SPREAD_US};
 pub use bucket::{backlog, bucket_credit, bucket_depth, bucket_spend};
 pub use earliest_arrival::{arrival_us, bridgeable, earliest_arrival, mark_unbridgeable};
 pub use flowlet::{flowlet, flowlet_entry, FLOWLET_MARGIN_NS};
@@ -51,16 +53,22 @@ pub enum Policy {
     /// A flow keeps its subflow until it pauses longer than the paths' delay
     /// difference; then the class's base policy places it again.
     Flowlet = 5,
+    /// earliest-arrival where the paths' delays differ, min-rtt where they
+    /// do not ([`auto_policy`]). The controller resolves it: a class set to
+    /// auto is stored as what auto stands for now, flagged
+    /// ([`ClassPolicy::auto`]), so the data path runs the policy itself.
+    Auto = 6,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 6] = [
+    pub const ALL: [Policy; 7] = [
         Policy::MinRtt,
         Policy::ActiveBackup,
         Policy::Weighted,
         Policy::Redundant,
         Policy::EarliestArrival,
         Policy::Flowlet,
+        Policy::Auto,
     ];
 
     pub const fn from_u8(v: u8) -> Option<Policy> {
@@ -71,6 +79,7 @@ impl Policy {
             3 => Some(Policy::Redundant),
             4 => Some(Policy::EarliestArrival),
             5 => Some(Policy::Flowlet),
+            6 => Some(Policy::Auto),
             _ => None,
         }
     }
@@ -83,6 +92,7 @@ impl Policy {
             Policy::Redundant => "redundant",
             Policy::EarliestArrival => "earliest-arrival",
             Policy::Flowlet => "flowlet",
+            Policy::Auto => "auto",
         }
     }
 
@@ -93,7 +103,7 @@ impl Policy {
     /// Whether flowlet may re-place flows with this policy: one subflow per
     /// packet, and not flowlet itself.
     pub const fn is_base(self) -> bool {
-        !matches!(self, Policy::Redundant | Policy::Flowlet)
+        !matches!(self, Policy::Redundant | Policy::Flowlet | Policy::Auto)
     }
 }
 
@@ -107,21 +117,41 @@ pub struct ClassPolicy {
     pub base: u8,
     /// Reserved (0): copies per packet for redundant, once the data path can rank them.
     pub copies: u8,
-    pub _pad: u8,
+    /// 1: the class is set to [`Policy::Auto`], and `policy` is what auto
+    /// stands for now (the controller keeps it so); the data path ignores it.
+    pub auto: u8,
 }
 
 impl ClassPolicy {
     pub const fn new(policy: Policy) -> Self {
-        Self { policy: policy as u8, base: Policy::MinRtt as u8, copies: 0, _pad: 0 }
+        Self { policy: policy as u8, base: Policy::MinRtt as u8, copies: 0, auto: 0 }
+    }
+    /// A class set to [`Policy::Auto`], standing for `now`.
+    pub const fn auto(now: Policy) -> Self {
+        Self { auto: 1, ..Self::new(now) }
+    }
+    pub const fn is_auto(&self) -> bool {
+        self.auto != 0
+    }
+    /// The policy chosen for the class: [`Policy::Auto`], or the one it runs.
+    pub const fn chosen(&self) -> Policy {
+        if self.is_auto() {
+            Policy::Auto
+        } else {
+            self.policy()
+        }
     }
     pub const fn with_base(mut self, base: Policy) -> Self {
         self.base = base as u8;
         self
     }
+    /// The policy the data path runs: a bare auto value (never written: a
+    /// class set to auto holds what it stands for) or an unknown one runs
+    /// min-rtt. (So the data path has no auto case to verify.)
     pub const fn policy(&self) -> Policy {
         match Policy::from_u8(self.policy) {
+            Some(Policy::Auto) | None => Policy::MinRtt,
             Some(p) => p,
-            None => Policy::MinRtt,
         }
     }
     /// The policy flowlet falls back to (min-rtt when unset or unusable).
@@ -190,7 +220,8 @@ pub fn decide<P: Paths>(
     };
     let mut d = Decision { subflow: NONE, replicas: 0, by: base, wrr_clock: sched.wrr_clock };
     match base {
-        Policy::MinRtt | Policy::Flowlet => d.subflow = min_rtt(paths, pkt_len)?,
+        // (ClassPolicy::policy never gives auto.)
+        Policy::MinRtt | Policy::Flowlet | Policy::Auto => d.subflow = min_rtt(paths, pkt_len)?,
         Policy::ActiveBackup => d.subflow = active_backup(paths)?,
         Policy::EarliestArrival => d.subflow = earliest_arrival(paths, pkt_len)?,
         Policy::Weighted => (d.subflow, d.wrr_clock) = weighted(paths, sched, pkt_len)?,

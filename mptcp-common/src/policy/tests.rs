@@ -173,6 +173,28 @@ fn a_lossy_path_takes_what_the_clean_one_cannot_carry_within_its_penalty() {
     assert_eq!(loss_penalty_us(&f.states[0]), 50_000);
 }
 
+#[test]
+fn auto_is_earliest_arrival_where_the_delays_differ_and_min_rtt_where_not() {
+    let at = |owd_us: u32| PathState { owd_us, ..path(LIVE, 0, 2 * owd_us, 1_250_000) };
+    // A demo box's three uplinks, all within a millisecond: min-rtt.
+    assert_eq!(auto_policy(&[at(300), at(400), at(600)]), Policy::MinRtt);
+    // 1 ms beside 25 ms, or DSL beside a satellite: earliest-arrival.
+    assert_eq!(auto_policy(&[at(500), at(12_500)]), Policy::EarliestArrival);
+    assert_eq!(auto_policy(&[at(20_000), at(300_000)]), Policy::EarliestArrival);
+    // Just under the spread, and a path whose delay is not known yet: min-rtt.
+    assert_eq!(auto_policy(&[at(10_000), at(19_999)]), Policy::MinRtt);
+    assert_eq!(auto_policy(&[at(10_000), PathState { owd_us: 0, srtt_us: 0, ..at(1) }]), Policy::MinRtt);
+    // Only the usable tier counts: a far backup does not make the paths unequal.
+    let backup = PathState { flags: LIVE | PATH_BACKUP, ..at(300_000) };
+    assert_eq!(auto_policy(&[at(10_000), backup]), Policy::MinRtt);
+    assert_eq!(auto_policy(&[]), Policy::MinRtt);
+    // A class set to auto runs what it stands for, and says it was auto.
+    let cp = ClassPolicy::auto(Policy::EarliestArrival);
+    assert_eq!((cp.policy(), cp.chosen()), (Policy::EarliestArrival, Policy::Auto));
+    assert_eq!(ClassPolicy::new(Policy::Weighted).chosen(), Policy::Weighted);
+    assert!(!Policy::Auto.is_base(), "flowlet's base must be a policy the data path runs");
+}
+
 /// earliest-arrival as the data path runs it: on path states the controller
 /// marked with [`mark_unbridgeable`].
 fn marked_earliest_arrival(f: &mut Fixed) -> Option<usize> {

@@ -105,6 +105,7 @@ pub(crate) async fn run<R: Role>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (_server, mut local) = local::serve(&cfg.instance)?;
     let mut errors = ErrorLog::default();
+    let mut auto_followed = Instant::now();
     if let Some(line) = cfg.ready {
         println!("{line}");
     }
@@ -142,7 +143,19 @@ pub(crate) async fn run<R: Role>(
                         }
                     }
                 }
-                role.on_tick().await
+                let r = role.on_tick().await;
+                if auto_followed.elapsed() >= AUTO_EVERY {
+                    auto_followed = Instant::now();
+                    match crate::classes::follow_auto(role.maps()) {
+                        Ok(Some(p)) => tracing::info!(policy = p.name(), "auto now stands for another policy"),
+                        Ok(None) => {}
+                        Err(e) => {
+                            role.maps().bump(ControlCounter::EventErrors);
+                            errors.report("auto policy", &e);
+                        }
+                    }
+                }
+                r
             }
             Input::Net(ev) => role.on_net(ev).await,
             Input::Local(local::LocalRequest { request, reply }) => {
@@ -174,6 +187,10 @@ pub(crate) async fn run<R: Role>(
         }
     }
 }
+
+/// How often the classes set to auto are brought in line with the paths
+/// (their delays change slowly; each look reads every connection).
+const AUTO_EVERY: Duration = Duration::from_secs(1);
 
 /// Peer messages handled ahead of a tick, at most.
 const PEERS_BEFORE_TICK: usize = 256;

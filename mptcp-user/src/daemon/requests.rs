@@ -42,10 +42,14 @@ pub fn policy_set(maps: &mut DataPathMaps, instance: &str, choice: PolicyChoice)
         )));
     };
     maps.set_class_policy(id as u32, cp)?;
+    if cp.is_auto() {
+        classes::follow_auto(maps)?;
+    }
     st.runtime.record_policy(&choice);
     st.store(instance)?;
-    tracing::info!(class = %choice.class, policy = cp.policy().name(), "policy switched");
-    Ok(Response::Ok(format!("instance {instance}, class {}: {}", choice.class, cp.policy().name())))
+    let name = classes::describe(maps.class_policy(id as u32)?);
+    tracing::info!(class = %choice.class, policy = %name, "policy switched");
+    Ok(Response::Ok(format!("instance {instance}, class {}: {name}", choice.class)))
 }
 
 /// Each class and the policy the data path runs for it now.
@@ -55,7 +59,8 @@ pub fn policy_show(maps: &DataPathMaps, instance: &str) -> Handled<Response> {
     for (id, name) in names.iter().enumerate() {
         let cp = maps.class_policy(id as u32)?;
         let base = (cp.policy() == mptcp_common::Policy::Flowlet).then(|| PolicyName(cp.base()));
-        all.push(PolicyChoice { class: name.clone(), policy: PolicyName(cp.policy()), base });
+        let now = cp.is_auto().then(|| PolicyName(cp.policy()));
+        all.push(PolicyChoice { class: name.clone(), policy: PolicyName(cp.chosen()), base, now });
     }
     Ok(Response::Policies(all))
 }

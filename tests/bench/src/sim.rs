@@ -27,7 +27,8 @@ use std::collections::HashSet;
 
 use mptcp_common::maps::{Bucket, PathState, MAX_SUBFLOWS};
 use mptcp_common::policy::{
-    bucket_credit, bucket_spend, commit, decide, mark_unbridgeable, ConnectionPaths, FlowletEntry, SchedState,
+    auto_policy, bucket_credit, bucket_spend, commit, decide, mark_unbridgeable, ConnectionPaths, FlowletEntry,
+    SchedState,
 };
 use mptcp_common::wire::wire_len;
 use mptcp_common::{ClassPolicy, Policy};
@@ -235,7 +236,7 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
     events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     let mut next_event = 0;
     let mut next_probe = T0 + probe_ns;
-    let class = ClassPolicy::new(policy);
+    let class = if policy == Policy::Auto { ClassPolicy::auto(Policy::MinRtt) } else { ClassPolicy::new(policy) };
     let mut buckets = [Bucket::default(); MAX_SUBFLOWS];
     let mut sched = SchedState::default();
     let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
@@ -307,6 +308,8 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
         }
         let n = links.len().min(MAX_SUBFLOWS);
         mark_unbridgeable(&mut states[..n]); // as the controller writes them
+                                             // Auto stands for what the paths make it, as the controller keeps it.
+        let class = if class.is_auto() { ClassPolicy::auto(auto_policy(&states[..n])) } else { class };
         let paths = ConnectionPaths { states: &states[..n], buckets: &buckets, now_ns: now };
         let f = &mut flows[fi];
         let size = f.size;
