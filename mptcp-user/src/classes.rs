@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use mptcp_common::classify::{ClassRule, DSCP_ANY, IPPROTO_TCP, IPPROTO_UDP};
-use mptcp_common::maps::{Connection, PathState, MAX_CLASSES, MAX_RULES};
+use mptcp_common::maps::{PathState, MAX_CLASSES, MAX_RULES, MAX_SUBFLOWS};
 use mptcp_common::policy::auto_policy;
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 use mptcp_common::{ClassPolicy, Policy};
@@ -288,9 +288,9 @@ pub fn auto_over<'a>(connections: impl IntoIterator<Item = &'a [PathState]>) -> 
 /// data path's connections): one map write per class that changes, none
 /// otherwise. Returns the policy auto stands for if a class changed.
 pub fn follow_auto(maps: &mut DataPathMaps) -> Result<Option<Policy>> {
-    let connections: Vec<Connection> = maps.connections.iter().filter_map(|e| e.ok().map(|(_, c)| c)).collect();
-    let states: Vec<Vec<PathState>> = connections.iter().map(|c| c.subflows.map(|s| s.path).to_vec()).collect();
-    let now = auto_over(states.iter().map(|s| s.as_slice()));
+    let states: Vec<[PathState; MAX_SUBFLOWS]> =
+        maps.connections.iter().filter_map(|e| e.ok()).map(|(_, c)| c.subflows.map(|s| s.path)).collect();
+    let now = auto_over(states.iter().map(|s| &s[..]));
     let mut changed = None;
     for class in 0..MAX_CLASSES {
         let cp = maps.class_policy(class)?;
