@@ -192,8 +192,9 @@ pub struct Capacity {
     /// The path was found full at least once: the estimate is a measured
     /// capacity, not just a lower bound.
     measured: bool,
-    /// Mean difference between successive one-way delay samples (µs): the
-    /// path's jitter, which a queue must stand clear of.
+    /// Mean height above the floor of the one-way delay samples of a
+    /// lightly used path (µs): half the range the path's jitter spreads
+    /// delays over, which a queue must stand clear of.
     jitter_us: u64,
     /// The least queue this end's round trips showed over the last span: a
     /// queue that stood, not a round trip that jitter drew out.
@@ -286,14 +287,19 @@ impl Capacity {
         });
         if let Some(d) = owd {
             self.floor.sample(now_us, d);
-            // Mean successive difference, gain 1/8, of samples near the floor:
-            // there the path holds no queue, so what moves them is jitter (a
-            // queue filling and draining between reports moves them too,
-            // and must not pass for jitter).
-            let near = |v: i64| self.floor.get().is_some_and(|f| v - f < JITTER_BAND_US);
-            if let Some(prev) = self.history.back().and_then(|e| e.3).filter(|&p| near(p) && near(d)) {
-                let step = d.abs_diff(prev);
-                self.jitter_us = self.jitter_us - self.jitter_us / 8 + step / 8;
+            // Mean height above the floor, gain 1/8, of samples near it on a
+            // lightly used path: half the range jitter spreads delays over.
+            // Not under load: a link that keeps order holds each packet
+            // behind those jitter delayed, so under load its samples sit
+            // steadily near the range's top, and neither their height (a
+            // queue it is not) nor their steadiness (no jitter) is the
+            // path's jitter. Nor far above the floor: that is a queue.
+            let light = self
+                .history
+                .back()
+                .is_some_and(|&(t, _, r, _, _)| now_us > t && (received - r) * 1_000_000 / (now_us - t) < SEED_MIN);
+            if let Some(h) = self.floor.get().map(|f| d - f).filter(|&h| light && h < JITTER_BAND_US) {
+                self.jitter_us = self.jitter_us - self.jitter_us / 8 + h as u64 / 8;
             }
         }
         self.history.push_back((now_us, sent, received, owd, busy));
@@ -335,11 +341,14 @@ impl Capacity {
         // What was sent over the span a round trip earlier: what the
         // peer's counters over this span can have seen.
         let offered = self.sent_between(t0, now_us, shift) * 1_000_000 / span;
-        let queued_now = newest_fresh && queue_now_us >= SATURATED_QUEUE_US + spread_us / 2;
+        // A queue stands clear of the jitter's range (a jittery path under
+        // load sits near its top) and of half the window's spread.
+        let standing_us = SATURATED_QUEUE_US + spread_us / 2 + 2 * self.jitter_us;
+        let queued_now = newest_fresh && queue_now_us >= standing_us;
         let loaded = self.rate == 0 || offered * 100 >= self.rate * LOADED_PCT;
         let overflowing = offered * 100 > delivered * OVERFLOWING_PCT;
         let saturated = continuous
-            && queue_us >= SATURATED_QUEUE_US + spread_us / 2
+            && queue_us >= standing_us
             && offered * 100 >= delivered * SATURATED_OFFERED_PCT
             && (loaded || overflowing)
             && delivered > 0;
@@ -418,7 +427,7 @@ impl Capacity {
             && delivered * 100 >= offered * OVER_DELIVERED_PCT
             // No queue, beyond what the path's jitter draws out (an LTE
             // path's samples seldom all sit on the floor).
-            && queue_us < UNQUEUED_US + self.jitter_us
+            && queue_us < UNQUEUED_US + 2 * self.jitter_us
             // A path loaded from its first packet shows no floor of one-way
             // delays to see its queue by; the round trips, measured against
             // a minimum taken before, still do.
@@ -753,6 +762,14 @@ mod tests {
                 .collect()
         }
 
+        /// `secs` seconds of probes alone (1 kB a report) over a path whose
+        /// one-way delay jitters over `range_us`.
+        fn probes_only(&mut self, secs: u64, jitter: &mut Jitter, range_us: u64) {
+            for _ in 0..secs * 10 {
+                self.report(1_000, 1_000, jitter.next_us(range_us), false);
+            }
+        }
+
         /// 100 ms in which `sent` bytes went out and `got` arrived, the
         /// peer's latest sample showing `queue_us` of queueing.
         fn report(&mut self, sent: u64, got: u64, queue_us: u32, busy: bool) {
@@ -1012,18 +1029,19 @@ mod tests {
 
     #[test]
     fn jitter_is_not_a_standing_queue() {
-        // Traffic at 0.8 MB/s, all delivered, over a path whose one-way delay
-        // jitters uniformly over 20 ms: no second's samples all stand above
-        // the floor by more than the jitter, so no saturation, and the
-        // estimate stays where it was.
+        // A path whose one-way delay jitters uniformly over 20 ms when
+        // lightly used; under 0.8 MB/s, all delivered, it keeps order, so its
+        // samples sit near the range's top (16–20 ms above the floor): no
+        // queue, no saturation, and the estimate stays where it was.
         let mut m = Model::new();
         m.drive(5, 2_000_000, 1_250_000, 0);
         m.drive(3, 800_000, 1_250_000, 0);
         let r = m.c.get();
         assert!(r >= 1_000_000, "{r}");
         let mut jitter = Jitter(7);
+        m.probes_only(3, &mut jitter, 20_000);
         for _ in 0..300 {
-            m.report(80_000, 80_000, jitter.next_us(20_000), false);
+            m.report(80_000, 80_000, 16_000 + jitter.next_us(4_000), false);
         }
         assert!(m.c.get() >= r, "{} fell below {r}", m.c.get());
     }
@@ -1032,16 +1050,33 @@ mod tests {
     fn a_jittery_path_held_back_by_its_estimate_grows() {
         // Found full at 10 Mbit/s; now it could carry twice that, but the
         // scheduler holds it to its estimate, and its one-way delay jitters
-        // uniformly over 20 ms (an LTE path).
+        // over 20 ms (an LTE path), under load near the range's top.
         let mut m = Model::new();
         m.drive(5, 2_000_000, 1_250_000, 0);
         let r = m.c.get();
         let mut jitter = Jitter(7);
+        m.probes_only(3, &mut jitter, 20_000);
         for _ in 0..60 {
             let at = m.c.get() / 10;
-            m.report(at, at, jitter.next_us(20_000), true);
+            m.report(at, at, 12_000 + jitter.next_us(8_000), true);
         }
         assert!(m.c.get() >= r * 3 / 2, "{} from {r}", m.c.get());
+    }
+
+    #[test]
+    fn jitter_is_learnt_while_the_path_is_light() {
+        // Under load the samples of a path that keeps order stand still near
+        // the range's top; taken for the path's jitter they would make it
+        // look jitter-free and queued.
+        let mut m = Model::new();
+        let mut jitter = Jitter(3);
+        m.probes_only(3, &mut jitter, 20_000);
+        let learnt = m.c.queue_threshold_us();
+        assert!((25_000..=35_000).contains(&learnt), "{learnt}");
+        for _ in 0..50 {
+            m.report(100_000, 100_000, 19_000 + jitter.next_us(500), false);
+        }
+        assert_eq!(m.c.queue_threshold_us(), learnt);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   kept) and random loss; events change or cut links at their time;
 //! - the controller's view, by the controller's own per-subflow monitor
 //!   (`mptcp_user::monitor::PathMonitor`, unchanged): every probe interval
-//!   each path's RTT is sampled (2 × delay + the queue at that moment) and
+//!   each path's RTT is sampled (a probe through the link's queue, delay
+//!   and jitter, answered over the delay) and
 //!   the receiver's report (wire bytes and packets received so far, the
 //!   latest one-way delay) goes into its feedback and capacity estimate; the
 //!   path state the policies read is the monitor's; `down_after` missed
@@ -283,9 +284,13 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                 // A `set` event may have changed the link's rate, and the hint follows it.
                 l.monitor.hint = hint(k, l.rate_bps);
                 if l.alive && rng.next_f64() >= l.loss {
-                    let queued = l.free_at.saturating_sub(next_probe);
+                    // The probe goes out behind the link's queue and, as the
+                    // link keeps order, behind any packet jitter held back;
+                    // its answer comes back over the delay alone.
+                    let jitter = (rng.next_f64() * l.jitter_ns as f64) as u64;
+                    let at = (l.free_at.max(next_probe) + l.delay_ns + jitter).max(l.last_arrival);
                     let now_us = next_probe / 1_000;
-                    l.monitor.on_rtt(now_us, (2 * l.delay_ns + queued) / 1_000);
+                    l.monitor.on_rtt(now_us, (at - next_probe + l.delay_ns) / 1_000);
                     l.monitor.on_report(now_us, l.rx, l.sent_wire, Some(bucket), false);
                     l.missed = 0;
                     l.up = true;
