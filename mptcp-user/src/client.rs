@@ -650,15 +650,18 @@ impl Client {
                 }
                 p.monitor.on_rtt(now, now.saturating_sub(sent_us));
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
-                let before = (p.monitor.capacity.get(), p.monitor.buffer.get());
+                let before = (p.monitor.capacity.get(), p.monitor.buffer.get(), p.monitor.random_loss.ppm());
                 let bucket = self.maps.bucket(token, p.id);
                 p.monitor.on_report(now, rx, sent, bucket.as_ref(), p.remote.is_ipv6());
-                let after = (p.monitor.capacity.get(), p.monitor.buffer.get());
+                let after = (p.monitor.capacity.get(), p.monitor.buffer.get(), p.monitor.random_loss.ppm());
                 if after.0 != before.0 {
                     tracing::debug!(path = p.name(), mbit = after.0 as f64 * 8e-6, "capacity estimate");
                 }
                 if after.1 != before.1 {
                     tracing::debug!(path = p.name(), ms = after.1 as f64 / 1e3, "buffer estimate");
+                }
+                if after.2.abs_diff(before.2) >= 1_000 || (after.2 == 0) != (before.2 == 0) {
+                    tracing::debug!(path = p.name(), pct = after.2 as f64 / 1e4, "random loss estimate");
                 }
                 let measured = p.monitor.measurements();
                 self.event(i, Event::ProbeAnswered { now_us: now }).await?;

@@ -436,8 +436,31 @@ impl Capacity {
             && if self.measured {
                 busy_reports * 100 >= reports * PUSHED_PCT && offered * 100 >= self.rate * HELD_PCT
             } else {
-                busy_reports > 0
+                // A lower bound: any sign of it holding the scheduler back.
+                // Carrying most of it is one: earliest-arrival gives a path
+                // whose estimate is low a packet only when that packet's
+                // wait at the estimate beats the other paths', so its
+                // bucket seldom holds a packet when a report reads it.
+                busy_reports > 0 || offered * 100 >= self.rate * HELD_PCT
             };
+        tracing::trace!(
+            rate = self.rate,
+            delivered,
+            offered,
+            queue_us,
+            queue_now_us,
+            spread_us,
+            jitter_us = self.jitter_us,
+            rtt_queue_us = self.rtt_queue.get(),
+            busy_reports,
+            reports,
+            saturated,
+            over,
+            below,
+            first,
+            pushed,
+            "capacity span"
+        );
         let mut growth = self.growth;
         let held = now_us.saturating_sub(self.full_us) < PROBE_HOLD_US;
         let next = if saturated || over || below.is_some() {
@@ -1166,6 +1189,28 @@ mod tests {
         }
         let r = m.c.get();
         assert!(r > first && r <= 1_000_000, "{first} → {r}");
+    }
+
+    #[test]
+    fn a_lower_bound_carried_in_full_grows_though_never_caught_busy() {
+        // First estimated from a short queue at 0.4 MB/s, a path of 3 MB/s
+        // then carries 90 % of its estimate, a packet at a time (earliest-
+        // arrival gives a path estimated low no more): its bucket is empty
+        // whenever a report reads it, yet it grows, to its capacity within
+        // about 3 s.
+        let mut m = Model::new();
+        for q in [0, 15_000, 15_000, 15_000] {
+            m.report(40_000, 40_000, q, false);
+        }
+        let first = m.c.get();
+        assert!(first != 0 && first < 600_000 && !m.c.measured(), "{first}");
+        let mut series = vec![];
+        for _ in 0..30 {
+            let given = (m.c.get() / 10 * 9 / 10).min(300_000);
+            m.report(given, given, 0, false);
+            series.push(m.c.get());
+        }
+        assert!(m.c.get() >= 2_000_000, "{first} → {series:?}");
     }
 
     #[test]

@@ -17,8 +17,11 @@ struct Cli {
     /// network namespace is entered, so pins stay on the host's bpffs.
     #[arg(long, global = true)]
     netns: Option<String>,
-    /// Log filter (tracing env-filter syntax), e.g. `debug`.
-    #[arg(long, global = true, default_value = "info,netlink_packet_route=error", env = "MPTCP_LOG")]
+    /// Log filter (tracing env-filter syntax), e.g. `debug` or
+    /// `info,mptcp_user=debug`. The netlink libraries speak only of errors
+    /// unless the filter names them (they warn of every message they drop
+    /// as the controller stops).
+    #[arg(long, global = true, default_value = "info", env = "MPTCP_LOG")]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -221,11 +224,20 @@ fn ask(instance: &str, req: Request) -> Result<Response> {
     Ok(ctl::call(instance, &req)?)
 }
 
+/// The operator's filter, the netlink libraries held to errors unless it names them.
+fn log_filter(filter: &str) -> String {
+    if filter.contains("netlink") {
+        filter.to_string()
+    } else {
+        format!("{filter},netlink_packet_route=error,netlink_proto=error")
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
+            tracing_subscriber::EnvFilter::try_new(log_filter(&cli.log))
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)

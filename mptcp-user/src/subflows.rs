@@ -4,7 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Result;
-use mptcp_common::maps::{Connection, FlowKey, PathState, Subflow, SubflowKey, MAX_SUBFLOWS, PATH_UP};
+use mptcp_common::maps::{
+    Connection, FlowKey, PathState, Subflow, SubflowKey, MAX_SUBFLOWS, PATH_UNBRIDGEABLE, PATH_UP,
+};
 use mptcp_common::policy::mark_unbridgeable;
 use mptcp_common::template;
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
@@ -116,6 +118,12 @@ pub fn update_path(maps: &mut DataPathMaps, token: u32, id: u8, f: impl FnOnce(&
     }
     f(&mut slot.path);
     mark_paths(&mut conn);
+    for (i, (was, now)) in before.subflows.iter().zip(&conn.subflows).enumerate() {
+        let out = now.path.flags & PATH_UNBRIDGEABLE != 0;
+        if out != (was.path.flags & PATH_UNBRIDGEABLE != 0) {
+            tracing::debug!(token, subflow = i, left_out = out, "earliest-arrival: path beside the biggest");
+        }
+    }
     if conn != before {
         maps.connections.insert(token, conn, 0)?;
     }

@@ -60,7 +60,7 @@ impl Instance {
 
 pub fn start(ns: &Netns, name: &str, args: &[String], ready: &str) -> Result<Instance> {
     let mut cmd = ns.command(BIN);
-    cmd.args(["--log", "info,netlink_packet_route=error", "up", "--instance", name]).args(args);
+    cmd.args(["--log", "info", "up", "--instance", name]).args(args);
     let proc = Proc::spawn(cmd, log_path(name))?;
     let mut inst = Instance { name: name.to_string(), proc: Some(proc) };
     inst.proc().wait_for(ready, Duration::from_secs(20))?;
