@@ -212,10 +212,9 @@ fn launch(ns: &Netns, controller: &Path, log_dir: &Path, name: &str, config: &st
 /// Start a controller from `cfg` in `ns` and wait until it says `ready`.
 fn spawn(ns: &Netns, controller: &Path, cfg: &Path, log: PathBuf, ready: &str) -> Result<Proc> {
     let mut cmd = ns.command(controller.to_str().context("controller path is not UTF-8")?);
-    // The controllers' logs land in the report's logs/; MPTCP_LOG (e.g.
-    // `info,mptcp_user=debug`) asks them for more.
-    let filter = std::env::var("MPTCP_LOG").unwrap_or_else(|_| "info".into());
-    cmd.args(["--log", &filter, "up", "--config"]).arg(cfg);
+    // The controllers' logs land in the report's logs/; they read MPTCP_LOG
+    // (e.g. `info,mptcp_user=debug`) from the environment they inherit.
+    cmd.args(["up", "--config"]).arg(cfg);
     let mut p = Proc::spawn(cmd, log)?;
     p.wait_for(ready, Duration::from_secs(20))?;
     Ok(p)
