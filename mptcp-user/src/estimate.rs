@@ -352,6 +352,23 @@ impl Capacity {
             && offered * 100 >= delivered * SATURATED_OFFERED_PCT
             && (loaded || overflowing)
             && delivered > 0;
+        // A queue too short for `saturated` that still stood the whole
+        // window, and the round trips say so too (one-way samples alone could
+        // be the two clocks drifting apart), while the path delivered clearly
+        // less than its estimate under real load: the estimate is too high.
+        // On paths of equal delay, where earliest-arrival must place each
+        // packet within a millisecond or two, an estimate 60 % high holds a
+        // queue of only a few milliseconds, yet that queue reorders the
+        // inner flows at every packet the path takes.
+        let small_standing_us = UNQUEUED_US + spread_us / 2 + 2 * self.jitter_us;
+        let too_high = continuous
+            && self.rate != 0
+            && delivered > 0
+            && delivered * 100 < self.rate * OVER_DELIVERED_PCT
+            && offered * 100 >= delivered * SATURATED_OFFERED_PCT
+            && loaded
+            && queue_us >= small_standing_us
+            && self.rtt_queue.get().is_some_and(|q| q >= UNQUEUED_US + 2 * self.jitter_us);
         // The newest run of reports whose samples show a queue, as (time,
         // received bytes) at its start and the reports in it: over it the
         // path was sending all the time, so what it delivered then is its
@@ -455,6 +472,7 @@ impl Capacity {
             busy_reports,
             reports,
             saturated,
+            too_high,
             over,
             below,
             first,
@@ -463,8 +481,8 @@ impl Capacity {
         );
         let mut growth = self.growth;
         let held = now_us.saturating_sub(self.full_us) < PROBE_HOLD_US;
-        let next = if saturated || over || below.is_some() {
-            let full = if saturated { delivered } else { over_rate.or(below).unwrap_or(delivered) };
+        let next = if saturated || over || below.is_some() || too_high {
+            let full = if saturated || too_high { delivered } else { over_rate.or(below).unwrap_or(delivered) };
             growth = 0;
             self.measured = true;
             if full * 100 < self.rate * OVER_DELIVERED_PCT {
@@ -992,6 +1010,34 @@ mod tests {
             m.report(80_000, 80_000, 15_000 + (i % 4) as u32 * 10_000, false);
         }
         assert!((760_000..=840_000).contains(&m.c.get()), "{}", m.c.get());
+    }
+
+    /// Found at 2.1 MB/s, then a link of 1.25 MB/s carrying an ACK-clocked
+    /// flow (offered what it delivers) over a queue of 2-3 ms that never
+    /// drains: too short to count as saturated, but it stands, so the path
+    /// is full and the estimate 70 % high. The round trips must agree: the
+    /// same one-way samples with round trips that show no queue may be two
+    /// clocks drifting apart, and change nothing.
+    #[test]
+    fn a_short_queue_that_stands_lowers_an_estimate_too_high() {
+        let run = |rtt_queue_us: Option<u64>| {
+            let mut m = Model::new();
+            m.drive(3, 3_000_000, 2_100_000, 0);
+            let found = m.c.get();
+            assert!(found >= 2_000_000, "{found}");
+            for i in 0..20u64 {
+                m.t += 100_000;
+                m.sent += 125_000;
+                m.got += 125_000;
+                let owd = CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + 2_200 + (i % 3) as u32 * 500);
+                m.c.on_report(m.t, (m.sent, m.got), owd, false, 0, rtt_queue_us, 0);
+            }
+            m.c.get()
+        };
+        let lowered = run(Some(1_400));
+        assert!((1_180_000..=1_320_000).contains(&lowered), "{lowered}");
+        assert!(run(Some(0)) >= 2_000_000, "round trips with no queue");
+        assert!(run(None) >= 2_000_000, "no round trips");
     }
 
     #[test]
