@@ -125,7 +125,8 @@ pub const PATH_BACKUP: u32 = 4;
 /// [`crate::policy::mark_unbridgeable`] whenever path states change).
 pub const PATH_UNBRIDGEABLE: u32 = 8;
 /// `PathState::flags`: the rate is a lower bound (estimated from what the
-/// path carried, never yet found full); the path may be bigger.
+/// path carried, never yet found full nor timed by a packet train); the
+/// path may be bigger.
 pub const PATH_RATE_LOWER_BOUND: u32 = 16;
 
 /// What the controller knows about a subflow's path.

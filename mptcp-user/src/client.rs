@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
-use crate::control::{mtu_pad, Body, DecodeError, Message, PathHint, RejectReason};
+use crate::control::{mtu_pad, rate_probe_pad, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
@@ -29,6 +29,7 @@ use crate::runtime::RuntimeChanges;
 use crate::session::pmtu::Pmtu;
 use crate::session::subflow::{self, Action, Event, Silence, State};
 use crate::subflows::{self, Endpoints};
+use crate::train::{TrainProbe, TRAIN_LEN, TRAIN_PACKET_BYTES};
 
 struct Path {
     cfg: PathConfig,
@@ -54,6 +55,10 @@ struct Path {
     /// The uplink's own MTU, and the path's as the search finds it (while established).
     link_mtu: u32,
     pmtu: Option<Pmtu>,
+    /// The packet train that times the path once it is up ([`crate::train`]).
+    train: TrainProbe,
+    /// Probed at the active interval until then, from when it joined.
+    warm_until_us: u64,
 }
 
 impl Path {
@@ -115,6 +120,11 @@ pub struct Client {
 
 /// Answers to any of this many latest probes count (they may trail the interval).
 const PROBE_ANSWER_WINDOW: u64 = 64;
+/// A subflow is probed at the active interval for this long after it joins:
+/// the estimator learns a path's jitter only while the path is lightly used
+/// (under load a link that keeps order holds its delays near the jitter's
+/// top, which reads as a queue), so ~40 samples before the traffic comes.
+const WARM_UP_US: u64 = 2_000_000;
 
 fn random_u64() -> u64 {
     rand::random()
@@ -151,6 +161,8 @@ impl Client {
                 probe_interval_ms: 0,
                 link_mtu: 0,
                 pmtu: None,
+                train: TrainProbe::default(),
+                warm_until_us: 0,
             })
             .collect();
         let mut c = Client {
@@ -320,6 +332,11 @@ impl Client {
             Action::SendProof { token, nonce_c, nonce_s } => {
                 let proof = Message { token, subflow_id: id, body: Body::Proof { nonce_c, nonce_s } };
                 self.send(i, &proof).await;
+                // The concentrator installs the subflow on the PROOF: a train
+                // right behind it is timed by the time the ACCEPT is back, so
+                // the path's size is known about when it may carry traffic.
+                self.paths[i].train = TrainProbe::default();
+                self.send_train(i, token, now_us()).await;
             }
             Action::Established { token, join } => self.established(i, token, join)?,
             Action::SendProbe => {
@@ -417,6 +434,7 @@ impl Client {
         // A (re)joined subflow may take another route: measure its
         // propagation delay, capacity and MTU afresh.
         p.monitor.restart();
+        p.warm_until_us = now_us() + WARM_UP_US;
         p.pmtu = Some(Pmtu::new(p.link_mtu));
         let st = p.path_state(true);
         subflows::install_tx(&mut self.maps, token, p.id, &ep, st)?;
@@ -488,9 +506,11 @@ impl Client {
             }
             let own = counters(&self.maps, token, self.paths[i].id);
             let p = &mut self.paths[i];
-            // Probe often what carries traffic (a failure there costs) or is
-            // down (to see it come back); an idle path at the idle interval.
-            let busy = own.tx_packets + own.rx_packets != p.probed_packets || !p.state.up();
+            // Probe often what carries traffic (a failure there costs), is
+            // down (to see it come back) or just joined (its delay floor and
+            // jitter are learnt before traffic needs them); an idle path at
+            // the idle interval.
+            let busy = own.tx_packets + own.rx_packets != p.probed_packets || !p.state.up() || now < p.warm_until_us;
             let probe = &self.cfg.probe;
             let active = probe.active_interval_ms();
             // The next probe is due when the last one said it would come
@@ -512,7 +532,33 @@ impl Client {
             let silence = Silence { limit_us: intervals_us.max(rto_us) };
             self.event(i, Event::ProbeTick { now_us: now, send, silence }).await?;
         }
+        self.train_tick(token, now).await;
         self.path_mtu_tick(now).await
+    }
+
+    /// Packet trains due again on up subflows whose rate is still not
+    /// known (no hint, no estimate): the one sent with the PROOF was lost.
+    async fn train_tick(&mut self, token: u32, now: u64) {
+        for i in 0..self.paths.len() {
+            let p = &self.paths[i];
+            if p.state.up() && p.monitor.measurements().rate_bytes_per_sec == 0 {
+                self.send_train(i, token, now).await;
+            }
+        }
+    }
+
+    /// A packet train on path `i`, if one is due: sent back to back, the
+    /// concentrator times them.
+    async fn send_train(&mut self, i: usize, token: u32, now: u64) {
+        let p = &mut self.paths[i];
+        let Some(train) = p.train.due(now) else { return };
+        let id = p.id;
+        let pad = rate_probe_pad(TRAIN_PACKET_BYTES, p.remote.is_ipv6());
+        tracing::debug!(path = p.name(), train, "packet train");
+        for index in 0..TRAIN_LEN {
+            let body = Body::RateProbe { train, index, count: TRAIN_LEN, pad };
+            self.send(i, &Message { token, subflow_id: id, body }).await;
+        }
     }
 
     /// The path MTU searches: probes due on up subflows, rounds concluded,
@@ -637,6 +683,15 @@ impl Client {
                 if let (Some(pmtu), true) = (&mut self.paths[i].pmtu, Some(msg.token) == self.token) {
                     pmtu.on_answer(round, size as u32);
                 }
+            }
+            Body::RateAck { train, bytes, span_us } => {
+                let Some(token) = self.token.filter(|&t| t == msg.token) else { return Ok(()) };
+                let p = &mut self.paths[i];
+                let Some(rate) = p.train.on_ack(train, bytes, span_us) else { return Ok(()) };
+                p.monitor.seed_capacity(now, rate);
+                tracing::info!(path = p.name(), mbit = rate as f64 * 8e-6, "capacity timed by a packet train");
+                let measured = p.monitor.measurements();
+                subflows::update_path(&mut self.maps, token, p.id, |ps| measured.write(ps))?;
             }
             Body::ProbeAck { seq, sent_us, rx } => {
                 let Some(token) = self.token else { return Ok(()) };

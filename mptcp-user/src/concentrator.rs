@@ -24,6 +24,7 @@ use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::session::handshake::{self, Offer, Reply};
 use crate::session::subflow::UP_AFTER;
 use crate::subflows::{self, Endpoints};
+use crate::train::TrainMeter;
 
 struct Listener {
     iface: String,
@@ -41,6 +42,8 @@ struct Sub {
     back: u32,
     /// Feedback and estimates; the hints are the client's.
     monitor: PathMonitor,
+    /// The client's latest packet train on this subflow, as it arrives.
+    train: TrainMeter,
 }
 
 struct Conn {
@@ -208,6 +211,7 @@ impl Concentrator {
                         probe_interval_us: self.cfg.probe.interval_ms * 1000,
                         back: 0,
                         monitor,
+                        train: TrainMeter::default(),
                     };
                     c.subflows[id] = Some(sub);
                 }
@@ -406,6 +410,22 @@ impl Concentrator {
                     self.send(m.socket, m.from, &ack).await;
                 }
             }
+            Body::RateProbe { train, index, count, .. } => {
+                let Some(Some(sub)) =
+                    self.conns.get_mut(&msg.token).map(|c| c.subflows.get_mut(msg.subflow_id as usize))
+                else {
+                    return Ok(());
+                };
+                let Some(sub) = sub.as_mut().filter(|s| s.ep.remote == m.from && s.ep.local == m.local) else {
+                    return Ok(());
+                };
+                let wire = (m.data.len() + peer::wire_overhead(m.from.is_ipv6())) as u64;
+                if let Some((bytes, span_us)) = sub.train.on_probe(train, index, count, wire, m.rx_ns) {
+                    let body = Body::RateAck { train, bytes, span_us };
+                    let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body };
+                    self.send(m.socket, m.from, &ack).await;
+                }
+            }
             Body::Hint { path } => {
                 let Some(conn) = self.conns.get_mut(&msg.token) else { return Ok(()) };
                 let Some(Some(sub)) = conn.subflows.get_mut(msg.subflow_id as usize) else { return Ok(()) };
@@ -544,8 +564,15 @@ impl Concentrator {
         self.maps.bump(ControlCounter::SubflowsJoined);
         if let Some(c) = self.conns.get_mut(&token) {
             let probe_interval_us = self.cfg.probe.interval_ms * 1000;
-            c.subflows[id as usize] =
-                Some(Sub { ep, last_seen_us: now, up: true, probe_interval_us, back: 0, monitor });
+            c.subflows[id as usize] = Some(Sub {
+                ep,
+                last_seen_us: now,
+                up: true,
+                probe_interval_us,
+                back: 0,
+                monitor,
+                train: TrainMeter::default(),
+            });
         }
         Ok(())
     }

@@ -103,6 +103,23 @@ pub enum Body {
         size: u16,
         pad: u16,
     },
+    /// One of a train of `count` back-to-back packets (client), padded with
+    /// `pad` zero bytes: how fast the path lets them through measures its
+    /// capacity before any traffic needs it.
+    RateProbe {
+        train: u32,
+        index: u8,
+        count: u8,
+        pad: u16,
+    },
+    /// The concentrator's measure of train `train`: `bytes` on the wire
+    /// arrived in `span_us` (the train's second half, past any burst a
+    /// token bucket lets through at once).
+    RateAck {
+        train: u32,
+        bytes: u32,
+        span_us: u32,
+    },
 }
 
 /// Bytes of an encoded [`Body::MtuProbe`] or [`Body::MtuAck`] message
@@ -115,6 +132,17 @@ pub fn mtu_pad(size: u16, ipv6: bool) -> u16 {
     use mptcp_common::wire::{IPV4_HLEN, IPV6_HLEN, UDP_HLEN};
     let ip = if ipv6 { IPV6_HLEN } else { IPV4_HLEN };
     (size as usize).saturating_sub(ip + UDP_HLEN + MTU_PROBE_LEN) as u16
+}
+
+/// Bytes of an encoded [`Body::RateProbe`] besides its padding: multipath
+/// header, type, train, index, count, pad length, tag.
+pub const RATE_PROBE_LEN: usize = MP_HDR_LEN + 1 + 4 + 1 + 1 + 2 + TAG_LEN;
+
+/// The padding that makes a rate probe an outer IP packet of `size` bytes.
+pub fn rate_probe_pad(size: u16, ipv6: bool) -> u16 {
+    use mptcp_common::wire::{IPV4_HLEN, IPV6_HLEN, UDP_HLEN};
+    let ip = if ipv6 { IPV6_HLEN } else { IPV4_HLEN };
+    (size as usize).saturating_sub(ip + UDP_HLEN + RATE_PROBE_LEN) as u16
 }
 
 /// A receiver's cumulative counters of one subflow: the sender derives the
@@ -236,6 +264,8 @@ const T_PROBE_ACK: u8 = 7;
 const T_HINT: u8 = 8;
 const T_MTU_PROBE: u8 = 9;
 const T_MTU_ACK: u8 = 10;
+const T_RATE_PROBE: u8 = 11;
+const T_RATE_ACK: u8 = 12;
 
 fn tag(psk: &[u8], data: &[u8]) -> [u8; TAG_LEN] {
     let mut mac = HmacSha256::new_from_slice(psk).expect("HMAC takes any key length");
@@ -318,6 +348,20 @@ impl Message {
                 b.extend_from_slice(&pad.to_be_bytes());
                 b.resize(b.len() + *pad as usize, 0);
             }
+            Body::RateProbe { train, index, count, pad } => {
+                b.push(T_RATE_PROBE);
+                b.extend_from_slice(&train.to_be_bytes());
+                b.push(*index);
+                b.push(*count);
+                b.extend_from_slice(&pad.to_be_bytes());
+                b.resize(b.len() + *pad as usize, 0);
+            }
+            Body::RateAck { train, bytes, span_us } => {
+                b.push(T_RATE_ACK);
+                b.extend_from_slice(&train.to_be_bytes());
+                b.extend_from_slice(&bytes.to_be_bytes());
+                b.extend_from_slice(&span_us.to_be_bytes());
+            }
         }
         let t = tag(psk, &b);
         b.extend_from_slice(&t);
@@ -399,6 +443,12 @@ impl Message {
                 r.take(pad as usize)?;
                 Body::MtuAck { round, size, pad }
             }
+            T_RATE_PROBE => {
+                let (train, index, count, pad) = (r.u32()?, r.u8()?, r.u8()?, r.u16()?);
+                r.take(pad as usize)?;
+                Body::RateProbe { train, index, count, pad }
+            }
+            T_RATE_ACK => Body::RateAck { train: r.u32()?, bytes: r.u32()?, span_us: r.u32()? },
             _ => return Err(DecodeError::Malformed("unknown message type")),
         };
         if !r.b.is_empty() {
@@ -494,6 +544,8 @@ mod tests {
             Body::Hint { path: PathHint { priority: 1, backup: false, rate_bytes_per_sec: 375_000, weight: 2 } },
             Body::MtuProbe { round: 3, size: 1400, pad: 1300 },
             Body::MtuAck { round: 3, size: 1400, pad: 1300 },
+            Body::RateProbe { train: 4, index: 5, count: 24, pad: 1100 },
+            Body::RateAck { train: 4, bytes: 14_400, span_us: 5_760 },
         ];
         bodies.into_iter().map(|body| Message { token: 0xdead_beef, subflow_id: 2, body }).collect()
     }
@@ -536,6 +588,15 @@ mod tests {
         let forged =
             Message { token: 1, subflow_id: 0, body: Body::Reject { reason: RejectReason::UnknownToken, nonce_c: 7 } };
         assert_eq!(Message::decode(&forged.encode(b"other-key"), b"secret-key"), Err(DecodeError::BadTag));
+    }
+
+    #[test]
+    fn a_rate_probe_is_an_ip_packet_of_its_size() {
+        for (v6, ip) in [(false, 20), (true, 40)] {
+            let pad = rate_probe_pad(1200, v6);
+            let m = Message { token: 1, subflow_id: 0, body: Body::RateProbe { train: 1, index: 0, count: 24, pad } };
+            assert_eq!(m.encode(b"k").len() + ip + 8, 1200, "v6 {v6}");
+        }
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub struct Capacity {
     /// The least queue this end's round trips showed over the last span: a
     /// queue that stood, not a round trip that jitter drew out.
     rtt_queue: WindowedMin<u64, RATE_SPAN_US>,
+    /// The first estimate came from a packet train ([`Capacity::seed`]).
+    timed: bool,
 }
 
 impl Capacity {
@@ -206,6 +208,24 @@ impl Capacity {
     /// found full.
     pub fn get(&self) -> u64 {
         self.rate
+    }
+
+    /// A capacity measured with no load on the path (a packet train,
+    /// [`crate::train`]): the first estimate of a path that has none, a
+    /// lower bound like any first estimate, from which it grows or is
+    /// found full as the traffic comes.
+    pub fn seed(&mut self, now_us: u64, rate: u64) {
+        if self.rate == 0 && rate != 0 {
+            self.rate = rate;
+            self.changed_us = now_us;
+            self.timed = true;
+        }
+    }
+
+    /// Whether the estimate started from a packet train: the path's size
+    /// was measured whole, not read off a light load.
+    pub fn timed(&self) -> bool {
+        self.timed
     }
 
     /// Whether the path was found full at least once: the estimate is a

@@ -22,3 +22,4 @@ pub mod runtime;
 pub mod session;
 pub mod status;
 pub mod subflows;
+pub mod train;

@@ -112,6 +112,14 @@ impl PathMonitor {
         }
     }
 
+    /// A packet train timed the path at `rate` wire bytes per second
+    /// before any load: the estimate starts there (a lower bound, within
+    /// `max_rate`), unless it has one already.
+    pub fn seed_capacity(&mut self, now_us: u64, rate: u64) {
+        let rate = if self.max_rate != 0 { rate.min(self.max_rate) } else { rate };
+        self.capacity.seed(now_us, rate);
+    }
+
     /// The rate the path's token bucket runs at: the hint, else the
     /// estimate, less what our control messages take (0 stays unknown).
     /// Left out, probes every 50 ms were enough to make earliest-arrival's
@@ -155,7 +163,9 @@ impl PathMonitor {
             rate_bytes_per_sec: self.rate(),
             queue_us: self.buffer.get().min(u32::MAX as u64) as u32,
             loss_ppm: self.random_loss.ppm().min(MAX_LOSS_PPM),
-            rate_lower_bound: self.hint.rate_bytes_per_sec == 0 && !self.capacity.measured(),
+            // A train timed the whole path: its size, not a lower bound
+            // (for which path is the biggest, `mark_unbridgeable`).
+            rate_lower_bound: self.hint.rate_bytes_per_sec == 0 && !self.capacity.measured() && !self.capacity.timed(),
         }
     }
 
@@ -195,7 +205,8 @@ pub struct Measured {
     pub rate_bytes_per_sec: u64,
     pub queue_us: u32,
     pub loss_ppm: u32,
-    /// The rate is an estimate not yet measured at a full path.
+    /// The rate is an estimate not yet measured at a full path, nor timed
+    /// by a packet train.
     pub rate_lower_bound: bool,
 }
 

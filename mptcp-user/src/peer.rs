@@ -26,6 +26,10 @@ pub fn bind_control_socket(iface: &str, local: SocketAddr, icmp_hints: bool) -> 
         .with_context(|| format!("cannot bind a control socket to interface {iface}"))?;
     s.bind(&local.into()).with_context(|| format!("cannot bind a control socket to {local} on {iface}"))?;
     set_mtu_probe(&s, local.is_ipv6())?;
+    // Packet trains are timed by when each packet arrived, not by when the
+    // controller got to it.
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+        .context("cannot ask for receive timestamps on the control socket")?;
     // ICMP errors about what this socket's 4-tuple sent (the data path's
     // packets share it) are queued for us: "too big" is a path MTU hint.
     if icmp_hints {
@@ -108,6 +112,39 @@ pub struct Inbound {
     /// An ICMP message said a packet from this socket's 4-tuple to `from`
     /// was too big for a hop: that hop's MTU (`data` is empty).
     pub too_big: Option<u32>,
+    /// When the kernel received it, ns of the real-time clock (what the
+    /// socket's receive timestamp says; else when it was read). Only
+    /// differences count: a packet train is timed by it.
+    pub rx_ns: u64,
+}
+
+/// Read one datagram with its kernel receive timestamp (SO_TIMESTAMPNS):
+/// (length, sender, ns of the real-time clock). The timestamp is taken as
+/// the packet arrives, not when this task gets to it.
+fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, u64)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg = recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)
+        .map_err(std::io::Error::from)?;
+    let from = msg
+        .address
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+                .or_else(|| a.as_sockaddr_in6().map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a))))
+        })
+        .ok_or_else(|| std::io::Error::other("a datagram without a sender address"))?;
+    let stamp = msg.cmsgs().ok().and_then(|mut c| {
+        c.find_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(t) => Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64),
+            _ => None,
+        })
+    });
+    let read_ns =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    Ok((msg.bytes, from, stamp.unwrap_or_else(read_ns)))
 }
 
 const SO_EE_ORIGIN_ICMP: u8 = 2;
@@ -182,13 +219,16 @@ pub fn spawn_reader(socket: usize, sock: Arc<UdpSocket>, tx: mpsc::Sender<Inboun
                         from: to,
                         data: Vec::new(),
                         too_big: Some(mtu),
+                        rx_ns: 0,
                     }));
                     Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
                 });
             }
             if ready.is_readable() {
-                match sock.try_recv_from(&mut buf) {
-                    Ok((n, from)) => got.push(Inbound { socket, local, from, data: buf[..n].to_vec(), too_big: None }),
+                match sock.try_io(Interest::READABLE, || recv_stamped(&sock, &mut buf)) {
+                    Ok((n, from, rx_ns)) => {
+                        got.push(Inbound { socket, local, from, data: buf[..n].to_vec(), too_big: None, rx_ns })
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     // An ICMP error about an earlier packet (its details are
                     // on the error queue); keep reading.

@@ -8,7 +8,8 @@
 //! known ([`PathState::queue_us`]), a packet that would overflow it goes to a
 //! path that has room; and a path that cannot be used beside the biggest one
 //! in order — the nearer of the two holds less queue than their delays
-//! differ by, as a small terrestrial link beside a satellite — is left out:
+//! differ by, as a small terrestrial link beside a satellite; a buffer not
+//! learnt yet counts as [`ASSUMED_QUEUE_US`] — is left out:
 //! its packets would arrive long before those sent earlier on the other, and
 //! the inner flows would read that as loss.
 //!
@@ -45,14 +46,29 @@ fn queued_us(p: &PathState, credit: i64, pkt_len: u32) -> u64 {
     div(bytes * 1_000_000, rate)
 }
 
+/// A buffer not known yet is taken to hold this much (µs). Learning it
+/// means filling it: an inner flow's slow start on a small near path beside
+/// a far big one overflows it before its size is known, and a loss at a
+/// small window leaves cubic climbing for many seconds at the far path's
+/// round trip. 100 ms is a generous buffer for a line (the WAN emulator's
+/// default is 50 ms) and short of any satellite's extra delay.
+pub const ASSUMED_QUEUE_US: u32 = 100_000;
+
 /// Whether paths `a` and `b` can carry one flow in order: the nearer one can
-/// queue a packet for as long as the farther one's delay exceeds its own.
-/// A buffer not known yet says yes.
+/// queue a packet for as long as the farther one's delay exceeds its own,
+/// its buffer taken as [`ASSUMED_QUEUE_US`] until learnt.
 #[inline(always)]
 pub fn bridgeable(a: &PathState, b: &PathState) -> bool {
+    bridges(a, b, ASSUMED_QUEUE_US as u64)
+}
+
+/// [`bridgeable`], a buffer not learnt yet taken to hold `unknown_holds` µs.
+#[inline(always)]
+fn bridges(a: &PathState, b: &PathState, unknown_holds: u64) -> bool {
     let (da, db) = (owd_us(a), owd_us(b));
     let (near, gap) = if da <= db { (a, db - da) } else { (b, da - db) };
-    near.queue_us == 0 || gap <= near.queue_us as u64
+    let holds = if near.queue_us == 0 { unknown_holds } else { near.queue_us as u64 };
+    gap <= holds
 }
 
 /// Among the best tier, the subflow with the smallest [`arrival_us`] plus
@@ -79,16 +95,20 @@ pub fn earliest_arrival<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
 /// Mark the paths earliest-arrival leaves out ([`PATH_UNBRIDGEABLE`]): those
 /// not [`bridgeable`] with the path of the highest rate in the best tier
 /// (the lowest subflow id of equals). A path whose rate is unknown (the
-/// policies treat it as unlimited), or only a lower bound
-/// ([`PATH_RATE_LOWER_BOUND`]) on a path never yet filled to its buffer
-/// (`queue_us` unknown), counts as bigger than the others: given the flow,
-/// it queues or carries it and so is measured. Otherwise a first estimate
-/// taken while the inner flows were still starting would leave a big far
-/// path out for good. A path that has overflowed was tried at full load,
-/// and is not tried again. The controller calls it on a connection's path states whenever
-/// one changes: a comparison of every path with the biggest costs the
-/// verifier more than the egress program has left, and changes only as the
-/// estimates do.
+/// policies treat it as unlimited: no packet train answered, never loaded),
+/// or only a lower bound ([`PATH_RATE_LOWER_BOUND`]: a first estimate taken
+/// while the inner flows were still starting) on a path never yet filled to
+/// its buffer (`queue_us` unknown), counts as bigger than the others: given
+/// the flow, it queues or carries it and so is measured; otherwise a far
+/// big path first seen lightly loaded would be left out for good. Beside a
+/// biggest path whose rate is unknown, a buffer not learnt yet is not held
+/// against a path (nothing says the far one is worth it); beside a sized
+/// one it counts as [`ASSUMED_QUEUE_US`]. A path that has overflowed was
+/// tried at full load, and is not tried again; one timed by a packet train
+/// is not a lower bound. The controller calls it on a connection's path
+/// states whenever one changes: a comparison of every path with the biggest
+/// costs the verifier more than the egress program has left, and changes
+/// only as the estimates do.
 pub fn mark_unbridgeable(states: &mut [PathState]) {
     let want = states.iter().map(tier).min().unwrap_or(NO_TIER);
     let size = |p: &PathState| {
@@ -103,7 +123,10 @@ pub fn mark_unbridgeable(states: &mut [PathState]) {
         .max_by_key(|&(i, p)| (size(p), core::cmp::Reverse(i)))
         .map(|(_, p)| *p);
     for p in states.iter_mut() {
-        let out = big.is_some_and(|b| tier(p) == want && !bridgeable(p, &b));
+        let out = big.is_some_and(|b| {
+            let unknown_holds = if b.rate_bytes_per_sec == 0 { u64::MAX } else { ASSUMED_QUEUE_US as u64 };
+            tier(p) == want && !bridges(p, &b, unknown_holds)
+        });
         p.flags = if out { p.flags | PATH_UNBRIDGEABLE } else { p.flags & !PATH_UNBRIDGEABLE };
     }
 }

@@ -1,0 +1,236 @@
+//! Packet trains: a path's capacity measured before any traffic needs it.
+//!
+//! When a subflow comes up with no rate known, the client sends
+//! [`TRAIN_LEN`] padded control packets back to back on it; the bottleneck
+//! spaces them out at its rate, and the concentrator times their arrival
+//! (the kernel's receive timestamps). Only the train's last third counts,
+//! and only if it came at a steady rate: a token bucket (an ISP's shaper,
+//! the WAN emulator's tbf) lets its burst through at once, and timed from
+//! the first packet that burst reads as a faster link; jitter spaces
+//! packets unevenly. A train that says nothing leaves the path unknown, as
+//! before trains. The answer seeds the path's estimate
+//! ([`crate::estimate::Capacity::seed`]).
+//!
+//! Why before the traffic: the estimator otherwise learns a path only by
+//! loading it, and until then the scheduler cannot tell which path is big.
+//! With a small near path beside a big far one (a 4 Mbit/s line beside a
+//! satellite), the inner flows' slow start then overflows the small path
+//! first, and a loss at a small window leaves cubic climbing for seconds at
+//! the satellite's round trip; with a small far path beside big near ones,
+//! the far path would be tried with the whole flow. A train costs ~30 kB per
+//! path and answers within one round trip.
+
+/// Packets in a train (~29 kB)...
+pub const TRAIN_LEN: u8 = 24;
+/// ...of this many bytes each as outer IP packets: below the smallest
+/// IPv6 MTU, so a train crosses any path a subflow does.
+pub const TRAIN_PACKET_BYTES: u16 = 1200;
+/// A train not answered within this is sent again (the answer takes a
+/// round trip; a satellite's is ~600 ms)...
+const RETRY_US: u64 = 2_000_000;
+/// ...at most this many times in all.
+const MAX_TRIES: u8 = 3;
+/// A train timed faster than this (wire bytes per second, 400 Mbit/s)
+/// says nothing: a shaper's burst larger than the whole train passes at the
+/// line rate of the hop before it (the testbed's tbf lets 64 KiB through at
+/// once), and a path that fast needs no estimate to start with. It stays
+/// unknown (unlimited), as without a train.
+const MAX_TIMED_RATE: u64 = 50_000_000;
+
+/// The client's side: which train is out on a subflow, and whether one was
+/// answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainProbe {
+    train: u32,
+    sent_us: u64,
+    tries: u8,
+    answered: bool,
+}
+
+impl TrainProbe {
+    /// The id of a train to send now, if one is due: none answered yet,
+    /// fewer than [`MAX_TRIES`] sent, the last at least [`RETRY_US`] ago.
+    pub fn due(&mut self, now_us: u64) -> Option<u32> {
+        let waited = self.tries == 0 || now_us.saturating_sub(self.sent_us) >= RETRY_US;
+        if self.answered || self.tries >= MAX_TRIES || !waited {
+            return None;
+        }
+        self.tries += 1;
+        self.train = self.train.wrapping_add(1);
+        self.sent_us = now_us;
+        Some(self.train)
+    }
+
+    /// The concentrator's answer: the path's capacity in wire bytes per
+    /// second, if it answers our latest train and timed it.
+    pub fn on_ack(&mut self, train: u32, bytes: u32, span_us: u32) -> Option<u64> {
+        if self.answered || self.tries == 0 || train != self.train || span_us == 0 {
+            return None;
+        }
+        self.answered = true;
+        let rate = bytes as u64 * 1_000_000 / span_us as u64;
+        (rate <= MAX_TIMED_RATE).then_some(rate)
+    }
+}
+
+/// Packets timed at the train's end: its last third, past a burst of up
+/// to two thirds of the train (~19 kB) that a shaper lets through at once.
+const TIMED: usize = TRAIN_LEN as usize / 3;
+/// The two halves of the timed part must agree on the rate within this
+/// (percent): else the burst reached into it, or jitter spaced the packets,
+/// and the train says nothing.
+const STEADY_PCT: u64 = 125;
+
+/// The concentrator's side: the arrivals of one subflow's latest train.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainMeter {
+    train: u32,
+    /// Arrival (ns) of each of the train's last [`TIMED`] packets; 0: not
+    /// (yet) arrived.
+    at_ns: [u64; TIMED],
+    wire_bytes: u64,
+    answered: bool,
+}
+
+impl TrainMeter {
+    /// Packet `index` of `count` of `train`, `wire_bytes` long, arrived at
+    /// `rx_ns`. Once the last packet arrives: (bytes, µs) over the train's
+    /// last third, if all of it arrived at a steady rate (the halves of it
+    /// agree within [`STEADY_PCT`]): a token bucket's burst or jitter that
+    /// reaches into it would read as a faster (or slower) link.
+    pub fn on_probe(&mut self, train: u32, index: u8, count: u8, wire_bytes: u64, rx_ns: u64) -> Option<(u32, u32)> {
+        if train != self.train {
+            *self = TrainMeter { train, ..Default::default() };
+        }
+        let first = count.checked_sub(TIMED as u8)? as usize;
+        if self.answered || index >= count || (index as usize) < first || rx_ns == 0 {
+            return None;
+        }
+        self.at_ns[index as usize - first] = rx_ns;
+        self.wire_bytes = wire_bytes;
+        if index + 1 != count {
+            return None;
+        }
+        self.answered = true;
+        let t = self.at_ns;
+        let mid = TIMED / 2;
+        let ordered = t.iter().all(|&a| a != 0) && t.windows(2).all(|w| w[1] > w[0]);
+        if !ordered {
+            return None;
+        }
+        // Bytes per ns of each half (the same number of intervals each).
+        let (a, b) = (t[mid] - t[0], t[TIMED - 1] - t[TIMED - 1 - mid]);
+        if a.max(b) * 100 > a.min(b) * STEADY_PCT {
+            return None;
+        }
+        let span_us = ((t[TIMED - 1] - t[0]) / 1_000).clamp(1, u32::MAX as u64) as u32;
+        Some((((TIMED as u64 - 1) * self.wire_bytes).min(u32::MAX as u64) as u32, span_us))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Line rate of the hop before the shaper (bytes/s): 10 Gbit/s.
+    const LINE: f64 = 1.25e9;
+
+    /// Arrival times (ns) of a train of `n` packets of `len` bytes sent at
+    /// once into a token bucket of `rate` bytes/s and `burst` bytes, full,
+    /// behind a hop at [`LINE`] rate.
+    fn through_bucket(n: u8, len: u64, rate: u64, burst: u64) -> Vec<u64> {
+        let mut tokens = burst as f64;
+        let mut t = 0.0f64;
+        (0..n)
+            .map(|_| {
+                t += len as f64 / LINE;
+                let wait = (len as f64 - tokens).max(0.0) / rate as f64;
+                t += wait;
+                tokens = (tokens + wait * rate as f64 - len as f64).max(0.0);
+                (1e9 + t * 1e9) as u64
+            })
+            .collect()
+    }
+
+    /// What the client learns from a train with these arrivals (`None`:
+    /// a packet lost).
+    fn measure(arrivals: &[Option<u64>], len: u64) -> Option<u64> {
+        let mut probe = TrainProbe::default();
+        let train = probe.due(0).unwrap();
+        let mut meter = TrainMeter::default();
+        let n = arrivals.len() as u8;
+        let answer = arrivals.iter().enumerate().find_map(|(i, t)| meter.on_probe(train, i as u8, n, len, (*t)?));
+        let (bytes, span) = answer?;
+        probe.on_ack(train, bytes, span)
+    }
+
+    fn all(arrivals: Vec<u64>) -> Vec<Option<u64>> {
+        arrivals.into_iter().map(Some).collect()
+    }
+
+    #[test]
+    fn a_shapers_burst_does_not_read_as_a_faster_link() {
+        // 4 Mbit/s with the WAN emulator's 4 kB burst, 20 Mbit/s with 5 kB
+        // and with 12 kB: the train's end is paced at the rate.
+        for (rate, burst) in [(500_000u64, 4_000u64), (2_500_000, 5_000), (2_500_000, 12_000)] {
+            let arrivals = through_bucket(TRAIN_LEN, 1_242, rate, burst);
+            let got = measure(&all(arrivals.clone()), 1_242).unwrap();
+            assert!(got.abs_diff(rate) * 100 <= rate * 2, "{got} for {rate} (burst {burst})");
+            // Timed from the first packet, the burst would have read high.
+            let whole =
+                1_242 * (TRAIN_LEN as u64 - 1) * 1_000_000_000 / (arrivals[TRAIN_LEN as usize - 1] - arrivals[0]);
+            assert!(whole * 100 > rate * 110, "{whole} for {rate}");
+        }
+        // A burst that reaches into the train's end (25 kB), or holds all of
+        // it (the testbed's 64 KiB tbf): no answer, not a wrong one.
+        assert_eq!(measure(&all(through_bucket(TRAIN_LEN, 1_242, 2_500_000, 25_000)), 1_242), None);
+        assert_eq!(measure(&all(through_bucket(TRAIN_LEN, 1_242, 2_500_000, 65_536)), 1_242), None);
+    }
+
+    #[test]
+    fn only_a_whole_steady_end_of_the_train_is_timed() {
+        let len = 1_242;
+        let arrivals = all(through_bucket(TRAIN_LEN, len, 1_250_000, 4_000));
+        // Losses before the timed third change nothing.
+        let mut early_loss = arrivals.clone();
+        early_loss[3] = None;
+        early_loss[10] = None;
+        assert_eq!(measure(&early_loss, len), measure(&arrivals, len));
+        assert!(measure(&arrivals, len).is_some());
+        // A loss in it, or of the last packet, leaves the train unanswered.
+        for lost in [TRAIN_LEN as usize - TIMED, TRAIN_LEN as usize - 1] {
+            let mut a = arrivals.clone();
+            a[lost] = None;
+            assert_eq!(measure(&a, len), None, "packet {lost} lost");
+        }
+        // Jitter that spaces the end unevenly: no answer.
+        let mut jittered = arrivals.clone();
+        for t in jittered.iter_mut().skip(TRAIN_LEN as usize - 3).flatten() {
+            *t += 5_000_000;
+        }
+        assert_eq!(measure(&jittered, len), None);
+        // Answered once; a packet of an older train starts nothing.
+        let mut meter = TrainMeter::default();
+        let timed: Vec<_> =
+            (0..TRAIN_LEN).filter_map(|i| meter.on_probe(2, i, TRAIN_LEN, len, arrivals[i as usize]?)).collect();
+        assert_eq!(timed.len(), 1);
+        assert_eq!(meter.on_probe(2, TRAIN_LEN - 1, TRAIN_LEN, len, u64::MAX), None);
+    }
+
+    #[test]
+    fn trains_are_retried_a_few_times_until_answered() {
+        let mut p = TrainProbe::default();
+        let first = p.due(0).unwrap();
+        assert_eq!(p.due(RETRY_US - 1), None, "waits for the answer");
+        let second = p.due(RETRY_US).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(p.on_ack(first, 10_000, 1_000), None, "an older train's answer");
+        let third = p.due(2 * RETRY_US).unwrap();
+        assert_eq!(p.due(10 * RETRY_US), None, "given up after {MAX_TRIES}");
+        assert_eq!(p.on_ack(third, 10_000, 1_000), Some(10_000_000));
+        // Faster than a train can tell from a burst: no estimate.
+        let mut fast = TrainProbe::default();
+        let t = fast.due(0).unwrap();
+        assert_eq!(fast.on_ack(t, 15_000, 10), None);
+    }
+}
