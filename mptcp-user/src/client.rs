@@ -29,7 +29,7 @@ use crate::runtime::RuntimeChanges;
 use crate::session::pmtu::Pmtu;
 use crate::session::subflow::{self, Action, Event, Silence, State};
 use crate::subflows::{self, Endpoints};
-use crate::train::{TrainProbe, TRAIN_LEN, TRAIN_PACKET_BYTES};
+use crate::train::{TrainMeter, TrainProbe, TRAIN_LEN, TRAIN_PACKET_BYTES};
 
 struct Path {
     cfg: PathConfig,
@@ -56,7 +56,9 @@ struct Path {
     link_mtu: u32,
     pmtu: Option<Pmtu>,
     /// The packet train that times the path once it is up ([`crate::train`]).
-    train: TrainProbe,
+    train_out: TrainProbe,
+    /// The concentrator's, which times the return direction, as it arrives.
+    train_in: TrainMeter,
     /// Probed at the active interval until then, from when it joined.
     warm_until_us: u64,
 }
@@ -161,7 +163,8 @@ impl Client {
                 probe_interval_ms: 0,
                 link_mtu: 0,
                 pmtu: None,
-                train: TrainProbe::default(),
+                train_out: TrainProbe::default(),
+                train_in: TrainMeter::default(),
                 warm_until_us: 0,
             })
             .collect();
@@ -335,7 +338,7 @@ impl Client {
                 // The concentrator installs the subflow on the PROOF: a train
                 // right behind it is timed by the time the ACCEPT is back, so
                 // the path's size is known about when it may carry traffic.
-                self.paths[i].train = TrainProbe::default();
+                self.paths[i].train_out = TrainProbe::default();
                 self.send_train(i, token, now_us()).await;
             }
             Action::Established { token, join } => self.established(i, token, join)?,
@@ -551,7 +554,7 @@ impl Client {
     /// concentrator times them.
     async fn send_train(&mut self, i: usize, token: u32, now: u64) {
         let p = &mut self.paths[i];
-        let Some(train) = p.train.due(now) else { return };
+        let Some(train) = p.train_out.due(now) else { return };
         let id = p.id;
         let pad = rate_probe_pad(TRAIN_PACKET_BYTES, p.remote.is_ipv6());
         tracing::debug!(path = p.name(), train, "packet train");
@@ -684,10 +687,19 @@ impl Client {
                     pmtu.on_answer(round, size as u32);
                 }
             }
+            Body::RateProbe { train, index, count, .. } => {
+                let Some(token) = self.token.filter(|&t| t == msg.token) else { return Ok(()) };
+                let p = &mut self.paths[i];
+                let wire = (m.data.len() + peer::wire_overhead(m.from.is_ipv6())) as u64;
+                if let Some((bytes, span_us)) = p.train_in.on_probe(train, index, count, wire, m.rx_ns) {
+                    let body = Body::RateAck { train, bytes, span_us };
+                    self.send(i, &Message { token, subflow_id: self.paths[i].id, body }).await;
+                }
+            }
             Body::RateAck { train, bytes, span_us } => {
                 let Some(token) = self.token.filter(|&t| t == msg.token) else { return Ok(()) };
                 let p = &mut self.paths[i];
-                let Some(rate) = p.train.on_ack(train, bytes, span_us) else { return Ok(()) };
+                let Some(rate) = p.train_out.on_ack(train, bytes, span_us) else { return Ok(()) };
                 p.monitor.seed_capacity(now, rate);
                 tracing::info!(path = p.name(), mbit = rate as f64 * 8e-6, "capacity timed by a packet train");
                 let measured = p.monitor.measurements();

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
+use crate::control::rate_probe_pad;
 use crate::control::{derive_token, mtu_pad, Body, DecodeError, Message, PathHint, RejectReason};
 use crate::ctl::{Request, Response};
 use crate::daemon::{Handled, Role};
@@ -24,7 +25,7 @@ use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::session::handshake::{self, Offer, Reply};
 use crate::session::subflow::UP_AFTER;
 use crate::subflows::{self, Endpoints};
-use crate::train::TrainMeter;
+use crate::train::{TrainMeter, TrainProbe, TRAIN_LEN, TRAIN_PACKET_BYTES};
 
 struct Listener {
     iface: String,
@@ -43,7 +44,9 @@ struct Sub {
     /// Feedback and estimates; the hints are the client's.
     monitor: PathMonitor,
     /// The client's latest packet train on this subflow, as it arrives.
-    train: TrainMeter,
+    train_in: TrainMeter,
+    /// Ours, which times the return direction once the subflow is up.
+    train_out: TrainProbe,
 }
 
 struct Conn {
@@ -211,7 +214,8 @@ impl Concentrator {
                         probe_interval_us: self.cfg.probe.interval_ms * 1000,
                         back: 0,
                         monitor,
-                        train: TrainMeter::default(),
+                        train_in: TrainMeter::default(),
+                        train_out: TrainProbe::default(),
                     };
                     c.subflows[id] = Some(sub);
                 }
@@ -328,9 +332,15 @@ impl Concentrator {
                         self.maps.bump(ControlCounter::RefusedFull);
                     }
                 }
+                let accepted = matches!(reply, Reply::Accept { .. });
                 self.reply(m.socket, m.from, msg.token, msg.subflow_id, nonce_c, reply).await;
                 if let Some(e) = failed {
                     return Err(e.context("cannot install the subflow; refused it").into());
+                }
+                if accepted {
+                    // Right behind the ACCEPT: the client times the return
+                    // direction as the subflow comes up.
+                    self.send_train(m.socket, m.from, msg.token, msg.subflow_id, now).await;
                 }
             }
             Body::Probe { seq, sent_us, srtt_us, min_rtt_us, interval_ms, bond_mtu, rx } => {
@@ -420,11 +430,31 @@ impl Concentrator {
                     return Ok(());
                 };
                 let wire = (m.data.len() + peer::wire_overhead(m.from.is_ipv6())) as u64;
-                if let Some((bytes, span_us)) = sub.train.on_probe(train, index, count, wire, m.rx_ns) {
+                if let Some((bytes, span_us)) = sub.train_in.on_probe(train, index, count, wire, m.rx_ns) {
                     let body = Body::RateAck { train, bytes, span_us };
                     let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body };
                     self.send(m.socket, m.from, &ack).await;
                 }
+            }
+            Body::RateAck { train, bytes, span_us } => {
+                let Some(Some(sub)) =
+                    self.conns.get_mut(&msg.token).map(|c| c.subflows.get_mut(msg.subflow_id as usize))
+                else {
+                    return Ok(());
+                };
+                let Some(sub) = sub.as_mut().filter(|s| s.ep.remote == m.from && s.ep.local == m.local) else {
+                    return Ok(());
+                };
+                let Some(rate) = sub.train_out.on_ack(train, bytes, span_us) else { return Ok(()) };
+                sub.monitor.seed_capacity(now, rate);
+                tracing::info!(
+                    token = format_args!("{:08x}", msg.token),
+                    subflow = msg.subflow_id,
+                    mbit = rate as f64 * 8e-6,
+                    "return capacity timed by a packet train"
+                );
+                let measured = sub.monitor.measurements();
+                subflows::update_path(&mut self.maps, msg.token, msg.subflow_id, |ps| measured.write(ps))?;
             }
             Body::Hint { path } => {
                 let Some(conn) = self.conns.get_mut(&msg.token) else { return Ok(()) };
@@ -480,6 +510,20 @@ impl Concentrator {
         use handshake::Phase;
         let waiting = || self.pending.iter().filter(|((a, _), p)| a.ip() == from && p.offer.phase == Phase::Challenged);
         self.pending.len() >= MAX_PENDING || waiting().count() >= MAX_PENDING_PER_ADDRESS
+    }
+
+    /// A packet train to the client on a subflow, if one is due (the first,
+    /// or a retry after the PROOF came again and no answer did).
+    async fn send_train(&mut self, listener: usize, to: SocketAddr, token: u32, subflow_id: u8, now: u64) {
+        let Some(Some(sub)) = self.conns.get_mut(&token).map(|c| c.subflows.get_mut(subflow_id as usize)) else {
+            return;
+        };
+        let Some(train) = sub.as_mut().and_then(|s| s.train_out.due(now)) else { return };
+        let pad = rate_probe_pad(TRAIN_PACKET_BYTES, to.is_ipv6());
+        for index in 0..TRAIN_LEN {
+            let body = Body::RateProbe { train, index, count: TRAIN_LEN, pad };
+            self.send(listener, to, &Message { token, subflow_id, body }).await;
+        }
     }
 
     /// Send what a handshake step answers (`token` and `subflow_id` as the
@@ -571,7 +615,8 @@ impl Concentrator {
                 probe_interval_us,
                 back: 0,
                 monitor,
-                train: TrainMeter::default(),
+                train_in: TrainMeter::default(),
+                train_out: TrainProbe::default(),
             });
         }
         Ok(())

@@ -1,9 +1,10 @@
 //! Packet trains: a path's capacity measured before any traffic needs it.
 //!
-//! When a subflow comes up with no rate known, the client sends
-//! [`TRAIN_LEN`] padded control packets back to back on it; the bottleneck
-//! spaces them out at its rate, and the concentrator times their arrival
-//! (the kernel's receive timestamps). Only the train's last third counts,
+//! When a subflow comes up, the client sends [`TRAIN_LEN`] padded control
+//! packets back to back on it, right behind its PROOF (the concentrator
+//! right behind its ACCEPT, for the return direction); the bottleneck
+//! spaces them out at its rate, and the other end times their arrival (the
+//! kernel's receive timestamps) and answers. Only the train's last third counts,
 //! and only if it came at a steady rate: a token bucket (an ISP's shaper,
 //! the WAN emulator's tbf) lets its burst through at once, and timed from
 //! the first packet that burst reads as a faster link; jitter spaces
@@ -37,7 +38,7 @@ const MAX_TRIES: u8 = 3;
 /// unknown (unlimited), as without a train.
 const MAX_TIMED_RATE: u64 = 50_000_000;
 
-/// The client's side: which train is out on a subflow, and whether one was
+/// The sender's side: which train is out on a subflow, and whether one was
 /// answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrainProbe {
@@ -81,7 +82,7 @@ const TIMED: usize = TRAIN_LEN as usize / 3;
 /// and the train says nothing.
 const STEADY_PCT: u64 = 125;
 
-/// The concentrator's side: the arrivals of one subflow's latest train.
+/// The receiver's side: the arrivals of one subflow's latest train.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrainMeter {
     train: u32,

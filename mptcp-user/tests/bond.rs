@@ -667,16 +667,18 @@ fn a_path_without_a_rate_hint_is_estimated_from_feedback() -> Result<()> {
 /// order beside the satellite (its buffer, not learnt yet, taken as 100 ms),
 /// earliest-arrival leaves it out from the first packet: an inner slow start
 /// would otherwise overflow it at a small window.
+/// The concentrator times the return direction the same way (8 and 40
+/// Mbit/s down).
 #[test]
 fn a_packet_train_sizes_each_path_before_any_traffic() -> Result<()> {
     use mptcp_testbed::wan::{Direction, Shape};
     let bed = Testbed::with_wan(1, 2)?;
-    for (k, rate_mbit, delay_ms) in [(0, 4.0, 20.0), (1, 20.0, 300.0)] {
+    for (k, rate_mbit, down_mbit, delay_ms) in [(0, 4.0, 8.0, 20.0), (1, 20.0, 40.0, 300.0)] {
         bed.wan().set(k, Direction::Up, &Shape { rate_mbit, delay_ms, ..Shape::default() })?;
-        bed.wan().set(k, Direction::Down, &Shape { delay_ms, ..Shape::default() })?;
+        bed.wan().set(k, Direction::Down, &Shape { rate_mbit: down_mbit, delay_ms, ..Shape::default() })?;
     }
     let cl = &bed.clients[0];
-    let _conc = start_conc(&bed, &[])?;
+    let conc = start_conc(&bed, &[])?;
     let mut config = shaped_config("earliest-arrival", [4, 20], false);
     for p in &mut config.paths {
         p.rate_mbit = None;
@@ -692,6 +694,9 @@ fn a_packet_train_sizes_each_path_before_any_traffic() -> Result<()> {
     let s = client.status(cl)?;
     let carried = s.subflow(0).map_or(0, |f| f.tx_bytes) + s.subflow(1).map_or(0, |f| f.tx_bytes);
     assert!(carried < 100_000, "sized before any traffic (the bond carried {carried} bytes): {s}");
+    wait_status(&conc, &bed.conc, "both return paths timed within 10 %", |k| {
+        (7.2..=8.8).contains(&rate(k, 0)) && (36.0..=44.0).contains(&rate(k, 1))
+    })?;
     Ok(())
 }
 
