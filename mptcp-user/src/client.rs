@@ -719,7 +719,10 @@ impl Client {
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
                 let before = (p.monitor.capacity.get(), p.monitor.buffer.get(), p.monitor.random_loss.ppm());
                 let bucket = self.maps.bucket(token, p.id);
+                // The estimator's trace lines name the path they judge.
+                let span = tracing::trace_span!("path", name = p.name()).entered();
                 p.monitor.on_report(now, rx, sent, bucket.as_ref(), p.remote.is_ipv6());
+                drop(span);
                 let after = (p.monitor.capacity.get(), p.monitor.buffer.get(), p.monitor.random_loss.ppm());
                 if after.0 != before.0 {
                     tracing::debug!(path = p.name(), mbit = after.0 as f64 * 8e-6, "capacity estimate");

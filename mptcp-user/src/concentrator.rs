@@ -378,7 +378,10 @@ impl Concentrator {
                 let own = counters(&self.maps, msg.token, msg.subflow_id);
                 sub.monitor.on_peer_rtt(now, srtt_us, min_rtt_us);
                 let bucket = self.maps.bucket(msg.token, msg.subflow_id);
+                // The estimator's trace lines name the subflow they judge.
+                let span = tracing::trace_span!("subflow", token = msg.token, id = msg.subflow_id).entered();
                 sub.monitor.on_report(now, rx, tx_wire_bytes(&own), bucket.as_ref(), sub.ep.remote.is_ipv6());
+                drop(span);
                 let measured = sub.monitor.measurements();
                 let mine = rx_report(&own);
                 let ack = Message {
@@ -407,6 +410,11 @@ impl Concentrator {
                     }
                     measured.write(ps);
                 })?;
+                // The train behind the ACCEPT went unanswered (lost, or spaced
+                // unevenly by the way): another, a few at most.
+                if up && measured.rate_bytes_per_sec == 0 {
+                    self.send_train(m.socket, m.from, msg.token, msg.subflow_id, now).await;
+                }
             }
             Body::MtuProbe { round, size, .. } => {
                 let known = self.conns.get(&msg.token).is_some_and(|c| {

@@ -68,9 +68,11 @@ impl TrainProbe {
         if self.answered || self.tries == 0 || train != self.train || span_us == 0 {
             return None;
         }
-        self.answered = true;
         let rate = bytes as u64 * 1_000_000 / span_us as u64;
-        (rate <= MAX_TIMED_RATE).then_some(rate)
+        // Too fast to tell from a burst: tried again, like a lost train (a
+        // busy hop may have bunched this one).
+        self.answered = rate <= MAX_TIMED_RATE;
+        self.answered.then_some(rate)
     }
 }
 
@@ -229,9 +231,12 @@ mod tests {
         let third = p.due(2 * RETRY_US).unwrap();
         assert_eq!(p.due(10 * RETRY_US), None, "given up after {MAX_TRIES}");
         assert_eq!(p.on_ack(third, 10_000, 1_000), Some(10_000_000));
-        // Faster than a train can tell from a burst: no estimate.
+        // Faster than a train can tell from a burst: no estimate, and tried
+        // again (up to the same few times).
         let mut fast = TrainProbe::default();
         let t = fast.due(0).unwrap();
         assert_eq!(fast.on_ack(t, 15_000, 10), None);
+        let again = fast.due(RETRY_US).unwrap();
+        assert_eq!(fast.on_ack(again, 15_000, 1_000), Some(15_000_000));
     }
 }

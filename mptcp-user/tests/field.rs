@@ -172,8 +172,21 @@ fn handshake(
     let Body::Challenge { nonce_s, .. } = m.body else { bail!("expected a CHALLENGE, got {:?}", m.body) };
     let proof = Message { token: m.token, subflow_id, body: Body::Proof { nonce_c, nonce_s } };
     s.send_to(&proof.encode(psk), to)?;
-    let n = s.recv(&mut buf).context("no answer to the PROOF")?;
-    Ok((m.token, Message::decode(&buf[..n], psk)?.body))
+    Ok((m.token, recv_body(s, "no answer to the PROOF")?))
+}
+
+/// The next message on `s` that is not part of a packet train: the
+/// concentrator sends one behind each ACCEPT, which a real client times and
+/// answers, and these raw ones pass over.
+fn recv_body(s: &UdpSocket, what: &'static str) -> Result<Body> {
+    let mut buf = [0u8; 2048];
+    loop {
+        let n = s.recv(&mut buf).context(what)?;
+        match Message::decode(&buf[..n], PSK.as_bytes())?.body {
+            Body::RateProbe { .. } => continue,
+            body => return Ok(body),
+        }
+    }
 }
 
 /// One probe of `subflow_id` from `s` sent at `sent_us`: the answer's body.
@@ -189,9 +202,7 @@ fn probe(s: &UdpSocket, to: SocketAddr, token: u32, subflow_id: u8, sent_us: u64
         rx: RxReport::default(),
     };
     s.send_to(&Message { token, subflow_id, body }.encode(psk), to)?;
-    let mut buf = [0u8; 2048];
-    let n = s.recv(&mut buf).context("no answer to a probe")?;
-    Ok(Message::decode(&buf[..n], psk)?.body)
+    recv_body(s, "no answer to a probe")
 }
 
 /// A subflow whose 4-tuple changes, as when a NAT rebinds: its probes from
