@@ -122,10 +122,9 @@ pub struct Client {
 
 /// Answers to any of this many latest probes count (they may trail the interval).
 const PROBE_ANSWER_WINDOW: u64 = 64;
-/// A subflow is probed at the active interval for this long after it joins:
-/// the estimator learns a path's jitter only while the path is lightly used
-/// (under load a link that keeps order holds its delays near the jitter's
-/// top, which reads as a queue), so ~40 samples before the traffic comes.
+/// A subflow is probed at the active interval for this long after it joins,
+/// so its round-trip floor is learnt from ~40 samples before traffic comes.
+/// (Not its one-way jitter: only data packets carry a one-way sample.)
 const WARM_UP_US: u64 = 2_000_000;
 
 fn random_u64() -> u64 {
@@ -510,9 +509,9 @@ impl Client {
             let own = counters(&self.maps, token, self.paths[i].id);
             let p = &mut self.paths[i];
             // Probe often what carries traffic (a failure there costs), is
-            // down (to see it come back) or just joined (its delay floor and
-            // jitter are learnt before traffic needs them); an idle path at
-            // the idle interval.
+            // down (to see it come back) or just joined (its round-trip floor
+            // is learnt before traffic needs it); an idle path at the idle
+            // interval.
             let busy = own.tx_packets + own.rx_packets != p.probed_packets || !p.state.up() || now < p.warm_until_us;
             let probe = &self.cfg.probe;
             let active = probe.active_interval_ms();
@@ -720,7 +719,7 @@ impl Client {
                 let before = (p.monitor.capacity.get(), p.monitor.buffer.get(), p.monitor.random_loss.ppm());
                 let bucket = self.maps.bucket(token, p.id);
                 // The estimator's trace lines name the path they judge.
-                let span = tracing::trace_span!("path", name = p.name()).entered();
+                let span = tracing::debug_span!("path", name = p.name()).entered();
                 p.monitor.on_report(now, rx, sent, bucket.as_ref(), p.remote.is_ipv6());
                 drop(span);
                 let after = (p.monitor.capacity.get(), p.monitor.buffer.get(), p.monitor.random_loss.ppm());

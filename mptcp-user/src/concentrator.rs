@@ -379,7 +379,7 @@ impl Concentrator {
                 sub.monitor.on_peer_rtt(now, srtt_us, min_rtt_us);
                 let bucket = self.maps.bucket(msg.token, msg.subflow_id);
                 // The estimator's trace lines name the subflow they judge.
-                let span = tracing::trace_span!("subflow", token = msg.token, id = msg.subflow_id).entered();
+                let span = tracing::debug_span!("subflow", token = msg.token, id = msg.subflow_id).entered();
                 sub.monitor.on_report(now, rx, tx_wire_bytes(&own), bucket.as_ref(), sub.ep.remote.is_ipv6());
                 drop(span);
                 let measured = sub.monitor.measurements();
