@@ -557,8 +557,10 @@ impl Client {
         let id = p.id;
         let pad = rate_probe_pad(TRAIN_PACKET_BYTES, p.remote.is_ipv6());
         tracing::debug!(path = p.name(), train, "packet train");
+        let start = std::time::Instant::now();
         for index in 0..TRAIN_LEN {
-            let body = Body::RateProbe { train, index, count: TRAIN_LEN, pad };
+            let sent_ns = start.elapsed().as_nanos().min(u32::MAX as u128) as u32;
+            let body = Body::RateProbe { train, index, count: TRAIN_LEN, sent_ns, pad };
             self.send(i, &Message { token, subflow_id: id, body }).await;
         }
     }
@@ -686,11 +688,11 @@ impl Client {
                     pmtu.on_answer(round, size as u32);
                 }
             }
-            Body::RateProbe { train, index, count, .. } => {
+            Body::RateProbe { train, index, count, sent_ns, .. } => {
                 let Some(token) = self.token.filter(|&t| t == msg.token) else { return Ok(()) };
                 let p = &mut self.paths[i];
                 let wire = (m.data.len() + peer::wire_overhead(m.from.is_ipv6())) as u64;
-                if let Some((bytes, span_us)) = p.train_in.on_probe(train, index, count, wire, m.rx_ns) {
+                if let Some((bytes, span_us)) = p.train_in.on_probe(train, index, count, sent_ns, wire, m.rx_ns) {
                     let body = Body::RateAck { train, bytes, span_us };
                     self.send(i, &Message { token, subflow_id: self.paths[i].id, body }).await;
                 }

@@ -428,7 +428,7 @@ impl Concentrator {
                     self.send(m.socket, m.from, &ack).await;
                 }
             }
-            Body::RateProbe { train, index, count, .. } => {
+            Body::RateProbe { train, index, count, sent_ns, .. } => {
                 let Some(Some(sub)) =
                     self.conns.get_mut(&msg.token).map(|c| c.subflows.get_mut(msg.subflow_id as usize))
                 else {
@@ -438,7 +438,7 @@ impl Concentrator {
                     return Ok(());
                 };
                 let wire = (m.data.len() + peer::wire_overhead(m.from.is_ipv6())) as u64;
-                if let Some((bytes, span_us)) = sub.train_in.on_probe(train, index, count, wire, m.rx_ns) {
+                if let Some((bytes, span_us)) = sub.train_in.on_probe(train, index, count, sent_ns, wire, m.rx_ns) {
                     let body = Body::RateAck { train, bytes, span_us };
                     let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body };
                     self.send(m.socket, m.from, &ack).await;
@@ -528,8 +528,10 @@ impl Concentrator {
         };
         let Some(train) = sub.as_mut().and_then(|s| s.train_out.due(now)) else { return };
         let pad = rate_probe_pad(TRAIN_PACKET_BYTES, to.is_ipv6());
+        let start = std::time::Instant::now();
         for index in 0..TRAIN_LEN {
-            let body = Body::RateProbe { train, index, count: TRAIN_LEN, pad };
+            let sent_ns = start.elapsed().as_nanos().min(u32::MAX as u128) as u32;
+            let body = Body::RateProbe { train, index, count: TRAIN_LEN, sent_ns, pad };
             self.send(listener, to, &Message { token, subflow_id, body }).await;
         }
     }

@@ -110,6 +110,9 @@ pub enum Body {
         train: u32,
         index: u8,
         count: u8,
+        /// When it was sent, ns after the train's first packet: the
+        /// receiver checks that the path spread the train, not the sender.
+        sent_ns: u32,
         pad: u16,
     },
     /// The concentrator's measure of train `train`: `bytes` on the wire
@@ -135,8 +138,8 @@ pub fn mtu_pad(size: u16, ipv6: bool) -> u16 {
 }
 
 /// Bytes of an encoded [`Body::RateProbe`] besides its padding: multipath
-/// header, type, train, index, count, pad length, tag.
-pub const RATE_PROBE_LEN: usize = MP_HDR_LEN + 1 + 4 + 1 + 1 + 2 + TAG_LEN;
+/// header, type, train, index, count, send offset, pad length, tag.
+pub const RATE_PROBE_LEN: usize = MP_HDR_LEN + 1 + 4 + 1 + 1 + 4 + 2 + TAG_LEN;
 
 /// The padding that makes a rate probe an outer IP packet of `size` bytes.
 pub fn rate_probe_pad(size: u16, ipv6: bool) -> u16 {
@@ -348,11 +351,12 @@ impl Message {
                 b.extend_from_slice(&pad.to_be_bytes());
                 b.resize(b.len() + *pad as usize, 0);
             }
-            Body::RateProbe { train, index, count, pad } => {
+            Body::RateProbe { train, index, count, sent_ns, pad } => {
                 b.push(T_RATE_PROBE);
                 b.extend_from_slice(&train.to_be_bytes());
                 b.push(*index);
                 b.push(*count);
+                b.extend_from_slice(&sent_ns.to_be_bytes());
                 b.extend_from_slice(&pad.to_be_bytes());
                 b.resize(b.len() + *pad as usize, 0);
             }
@@ -444,9 +448,9 @@ impl Message {
                 Body::MtuAck { round, size, pad }
             }
             T_RATE_PROBE => {
-                let (train, index, count, pad) = (r.u32()?, r.u8()?, r.u8()?, r.u16()?);
+                let (train, index, count, sent_ns, pad) = (r.u32()?, r.u8()?, r.u8()?, r.u32()?, r.u16()?);
                 r.take(pad as usize)?;
-                Body::RateProbe { train, index, count, pad }
+                Body::RateProbe { train, index, count, sent_ns, pad }
             }
             T_RATE_ACK => Body::RateAck { train: r.u32()?, bytes: r.u32()?, span_us: r.u32()? },
             _ => return Err(DecodeError::Malformed("unknown message type")),
@@ -544,7 +548,7 @@ mod tests {
             Body::Hint { path: PathHint { priority: 1, backup: false, rate_bytes_per_sec: 375_000, weight: 2 } },
             Body::MtuProbe { round: 3, size: 1400, pad: 1300 },
             Body::MtuAck { round: 3, size: 1400, pad: 1300 },
-            Body::RateProbe { train: 4, index: 5, count: 24, pad: 1100 },
+            Body::RateProbe { train: 4, index: 5, count: 24, sent_ns: 70_000, pad: 1100 },
             Body::RateAck { train: 4, bytes: 14_400, span_us: 5_760 },
         ];
         bodies.into_iter().map(|body| Message { token: 0xdead_beef, subflow_id: 2, body }).collect()
@@ -594,7 +598,11 @@ mod tests {
     fn a_rate_probe_is_an_ip_packet_of_its_size() {
         for (v6, ip) in [(false, 20), (true, 40)] {
             let pad = rate_probe_pad(1200, v6);
-            let m = Message { token: 1, subflow_id: 0, body: Body::RateProbe { train: 1, index: 0, count: 24, pad } };
+            let m = Message {
+                token: 1,
+                subflow_id: 0,
+                body: Body::RateProbe { train: 1, index: 0, count: 24, sent_ns: 0, pad },
+            };
             assert_eq!(m.encode(b"k").len() + ip + 8, 1200, "v6 {v6}");
         }
     }

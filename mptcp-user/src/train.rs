@@ -83,6 +83,10 @@ const TIMED: usize = TRAIN_LEN as usize / 3;
 /// (percent): else the burst reached into it, or jitter spaced the packets,
 /// and the train says nothing.
 const STEADY_PCT: u64 = 125;
+/// The timed part must arrive spread over at least this many times as long
+/// as it took to send: else what spaced it was the sender (a busy host
+/// sending a train that a shaper's burst passed whole), not the path.
+const SPREAD_FACTOR: u64 = 2;
 
 /// The receiver's side: the arrivals of one subflow's latest train.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,17 +95,28 @@ pub struct TrainMeter {
     /// Arrival (ns) of each of the train's last [`TIMED`] packets; 0: not
     /// (yet) arrived.
     at_ns: [u64; TIMED],
+    /// When each was sent (ns after the train's first packet, the sender's clock).
+    sent_ns: [u32; TIMED],
     wire_bytes: u64,
     answered: bool,
 }
 
 impl TrainMeter {
-    /// Packet `index` of `count` of `train`, `wire_bytes` long, arrived at
-    /// `rx_ns`. Once the last packet arrives: (bytes, µs) over the train's
-    /// last third, if all of it arrived at a steady rate (the halves of it
-    /// agree within [`STEADY_PCT`]): a token bucket's burst or jitter that
-    /// reaches into it would read as a faster (or slower) link.
-    pub fn on_probe(&mut self, train: u32, index: u8, count: u8, wire_bytes: u64, rx_ns: u64) -> Option<(u32, u32)> {
+    /// Packet `index` of `count` of `train`, sent `sent_ns` after its first,
+    /// `wire_bytes` long, arrived at `rx_ns`. Once the last packet arrives:
+    /// (bytes, µs) over the train's last third, if all of it arrived at a
+    /// steady rate (the halves of it agree within [`STEADY_PCT`]: a token
+    /// bucket's burst or jitter that reaches into it would read as a faster
+    /// or slower link) and spread by the path ([`SPREAD_FACTOR`]).
+    pub fn on_probe(
+        &mut self,
+        train: u32,
+        index: u8,
+        count: u8,
+        sent_ns: u32,
+        wire_bytes: u64,
+        rx_ns: u64,
+    ) -> Option<(u32, u32)> {
         if train != self.train {
             *self = TrainMeter { train, ..Default::default() };
         }
@@ -110,6 +125,7 @@ impl TrainMeter {
             return None;
         }
         self.at_ns[index as usize - first] = rx_ns;
+        self.sent_ns[index as usize - first] = sent_ns;
         self.wire_bytes = wire_bytes;
         if index + 1 != count {
             return None;
@@ -124,6 +140,10 @@ impl TrainMeter {
         // Bytes per ns of each half (the same number of intervals each).
         let (a, b) = (t[mid] - t[0], t[TIMED - 1] - t[TIMED - 1 - mid]);
         if a.max(b) * 100 > a.min(b) * STEADY_PCT {
+            return None;
+        }
+        let sent_span = self.sent_ns[TIMED - 1].saturating_sub(self.sent_ns[0]) as u64;
+        if t[TIMED - 1] - t[0] < SPREAD_FACTOR * sent_span {
             return None;
         }
         let span_us = ((t[TIMED - 1] - t[0]) / 1_000).clamp(1, u32::MAX as u64) as u32;
@@ -162,7 +182,7 @@ mod tests {
         let train = probe.due(0).unwrap();
         let mut meter = TrainMeter::default();
         let n = arrivals.len() as u8;
-        let answer = arrivals.iter().enumerate().find_map(|(i, t)| meter.on_probe(train, i as u8, n, len, (*t)?));
+        let answer = arrivals.iter().enumerate().find_map(|(i, t)| meter.on_probe(train, i as u8, n, 0, len, (*t)?));
         let (bytes, span) = answer?;
         probe.on_ack(train, bytes, span)
     }
@@ -215,9 +235,16 @@ mod tests {
         // Answered once; a packet of an older train starts nothing.
         let mut meter = TrainMeter::default();
         let timed: Vec<_> =
-            (0..TRAIN_LEN).filter_map(|i| meter.on_probe(2, i, TRAIN_LEN, len, arrivals[i as usize]?)).collect();
+            (0..TRAIN_LEN).filter_map(|i| meter.on_probe(2, i, TRAIN_LEN, 0, len, arrivals[i as usize]?)).collect();
         assert_eq!(timed.len(), 1);
-        assert_eq!(meter.on_probe(2, TRAIN_LEN - 1, TRAIN_LEN, len, u64::MAX), None);
+        assert_eq!(meter.on_probe(2, TRAIN_LEN - 1, TRAIN_LEN, 0, len, u64::MAX), None);
+        // Arrivals spaced as the sender sent them (a busy host, a shaper's
+        // burst passing the whole train): the path spread nothing.
+        let mut meter = TrainMeter::default();
+        let sent = |i: u8| i as u32 * 60_000; // 1242 B every 60 µs: 165 Mbit/s
+        let mirrored = (0..TRAIN_LEN)
+            .find_map(|i| meter.on_probe(3, i, TRAIN_LEN, sent(i), len, 1_000_000 + sent(i) as u64 + 5_000));
+        assert_eq!(mirrored, None);
     }
 
     #[test]

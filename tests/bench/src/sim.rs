@@ -210,7 +210,7 @@ fn time_train(l: &Link, rng: &mut Rng) -> Option<u64> {
         let arrives = (departs + l.delay_ns + jitter).max(last);
         last = arrives;
         if rng.next_f64() >= l.loss {
-            answer = answer.or(meter.on_probe(1, i, TRAIN_LEN, wire, arrives));
+            answer = answer.or(meter.on_probe(1, i, TRAIN_LEN, 0, wire, arrives));
         }
     }
     let (bytes, span_us) = answer?;
