@@ -417,26 +417,16 @@ impl Concentrator {
                 }
             }
             Body::MtuProbe { round, size, .. } => {
-                let known = self.conns.get(&msg.token).is_some_and(|c| {
-                    matches!(c.subflows.get(msg.subflow_id as usize),
-                        Some(Some(sub)) if sub.ep.remote == m.from && sub.ep.local == m.local)
-                });
-                if known {
-                    // As large as the probe: an answered size crossed both ways.
-                    let body = Body::MtuAck { round, size, pad: mtu_pad(size, m.from.is_ipv6()) };
-                    let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body };
-                    self.send(m.socket, m.from, &ack).await;
+                if self.sub_from(msg.token, msg.subflow_id, &m).is_none() {
+                    return Ok(());
                 }
+                // As large as the probe: an answered size crossed both ways.
+                let body = Body::MtuAck { round, size, pad: mtu_pad(size, m.from.is_ipv6()) };
+                let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body };
+                self.send(m.socket, m.from, &ack).await;
             }
             Body::RateProbe { train, index, count, sent_ns, .. } => {
-                let Some(Some(sub)) =
-                    self.conns.get_mut(&msg.token).map(|c| c.subflows.get_mut(msg.subflow_id as usize))
-                else {
-                    return Ok(());
-                };
-                let Some(sub) = sub.as_mut().filter(|s| s.ep.remote == m.from && s.ep.local == m.local) else {
-                    return Ok(());
-                };
+                let Some(sub) = self.sub_from(msg.token, msg.subflow_id, &m) else { return Ok(()) };
                 let wire = (m.data.len() + peer::wire_overhead(m.from.is_ipv6())) as u64;
                 if let Some((bytes, span_us)) = sub.train_in.on_probe(train, index, count, sent_ns, wire, m.rx_ns) {
                     let body = Body::RateAck { train, bytes, span_us };
@@ -445,14 +435,7 @@ impl Concentrator {
                 }
             }
             Body::RateAck { train, bytes, span_us } => {
-                let Some(Some(sub)) =
-                    self.conns.get_mut(&msg.token).map(|c| c.subflows.get_mut(msg.subflow_id as usize))
-                else {
-                    return Ok(());
-                };
-                let Some(sub) = sub.as_mut().filter(|s| s.ep.remote == m.from && s.ep.local == m.local) else {
-                    return Ok(());
-                };
+                let Some(sub) = self.sub_from(msg.token, msg.subflow_id, &m) else { return Ok(()) };
                 let Some(rate) = sub.train_out.on_ack(train, bytes, span_us) else { return Ok(()) };
                 sub.monitor.seed_capacity(now, rate);
                 tracing::info!(
@@ -518,6 +501,12 @@ impl Concentrator {
         use handshake::Phase;
         let waiting = || self.pending.iter().filter(|((a, _), p)| a.ip() == from && p.offer.phase == Phase::Challenged);
         self.pending.len() >= MAX_PENDING || waiting().count() >= MAX_PENDING_PER_ADDRESS
+    }
+
+    /// Subflow `id` of connection `token`, if `m` came from its 4-tuple.
+    fn sub_from(&mut self, token: u32, id: u8, m: &Inbound) -> Option<&mut Sub> {
+        let sub = self.conns.get_mut(&token)?.subflows.get_mut(id as usize)?.as_mut()?;
+        (sub.ep.remote == m.from && sub.ep.local == m.local).then_some(sub)
     }
 
     /// A packet train to the client on a subflow, if one is due (the first,
