@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
-use crate::control::{mtu_pad, rate_probe_pad, Body, DecodeError, Message, PathHint, RejectReason};
+use crate::control::{mtu_pad, rate_probe_pad, Body, DecodeError, Message, PathHint, RejectReason, RxReport};
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
@@ -50,6 +50,10 @@ struct Path {
     /// probed at the active interval.
     probed_us: u64,
     probed_packets: u64,
+    /// The one-way delay of the newest probe answer since the last probe
+    /// (0: none): the next probe reports it, so the concentrator learns
+    /// the return direction's jitter.
+    answer_owd_us: u32,
     /// The interval to the next probe, as announced with the last one.
     probe_interval_ms: u64,
     /// The uplink's own MTU, and the path's as the search finds it (while established).
@@ -159,6 +163,7 @@ impl Client {
                 probe_seq: 0,
                 probed_us: 0,
                 probed_packets: 0,
+                answer_owd_us: 0,
                 probe_interval_ms: 0,
                 link_mtu: 0,
                 pmtu: None,
@@ -344,8 +349,8 @@ impl Client {
             Action::SendProbe => {
                 let Some(token) = self.token else { return Ok(()) };
                 let own = counters(&self.maps, token, id);
-                let rx = rx_report(&own);
                 let p = &mut self.paths[i];
+                let rx = RxReport { probe_owd_us: std::mem::take(&mut p.answer_owd_us), ..rx_report(&own) };
                 p.probe_seq = p.probe_seq.wrapping_add(1);
                 p.probed_us = now_us();
                 p.probed_packets = own.tx_packets + own.rx_packets;
@@ -706,7 +711,7 @@ impl Client {
                 let measured = p.monitor.measurements();
                 subflows::update_path(&mut self.maps, token, p.id, |ps| measured.write(ps))?;
             }
-            Body::ProbeAck { seq, sent_us, rx } => {
+            Body::ProbeAck { seq, sent_us, acked_us, rx } => {
                 let Some(token) = self.token else { return Ok(()) };
                 let p = &mut self.paths[i];
                 // Any recent probe counts (answers may trail the interval).
@@ -717,6 +722,7 @@ impl Client {
                     return Ok(());
                 }
                 p.monitor.on_rtt(now, now.saturating_sub(sent_us));
+                p.answer_owd_us = peer::owd_sample(m.rx_mono_us(), acked_us);
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
                 let before = (p.monitor.capacity.get(), p.monitor.buffer.get(), p.monitor.random_loss.ppm());
                 let bucket = self.maps.bucket(token, p.id);

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
 use crate::control::rate_probe_pad;
-use crate::control::{derive_token, mtu_pad, Body, DecodeError, Message, PathHint, RejectReason};
+use crate::control::{derive_token, mtu_pad, Body, DecodeError, Message, PathHint, RejectReason, RxReport};
 use crate::ctl::{Request, Response};
 use crate::daemon::{Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
@@ -383,11 +383,13 @@ impl Concentrator {
                 sub.monitor.on_report(now, rx, tx_wire_bytes(&own), bucket.as_ref(), sub.ep.remote.is_ipv6());
                 drop(span);
                 let measured = sub.monitor.measurements();
-                let mine = rx_report(&own);
+                // The probe's own one-way delay: the client learns the
+                // path's jitter from it before any data crosses.
+                let mine = RxReport { probe_owd_us: peer::owd_sample(m.rx_mono_us(), sent_us), ..rx_report(&own) };
                 let ack = Message {
                     token: msg.token,
                     subflow_id: msg.subflow_id,
-                    body: Body::ProbeAck { seq, sent_us, rx: mine },
+                    body: Body::ProbeAck { seq, sent_us, acked_us: now_us(), rx: mine },
                 };
                 let wire = self.send(m.socket, m.from, &ack).await + peer::wire_overhead(m.from.is_ipv6());
                 if let Some(sub) =

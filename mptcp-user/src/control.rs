@@ -81,6 +81,10 @@ pub enum Body {
     ProbeAck {
         seq: u32,
         sent_us: u64,
+        /// When the concentrator sent this answer, µs of its clock: the
+        /// client's next probe reports the answer's one-way delay
+        /// ([`RxReport::probe_owd_us`]).
+        acked_us: u64,
         /// What the concentrator received on this subflow so far.
         rx: RxReport,
     },
@@ -160,6 +164,11 @@ pub struct RxReport {
     /// Latest one-way delay sample (receiver's clock minus sender's stamp,
     /// wrapping: meaningful across hosts only as a trend).
     pub owd_us: u32,
+    /// The same, of the latest control message that carries a stamp (the
+    /// probe a [`Body::ProbeAck`] answers; the last answer before a
+    /// [`Body::Probe`]), 0: none since the last report. Probes cross a path
+    /// that carries no data, so they show its jitter before any load.
+    pub probe_owd_us: u32,
 }
 
 impl RxReport {
@@ -168,10 +177,11 @@ impl RxReport {
         b.extend_from_slice(&self.packets.to_be_bytes());
         b.extend_from_slice(&self.lost.to_be_bytes());
         b.extend_from_slice(&self.owd_us.to_be_bytes());
+        b.extend_from_slice(&self.probe_owd_us.to_be_bytes());
     }
 
     fn decode(r: &mut Reader) -> Result<RxReport, DecodeError> {
-        Ok(RxReport { bytes: r.u64()?, packets: r.u64()?, lost: r.u64()?, owd_us: r.u32()? })
+        Ok(RxReport { bytes: r.u64()?, packets: r.u64()?, lost: r.u64()?, owd_us: r.u32()?, probe_owd_us: r.u32()? })
     }
 }
 
@@ -334,10 +344,11 @@ impl Message {
                 b.extend_from_slice(&bond_mtu.to_be_bytes());
                 rx.encode(&mut b);
             }
-            Body::ProbeAck { seq, sent_us, rx } => {
+            Body::ProbeAck { seq, sent_us, acked_us, rx } => {
                 b.push(T_PROBE_ACK);
                 b.extend_from_slice(&seq.to_be_bytes());
                 b.extend_from_slice(&sent_us.to_be_bytes());
+                b.extend_from_slice(&acked_us.to_be_bytes());
                 rx.encode(&mut b);
             }
             Body::Hint { path } => {
@@ -435,7 +446,9 @@ impl Message {
                 bond_mtu: r.u32()?,
                 rx: RxReport::decode(&mut r)?,
             },
-            T_PROBE_ACK => Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()?, rx: RxReport::decode(&mut r)? },
+            T_PROBE_ACK => {
+                Body::ProbeAck { seq: r.u32()?, sent_us: r.u64()?, acked_us: r.u64()?, rx: RxReport::decode(&mut r)? }
+            }
             T_HINT => Body::Hint { path: PathHint::decode(&mut r)? },
             T_MTU_PROBE => {
                 let (round, size, pad) = (r.u32()?, r.u16()?, r.u16()?);
@@ -542,9 +555,14 @@ mod tests {
                 min_rtt_us: 800,
                 interval_ms: 50,
                 bond_mtu: 1352,
-                rx: RxReport { bytes: 1 << 40, packets: 5, lost: 1, owd_us: 4_000_000_000 },
+                rx: RxReport { bytes: 1 << 40, packets: 5, lost: 1, owd_us: 4_000_000_000, probe_owd_us: 3 },
             },
-            Body::ProbeAck { seq: 7, sent_us: 123_456, rx: RxReport { bytes: 9, packets: 1, lost: 0, owd_us: 7 } },
+            Body::ProbeAck {
+                seq: 7,
+                sent_us: 123_456,
+                acked_us: 654_321,
+                rx: RxReport { bytes: 9, packets: 1, lost: 0, owd_us: 7, probe_owd_us: 8 },
+            },
             Body::Hint { path: PathHint { priority: 1, backup: false, rate_bytes_per_sec: 375_000, weight: 2 } },
             Body::MtuProbe { round: 3, size: 1400, pad: 1300 },
             Body::MtuAck { round: 3, size: 1400, pad: 1300 },

@@ -201,6 +201,12 @@ pub struct Capacity {
     rtt_queue: WindowedMin<u64, RATE_SPAN_US>,
     /// The first estimate came from a packet train ([`Capacity::seed`]).
     timed: bool,
+    /// The first probe one-way delay sample, and the floor of the probe
+    /// samples relative to it ([`Capacity::on_probe_owd`]): kept apart from
+    /// the data's, as the peer stamps probes and data on different paths
+    /// through its host.
+    probe_origin: Option<u32>,
+    probe_floor: WindowedMin<i64, OWD_FLOOR_WINDOW_US>,
 }
 
 impl Capacity {
@@ -241,6 +247,47 @@ impl Capacity {
         let (newest, prev) = (self.history.get(n.checked_sub(1)?)?, self.history.get(n.checked_sub(2)?)?);
         let d = newest.3.filter(|_| newest.2 > prev.2)?;
         Some((d - self.floor.get()?).max(0) as u64)
+    }
+
+    /// The peer's one-way delay sample of a control message of this end
+    /// (a probe; 0: none) at `now_us`, after that time's report. While the
+    /// path is light it teaches the path's jitter like a data packet's
+    /// sample: probes cross a path before any data does (a new subflow,
+    /// an idle one), and a path loaded from its first packet would
+    /// otherwise never learn it. An LTE path then read its jitter's
+    /// spread as a queue and its estimate fell from 30 to 9 Mbit/s.
+    pub fn on_probe_owd(&mut self, now_us: u64, sample: u32) {
+        if sample == 0 {
+            return;
+        }
+        let origin = *self.probe_origin.get_or_insert(sample);
+        let d = sample.wrapping_sub(origin) as i32 as i64;
+        self.probe_floor.sample(now_us, d);
+        if self.light() {
+            self.learn_jitter(d - self.probe_floor.get().unwrap_or(d));
+        }
+    }
+
+    /// The newest report saw the path carry less than a first estimate
+    /// takes ([`SEED_MIN`]): it holds no queue of its own traffic, and its
+    /// delays spread by jitter alone.
+    fn light(&self) -> bool {
+        let n = self.history.len();
+        match (n.checked_sub(2).and_then(|i| self.history.get(i)), self.history.back()) {
+            (Some(&(t0, _, r0, _, _)), Some(&(t1, _, r1, _, _))) => {
+                t1 > t0 && r1.saturating_sub(r0) * 1_000_000 / (t1 - t0) < SEED_MIN
+            }
+            _ => true,
+        }
+    }
+
+    /// A sample `height_us` above its floor on a light path: the mean
+    /// height, gain 1/8, of those near the floor is half the range jitter
+    /// spreads delays over. Not far above it: that is a queue.
+    fn learn_jitter(&mut self, height_us: i64) {
+        if (0..JITTER_BAND_US).contains(&height_us) {
+            self.jitter_us = self.jitter_us - self.jitter_us / 8 + height_us as u64 / 8;
+        }
     }
 
     /// How far above the floor a sample must stand to show a queue, not jitter.
@@ -305,24 +352,20 @@ impl Capacity {
             let origin = *self.origin.get_or_insert(owd_sample);
             owd_sample.wrapping_sub(origin) as i32 as i64
         });
+        let fresh = self.history.back().is_some_and(|&(_, _, r, _, _)| received > r);
         if let Some(d) = owd {
             self.floor.sample(now_us, d);
-            // Mean height above the floor, gain 1/8, of samples near it on a
-            // lightly used path: half the range jitter spreads delays over.
-            // Not under load: a link that keeps order holds each packet
-            // behind those jitter delayed, so under load its samples sit
-            // steadily near the range's top, and neither their height (a
-            // queue it is not) nor their steadiness (no jitter) is the
-            // path's jitter. Nor far above the floor: that is a queue.
-            let light = self
-                .history
-                .back()
-                .is_some_and(|&(t, _, r, _, _)| now_us > t && (received - r) * 1_000_000 / (now_us - t) < SEED_MIN);
-            if let Some(h) = self.floor.get().map(|f| d - f).filter(|&h| light && h < JITTER_BAND_US) {
-                self.jitter_us = self.jitter_us - self.jitter_us / 8 + h as u64 / 8;
-            }
         }
         self.history.push_back((now_us, sent, received, owd, busy));
+        // The path's jitter, from samples of a lightly used path only: a
+        // link that keeps order holds each packet behind those jitter
+        // delayed, so under load its samples sit steadily near the range's
+        // top, and neither their height (a queue it is not) nor their
+        // steadiness (no jitter) is the path's jitter. Only a new packet's
+        // sample: the peer repeats its latest while nothing arrives.
+        if let (Some(d), Some(f), true) = (owd, self.floor.get(), fresh && self.light()) {
+            self.learn_jitter(d - f);
+        }
         let shift = rtt_us.min(MAX_SHIFT_US);
         // Keep the newest entry at least a queue window (and the shift) old, and no older ones.
         while self.history.get(1).is_some_and(|&(t, _, _, _, _)| now_us - t >= QUEUE_WINDOW_US + shift) {
@@ -1181,6 +1224,35 @@ mod tests {
     }
 
     #[test]
+    fn probes_teach_the_jitter_of_a_path_loaded_from_its_first_packet() {
+        // A path timed at 30 Mbit/s by its train, its one-way delay jittering
+        // over 20 ms (hybrid-access's LTE). Only probes crossed it before the
+        // inner flow loaded it from its first packet, so no data packet saw
+        // it light; under that load the link keeps order and the samples
+        // sit 12–20 ms above the floor, while the flow, held back by the
+        // other paths, takes 2.5 of its 3.75 MB/s. That smear is no queue:
+        // the estimate stays.
+        let mut m = Model::new();
+        m.c.seed(m.t, 3_750_000);
+        let mut jitter = Jitter(11);
+        for _ in 0..30 {
+            m.t += 100_000;
+            m.c.on_report(m.t, (m.sent, m.got), 0, false, 0, None, 0);
+            m.c.on_probe_owd(m.t, CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + jitter.next_us(20_000)));
+        }
+        let learnt = m.c.queue_threshold_us();
+        assert!((25_000..=35_000).contains(&learnt), "{learnt}");
+        for _ in 0..40 {
+            m.report(250_000, 250_000, 12_000 + jitter.next_us(8_000), false);
+        }
+        assert_eq!(m.c.get(), 3_750_000);
+        // A sample the peer reports while the path carries data is no
+        // measure of its jitter.
+        m.c.on_probe_owd(m.t, CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + 19_000));
+        assert_eq!(m.c.queue_threshold_us(), learnt);
+    }
+
+    #[test]
     fn random_loss_is_not_saturation() {
         // Driven at its estimate, 8 % lost at random, no queue: it does not fall.
         let mut m = Model::new();
@@ -1337,16 +1409,33 @@ mod tests {
     fn delivery_rate_counts_inner_bytes_and_loss_counts_gaps() {
         let mut f = Feedback::default();
         let frame = (1400 + ETH_HLEN + encap_overhead(FAMILY_V4)) as u64;
-        assert_eq!(f.on_report(1_000_000, RxReport { bytes: 0, packets: 0, lost: 0, owd_us: 5 }, FAMILY_V4), None);
+        assert_eq!(
+            f.on_report(
+                1_000_000,
+                RxReport { bytes: 0, packets: 0, lost: 0, owd_us: 5, ..Default::default() },
+                FAMILY_V4
+            ),
+            None
+        );
         // 100 full packets in 100 ms, 1 lost: 1.4 MB/s, 1 % loss.
-        let e = f.on_report(1_100_000, RxReport { bytes: 100 * frame, packets: 100, lost: 1, owd_us: 7 }, FAMILY_V4);
+        let e = f.on_report(
+            1_100_000,
+            RxReport { bytes: 100 * frame, packets: 100, lost: 1, owd_us: 7, ..Default::default() },
+            FAMILY_V4,
+        );
         let e = e.unwrap();
         assert_eq!(e.delivery_bytes_per_sec, 1_400_000);
         assert!((e.loss - 1.0 / 101.0).abs() < 1e-9);
         assert_eq!(e.peer_owd_us, 7);
         // A restarted peer (counters back to 0) yields no sample, then resumes.
         assert_eq!(f.on_report(1_200_000, RxReport::default(), FAMILY_V4), None);
-        assert!(f.on_report(1_300_000, RxReport { bytes: frame, packets: 1, lost: 0, owd_us: 1 }, FAMILY_V4).is_some());
+        assert!(f
+            .on_report(
+                1_300_000,
+                RxReport { bytes: frame, packets: 1, lost: 0, owd_us: 1, ..Default::default() },
+                FAMILY_V4
+            )
+            .is_some());
     }
 }
 
@@ -1357,7 +1446,13 @@ pub fn counters(maps: &crate::bpfmaps::DataPathMaps, token: u32, subflow: u8) ->
 
 /// This end's receive counters of a subflow, as reported to the peer.
 pub fn rx_report(s: &SubflowStats) -> RxReport {
-    RxReport { bytes: s.rx_bytes, packets: s.rx_packets, lost: s.rx_lost(), owd_us: s.rx_owd_us as u32 }
+    RxReport {
+        bytes: s.rx_bytes,
+        packets: s.rx_packets,
+        lost: s.rx_lost(),
+        owd_us: s.rx_owd_us as u32,
+        probe_owd_us: 0,
+    }
 }
 
 /// Wire bytes (Ethernet frames) this end has sent on a subflow.

@@ -95,6 +95,7 @@ impl PathMonitor {
         let before = effective_rate(self.hint.rate_bytes_per_sec, self.capacity.get());
         let lost = self.feedback.last.is_some_and(|e| e.loss > 0.0);
         self.capacity.on_report(now_us, bytes, rx.owd_us, busy, rtt, rtt_queue, self.max_rate);
+        self.capacity.on_probe_owd(now_us, rx.probe_owd_us);
         // The queue by the peer's one-way delay, or by the round trips since
         // the last report: a path loaded from its first packet shows no floor
         // of one-way delays to see its queue by, while the minimum RTT was

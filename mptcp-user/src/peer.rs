@@ -118,6 +118,25 @@ pub struct Inbound {
     pub rx_ns: u64,
 }
 
+impl Inbound {
+    /// When it arrived, µs of CLOCK_MONOTONIC (the clock the peer stamps
+    /// its probes and the data path its packets with): the receive
+    /// timestamp moved back from now by its age on the real-time clock.
+    pub fn rx_mono_us(&self) -> u64 {
+        let real_now_ns =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        now_us().saturating_sub(real_now_ns.saturating_sub(self.rx_ns) / 1_000)
+    }
+}
+
+/// The one-way delay of a message stamped `sent_us` by the peer (its clock)
+/// that arrived at `rx_mono_us` (ours), as the data path samples it: the
+/// difference of the clocks' low 32 bits, wrapping; 0 stands for none, so
+/// a difference of exactly 0 is moved to 1 µs.
+pub fn owd_sample(rx_mono_us: u64, sent_us: u64) -> u32 {
+    (rx_mono_us as u32).wrapping_sub(sent_us as u32).max(1)
+}
+
 /// Read one datagram with its kernel receive timestamp (SO_TIMESTAMPNS):
 /// (length, sender, ns of the real-time clock). The timestamp is taken as
 /// the packet arrives, not when this task gets to it.

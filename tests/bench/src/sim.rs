@@ -322,6 +322,8 @@ pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
                     let at = (l.free_at.max(next_probe) + l.delay_ns + jitter).max(l.last_arrival);
                     let now_us = next_probe / 1_000;
                     l.monitor.on_rtt(now_us, (at - next_probe + l.delay_ns) / 1_000);
+                    // The answer reports the probe's own one-way delay (one clock here).
+                    l.rx.probe_owd_us = ((at - next_probe) / 1_000).max(1) as u32;
                     l.monitor.on_report(now_us, l.rx, l.sent_wire, Some(bucket), false);
                     l.missed = 0;
                     l.up = true;
