@@ -128,6 +128,10 @@ pub const PATH_UNBRIDGEABLE: u32 = 8;
 /// path carried, never yet found full nor timed by a packet train); the
 /// path may be bigger.
 pub const PATH_RATE_LOWER_BOUND: u32 = 16;
+/// `PathState::flags`: the rate was sized whole, not only read off a load:
+/// given by the operator (a hint) or timed by a packet train. Auto runs
+/// earliest-arrival on paths of equal delay only when all are sized.
+pub const PATH_RATE_SIZED: u32 = 32;
 
 /// What the controller knows about a subflow's path.
 #[repr(C)]

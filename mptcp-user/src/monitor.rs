@@ -4,7 +4,7 @@
 //! and the path's hints. No I/O: the roles hand it what arrived and write
 //! what it returns.
 
-use mptcp_common::maps::{Bucket, PathState, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PATH_UP};
+use mptcp_common::maps::{Bucket, PathState, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PATH_RATE_SIZED, PATH_UP};
 use mptcp_common::policy::MAX_LOSS_PPM;
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 
@@ -167,6 +167,7 @@ impl PathMonitor {
             // A train timed the whole path: its size, not a lower bound
             // (for which path is the biggest, `mark_unbridgeable`).
             rate_lower_bound: self.hint.rate_bytes_per_sec == 0 && !self.capacity.measured() && !self.capacity.timed(),
+            rate_sized: self.hint.rate_bytes_per_sec != 0 || self.capacity.timed(),
         }
     }
 
@@ -209,6 +210,9 @@ pub struct Measured {
     /// The rate is an estimate not yet measured at a full path, nor timed
     /// by a packet train.
     pub rate_lower_bound: bool,
+    /// The rate was given by a hint or timed by a packet train
+    /// ([`PATH_RATE_SIZED`]).
+    pub rate_sized: bool,
 }
 
 impl Measured {
@@ -219,10 +223,12 @@ impl Measured {
         ps.rate_bytes_per_sec = self.rate_bytes_per_sec;
         ps.queue_us = self.queue_us;
         ps.loss_ppm = self.loss_ppm;
-        if self.rate_lower_bound {
-            ps.flags |= PATH_RATE_LOWER_BOUND;
-        } else {
-            ps.flags &= !PATH_RATE_LOWER_BOUND;
+        for (flag, set) in [(PATH_RATE_LOWER_BOUND, self.rate_lower_bound), (PATH_RATE_SIZED, self.rate_sized)] {
+            if set {
+                ps.flags |= flag;
+            } else {
+                ps.flags &= !flag;
+            }
         }
     }
 }

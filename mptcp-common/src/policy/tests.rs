@@ -7,7 +7,8 @@ use std::vec::Vec;
 
 use super::*;
 use crate::maps::{
-    Bucket, PathState, PATH_BACKUP, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PATH_UNBRIDGEABLE, PATH_UP,
+    Bucket, PathState, PATH_BACKUP, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PATH_RATE_SIZED, PATH_UNBRIDGEABLE,
+    PATH_UP,
 };
 
 struct Fixed {
@@ -174,7 +175,7 @@ fn a_lossy_path_takes_what_the_clean_one_cannot_carry_within_its_penalty() {
 }
 
 #[test]
-fn auto_is_earliest_arrival_where_the_delays_differ_and_min_rtt_where_not() {
+fn auto_is_earliest_arrival_where_the_delays_differ_or_the_rates_are_sized_and_min_rtt_where_not() {
     let at = |owd_us: u32| PathState { owd_us, ..path(LIVE, 0, 2 * owd_us, 1_250_000) };
     // A demo box's three uplinks, all within a millisecond: min-rtt.
     assert_eq!(auto_policy(&[at(300), at(400), at(600)]), Policy::MinRtt);
@@ -188,6 +189,14 @@ fn auto_is_earliest_arrival_where_the_delays_differ_and_min_rtt_where_not() {
     let backup = PathState { flags: LIVE | PATH_BACKUP, ..at(300_000) };
     assert_eq!(auto_policy(&[at(10_000), backup]), Policy::MinRtt);
     assert_eq!(auto_policy(&[]), Policy::MinRtt);
+    // Equal delays, every rate sized whole (a train timed it, or a hint):
+    // earliest-arrival can place the packets. One path unsized, or a lone
+    // path: min-rtt.
+    let sized = |owd_us: u32| PathState { flags: LIVE | PATH_RATE_SIZED, ..at(owd_us) };
+    assert_eq!(auto_policy(&[sized(300), sized(400), sized(600)]), Policy::EarliestArrival);
+    assert_eq!(auto_policy(&[sized(300), sized(400), at(600)]), Policy::MinRtt);
+    assert_eq!(auto_policy(&[sized(300)]), Policy::MinRtt);
+    assert_eq!(auto_policy(&[sized(300), PathState { flags: LIVE | PATH_BACKUP, ..at(400) }]), Policy::MinRtt);
     // A class set to auto runs what it stands for, and says it was auto.
     let cp = ClassPolicy::auto(Policy::EarliestArrival);
     assert_eq!((cp.policy(), cp.chosen()), (Policy::EarliestArrival, Policy::Auto));
