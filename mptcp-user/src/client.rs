@@ -29,7 +29,7 @@ use crate::runtime::RuntimeChanges;
 use crate::session::pmtu::Pmtu;
 use crate::session::subflow::{self, Action, Event, Silence, State};
 use crate::subflows::{self, Endpoints};
-use crate::train::{TrainMeter, TrainProbe, TRAIN_LEN, TRAIN_PACKET_BYTES};
+use crate::train::{TrainMeter, TrainProbe, TrainTiming, TRAIN_LEN, TRAIN_PACKET_BYTES};
 
 struct Path {
     cfg: PathConfig,
@@ -556,6 +556,12 @@ impl Client {
 
     /// A packet train on path `i`, if one is due: sent back to back, the
     /// concentrator times them.
+    /// Answer the concentrator's train on path `i`.
+    async fn answer_train(&mut self, i: usize, token: u32, t: TrainTiming) {
+        let body = Body::RateAck { train: t.train, bytes: t.bytes, span_us: t.span_us };
+        self.send(i, &Message { token, subflow_id: self.paths[i].id, body }).await;
+    }
+
     async fn send_train(&mut self, i: usize, token: u32, now: u64) {
         let p = &mut self.paths[i];
         let Some(train) = p.train_out.due(now) else { return };
@@ -697,9 +703,8 @@ impl Client {
                 let Some(token) = self.token.filter(|&t| t == msg.token) else { return Ok(()) };
                 let p = &mut self.paths[i];
                 let wire = (m.data.len() + peer::wire_overhead(m.from.is_ipv6())) as u64;
-                if let Some((bytes, span_us)) = p.train_in.on_probe(train, index, count, sent_ns, wire, m.rx_ns) {
-                    let body = Body::RateAck { train, bytes, span_us };
-                    self.send(i, &Message { token, subflow_id: self.paths[i].id, body }).await;
+                if let Some(t) = p.train_in.on_probe(train, index, count, sent_ns, wire, m.rx_ns) {
+                    self.answer_train(i, token, t).await;
                 }
             }
             Body::RateAck { train, bytes, span_us } => {
@@ -723,6 +728,11 @@ impl Client {
                 }
                 p.monitor.on_rtt(now, now.saturating_sub(sent_us));
                 p.answer_owd_us = peer::owd_sample(m.rx_mono_us(), acked_us);
+                // A train the concentrator sent before this answer is over.
+                if let Some(t) = p.train_in.on_later_message() {
+                    self.answer_train(i, token, t).await;
+                }
+                let p = &mut self.paths[i];
                 let sent = tx_wire_bytes(&counters(&self.maps, token, p.id));
                 let before = (p.monitor.capacity.get(), p.monitor.buffer.get(), p.monitor.random_loss.ppm());
                 let bucket = self.maps.bucket(token, p.id);

@@ -25,7 +25,7 @@ use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::session::handshake::{self, Offer, Reply};
 use crate::session::subflow::UP_AFTER;
 use crate::subflows::{self, Endpoints};
-use crate::train::{TrainMeter, TrainProbe, TRAIN_LEN, TRAIN_PACKET_BYTES};
+use crate::train::{TrainMeter, TrainProbe, TrainTiming, TRAIN_LEN, TRAIN_PACKET_BYTES};
 
 struct Listener {
     iface: String,
@@ -375,6 +375,8 @@ impl Concentrator {
                     sub.up = true;
                 }
                 let up = sub.up;
+                // A train the client sent before this probe is over.
+                let train_end = sub.train_in.on_later_message();
                 let own = counters(&self.maps, msg.token, msg.subflow_id);
                 sub.monitor.on_peer_rtt(now, srtt_us, min_rtt_us);
                 let bucket = self.maps.bucket(msg.token, msg.subflow_id);
@@ -398,6 +400,9 @@ impl Concentrator {
                     sub.monitor.set_control_load(wire as u64, sub.probe_interval_us / 1000);
                 }
                 self.maps.bump(ControlCounter::ProbesAnswered);
+                if let Some(t) = train_end {
+                    self.answer_train(&m, &msg, t).await;
+                }
                 self.route_with_mtu(msg.token, bond_mtu).await;
                 if came_up {
                     tracing::info!(
@@ -430,10 +435,8 @@ impl Concentrator {
             Body::RateProbe { train, index, count, sent_ns, .. } => {
                 let Some(sub) = self.sub_from(msg.token, msg.subflow_id, &m) else { return Ok(()) };
                 let wire = (m.data.len() + peer::wire_overhead(m.from.is_ipv6())) as u64;
-                if let Some((bytes, span_us)) = sub.train_in.on_probe(train, index, count, sent_ns, wire, m.rx_ns) {
-                    let body = Body::RateAck { train, bytes, span_us };
-                    let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body };
-                    self.send(m.socket, m.from, &ack).await;
+                if let Some(t) = sub.train_in.on_probe(train, index, count, sent_ns, wire, m.rx_ns) {
+                    self.answer_train(&m, &msg, t).await;
                 }
             }
             Body::RateAck { train, bytes, span_us } => {
@@ -513,6 +516,13 @@ impl Concentrator {
 
     /// A packet train to the client on a subflow, if one is due (the first,
     /// or a retry after the PROOF came again and no answer did).
+    /// Answer the client's train that `m` (on its subflow) ended.
+    async fn answer_train(&mut self, m: &Inbound, msg: &Message, t: TrainTiming) {
+        let body = Body::RateAck { train: t.train, bytes: t.bytes, span_us: t.span_us };
+        let ack = Message { token: msg.token, subflow_id: msg.subflow_id, body };
+        self.send(m.socket, m.from, &ack).await;
+    }
+
     async fn send_train(&mut self, listener: usize, to: SocketAddr, token: u32, subflow_id: u8, now: u64) {
         let Some(Some(sub)) = self.conns.get_mut(&token).map(|c| c.subflows.get_mut(subflow_id as usize)) else {
             return;

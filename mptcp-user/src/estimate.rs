@@ -126,6 +126,8 @@ const MAX_SHIFT_US: u64 = 2_000_000;
 /// the path queues, which inner flows held back by something else may not
 /// make it do.
 const GROWTH_PCT: [u64; 3] = [110, 125, 150];
+/// Changes of the estimate smaller than this (percent) are not made.
+const NOISE_PCT: u64 = 1;
 /// After a path was found unable to carry its estimate, it is not probed
 /// for this long: each probe that overshoots costs the inner flows a burst
 /// of queueing (and earliest-arrival a wrong queue estimate), so a path at
@@ -555,7 +557,11 @@ impl Capacity {
             full
         } else if pushed && !held {
             growth = self.growth.saturating_add(1);
-            let step = if self.measured { self.growth as usize } else { GROWTH_PCT.len() - 1 };
+            // A lower bound grows from the fastest step (BBR's start-up); a
+            // measured or timed size from the gentlest: a train timed the
+            // whole path, and growing it by half at once overshot it as the
+            // first flow came (10 to 15 Mbit/s on a 10 Mbit/s link).
+            let step = if self.measured || self.timed { self.growth as usize } else { GROWTH_PCT.len() - 1 };
             let grown = self.rate.max(delivered) * GROWTH_PCT[step.min(GROWTH_PCT.len() - 1)] / 100;
             if self.measured {
                 grown
@@ -576,7 +582,12 @@ impl Capacity {
             self.rate
         };
         let next = if max != 0 { next.min(max) } else { next };
-        if next != self.rate {
+        // A change within the measurement's noise is not made: a path kept
+        // full measures ±0.3 % span to span, and each change of the rate
+        // restarts the queue trim ([`QueueTrim`]) that keeps the data path's
+        // account of the queue true.
+        let noise = self.rate != 0 && next != 0 && next.abs_diff(self.rate) * 100 < self.rate * NOISE_PCT;
+        if next != self.rate && !(noise && (max == 0 || self.rate <= max)) {
             self.rate = next;
             self.changed_us = now_us;
         }
@@ -1250,6 +1261,36 @@ mod tests {
         // measure of its jitter.
         m.c.on_probe_owd(m.t, CLOCK_OFFSET_US.wrapping_add(BASE_OWD_US + 19_000));
         assert_eq!(m.c.queue_threshold_us(), learnt);
+    }
+
+    #[test]
+    fn a_timed_estimate_grows_from_the_gentlest_step() {
+        // A train timed the path at 1.25 MB/s; a flow that wants more keeps
+        // the scheduler at the estimate. It grows by 10 % first, not by half
+        // (which overshot a path timed right), and still finds a path that
+        // is really twice as big within a few seconds.
+        let mut m = Model::new();
+        m.c.seed(m.t, 1_250_000);
+        let series = m.drive_at_estimate(8, 4_000_000, 2_500_000);
+        let first = series.iter().copied().find(|&r| r != 1_250_000).unwrap();
+        assert!(first <= 1_375_000, "{first}");
+        assert!(settles(&series, 2_500_000).is_some(), "{series:?}");
+    }
+
+    #[test]
+    fn an_estimate_does_not_move_within_the_noise() {
+        // A path kept full measures a little differently span to span; the
+        // estimate stays (each change restarts the queue trim), and still
+        // follows a change of a few percent.
+        let mut m = Model::new();
+        m.drive(5, 2_000_000, 1_250_000, 0);
+        let r = m.c.get();
+        assert!(r.abs_diff(1_250_000) * 100 < 1_250_000 * 3, "{r}");
+        let cap = r - r / 200;
+        m.drive(5, 2_000_000, cap, 0);
+        assert_eq!(m.c.get(), r, "moved for a 0.5 % difference");
+        m.drive(5, 2_000_000, r * 96 / 100, 0);
+        assert!(m.c.get() < r * 98 / 100, "{} stayed near {r}", m.c.get());
     }
 
     #[test]

@@ -88,26 +88,35 @@ const STEADY_PCT: u64 = 125;
 /// sending a train that a shaper's burst passed whole), not the path.
 const SPREAD_FACTOR: u64 = 2;
 
+/// A train's end needs at least this many packets to arrive: the timed
+/// part, past at least half its length of packets a shaper's burst may
+/// have let through at once.
+const MIN_ARRIVED: usize = TIMED + TIMED / 2;
+
+/// A timed train: `bytes` on the wire arrived in `span_us`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrainTiming {
+    pub train: u32,
+    pub bytes: u32,
+    pub span_us: u32,
+}
+
 /// The receiver's side: the arrivals of one subflow's latest train.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrainMeter {
     train: u32,
-    /// Arrival (ns) of each of the train's last [`TIMED`] packets; 0: not
-    /// (yet) arrived.
-    at_ns: [u64; TIMED],
+    /// Arrival (ns) of each of the train's packets; 0: not (yet) arrived.
+    at_ns: [u64; TRAIN_LEN as usize],
     /// When each was sent (ns after the train's first packet, the sender's clock).
-    sent_ns: [u32; TIMED],
+    sent_ns: [u32; TRAIN_LEN as usize],
     wire_bytes: u64,
     answered: bool,
 }
 
 impl TrainMeter {
     /// Packet `index` of `count` of `train`, sent `sent_ns` after its first,
-    /// `wire_bytes` long, arrived at `rx_ns`. Once the last packet arrives:
-    /// (bytes, µs) over the train's last third, if all of it arrived at a
-    /// steady rate (the halves of it agree within [`STEADY_PCT`]: a token
-    /// bucket's burst or jitter that reaches into it would read as a faster
-    /// or slower link) and spread by the path ([`SPREAD_FACTOR`]).
+    /// `wire_bytes` long, arrived at `rx_ns`. The train's last packet ends
+    /// it ([`TrainMeter::finish`]).
     pub fn on_probe(
         &mut self,
         train: u32,
@@ -116,38 +125,64 @@ impl TrainMeter {
         sent_ns: u32,
         wire_bytes: u64,
         rx_ns: u64,
-    ) -> Option<(u32, u32)> {
+    ) -> Option<TrainTiming> {
         if train != self.train {
             *self = TrainMeter { train, ..Default::default() };
         }
-        let first = count.checked_sub(TIMED as u8)? as usize;
-        if self.answered || index >= count || (index as usize) < first || rx_ns == 0 {
+        if self.answered || count != TRAIN_LEN || index >= count || rx_ns == 0 {
             return None;
         }
-        self.at_ns[index as usize - first] = rx_ns;
-        self.sent_ns[index as usize - first] = sent_ns;
+        self.at_ns[index as usize] = rx_ns;
+        self.sent_ns[index as usize] = sent_ns;
         self.wire_bytes = wire_bytes;
         if index + 1 != count {
             return None;
         }
+        self.finish()
+    }
+
+    /// Another message from the sender on this subflow arrived. Sent after
+    /// the train (the sender sends none in between), it arrives after all
+    /// of it over a path that keeps order, so a train whose end has not
+    /// come lost it: a buffer smaller than the train (a 3 Mbit/s link's
+    /// 50 ms) drops its tail. Its end is what arrived last.
+    pub fn on_later_message(&mut self) -> Option<TrainTiming> {
+        if self.answered || self.at_ns.iter().all(|&t| t == 0) {
+            return None;
+        }
+        self.finish()
+    }
+
+    /// (bytes, µs) over the last [`TIMED`] packets that arrived, once: if
+    /// they follow each other, at least [`MIN_ARRIVED`] came, and they came
+    /// at a steady rate (the halves agree within [`STEADY_PCT`]: a token
+    /// bucket's burst or jitter that reaches into them would read as a
+    /// faster or slower link) spread by the path ([`SPREAD_FACTOR`]).
+    fn finish(&mut self) -> Option<TrainTiming> {
         self.answered = true;
-        let t = self.at_ns;
-        let mid = TIMED / 2;
+        let last = self.at_ns.iter().rposition(|&t| t != 0)?;
+        let first = (last + 1).checked_sub(TIMED)?;
+        if last + 1 < MIN_ARRIVED {
+            return None;
+        }
+        let t = &self.at_ns[first..=last];
         let ordered = t.iter().all(|&a| a != 0) && t.windows(2).all(|w| w[1] > w[0]);
         if !ordered {
             return None;
         }
         // Bytes per ns of each half (the same number of intervals each).
+        let mid = TIMED / 2;
         let (a, b) = (t[mid] - t[0], t[TIMED - 1] - t[TIMED - 1 - mid]);
         if a.max(b) * 100 > a.min(b) * STEADY_PCT {
             return None;
         }
-        let sent_span = self.sent_ns[TIMED - 1].saturating_sub(self.sent_ns[0]) as u64;
+        let sent_span = self.sent_ns[last].saturating_sub(self.sent_ns[first]) as u64;
         if t[TIMED - 1] - t[0] < SPREAD_FACTOR * sent_span {
             return None;
         }
         let span_us = ((t[TIMED - 1] - t[0]) / 1_000).clamp(1, u32::MAX as u64) as u32;
-        Some((((TIMED as u64 - 1) * self.wire_bytes).min(u32::MAX as u64) as u32, span_us))
+        let bytes = ((TIMED as u64 - 1) * self.wire_bytes).min(u32::MAX as u64) as u32;
+        Some(TrainTiming { train: self.train, bytes, span_us })
     }
 }
 
@@ -183,8 +218,8 @@ mod tests {
         let mut meter = TrainMeter::default();
         let n = arrivals.len() as u8;
         let answer = arrivals.iter().enumerate().find_map(|(i, t)| meter.on_probe(train, i as u8, n, 0, len, (*t)?));
-        let (bytes, span) = answer?;
-        probe.on_ack(train, bytes, span)
+        let t = answer.or_else(|| meter.on_later_message())?;
+        probe.on_ack(t.train, t.bytes, t.span_us)
     }
 
     fn all(arrivals: Vec<u64>) -> Vec<Option<u64>> {
@@ -220,12 +255,10 @@ mod tests {
         early_loss[10] = None;
         assert_eq!(measure(&early_loss, len), measure(&arrivals, len));
         assert!(measure(&arrivals, len).is_some());
-        // A loss in it, or of the last packet, leaves the train unanswered.
-        for lost in [TRAIN_LEN as usize - TIMED, TRAIN_LEN as usize - 1] {
-            let mut a = arrivals.clone();
-            a[lost] = None;
-            assert_eq!(measure(&a, len), None, "packet {lost} lost");
-        }
+        // A loss in it leaves the train unanswered.
+        let mut a = arrivals.clone();
+        a[TRAIN_LEN as usize - TIMED] = None;
+        assert_eq!(measure(&a, len), None);
         // Jitter that spaces the end unevenly: no answer.
         let mut jittered = arrivals.clone();
         for t in jittered.iter_mut().skip(TRAIN_LEN as usize - 3).flatten() {
@@ -238,6 +271,7 @@ mod tests {
             (0..TRAIN_LEN).filter_map(|i| meter.on_probe(2, i, TRAIN_LEN, 0, len, arrivals[i as usize]?)).collect();
         assert_eq!(timed.len(), 1);
         assert_eq!(meter.on_probe(2, TRAIN_LEN - 1, TRAIN_LEN, 0, len, u64::MAX), None);
+        assert_eq!(meter.on_later_message(), None);
         // Arrivals spaced as the sender sent them (a busy host, a shaper's
         // burst passing the whole train): the path spread nothing.
         let mut meter = TrainMeter::default();
@@ -245,6 +279,27 @@ mod tests {
         let mirrored = (0..TRAIN_LEN)
             .find_map(|i| meter.on_probe(3, i, TRAIN_LEN, sent(i), len, 1_000_000 + sent(i) as u64 + 5_000));
         assert_eq!(mirrored, None);
+    }
+
+    #[test]
+    fn a_train_whose_tail_a_small_buffer_dropped_is_timed_by_what_arrived() {
+        // 3 Mbit/s with the WAN emulator's 50 ms queue and 4 kB burst: about
+        // 22.75 kB fit, so the train's last 6 packets are dropped; the next
+        // message from the sender ends it.
+        let (len, rate) = (1_242, 375_000);
+        let arrivals = through_bucket(TRAIN_LEN, len, rate, 4_000);
+        let kept = (22_750 / len) as usize;
+        let cut: Vec<_> = arrivals.iter().enumerate().map(|(i, &t)| (i < kept).then_some(t)).collect();
+        let got = measure(&cut, len).unwrap();
+        assert!(got.abs_diff(rate) * 100 <= rate * 2, "{got} for {rate}");
+        // Too little arrived to be past a burst: no answer.
+        let short: Vec<_> = arrivals.iter().enumerate().map(|(i, &t)| (i < MIN_ARRIVED - 1).then_some(t)).collect();
+        assert_eq!(measure(&short, len), None);
+        // A message before any of the train says nothing, and ends nothing.
+        let mut meter = TrainMeter::default();
+        assert_eq!(meter.on_later_message(), None);
+        let timed = (0..TRAIN_LEN).find_map(|i| meter.on_probe(1, i, TRAIN_LEN, 0, len, arrivals[i as usize]));
+        assert!(timed.is_some());
     }
 
     #[test]

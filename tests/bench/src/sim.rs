@@ -196,16 +196,22 @@ pub fn unmodelled(scn: &Scenario) -> Option<&'static str> {
 }
 
 /// Run the scenario under `policy`.
-/// A packet train sent at [`T0`] into the idle link (its FIFO, then delay,
-/// jitter with order kept, and loss), timed as the concentrator times one:
-/// the capacity it answers, wire bytes per second.
+/// A packet train sent at [`T0`] into the idle link (its FIFO, tail-drop
+/// at its queue, then delay, jitter with order kept, and loss), timed as
+/// the concentrator times one, the probe behind it ending a train whose
+/// tail was dropped: the capacity it answers, wire bytes per second.
 fn time_train(l: &Link, rng: &mut Rng) -> Option<u64> {
     let wire = TRAIN_PACKET_BYTES as u64 + 14;
     let mut meter = TrainMeter::default();
     let mut last = 0u64;
     let mut answer = None;
+    let mut queued = 0u64;
     for i in 0..TRAIN_LEN {
-        let departs = T0 + (((i as u64 + 1) * wire * 8) as f64 / l.rate_bps * 1e9) as u64;
+        let departs = T0 + (((queued + 1) * wire * 8) as f64 / l.rate_bps * 1e9) as u64;
+        if departs - T0 > l.queue_ns {
+            continue; // all sent at once: the queue is full
+        }
+        queued += 1;
         let jitter = (rng.next_f64() * l.jitter_ns as f64) as u64;
         let arrives = (departs + l.delay_ns + jitter).max(last);
         last = arrives;
@@ -213,8 +219,8 @@ fn time_train(l: &Link, rng: &mut Rng) -> Option<u64> {
             answer = answer.or(meter.on_probe(1, i, TRAIN_LEN, 0, wire, arrives));
         }
     }
-    let (bytes, span_us) = answer?;
-    (span_us > 0).then(|| bytes as u64 * 1_000_000 / span_us as u64)
+    let t = answer.or_else(|| meter.on_later_message())?;
+    (t.span_us > 0).then(|| t.bytes as u64 * 1_000_000 / t.span_us as u64)
 }
 
 pub fn simulate(scn: &Scenario, policy: Policy) -> SimResult {
