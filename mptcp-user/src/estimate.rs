@@ -126,7 +126,7 @@ const MAX_SHIFT_US: u64 = 2_000_000;
 /// the path queues, which inner flows held back by something else may not
 /// make it do.
 const GROWTH_PCT: [u64; 3] = [110, 125, 150];
-/// Changes of the estimate smaller than this (percent) are not made.
+/// Falls of the estimate smaller than this (percent) are not made.
 const NOISE_PCT: u64 = 1;
 /// After a path was found unable to carry its estimate, it is not probed
 /// for this long: each probe that overshoots costs the inner flows a burst
@@ -582,11 +582,14 @@ impl Capacity {
             self.rate
         };
         let next = if max != 0 { next.min(max) } else { next };
-        // A change within the measurement's noise is not made: a path kept
+        // A fall within the measurement's noise is not made: a path kept
         // full measures ±0.3 % span to span, and each change of the rate
         // restarts the queue trim ([`QueueTrim`]) that keeps the data path's
-        // account of the queue true.
-        let noise = self.rate != 0 && next != 0 && next.abs_diff(self.rate) * 100 < self.rate * NOISE_PCT;
+        // account of the queue true. Rises are: a path that delivers a
+        // little more than its estimate creeps up to its rate (a satellite
+        // found full at 19 of its 20 Mbit/s in a dip of the inner flow
+        // stayed there for 11 s while rises were held back too).
+        let noise = next < self.rate && next != 0 && (self.rate - next) * 100 < self.rate * NOISE_PCT;
         if next != self.rate && !(noise && (max == 0 || self.rate <= max)) {
             self.rate = next;
             self.changed_us = now_us;
@@ -1278,19 +1281,35 @@ mod tests {
     }
 
     #[test]
-    fn an_estimate_does_not_move_within_the_noise() {
+    fn an_estimate_does_not_fall_within_the_noise() {
         // A path kept full measures a little differently span to span; the
-        // estimate stays (each change restarts the queue trim), and still
-        // follows a change of a few percent.
+        // estimate does not fall for that (each change restarts the queue
+        // trim), and still follows a fall of a few percent.
         let mut m = Model::new();
         m.drive(5, 2_000_000, 1_250_000, 0);
         let r = m.c.get();
         assert!(r.abs_diff(1_250_000) * 100 < 1_250_000 * 3, "{r}");
         let cap = r - r / 200;
         m.drive(5, 2_000_000, cap, 0);
-        assert_eq!(m.c.get(), r, "moved for a 0.5 % difference");
+        assert_eq!(m.c.get(), r, "fell for a 0.5 % difference");
         m.drive(5, 2_000_000, r * 96 / 100, 0);
         assert!(m.c.get() < r * 98 / 100, "{} stayed near {r}", m.c.get());
+    }
+
+    #[test]
+    fn an_estimate_a_little_low_creeps_up_to_what_the_path_carries() {
+        // Found full at 1.19 MB/s in a dip, the path then carries 1.2 MB/s
+        // over a queue of a few milliseconds (a flow the scheduler does not
+        // hold to the estimate, as on a lone usable path), so it is never
+        // "held back": the estimate follows what it carries up.
+        let mut m = Model::new();
+        m.drive(5, 2_000_000, 1_190_000, 0);
+        let r = m.c.get();
+        assert!(r < 1_200_000, "{r}");
+        for _ in 0..50 {
+            m.report(120_000, 120_000, 3_000, true);
+        }
+        assert!(m.c.get() > r, "{} stuck at {r}", m.c.get());
     }
 
     #[test]
