@@ -554,14 +554,14 @@ impl Client {
         }
     }
 
-    /// A packet train on path `i`, if one is due: sent back to back, the
-    /// concentrator times them.
     /// Answer the concentrator's train on path `i`.
     async fn answer_train(&mut self, i: usize, token: u32, t: TrainTiming) {
         let body = Body::RateAck { train: t.train, bytes: t.bytes, span_us: t.span_us };
         self.send(i, &Message { token, subflow_id: self.paths[i].id, body }).await;
     }
 
+    /// A packet train on path `i`, if one is due: sent back to back, the
+    /// concentrator times them.
     async fn send_train(&mut self, i: usize, token: u32, now: u64) {
         let p = &mut self.paths[i];
         let Some(train) = p.train_out.due(now) else { return };

@@ -514,8 +514,6 @@ impl Concentrator {
         (sub.ep.remote == m.from && sub.ep.local == m.local).then_some(sub)
     }
 
-    /// A packet train to the client on a subflow, if one is due (the first,
-    /// or a retry after the PROOF came again and no answer did).
     /// Answer the client's train that `m` (on its subflow) ended.
     async fn answer_train(&mut self, m: &Inbound, msg: &Message, t: TrainTiming) {
         let body = Body::RateAck { train: t.train, bytes: t.bytes, span_us: t.span_us };
@@ -523,6 +521,8 @@ impl Concentrator {
         self.send(m.socket, m.from, &ack).await;
     }
 
+    /// A packet train to the client on a subflow, if one is due (the first,
+    /// or a retry after the PROOF came again and no answer did).
     async fn send_train(&mut self, listener: usize, to: SocketAddr, token: u32, subflow_id: u8, now: u64) {
         let Some(Some(sub)) = self.conns.get_mut(&token).map(|c| c.subflows.get_mut(subflow_id as usize)) else {
             return;
