@@ -126,6 +126,12 @@ const MAX_SHIFT_US: u64 = 2_000_000;
 /// the path queues, which inner flows held back by something else may not
 /// make it do.
 const GROWTH_PCT: [u64; 3] = [110, 125, 150];
+/// A one-way delay sample (two hosts' clocks, wrapping) relative to the
+/// first one, `origin`, which it sets if unset: only differences count.
+fn relative_owd(origin: &mut Option<u32>, sample: u32) -> i64 {
+    sample.wrapping_sub(*origin.get_or_insert(sample)) as i32 as i64
+}
+
 /// Falls of the estimate smaller than this (percent) are not made.
 const NOISE_PCT: u64 = 1;
 /// After a path was found unable to carry its estimate, it is not probed
@@ -262,8 +268,7 @@ impl Capacity {
         if sample == 0 {
             return;
         }
-        let origin = *self.probe_origin.get_or_insert(sample);
-        let d = sample.wrapping_sub(origin) as i32 as i64;
+        let d = relative_owd(&mut self.probe_origin, sample);
         self.probe_floor.sample(now_us, d);
         if self.light() {
             self.learn_jitter(d - self.probe_floor.get().unwrap_or(d));
@@ -350,10 +355,7 @@ impl Capacity {
         if self.history.back().is_some_and(|&(t, s, r, _, _)| now_us < t || sent < s || received < r) {
             self.history.clear(); // a counter restarted: measure afresh
         }
-        let owd = (owd_sample != 0).then(|| {
-            let origin = *self.origin.get_or_insert(owd_sample);
-            owd_sample.wrapping_sub(origin) as i32 as i64
-        });
+        let owd = (owd_sample != 0).then(|| relative_owd(&mut self.origin, owd_sample));
         let fresh = self.history.back().is_some_and(|&(_, _, r, _, _)| received > r);
         if let Some(d) = owd {
             self.floor.sample(now_us, d);
