@@ -11,7 +11,9 @@
 //! differ by, as a small terrestrial link beside a satellite; a buffer not
 //! learnt yet counts as [`ASSUMED_QUEUE_US`] — is left out:
 //! its packets would arrive long before those sent earlier on the other, and
-//! the inner flows would read that as loss.
+//! the inner flows would read that as loss. Not so a bare acknowledgement
+//! ([`ACK_SIZED`]): it goes wherever it arrives first, so the flows on a far
+//! path get their acknowledgements back over a near one.
 //!
 //! A path's random loss counts as extra delay ([`loss_penalty_us`]): the
 //! loss-free paths take the packets until their queue reaches it.
@@ -19,12 +21,20 @@
 use super::bucket::{backlog, MAX_BACKLOG};
 use super::paths::{argmin, div, loss_penalty_us, owd_us, tier, Paths, NO_TIER};
 use crate::maps::{PathState, PATH_RATE_LOWER_BOUND, PATH_UNBRIDGEABLE};
+use crate::wire::wire_len;
 
 /// Keys at or above this: the packet would overflow the path's buffer.
 const OVERFLOWS: u64 = 1 << 60;
 /// Keys at or above this: the path cannot be used in order beside the
 /// biggest one ([`PATH_UNBRIDGEABLE`]); ranks after every path that can.
 const UNBRIDGEABLE: u64 = 1 << 61;
+
+/// Packets up to this many bytes on the wire (an inner packet of up to 100
+/// bytes: a bare TCP acknowledgement, IPv6 with timestamps and three SACK
+/// blocks included) go wherever they arrive first, a path left out as
+/// [`PATH_UNBRIDGEABLE`] too: an acknowledgement that overtakes others only
+/// makes them stale, and it returns the far path's flows over the near path.
+pub const ACK_SIZED: u32 = wire_len(100, 1);
 
 /// Estimated time until a `pkt_len`-byte packet sent now on a path with
 /// `credit` arrives: one-way delay + (queued bytes + the packet) / rate.
@@ -82,7 +92,7 @@ pub fn earliest_arrival<P: Paths>(paths: &P, pkt_len: u32) -> Option<usize> {
         let queued = queued_us(p, credit, pkt_len);
         let key = owd_us(p) + queued + loss_penalty_us(p);
         let key = if key >= OVERFLOWS { OVERFLOWS - 1 } else { key };
-        if p.flags & PATH_UNBRIDGEABLE != 0 {
+        if p.flags & PATH_UNBRIDGEABLE != 0 && pkt_len > ACK_SIZED {
             UNBRIDGEABLE + key
         } else if p.queue_us != 0 && queued > p.queue_us as u64 {
             OVERFLOWS + key

@@ -23,7 +23,7 @@ mod weighted;
 pub use active_backup::active_backup;
 pub use auto::{auto_policy, AUTO_SPREAD_US};
 pub use bucket::{backlog, bucket_credit, bucket_depth, bucket_spend};
-pub use earliest_arrival::{arrival_us, bridgeable, earliest_arrival, mark_unbridgeable, ASSUMED_QUEUE_US};
+pub use earliest_arrival::{arrival_us, bridgeable, earliest_arrival, mark_unbridgeable, ACK_SIZED, ASSUMED_QUEUE_US};
 pub use flowlet::{flowlet, flowlet_entry, FLOWLET_MARGIN_NS};
 pub use min_rtt::min_rtt;
 pub use paths::{loss_penalty_us, ConnectionPaths, Paths, MAX_LOSS_PPM, NONE};

@@ -273,6 +273,29 @@ fn earliest_arrival_leaves_out_a_path_it_cannot_use_in_order() {
 }
 
 #[test]
+fn earliest_arrival_returns_acknowledgements_over_a_near_path_left_out() {
+    // The small near link is left out of the satellite's flows' data, but a
+    // bare acknowledgement arrives 280 ms sooner on it: the far flows'
+    // round trip becomes the satellite's one way plus the near link's.
+    let small = PathState { owd_us: 20_000, queue_us: 50_000, ..path(LIVE, 0, 40_000, 500_000) };
+    let sat = PathState { owd_us: 300_000, queue_us: 100_000, ..path(LIVE, 0, 600_000, 2_500_000) };
+    let mut f = fixed(&[small, sat]);
+    mark_unbridgeable(&mut f.states[..2]);
+    assert_eq!(f.states[0].flags & PATH_UNBRIDGEABLE, PATH_UNBRIDGEABLE);
+    let bare_ack_v6 = crate::wire::wire_len(40 + 20 + 12 + 28, 1); // timestamps, 3 SACK blocks
+    assert_eq!(bare_ack_v6, ACK_SIZED);
+    assert_eq!(earliest_arrival(&f, bare_ack_v6), Some(0));
+    assert_eq!(earliest_arrival(&f, crate::wire::wire_len(52, 1)), Some(0));
+    // One byte more is data, kept in order on the satellite.
+    assert_eq!(earliest_arrival(&f, ACK_SIZED + 1), Some(1));
+    assert_eq!(earliest_arrival(&f, 1500), Some(1));
+    // Acknowledgements still go where they arrive first: once the near link
+    // holds 300 ms of queue, the satellite.
+    f.credits[0] = bucket_depth(500_000) - 150_000;
+    assert_eq!(earliest_arrival(&f, bare_ack_v6), Some(1));
+}
+
+#[test]
 fn weighted_gives_a_path_of_unknown_rate_the_bytes_until_it_is_measured() {
     // Beside a measured 1.25 MB/s path, one not measured yet counts as
     // unlimited: it carries nearly every packet (and so gets measured).
