@@ -26,6 +26,10 @@ pub struct DataPathMaps {
     pub dedup: HashMap<MapData, u32, DedupWindow>,
     pub drops: PerCpuArray<MapData, u64>,
     pub control_counters: Array<MapData, u64>,
+    /// A connection's paths changed what auto stands for over them
+    /// ([`crate::subflows`] sets it on each write): the control loop brings
+    /// the classes set to auto in line at once, not at its next look.
+    pub auto_stale: bool,
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map> {
@@ -56,6 +60,7 @@ impl DataPathMaps {
             dedup: typed!(pin_dir, names::DEDUP),
             drops: typed!(pin_dir, names::DROPS),
             control_counters: typed!(pin_dir, names::CONTROL_COUNTERS),
+            auto_stale: false,
         })
     }
 

@@ -7,7 +7,7 @@ use anyhow::Result;
 use mptcp_common::maps::{
     Connection, FlowKey, PathState, Subflow, SubflowKey, MAX_SUBFLOWS, PATH_UNBRIDGEABLE, PATH_UP,
 };
-use mptcp_common::policy::mark_unbridgeable;
+use mptcp_common::policy::{auto_policy, mark_unbridgeable};
 use mptcp_common::template;
 use mptcp_common::wire::{FAMILY_V4, FAMILY_V6};
 
@@ -90,11 +90,21 @@ pub fn install_rx(maps: &mut DataPathMaps, token: u32, id: u8, ep: &Endpoints) -
 pub fn install_tx(maps: &mut DataPathMaps, token: u32, id: u8, ep: &Endpoints, path: PathState) -> Result<()> {
     assert!((id as usize) < MAX_SUBFLOWS);
     maps.ensure_tx_state(token)?;
-    let mut conn = maps.connections.get(&token, 0).unwrap_or(Connection { token, ..Default::default() });
+    let before = maps.connections.get(&token, 0).unwrap_or(Connection { token, ..Default::default() });
+    let mut conn = before;
     conn.subflows[id as usize] = Subflow { outer: ep.template(), path };
     conn.n_subflows = conn.n_subflows.max(id as u32 + 1);
     mark_paths(&mut conn);
-    maps.connections.insert(token, conn, 0)?;
+    write(maps, &before, conn)
+}
+
+/// Write a connection's new state, noting when it changes what auto stands
+/// for over its paths ([`DataPathMaps::auto_stale`]).
+fn write(maps: &mut DataPathMaps, before: &Connection, conn: Connection) -> Result<()> {
+    if changes_auto(before, &conn) {
+        maps.auto_stale = true;
+    }
+    maps.connections.insert(conn.token, conn, 0)?;
     Ok(())
 }
 
@@ -125,7 +135,7 @@ pub fn update_path(maps: &mut DataPathMaps, token: u32, id: u8, f: impl FnOnce(&
         }
     }
     if conn != before {
-        maps.connections.insert(token, conn, 0)?;
+        write(maps, &before, conn)?;
     }
     Ok(true)
 }
@@ -134,9 +144,17 @@ pub fn set_up(maps: &mut DataPathMaps, token: u32, id: u8, up: bool) -> Result<b
     update_path(maps, token, id, |p| if up { p.flags |= PATH_UP } else { p.flags &= !PATH_UP })
 }
 
+/// Whether auto stands for another policy over `after`'s paths than over
+/// `before`'s.
+fn changes_auto(before: &Connection, after: &Connection) -> bool {
+    let auto = |c: &Connection| auto_policy(&c.subflows.map(|s| s.path));
+    auto(before) != auto(after)
+}
+
 /// Stop using a subflow and forget its 4-tuple.
 pub fn remove(maps: &mut DataPathMaps, token: u32, id: u8) -> Result<()> {
-    if let Ok(mut conn) = maps.connections.get(&token, 0) {
+    if let Ok(before) = maps.connections.get(&token, 0) {
+        let mut conn = before;
         if let Some(slot) = conn.subflows.get_mut(id as usize) {
             if slot.path.established() {
                 let ep = Endpoints::from_subflow(slot);
@@ -144,7 +162,7 @@ pub fn remove(maps: &mut DataPathMaps, token: u32, id: u8) -> Result<()> {
             }
             *slot = Subflow::default();
             mark_paths(&mut conn);
-            maps.connections.insert(token, conn, 0)?;
+            write(maps, &before, conn)?;
         }
     }
     Ok(())
@@ -163,7 +181,9 @@ pub fn remove_connection(maps: &mut DataPathMaps, token: u32) -> Result<()> {
         }
     }
     maps.remove_prefixes_of(token);
-    let _ = maps.connections.remove(&token);
+    if maps.connections.remove(&token).is_ok() {
+        maps.auto_stale = true;
+    }
     let _ = maps.tx_state.remove(&token);
     let _ = maps.dedup.remove(&token);
     Ok(())
@@ -180,5 +200,22 @@ mod tests {
             let s = Subflow { outer: ep.template(), path: PathState::default() };
             assert_eq!(Endpoints::from_subflow(&s), ep);
         }
+    }
+
+    #[test]
+    fn a_far_path_joining_changes_what_auto_stands_for() {
+        use mptcp_common::maps::{PATH_ESTABLISHED, PATH_UP};
+        let path =
+            |owd_us| PathState { flags: PATH_ESTABLISHED | PATH_UP, owd_us, srtt_us: 2 * owd_us, ..Default::default() };
+        let mut near = Connection { token: 1, n_subflows: 1, ..Default::default() };
+        near.subflows[0].path = path(20_000);
+        let mut both = near;
+        both.n_subflows = 2;
+        both.subflows[1].path = path(300_000);
+        assert!(changes_auto(&near, &both), "a satellite beside a near link: earliest-arrival at once");
+        assert!(changes_auto(&both, &near), "and back when it goes");
+        let mut slower = both;
+        slower.subflows[1].path.rate_bytes_per_sec = 1_000_000;
+        assert!(!changes_auto(&both, &slower), "a new rate alone changes nothing here");
     }
 }

@@ -143,19 +143,7 @@ pub(crate) async fn run<R: Role>(
                         }
                     }
                 }
-                let r = role.on_tick().await;
-                if auto_followed.elapsed() >= AUTO_EVERY {
-                    auto_followed = Instant::now();
-                    match crate::classes::follow_auto(role.maps()) {
-                        Ok(Some(p)) => tracing::info!(policy = p.name(), "auto now stands for another policy"),
-                        Ok(None) => {}
-                        Err(e) => {
-                            role.maps().bump(ControlCounter::EventErrors);
-                            errors.report("auto policy", &e);
-                        }
-                    }
-                }
-                r
+                role.on_tick().await
             }
             Input::Net(ev) => role.on_net(ev).await,
             Input::Local(local::LocalRequest { request, reply }) => {
@@ -185,11 +173,28 @@ pub(crate) async fn run<R: Role>(
                 errors.report(kind, &e);
             }
         }
+        // A path that joins, goes or changes delay changes what auto stands
+        // for: follow it before the next packet, not up to a second later
+        // (min-rtt spilling onto a satellite beside a near link meanwhile
+        // reorders the inner flows); and look once a second regardless.
+        if role.maps().auto_stale || auto_followed.elapsed() >= AUTO_EVERY {
+            role.maps().auto_stale = false;
+            auto_followed = Instant::now();
+            match crate::classes::follow_auto(role.maps()) {
+                Ok(Some(p)) => tracing::info!(policy = p.name(), "auto now stands for another policy"),
+                Ok(None) => {}
+                Err(e) => {
+                    role.maps().bump(ControlCounter::EventErrors);
+                    errors.report("auto policy", &e);
+                }
+            }
+        }
     }
 }
 
 /// How often the classes set to auto are brought in line with the paths
-/// (their delays change slowly; each look reads every connection).
+/// besides when a connection's write changes them ([`DataPathMaps::auto_stale`];
+/// each look reads every connection).
 const AUTO_EVERY: Duration = Duration::from_secs(1);
 
 /// Peer messages handled ahead of a tick, at most.
