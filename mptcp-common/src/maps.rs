@@ -338,10 +338,13 @@ pub enum ControlCounter {
     /// Handshakes refused for lack of room (connections, subflows, prefixes
     /// or pending handshakes at their cap).
     RefusedFull = 11,
+    /// Authenticated control messages refused as replays (a stamp not above
+    /// the subflow's latest).
+    Replayed = 12,
 }
 
 impl ControlCounter {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     pub const ALL: [ControlCounter; Self::COUNT as usize] = [
         Self::AuthFailed,
         Self::UnknownToken,
@@ -355,6 +358,7 @@ impl ControlCounter {
         Self::Rejoins,
         Self::Collected,
         Self::RefusedFull,
+        Self::Replayed,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -370,6 +374,7 @@ impl ControlCounter {
             Self::Rejoins => "rejoins",
             Self::Collected => "collected",
             Self::RefusedFull => "refused-full",
+            Self::Replayed => "replayed",
         }
     }
 }

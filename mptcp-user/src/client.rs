@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
-use crate::control::{mtu_pad, rate_probe_pad, Body, DecodeError, Message, PathHint, RejectReason, RxReport};
+use crate::control::{
+    mtu_pad, rate_probe_pad, Body, DecodeError, Freshness, Message, PathHint, RejectReason, RxReport, Stamps,
+};
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
@@ -29,6 +31,7 @@ use crate::runtime::RuntimeChanges;
 use crate::session::pmtu::Pmtu;
 use crate::session::subflow::{self, Action, Event, Silence, State};
 use crate::subflows::{self, Endpoints};
+use crate::throttle::Throttle;
 use crate::train::{TrainMeter, TrainProbe, TrainTiming, TRAIN_LEN, TRAIN_PACKET_BYTES};
 
 struct Path {
@@ -65,6 +68,9 @@ struct Path {
     train_in: TrainMeter,
     /// Probed at the active interval until then, from when it joined.
     warm_until_us: u64,
+    /// The concentrator's stamps on this subflow: a replayed answer, train
+    /// or MTU answer is refused.
+    fresh: Freshness,
 }
 
 impl Path {
@@ -105,7 +111,7 @@ impl Path {
 
 pub struct Client {
     cfg: Config,
-    psk: Vec<u8>,
+    key: crate::key::Key,
     maps: DataPathMaps,
     net: Net,
     paths: Vec<Path>,
@@ -122,13 +128,19 @@ pub struct Client {
     /// the smallest path MTU found).
     mtu_plan: MtuPlan,
     bond_mtu: u32,
+    /// Log lines of control messages that failed authentication, and of
+    /// replayed ones.
+    auth_log: Throttle,
+    replay_log: Throttle,
+    /// Our stamps on what we send.
+    stamps: Stamps,
 }
 
 /// Answers to any of this many latest probes count (they may trail the interval).
 const PROBE_ANSWER_WINDOW: u64 = 64;
 /// A subflow is probed at the active interval for this long after it joins,
-/// so its round-trip floor is learnt from ~40 samples before traffic comes.
-/// (Not its one-way jitter: only data packets carry a one-way sample.)
+/// so its round-trip floor and one-way jitter are learnt from ~40 samples
+/// before traffic comes.
 const WARM_UP_US: u64 = 2_000_000;
 
 fn random_u64() -> u64 {
@@ -144,7 +156,7 @@ impl Client {
         connect_timeout: Duration,
         mtu_plan: MtuPlan,
     ) -> Result<Client> {
-        let psk = cfg.psk_bytes()?;
+        let key = cfg.key()?;
         let paths = cfg
             .paths
             .iter()
@@ -170,11 +182,12 @@ impl Client {
                 train_out: TrainProbe::default(),
                 train_in: TrainMeter::default(),
                 warm_until_us: 0,
+                fresh: Freshness::default(),
             })
             .collect();
         let mut c = Client {
             cfg,
-            psk,
+            key,
             maps,
             net,
             paths,
@@ -186,6 +199,9 @@ impl Client {
             announced: false,
             mtu_plan,
             bond_mtu: mtu_plan.bond,
+            auth_log: Throttle::default(),
+            replay_log: Throttle::default(),
+            stamps: Stamps::default(),
         };
         // Hints set at runtime before a restart (only kept when adopting).
         for change in RuntimeChanges::load(&c.cfg.instance)?.paths.values() {
@@ -300,7 +316,7 @@ impl Client {
     /// Send `msg` on path `i`; its encoded length.
     async fn send(&self, i: usize, msg: &Message) -> usize {
         let p = &self.paths[i];
-        let bytes = msg.encode(&self.psk);
+        let bytes = msg.encode_stamped(self.key.bytes(), self.stamps.next(now_us()));
         if let Some(s) = &p.socket {
             if let Err(e) = peer::send_to(s, &bytes, p.remote).await {
                 tracing::debug!(path = p.name(), error = %e, "control send failed");
@@ -333,6 +349,8 @@ impl Client {
             }
             Action::RttSample { rtt_us } => self.paths[i].monitor.rtt.sample(rtt_us),
             Action::InstallRx { token } => {
+                // A new subflow: the concentrator's stamps start over.
+                self.paths[i].fresh = Freshness::default();
                 let ep = self.paths[i].endpoints().ok_or_else(|| anyhow!("path without endpoints in a handshake"))?;
                 subflows::install_rx(&mut self.maps, token, id, &ep)?;
             }
@@ -654,11 +672,13 @@ impl Client {
             }
             return Ok(());
         }
-        let msg = match Message::decode(&m.data, &self.psk) {
-            Ok(msg) => msg,
+        let (msg, stamp) = match Message::decode_stamped(&m.data, self.key.bytes()) {
+            Ok(decoded) => decoded,
             Err(DecodeError::BadTag) => {
                 self.maps.bump(ControlCounter::AuthFailed);
-                tracing::warn!(path = self.paths[i].name(), from = %m.from, "control message failed authentication: the pre-shared keys differ");
+                if let Some(left_out) = self.auth_log.allow(now_us()) {
+                    tracing::warn!(path = self.paths[i].name(), from = %m.from, left_out, "control message failed authentication: the pre-shared keys differ");
+                }
                 return Ok(());
             }
             Err(e) => {
@@ -675,6 +695,21 @@ impl Client {
         if handshake_reply && self.paths[i].endpoints().is_none() {
             tracing::debug!(path = self.paths[i].name(), "handshake reply for a path that lost its endpoints");
             return self.event(i, Event::Lost).await;
+        }
+        // The connection's answers, trains and MTU answers are acted on only
+        // while their stamps grow: one replayed later changes nothing.
+        // (Handshake replies are fresh by their nonces; a refusal of a probe
+        // by the probe it answers.)
+        let stamped = matches!(
+            msg.body,
+            Body::ProbeAck { .. } | Body::MtuAck { .. } | Body::RateProbe { .. } | Body::RateAck { .. }
+        );
+        if stamped && Some(msg.token) == self.token && !self.paths[i].fresh.accept(stamp) {
+            self.maps.bump(ControlCounter::Replayed);
+            if let Some(left_out) = self.replay_log.allow(now) {
+                tracing::warn!(path = self.paths[i].name(), from = %m.from, left_out, "refused a replayed control message");
+            }
+            return Ok(());
         }
         match msg.body {
             Body::Challenge { nonce_c, nonce_s, key_s } => {
@@ -751,7 +786,7 @@ impl Client {
                     tracing::debug!(path = p.name(), pct = after.2 as f64 / 1e4, "random loss estimate");
                 }
                 let measured = p.monitor.measurements();
-                self.event(i, Event::ProbeAnswered { now_us: now }).await?;
+                self.event(i, Event::ProbeAnswered { now_us: now, probe_sent_us: sent_us }).await?;
                 self.maps.bump(ControlCounter::ProbesAnswered);
                 // A down subflow is used again only once the state machine
                 // says it is back (a few answers in a row).

@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
 use crate::control::rate_probe_pad;
-use crate::control::{derive_token, mtu_pad, Body, DecodeError, Message, PathHint, RejectReason, RxReport};
+use crate::control::{
+    derive_token, mtu_pad, Body, DecodeError, Freshness, Message, PathHint, RejectReason, RxReport, Stamps,
+};
 use crate::ctl::{Request, Response};
 use crate::daemon::{Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
@@ -25,6 +27,7 @@ use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::session::handshake::{self, Offer, Reply};
 use crate::session::subflow::UP_AFTER;
 use crate::subflows::{self, Endpoints};
+use crate::throttle::Throttle;
 use crate::train::{TrainMeter, TrainProbe, TrainTiming, TRAIN_LEN, TRAIN_PACKET_BYTES};
 
 struct Listener {
@@ -47,6 +50,8 @@ struct Sub {
     train_in: TrainMeter,
     /// Ours, which times the return direction once the subflow is up.
     train_out: TrainProbe,
+    /// The client's stamps on this subflow: a replayed message is refused.
+    fresh: Freshness,
 }
 
 struct Conn {
@@ -91,7 +96,7 @@ struct Pending {
 
 pub struct Concentrator {
     cfg: Config,
-    psk: Vec<u8>,
+    key: crate::key::Key,
     maps: DataPathMaps,
     listeners: Vec<Listener>,
     conns: HashMap<u32, Conn>,
@@ -101,6 +106,15 @@ pub struct Concentrator {
     /// Log lines for refused handshakes and probes: a flood must not
     /// become a flood of lines.
     full_log: Throttle,
+    /// Our stamps on what we send.
+    stamps: Stamps,
+    /// Control messages that failed authentication: their log lines, and
+    /// the REJECTs that tell a client with the wrong key (both unverified
+    /// work anyone can ask for).
+    auth_log: Throttle,
+    auth_rejects: Throttle,
+    /// Log lines of replayed control messages.
+    replay_log: Throttle,
     refusal_log: Throttle,
     moved_log: Throttle,
     /// Routes with an MTU for the clients' prefixes through the bond device.
@@ -112,29 +126,9 @@ pub struct Concentrator {
     unrouted: Vec<IpNet>,
 }
 
-/// At most one log line a second for one kind of event, saying how many
-/// were left out.
-#[derive(Default)]
-struct Throttle {
-    last_us: u64,
-    left_out: u64,
-}
-
-impl Throttle {
-    /// Whether to log now: `Some(lines left out since the last one)`.
-    fn allow(&mut self, now_us: u64) -> Option<u64> {
-        if self.last_us != 0 && now_us.saturating_sub(self.last_us) < 1_000_000 {
-            self.left_out += 1;
-            return None;
-        }
-        self.last_us = now_us;
-        Some(std::mem::take(&mut self.left_out))
-    }
-}
-
 impl Concentrator {
     pub async fn new(cfg: Config, maps: DataPathMaps, net: &Net, tx: mpsc::Sender<Inbound>) -> Result<Concentrator> {
-        let psk = cfg.psk_bytes()?;
+        let key = cfg.key()?;
         let mut listeners = Vec::new();
         for p in &cfg.paths {
             let link = net
@@ -175,13 +169,17 @@ impl Concentrator {
             own_bond_mtu: bond.mtu,
             unrouted: Vec::new(),
             cfg,
-            psk,
+            key,
             maps,
             listeners,
             conns: HashMap::new(),
             pending: HashMap::new(),
             refusals_left: REFUSALS_PER_TICK,
             full_log: Throttle::default(),
+            stamps: Stamps::default(),
+            auth_log: Throttle::default(),
+            auth_rejects: Throttle::default(),
+            replay_log: Throttle::default(),
             refusal_log: Throttle::default(),
             moved_log: Throttle::default(),
         };
@@ -216,6 +214,9 @@ impl Concentrator {
                         monitor,
                         train_in: TrainMeter::default(),
                         train_out: TrainProbe::default(),
+                        // What was acted on before the restart is not
+                        // known: the first stamp heard sets the floor.
+                        fresh: Freshness::default(),
                     };
                     c.subflows[id] = Some(sub);
                 }
@@ -227,7 +228,7 @@ impl Concentrator {
 
     /// Send `msg` from listener `listener` to `to`; its encoded length.
     async fn send(&self, listener: usize, to: SocketAddr, msg: &Message) -> usize {
-        let bytes = msg.encode(&self.psk);
+        let bytes = msg.encode_stamped(self.key.bytes(), self.stamps.next(now_us()));
         if let Err(e) = peer::send_to(&self.listeners[listener].socket, &bytes, to).await {
             tracing::debug!(%to, error = %e, "control send failed");
         }
@@ -238,13 +239,19 @@ impl Concentrator {
         if m.too_big.is_some() {
             return Ok(()); // the concentrator searches no path MTU of its own
         }
-        let msg = match Message::decode(&m.data, &self.psk) {
-            Ok(msg) => msg,
+        let (msg, stamp) = match Message::decode_stamped(&m.data, self.key.bytes()) {
+            Ok(decoded) => decoded,
             Err(DecodeError::BadTag) => {
                 self.maps.bump(ControlCounter::AuthFailed);
-                tracing::warn!(from = %m.from, interface = %self.listeners[m.socket].iface, "refused a control message: authentication failed (wrong pre-shared key)");
-                // Tell a client with the wrong key, so it fails fast; nothing is installed.
-                if let Some(nonce_c) = crate::control::unverified_hello_nonce(&m.data) {
+                let now = now_us();
+                if let Some(left_out) = self.auth_log.allow(now) {
+                    tracing::warn!(from = %m.from, interface = %self.listeners[m.socket].iface, left_out, "refused a control message: authentication failed (wrong pre-shared key)");
+                }
+                // Tell a client with the wrong key, so it fails fast; nothing
+                // is installed. At most one a second: a flood of forged
+                // HELLOs must not become a flood of answers.
+                let nonce = crate::control::unverified_hello_nonce(&m.data);
+                if let Some(nonce_c) = nonce.filter(|_| self.auth_rejects.allow(now).is_some()) {
                     let r = Message {
                         token: 0,
                         subflow_id: 0,
@@ -260,6 +267,21 @@ impl Concentrator {
                 return Ok(());
             }
         };
+        // A subflow's messages are acted on only while their stamps grow:
+        // a captured probe, hint or train replayed later changes nothing.
+        // (Handshakes are fresh by their nonces; a message for a subflow we
+        // do not know from this 4-tuple is answered as before.)
+        if !matches!(msg.body, Body::Hello { .. } | Body::Proof { .. }) {
+            if let Some(sub) = self.sub_from(msg.token, msg.subflow_id, &m) {
+                if !sub.fresh.accept(stamp) {
+                    self.maps.bump(ControlCounter::Replayed);
+                    if let Some(left_out) = self.replay_log.allow(now_us()) {
+                        tracing::warn!(from = %m.from, token = format_args!("{:08x}", msg.token), subflow = msg.subflow_id, left_out, "refused a replayed control message");
+                    }
+                    return Ok(());
+                }
+            }
+        }
         let now = now_us();
         match msg.body {
             Body::Hello { join, nonce_c, key_c, path, prefixes } => {
@@ -628,6 +650,7 @@ impl Concentrator {
                 monitor,
                 train_in: TrainMeter::default(),
                 train_out: TrainProbe::default(),
+                fresh: Freshness::default(),
             });
         }
         Ok(())

@@ -10,6 +10,8 @@ use ipnet::IpNet;
 use mptcp_common::{wire::DEFAULT_PORT, Policy};
 use serde::{Deserialize, Serialize};
 
+use crate::key::Key;
+
 /// Which end of the bond this host is.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -27,9 +29,9 @@ pub struct Config {
     /// Pins live under /sys/fs/bpf/mptcp-ebpf/<instance>/.
     #[serde(default = "default_instance")]
     pub instance: String,
-    /// Pre-shared key authenticating every handshake (or `psk_file`).
-    pub psk: Option<String>,
-    pub psk_file: Option<String>,
+    /// The file holding the key both ends share (hex, as `mptcp-user
+    /// genkey` writes it; readable by its owner only).
+    pub key_file: Option<std::path::PathBuf>,
     #[serde(default = "default_port")]
     pub port: u16,
     #[serde(default = "default_policy")]
@@ -179,7 +181,18 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let cfg: Config = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        for old in ["psk", "psk_file"] {
+            if table.contains_key(old) {
+                bail!(
+                    "config file {}: `{old}` is no longer read: keys come from a file only its owner may read, \
+                     named by `key_file` (`mptcp-user genkey FILE` makes one)",
+                    path.display()
+                );
+            }
+        }
+        let cfg: Config = table.try_into().with_context(|| format!("invalid config file {}", path.display()))?;
         Ok(cfg)
     }
 
@@ -188,8 +201,7 @@ impl Config {
         Config {
             role,
             instance: default_instance(),
-            psk: None,
-            psk_file: None,
+            key_file: None,
             port: default_port(),
             policy: default_policy(),
             bond: BondConfig::default(),
@@ -208,20 +220,11 @@ impl Config {
         crate::classes::plan(self.policy.0, &self.classes)
     }
 
-    /// The pre-shared key's bytes.
-    pub fn psk_bytes(&self) -> Result<Vec<u8>> {
-        match (&self.psk, &self.psk_file) {
-            (Some(_), Some(_)) => bail!("set either `psk` or `psk_file`, not both"),
-            (Some(k), None) => Ok(k.as_bytes().to_vec()),
-            (None, Some(f)) => {
-                let k = std::fs::read(f).with_context(|| format!("cannot read psk_file {f}"))?;
-                let k = k.trim_ascii().to_vec();
-                if k.is_empty() {
-                    bail!("psk_file {f} is empty");
-                }
-                Ok(k)
-            }
-            (None, None) => bail!("no pre-shared key: set `psk` or `psk_file` (or --psk)"),
+    /// The shared key, read from `key_file`.
+    pub fn key(&self) -> Result<Key> {
+        match &self.key_file {
+            Some(f) => Key::from_file(f),
+            None => bail!("no key: set `key_file` (or --key-file); `mptcp-user genkey FILE` makes one"),
         }
     }
 
@@ -229,10 +232,7 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         validate_instance(&self.instance)?;
         self.class_plan()?;
-        let psk = self.psk_bytes()?;
-        if psk.len() < 8 {
-            bail!("the pre-shared key is {} bytes; use at least 8", psk.len());
-        }
+        self.key()?;
         if self.port == 0 {
             bail!("`port` must not be 0");
         }
@@ -367,9 +367,26 @@ pub fn parse_path_flag(s: &str) -> Result<PathConfig> {
 mod tests {
     use super::*;
 
+    /// A client config naming a key file that exists.
+    fn client() -> String {
+        CLIENT.replace("KEY_FILE", &test_key_file().to_string_lossy())
+    }
+
+    /// One key file per test process, made once.
+    fn test_key_file() -> std::path::PathBuf {
+        static MADE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        MADE.get_or_init(|| {
+            let p = std::env::temp_dir().join(format!("mptcp-config-test-{}.key", std::process::id()));
+            let _ = std::fs::remove_file(&p);
+            Key::generate().write_new_file(&p).unwrap();
+            p
+        })
+        .clone()
+    }
+
     const CLIENT: &str = r#"
 role = "client"
-psk = "0123456789"
+key_file = "KEY_FILE"
 [bond]
 addresses = ["10.99.0.2/32"]
 [[path]]
@@ -384,7 +401,7 @@ backup = true
 
     #[test]
     fn parses_a_client_config() {
-        let c: Config = toml::from_str(CLIENT).unwrap();
+        let c: Config = toml::from_str(&client()).unwrap();
         c.validate().unwrap();
         assert_eq!(c.paths.len(), 2);
         assert_eq!(c.paths[0].rate_bytes_per_sec(), 1_250_000);
@@ -394,23 +411,25 @@ backup = true
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let err = toml::from_str::<Config>(&CLIENT.replace("backup = true", "bakup = true")).unwrap_err();
+        let err = toml::from_str::<Config>(&client().replace("backup = true", "bakup = true")).unwrap_err();
         assert!(err.to_string().contains("bakup"), "{err}");
     }
 
     #[test]
     fn validation_names_the_problem() {
-        let mut c: Config = toml::from_str(CLIENT).unwrap();
+        let mut c: Config = toml::from_str(&client()).unwrap();
         c.paths[1].remote = None;
         assert!(c.validate().unwrap_err().to_string().contains("needs `remote`"));
         // A misspelt policy is refused as the file is read, naming it.
-        let err = toml::from_str::<Config>(&format!("policy = \"fastest\"\n{CLIENT}")).unwrap_err().to_string();
+        let err = toml::from_str::<Config>(&format!("policy = \"fastest\"\n{}", client())).unwrap_err().to_string();
         assert!(err.contains("unknown policy") && err.contains("fastest"), "{err}");
-        let mut c: Config = toml::from_str(CLIENT).unwrap();
-        c.psk = None;
-        assert!(c.validate().unwrap_err().to_string().contains("pre-shared key"));
+        let mut c: Config = toml::from_str(&client()).unwrap();
+        c.key_file = None;
+        assert!(c.validate().unwrap_err().to_string().contains("no key: set `key_file`"));
+        c.key_file = Some("/nonexistent/mptcp.key".into());
+        assert!(format!("{:#}", c.validate().unwrap_err()).contains("cannot read key file /nonexistent/mptcp.key"));
         // Collecting a connection before its subflows could even go down.
-        let mut c: Config = toml::from_str(CLIENT).unwrap();
+        let mut c: Config = toml::from_str(&client()).unwrap();
         assert_eq!(c.probe.collect_after_s, 60, "the default");
         c.probe.collect_after_s = 0;
         assert!(c.validate().unwrap_err().to_string().contains("probe.collect_after_s"));
@@ -418,7 +437,7 @@ backup = true
 
     #[test]
     fn a_config_written_from_its_types_reads_back_the_same() {
-        let mut c: Config = toml::from_str(CLIENT).unwrap();
+        let mut c: Config = toml::from_str(&client()).unwrap();
         c.classes.push(crate::classes::ClassConfig {
             name: "voice".into(),
             policy: "active-backup".parse().unwrap(),
@@ -431,6 +450,22 @@ backup = true
         });
         let text = toml::to_string(&c).unwrap();
         assert_eq!(toml::from_str::<Config>(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn a_key_in_the_config_is_refused_saying_where_keys_go() {
+        let dir = std::env::temp_dir().join(format!("mptcp-config-test-{}-old", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for old in ["psk = \"0123456789abcdef\"", "psk_file = \"/etc/mptcp-ebpf/psk\""] {
+            let f = dir.join("c.toml");
+            std::fs::write(&f, client().replace("key_file = ", &format!("{old}\n# key_file = "))).unwrap();
+            let e = format!("{:#}", Config::from_file(&f).unwrap_err());
+            assert!(e.contains("is no longer read") && e.contains("key_file"), "{e}");
+        }
+        std::fs::write(dir.join("c.toml"), client()).unwrap();
+        let c = Config::from_file(&dir.join("c.toml")).unwrap();
+        assert!(!format!("{c:?}").contains(&*c.key().unwrap().to_hex()), "the config never shows the key");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -90,10 +90,34 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// Root, BTF and a bpffs at /sys/fs/bpf, each with an error that says what to do.
+/// The capabilities the controller needs, and why: it creates maps and
+/// loads programs (CAP_BPF); the verifier accepts its packet-pointer
+/// arithmetic only from a holder of CAP_PERFMON; it attaches to devices,
+/// creates the bond and routes (CAP_NET_ADMIN). (`--netns` needs
+/// CAP_SYS_ADMIN besides, to enter the namespace.)
+pub const CAPABILITIES: [(u32, &str); 3] = [(39, "CAP_BPF"), (12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON")];
+
+/// Of [`CAPABILITIES`], those missing from an effective set (`CapEff` of
+/// /proc/PID/status, hex).
+pub fn missing_capabilities(cap_eff_hex: &str) -> Vec<&'static str> {
+    let eff = u64::from_str_radix(cap_eff_hex.trim(), 16).unwrap_or(0);
+    CAPABILITIES.iter().filter(|(bit, _)| eff & (1 << bit) == 0).map(|(_, name)| *name).collect()
+}
+
+/// Root, the capabilities it needs, BTF and a bpffs at /sys/fs/bpf, each
+/// with an error that says what to do.
 pub fn preflight() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("mptcp-user must run as root: it loads eBPF programs, creates the bond device and pins state under {PIN_ROOT}");
+        bail!("mptcp-user must run as root: it loads eBPF programs, creates the bond device and pins state under {PIN_ROOT} (root-owned); CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON are all the capabilities it needs");
+    }
+    let status = std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).context("/proc/self/status has no CapEff")?;
+    let missing = missing_capabilities(eff);
+    if !missing.is_empty() {
+        bail!(
+            "mptcp-user lacks {}: it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (and no other)",
+            missing.join(" and ")
+        );
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); mptcp-ebpf needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
@@ -228,4 +252,18 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
     // Leave the shared root in place only while other instances use it.
     let _ = std::fs::remove_dir(PIN_ROOT);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_missing_capabilities_are_named() {
+        assert!(missing_capabilities("000001ffffffffff").is_empty(), "all of them");
+        let only_three = (1u64 << 39) | (1 << 38) | (1 << 12);
+        assert!(missing_capabilities(&format!("{only_three:016x}")).is_empty(), "just these three");
+        assert_eq!(missing_capabilities(&format!("{:016x}", only_three & !(1 << 38))), ["CAP_PERFMON"]);
+        assert_eq!(missing_capabilities("0000000000000000"), ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"]);
+    }
 }

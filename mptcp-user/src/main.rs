@@ -38,6 +38,13 @@ enum Command {
         #[arg(long, default_value = "default")]
         instance: String,
     },
+    /// Make a random 256-bit key for `key_file`: written to FILE (created
+    /// readable by its owner only, never over an existing file), or printed
+    /// when FILE is not given.
+    Genkey {
+        /// The key file to create.
+        file: Option<PathBuf>,
+    },
     /// Per-subflow state and counters.
     Status {
         #[arg(long, default_value = "default")]
@@ -117,9 +124,10 @@ struct UpArgs {
     role: Option<Role>,
     #[arg(long)]
     instance: Option<String>,
-    /// Pre-shared key (prefer psk_file in the config on shared hosts).
+    /// The file holding the key both ends share (`mptcp-user genkey FILE`
+    /// makes one; it must be readable by its owner only).
     #[arg(long)]
-    psk: Option<String>,
+    key_file: Option<PathBuf>,
     #[arg(long)]
     port: Option<u16>,
     /// The default class's policy (auto when unset).
@@ -159,9 +167,8 @@ fn build_config(a: &UpArgs) -> Result<Config> {
     if let Some(v) = &a.instance {
         cfg.instance = v.clone();
     }
-    if let Some(v) = &a.psk {
-        cfg.psk = Some(v.clone());
-        cfg.psk_file = None;
+    if let Some(v) = &a.key_file {
+        cfg.key_file = Some(v.clone());
     }
     if let Some(v) = a.port {
         cfg.port = v;
@@ -263,6 +270,16 @@ fn real_main(cli: Cli) -> Result<()> {
             ))
         }
         Command::Down { instance } => run::down(&instance),
+        Command::Genkey { file } => {
+            let key = mptcp_user::key::Key::generate();
+            match file {
+                Some(f) => key.write_new_file(&f),
+                None => {
+                    println!("{}", &*key.to_hex());
+                    Ok(())
+                }
+            }
+        }
         Command::Status { instance, json } => {
             let s = status::query(&instance)?;
             if json {

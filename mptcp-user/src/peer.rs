@@ -21,7 +21,10 @@ pub fn bind_control_socket(iface: &str, local: SocketAddr, icmp_hints: bool) -> 
     if local.is_ipv6() {
         s.set_only_v6(true)?;
     }
-    s.set_reuse_address(true)?;
+    // No SO_REUSEADDR (nor SO_REUSEPORT): with it, an unprivileged local
+    // user could bind the same address and port beside ours and, by
+    // connecting to a peer, receive that peer's control messages. Sockets
+    // on distinct interfaces share the port without it.
     s.bind_device(Some(iface.as_bytes()))
         .with_context(|| format!("cannot bind a control socket to interface {iface}"))?;
     s.bind(&local.into()).with_context(|| format!("cannot bind a control socket to {local} on {iface}"))?;

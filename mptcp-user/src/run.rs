@@ -180,8 +180,8 @@ fn carried_over(cfg: &Config, classes: &mut ClassPlan) -> Result<RuntimeChanges>
 }
 
 pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
-    cfg.validate()?;
     lifecycle::preflight()?;
+    cfg.validate()?;
     if let Some(st) = InstanceState::load(&cfg.instance)? {
         if let Some(pid) = st.live_pid() {
             bail!(

@@ -62,7 +62,7 @@ fn icmp_tcp_and_udp_cross_the_bond_over_both_subflows() -> Result<()> {
 /// types: rate hints `rates` (Mbit/s), u1 a backup if `backup1`.
 fn shaped_config(policy: &str, rates: [u32; 2], backup1: bool) -> Config {
     let mut c = Config::new(Role::Client);
-    c.psk = Some(PSK.into());
+    c.key_file = Some(key_file().into());
     c.policy = policy.parse().unwrap();
     c.bond.name = "mpb".into();
     c.bond.addresses = Testbed::client_bond_addrs(0).iter().map(|a| a.parse().unwrap()).collect();
@@ -183,13 +183,17 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
         for _ in 0..5 {
             s.send_to(&unknown, target)?;
         }
-        // The subflow's own 4-tuple, wrong token.
-        let s2 = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-        s2.set_reuse_address(true)?;
-        s2.bind_device(Some(b"u0"))?;
-        s2.bind(&"10.1.0.2:7495".parse::<SocketAddr>()?.into())?;
+        // The subflow's own 4-tuple, wrong token. The controller holds that
+        // port (and no second socket may share it), so the datagram is
+        // written whole on a raw socket: UDP header, no checksum.
+        let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::UDP))?;
+        raw.bind_device(Some(b"u0"))?;
+        raw.bind(&"10.1.0.2:0".parse::<SocketAddr>()?.into())?;
+        let port = mptcp_common::wire::DEFAULT_PORT.to_be_bytes();
+        let len = ((8 + wrong_token.len()) as u16).to_be_bytes();
+        let datagram = [&port[..], &port[..], &len[..], &[0, 0], &wrong_token[..]].concat();
         for _ in 0..5 {
-            s2.send_to(&wrong_token, &target.into())?;
+            raw.send_to(&datagram, &target.into())?;
         }
         // A JOIN for the real token, keyed with the wrong pre-shared key.
         s.send_to(&hello, target)?;
@@ -210,7 +214,7 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
     let out = bed2.clients[0]
         .command(BIN)
         .args(["up", "--instance", &name])
-        .args(client_args(&bed2, 0, "wrong-key-123", &[]))
+        .args(client_args(&bed2, 0, &key_file_holding("00112233445566778899aabbccddeeff", "wrong"), &[]))
         .output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("pre-shared keys differ"), "{err}");
@@ -236,7 +240,7 @@ fn controller_restart_mid_transfer_loses_nothing() -> Result<()> {
         assert!(pins_exist(&client.name), "pins stay for the next controller");
         std::thread::sleep(Duration::from_millis(300));
         let mut cmd = cl.command(BIN);
-        cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, PSK, &[]));
+        cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, &key_file(), &[]));
         client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-2", client.name)))?);
         client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))
     })?;
@@ -271,6 +275,44 @@ fn down_and_ctrl_c_leave_no_pins_programs_or_devices() -> Result<()> {
 }
 
 #[test]
+fn the_controllers_need_only_bpf_net_admin_and_perfmon() -> Result<()> {
+    const ENOUGH: &str = "-all,+bpf,+net_admin,+perfmon";
+    let bed = Testbed::new(1, 2)?;
+    let cl = &bed.clients[0];
+    let conc_name = format!("{}co", bed.prefix);
+    let _conc =
+        start_with_capabilities(&bed.conc, &conc_name, &conc_args(&bed, &[]), "mptcp-user: serving", Some(ENOUGH))?;
+    let client_name = format!("{}c0", bed.prefix);
+    let args = client_args(&bed, 0, &key_file(), &[]);
+    let client = start_with_capabilities(cl, &client_name, &args, "mptcp-user: connected", Some(ENOUGH))?;
+    assert!(
+        ping(cl, Testbed::SERVER_V4, 3),
+        "ping over a bond of controllers with three capabilities
+{}",
+        client.output()
+    );
+    drop(client);
+    assert!(!pins_exist(&client_name), "stopped and cleaned up");
+    // Each one fewer: refused up front, naming it, leaving nothing.
+    for (set, missing) in [
+        ("-all,+net_admin,+perfmon", "CAP_BPF"),
+        ("-all,+bpf,+perfmon", "CAP_NET_ADMIN"),
+        ("-all,+bpf,+net_admin", "CAP_PERFMON"),
+    ] {
+        let out = cl
+            .command("setpriv")
+            .arg(format!("--bounding-set={set}"))
+            .args([BIN, "up", "--instance", &client_name])
+            .args(&args)
+            .output()?;
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && e.contains(&format!("lacks {missing}")), "{set}: {e}");
+        assert!(!pins_exist(&client_name) && cl.sh("ip link show mpb").is_err(), "{set}: nothing left");
+    }
+    Ok(())
+}
+
+#[test]
 fn failed_starts_say_why_and_leave_nothing() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
     let cl = &bed.clients[0];
@@ -281,18 +323,21 @@ fn failed_starts_say_why_and_leave_nothing() -> Result<()> {
         Ok(String::from_utf8_lossy(&out.stderr).into_owned())
     };
     // Missing interface.
-    let mut args = client_args(&bed, 0, PSK, &[]);
+    let mut args = client_args(&bed, 0, &key_file(), &[]);
     args.extend(["--path".into(), "nosuch0=10.1.0.1".into()]);
     let e = up(&args)?;
     assert!(e.contains("interface nosuch0") && e.contains("does not exist"), "{e}");
     // Unreachable concentrator (none running).
-    let e = up(&client_args(&bed, 0, PSK, &[]))?;
+    let e = up(&client_args(&bed, 0, &key_file(), &[]))?;
     assert!(e.contains("unreachable"), "{e}");
     assert!(!pins_exist(&name) && cl.sh("ip link show mpb").is_err(), "nothing left after a failed start");
     assert!(!cl.sh("ip link show u0")?.contains("xdp"));
     // Not root.
-    let out =
-        Command::new(BIN).uid(65534).args(["up", "--instance", &name]).args(client_args(&bed, 0, PSK, &[])).output()?;
+    let out = Command::new(BIN)
+        .uid(65534)
+        .args(["up", "--instance", &name])
+        .args(client_args(&bed, 0, &key_file(), &[]))
+        .output()?;
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && e.contains("must run as root"), "{e}");
     Ok(())
@@ -327,7 +372,7 @@ fn a_concentrator_serves_two_clients_at_once() -> Result<()> {
 fn ipv6_outer_headers_carry_ipv4_and_ipv6() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
     let _conc = start_conc(&bed, &[])?;
-    let mut a: Vec<String> = client_args(&bed, 0, PSK, &[]).into_iter().take_while(|s| s != "--path").collect();
+    let mut a: Vec<String> = client_args(&bed, 0, &key_file(), &[]).into_iter().take_while(|s| s != "--path").collect();
     for k in 0..2 {
         a.extend(["--path".into(), format!("u{k}={}", Testbed::conc_addr6(0, k))]);
     }

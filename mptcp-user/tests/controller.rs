@@ -21,7 +21,8 @@ use support::*;
 /// done as a client that knows the key would: HELLO, CHALLENGE, PROOF, and
 /// the concentrator's last word (ACCEPT or REJECT).
 fn handshake(s: &UdpSocket, to: SocketAddr, nonce_c: u64, prefixes: Vec<IpNet>) -> Result<Body> {
-    let psk = PSK.as_bytes();
+    let key = key();
+    let psk = &key[..];
     let hello = Body::Hello { join: false, nonce_c, key_c: nonce_c ^ 0x5555, path: PathHint::default(), prefixes };
     s.send_to(&Message { token: 0, subflow_id: 0, body: hello }.encode(psk), to)?;
     let mut buf = [0u8; 2048];
@@ -140,7 +141,7 @@ fn runtime_changes_survive_a_restart_that_adopts_the_data_path() -> Result<()> {
         let st = client.proc().wait_timeout(Duration::from_secs(5))?.context("controller did not exit")?;
         assert!(st.success(), "{}", client.output());
         let mut cmd = cl.command(BIN);
-        cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, PSK, &[]));
+        cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, &key_file(), &[]));
         client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-{tag}", client.name)))?);
         client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))
     };
@@ -161,5 +162,77 @@ fn runtime_changes_survive_a_restart_that_adopts_the_data_path() -> Result<()> {
     let s = client.status(cl)?;
     let f = sub(&s, 1);
     assert!(f.weight == 0 && !f.backup, "a fresh start uses the config's hints: {s}");
+    Ok(())
+}
+
+/// What an unprivileged local user tries to bind the concentrator's control
+/// port with: plain, with SO_REUSEADDR, with SO_REUSEPORT, each also bound to
+/// the uplink (allowed to unprivileged users since Linux 5.7).
+const HIJACKS: [(&str, bool, bool, bool); 6] = [
+    ("plain", false, false, false),
+    ("reuseaddr", true, false, false),
+    ("reuseport", false, true, false),
+    ("plain+device", false, false, true),
+    ("reuseaddr+device", true, false, true),
+    ("reuseport+device", false, true, true),
+];
+
+/// Run by [`an_unprivileged_local_user_cannot_take_the_control_port`] in the
+/// concentrator's namespace: drops to nobody, tries each of [`HIJACKS`] on
+/// `MPTCP_HIJACK_ADDR` and prints one line per try. Does nothing when run
+/// by hand.
+#[test]
+#[ignore = "a helper that the hijack test runs as another user"]
+fn hijack_helper() {
+    use socket2::{Domain, Socket, Type};
+    let (Ok(addr), Ok(iface)) = (std::env::var("MPTCP_HIJACK_ADDR"), std::env::var("MPTCP_HIJACK_IFACE")) else {
+        return;
+    };
+    let addr: SocketAddr = addr.parse().unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::setgroups(&[]).unwrap();
+    nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).unwrap();
+    nix::unistd::setuid(nobody).unwrap();
+    assert_eq!(nix::unistd::geteuid(), nobody);
+    for (what, reuse_addr, reuse_port, device) in HIJACKS {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        s.set_reuse_address(reuse_addr).unwrap();
+        s.set_reuse_port(reuse_port).unwrap();
+        if device {
+            s.bind_device(Some(iface.as_bytes())).unwrap();
+        }
+        match s.bind(&addr.into()) {
+            Ok(()) => println!("hijack {what}: bound"),
+            Err(e) => println!("hijack {what}: refused ({e})"),
+        }
+    }
+}
+
+#[test]
+fn an_unprivileged_local_user_cannot_take_the_control_port() -> Result<()> {
+    let bed = Testbed::new(1, 1)?;
+    let _conc = start_conc(&bed, &[])?;
+    let tries = |port: u16| -> Result<Vec<String>> {
+        let out = bed
+            .conc
+            .command(std::env::current_exe()?.to_str().context("test binary path")?)
+            .args(["--exact", "hijack_helper", "--ignored", "--nocapture", "--test-threads", "1"])
+            .env("MPTCP_HIJACK_ADDR", format!("{}:{port}", Testbed::conc_addr(0, 0)))
+            .env("MPTCP_HIJACK_IFACE", Testbed::conc_dev(0, 0))
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // (The first line follows the harness's "test hijack_helper ... ".)
+        let lines: Vec<String> = text.lines().filter_map(|l| l.find("hijack ").map(|at| l[at..].to_string())).collect();
+        if !out.status.success() || lines.len() != HIJACKS.len() {
+            bail!("the helper failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(lines)
+    };
+    // Where nothing listens, nobody binds every way: the helper can bind.
+    let free = tries(mptcp_common::wire::DEFAULT_PORT + 1)?;
+    assert!(free.iter().all(|l| l.ends_with(": bound")), "{free:?}");
+    // The controller's port refuses every way.
+    let taken = tries(mptcp_common::wire::DEFAULT_PORT)?;
+    assert!(taken.iter().all(|l| l.contains("refused")), "an unprivileged socket shares the control port: {taken:?}");
     Ok(())
 }

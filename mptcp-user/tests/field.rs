@@ -119,10 +119,10 @@ fn a_flood_of_hellos_is_capped_and_the_concentrator_serves_on() -> Result<()> {
         let (mut challenged, mut full) = (0, 0);
         for n in 0..flood {
             let hello = Body::Hello { join: false, nonce_c: n, key_c: n, path: PathHint::default(), prefixes: vec![] };
-            s.send_to(&Message { token: 0, subflow_id: 0, body: hello }.encode(PSK.as_bytes()), to)?;
+            s.send_to(&Message { token: 0, subflow_id: 0, body: hello }.encode(&key()), to)?;
             let mut buf = [0u8; 2048];
             let len = s.recv(&mut buf).context("no answer to a HELLO")?;
-            match Message::decode(&buf[..len], PSK.as_bytes())?.body {
+            match Message::decode(&buf[..len], &key())?.body {
                 Body::Challenge { .. } => challenged += 1,
                 Body::Reject { reason: RejectReason::Full, .. } => full += 1,
                 other => bail!("unexpected answer {other:?}"),
@@ -162,7 +162,8 @@ fn handshake(
     join: bool,
     nonce_c: u64,
 ) -> Result<(u32, Body)> {
-    let psk = PSK.as_bytes();
+    let key = key();
+    let psk = &key[..];
     let key_c = if join { 0 } else { nonce_c ^ 0x5555 };
     let hello = Body::Hello { join, nonce_c, key_c, path: PathHint::default(), prefixes: vec![] };
     s.send_to(&Message { token, subflow_id, body: hello }.encode(psk), to)?;
@@ -182,7 +183,7 @@ fn recv_body(s: &UdpSocket, what: &'static str) -> Result<Body> {
     let mut buf = [0u8; 2048];
     loop {
         let n = s.recv(&mut buf).context(what)?;
-        match Message::decode(&buf[..n], PSK.as_bytes())?.body {
+        match Message::decode(&buf[..n], &key())?.body {
             Body::RateProbe { .. } => continue,
             body => return Ok(body),
         }
@@ -191,7 +192,8 @@ fn recv_body(s: &UdpSocket, what: &'static str) -> Result<Body> {
 
 /// One probe of `subflow_id` from `s` sent at `sent_us`: the answer's body.
 fn probe(s: &UdpSocket, to: SocketAddr, token: u32, subflow_id: u8, sent_us: u64) -> Result<Body> {
-    let psk = PSK.as_bytes();
+    let key = key();
+    let psk = &key[..];
     let body = Body::Probe {
         seq: 1,
         sent_us,
@@ -201,8 +203,64 @@ fn probe(s: &UdpSocket, to: SocketAddr, token: u32, subflow_id: u8, sent_us: u64
         bond_mtu: 0,
         rx: RxReport::default(),
     };
-    s.send_to(&Message { token, subflow_id, body }.encode(psk), to)?;
+    s.send_to(&Message { token, subflow_id, body }.encode_stamped(psk, next_stamp()), to)?;
     recv_body(s, "no answer to a probe")
+}
+
+/// Stamps that only grow, as a controller's do.
+fn next_stamp() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    LAST.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A probe or hint captured and sent again is refused and counted, however
+/// its stamp is dressed up; the next fresh one is acted on. (A captured hint
+/// replayed would otherwise undo `path set`; a captured probe keep a dead
+/// subflow up.)
+#[test]
+fn replayed_probes_and_hints_are_refused_and_counted() -> Result<()> {
+    let bed = Testbed::new(1, 1)?;
+    let conc = start_conc(&bed, &[])?;
+    let to = SocketAddr::new(Testbed::conc_addr(0, 0), PORT);
+    let answers = bed.clients[0].run(move || {
+        let s = UdpSocket::bind("10.1.0.2:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let (token, accepted) = first_subflow(&s, to, 9)?;
+        ensure!(matches!(accepted, Body::Accept { .. }), "{accepted:?}");
+        let key = key();
+        let stamped = |body, stamp| Message { token, subflow_id: 0, body }.encode_stamped(&key, stamp);
+        let probe = |sent_us, stamp| {
+            let rx = RxReport::default();
+            let body = Body::Probe { seq: 1, sent_us, srtt_us: 0, min_rtt_us: 0, interval_ms: 200, bond_mtu: 0, rx };
+            stamped(body, stamp)
+        };
+        let mut answers = Vec::new();
+        let first = probe(1111, 10);
+        for bytes in [first.clone(), first, probe(2222, 9), probe(3333, 11)] {
+            s.send_to(&bytes, to)?;
+            answers.push(recv_body(&s, "no answer").ok());
+        }
+        let hint = |mbit: u64, stamp| {
+            let path = PathHint { rate_bytes_per_sec: mbit * 125_000, ..PathHint::default() };
+            stamped(Body::Hint { path }, stamp)
+        };
+        let ten = hint(10, 20);
+        for bytes in [ten.clone(), hint(20, 21), ten] {
+            s.send_to(&bytes, to)?;
+        }
+        Ok(answers)
+    })?;
+    assert!(matches!(answers[0], Some(Body::ProbeAck { sent_us: 1111, .. })), "fresh: {:?}", answers[0]);
+    assert_eq!(answers[1], None, "the same probe again is not answered");
+    assert_eq!(answers[2], None, "nor another under an older stamp");
+    assert!(matches!(answers[3], Some(Body::ProbeAck { sent_us: 3333, .. })), "a newer one is: {:?}", answers[3]);
+    wait_status(&conc, &bed.conc, "the replayed hint refused", |s| {
+        // 20 Mbit/s as the later hint said (the status rounds through the
+        // wire's units), not the replayed 10.
+        s.control(ControlCounter::Replayed) == 3 && s.subflow(0).is_some_and(|f| (f.rate_mbit - 20.0).abs() < 0.5)
+    })?;
+    assert!(conc.output().contains("refused a replayed control message"), "{}", conc.output());
+    Ok(())
 }
 
 /// A subflow whose 4-tuple changes, as when a NAT rebinds: its probes from
@@ -301,7 +359,7 @@ fn a_flood_of_joins_from_new_ports_leaves_one_tuple_per_subflow() -> Result<()> 
                 path: PathHint::default(),
                 prefixes: vec![],
             };
-            s.send_to(&Message { token, subflow_id: id, body: hello }.encode(PSK.as_bytes()), to)?;
+            s.send_to(&Message { token, subflow_id: id, body: hello }.encode(&key()), to)?;
             unheard.push(s);
         }
         let (mut live, mut replaced, mut last) = (Vec::new(), Vec::new(), Vec::new());
@@ -390,7 +448,7 @@ fn a_flood_of_joins_from_new_ports_leaves_one_tuple_per_subflow() -> Result<()> 
 /// carries part of any transfer.
 fn both_paths_config() -> Config {
     let mut c = Config::new(Role::Client);
-    c.psk = Some(PSK.into());
+    c.key_file = Some(key_file().into());
     c.policy = "weighted".parse().unwrap();
     c.bond.name = "mpb".into();
     c.bond.addresses = Testbed::client_bond_addrs(0).iter().map(|a| a.parse().unwrap()).collect();
@@ -505,7 +563,7 @@ fn a_path_dying_under_load_with_the_default_configuration_hands_over_to_the_surv
     let name = |tag: &str| format!("{}{tag}", bed.prefix);
     let conc = start(&bed.conc, &name("co"), &with_default_probing(conc_args(&bed, &[])), "mptcp-user: serving")?;
     let cl = &bed.clients[0];
-    let client_args = with_default_probing(client_args(&bed, 0, PSK, &[]));
+    let client_args = with_default_probing(client_args(&bed, 0, &key_file(), &[]));
     let client = start(cl, &name("c0"), &client_args, "mptcp-user: connected")?;
     wait_subflows(&client, cl, 2)?;
     let epoch = Instant::now();

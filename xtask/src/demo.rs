@@ -9,15 +9,23 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use mptcp_common::status::{Status, SubflowStatus};
 use mptcp_testbed::traffic::{self, Amount, BulkSink, Stream, Transport, DEFAULT_CONGESTION};
 use mptcp_testbed::{Netns, Proc, Testbed};
 use serde_json::{json, Value};
 
-const PSK: &str = "demo-pre-shared-key";
 const RATES: [u32; 3] = [20, 10, 5];
 const NAMES: [&str; 3] = ["dsl", "lte", "3g"];
+
+/// A file removed when the demo ends, however it ends.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/mptcp-user")
@@ -45,8 +53,17 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
     }
     let (ci, ki) = (format!("{}c0", bed.prefix), format!("{}co", bed.prefix));
     let log = std::env::temp_dir();
+    // Both ends share a key, made as an operator makes one.
+    let key_file = log.join(format!("{}.key", bed.prefix));
+    let _ = std::fs::remove_file(&key_file);
+    let key_file = key_file.to_str().context("temporary directory path is not UTF-8")?.to_string();
+    let made = Command::new(bin()).args(["genkey", &key_file]).output()?;
+    if !made.status.success() {
+        bail!("mptcp-user genkey failed: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let _key = RemovedOnDrop(PathBuf::from(&key_file));
     let mut conc_cmd = bed.conc.command(bin().to_str().unwrap());
-    conc_cmd.args(["up", "--instance", &ki, "--role", "concentrator", "--psk", PSK, "--bond-name", "mpb"]);
+    conc_cmd.args(["up", "--instance", &ki, "--role", "concentrator", "--key-file", &key_file, "--bond-name", "mpb"]);
     conc_cmd.args(["--bond-address", Testbed::CONC_BOND_ADDRS[0], "--bond-address", Testbed::CONC_BOND_ADDRS[1]]);
     for k in 0..3 {
         conc_cmd.args(["--path", &Testbed::conc_dev(0, k)]);
@@ -56,7 +73,7 @@ pub fn demo(duration: u64, json_out: bool) -> Result<()> {
 
     let [a4, a6] = Testbed::client_bond_addrs(0);
     let mut cfg = format!(
-        "role = \"client\"\npsk = \"{PSK}\"\n[bond]\nname = \"mpb\"\naddresses = [\"{a4}\", \"{a6}\"]\nroutes = [\"{}\", \"{}\"]\n",
+        "role = \"client\"\nkey_file = \"{key_file}\"\n[bond]\nname = \"mpb\"\naddresses = [\"{a4}\", \"{a6}\"]\nroutes = [\"{}\", \"{}\"]\n",
         Testbed::SERVER_ROUTES[0],
         Testbed::SERVER_ROUTES[1]
     );

@@ -63,6 +63,9 @@ pub struct Liveness {
     /// back up after [`UP_AFTER`] of them, so a path that flickers does not
     /// take traffic on every flicker.
     pub answers: u32,
+    /// When the newest probe answered was sent: the concentrator knew the
+    /// subflow then, so a refusal of an older probe is stale (a replay).
+    pub answered_sent_us: u64,
 }
 
 /// Answers in a row that bring a down subflow back up.
@@ -123,12 +126,15 @@ pub enum Event {
     },
     ProbeAnswered {
         now_us: u64,
+        /// When the answered probe was sent.
+        probe_sent_us: u64,
     },
     /// The concentrator answered one of our probes: it does not know the
     /// connection (it restarted without its state; `connection`) or this
     /// subflow from our address and port (our NAT mapping changed). The
     /// answer echoes the probe's send time, which must be one of ours from
-    /// the last `window_us`: an old answer replayed changes nothing.
+    /// the last `window_us` and no older than the newest probe answered: an
+    /// old answer replayed changes nothing.
     Forgotten {
         connection: bool,
         probe_sent_us: u64,
@@ -280,8 +286,9 @@ pub fn step(state: State, event: Event) -> (State, Vec<Action>) {
             }
         }
 
-        (S::Up(l) | S::Down(l), E::ProbeAnswered { now_us }) => {
-            let heard = Liveness { heard_us: now_us, answers: l.answers + 1 };
+        (S::Up(l) | S::Down(l), E::ProbeAnswered { now_us, probe_sent_us }) => {
+            let answered_sent_us = l.answered_sent_us.max(probe_sent_us);
+            let heard = Liveness { heard_us: now_us, answers: l.answers + 1, answered_sent_us };
             match state {
                 S::Up(_) => (S::Up(Liveness { answers: 0, ..heard }), vec![]),
                 _ if heard.answers >= UP_AFTER => (S::Up(Liveness { answers: 0, ..heard }), vec![A::CameUp]),
@@ -289,8 +296,10 @@ pub fn step(state: State, event: Event) -> (State, Vec<Action>) {
             }
         }
 
-        (S::Up(_) | S::Down(_), E::Forgotten { connection, probe_sent_us, now_us, window_us })
-            if probe_sent_us <= now_us && now_us - probe_sent_us <= window_us =>
+        (S::Up(l) | S::Down(l), E::Forgotten { connection, probe_sent_us, now_us, window_us })
+            if probe_sent_us <= now_us
+                && now_us - probe_sent_us <= window_us
+                && probe_sent_us >= l.answered_sent_us =>
         {
             // A lost connection is removed whole by the client; a lost
             // subflow alone, and the next tick JOINs it again.
@@ -469,8 +478,9 @@ mod tests {
         E::ProbeTick { now_us: at(at_ms), send, silence: Silence { limit_us: 150_000 } }
     }
 
+    /// An answer at `at_ms` to a probe sent 10 ms before.
     fn answer(at_ms: u64) -> Event {
-        E::ProbeAnswered { now_us: at(at_ms) }
+        E::ProbeAnswered { now_us: at(at_ms), probe_sent_us: at(at_ms) - 10_000 }
     }
 
     fn went_down(a: &[Action]) -> bool {
@@ -553,6 +563,7 @@ mod tests {
         let forgot =
             |connection, probe_sent_us| E::Forgotten { connection, probe_sent_us, now_us: 10_000, window_us: 5_000 };
         let down = State::Down(Liveness::default());
+        let answered = |sent_us| State::Up(Liveness { answered_sent_us: sent_us, ..Liveness::default() });
         let hello = step(State::Idle, start(true, 0)).0;
         let table: Vec<(&str, State, Event, State, Vec<Action>)> = vec![
             // The connection is gone (restart without state): the client drops it whole.
@@ -563,6 +574,16 @@ mod tests {
             // Answers to probes we did not send lately (replayed) change nothing.
             ("older than the window", up(), forgot(true, 4_999), up(), vec![]),
             ("from the future", up(), forgot(false, 10_001), up(), vec![]),
+            // Nor does a refusal of a probe older than one answered since:
+            // the concentrator knew the subflow after it (a replay).
+            ("older than an answer", answered(8_000), forgot(true, 7_999), answered(8_000), vec![]),
+            (
+                "newer than the answer",
+                answered(8_000),
+                forgot(true, 8_000),
+                State::Idle,
+                vec![A::PeerForgot { connection: true }],
+            ),
             // Nothing established: a handshake in flight has its own REJECTs.
             ("mid-handshake", hello, forgot(true, 9_000), hello, vec![]),
             ("idle", State::Idle, forgot(true, 9_000), State::Idle, vec![]),

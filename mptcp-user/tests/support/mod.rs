@@ -14,7 +14,30 @@ use mptcp_user::status::{Status, SubflowStatus};
 use nix::sys::signal::Signal;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mptcp-user");
-pub const PSK: &str = "test-pre-shared-key";
+/// The key every test's controllers share (hex, as a key file holds it).
+pub const KEY: &str = "6d707463702d656270662074657374206b6579202d2074657374206b65792121";
+
+/// [`KEY`]'s bytes, to key the control messages a test writes itself.
+pub fn key() -> Vec<u8> {
+    mptcp_user::key::Key::from_hex(KEY).unwrap().bytes().to_vec()
+}
+
+/// A file holding [`KEY`], readable by its owner only (made once per test
+/// process, removed by the OS's temporary-file cleanup as every test's logs).
+pub fn key_file() -> String {
+    static MADE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| key_file_holding(KEY, "shared")).clone()
+}
+
+/// A new key file holding `hex`, named by `what` (per test process).
+pub fn key_file_holding(hex: &str, what: &str) -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = std::env::temp_dir().join(format!("mptcp-test-{}-{what}.key", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).unwrap();
+    std::io::Write::write_all(&mut f, format!("{hex}\n").as_bytes()).unwrap();
+    p.to_string_lossy().into_owned()
+}
 
 /// A controller instance; on Drop its pins are removed even if the test failed.
 pub struct Instance {
@@ -59,7 +82,26 @@ impl Instance {
 }
 
 pub fn start(ns: &Netns, name: &str, args: &[String], ready: &str) -> Result<Instance> {
-    let mut cmd = ns.command(BIN);
+    start_with_capabilities(ns, name, args, ready, None)
+}
+
+/// [`start`], with only the capabilities `bounding` leaves (`setpriv
+/// --bounding-set` syntax, e.g. `-all,+bpf`), if given.
+pub fn start_with_capabilities(
+    ns: &Netns,
+    name: &str,
+    args: &[String],
+    ready: &str,
+    bounding: Option<&str>,
+) -> Result<Instance> {
+    let mut cmd = match bounding {
+        Some(set) => {
+            let mut c = ns.command("setpriv");
+            c.arg(format!("--bounding-set={set}")).arg(BIN);
+            c
+        }
+        None => ns.command(BIN),
+    };
     cmd.args(["--log", "info", "up", "--instance", name]).args(args);
     let proc = Proc::spawn(cmd, log_path(name))?;
     let mut inst = Instance { name: name.to_string(), proc: Some(proc) };
@@ -69,7 +111,7 @@ pub fn start(ns: &Netns, name: &str, args: &[String], ready: &str) -> Result<Ins
 
 pub fn conc_args(bed: &Testbed, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> =
-        ["--role", "concentrator", "--psk", PSK, "--bond-name", "mpb", "--probe-interval-ms", "100"]
+        ["--role", "concentrator", "--key-file", &key_file(), "--bond-name", "mpb", "--probe-interval-ms", "100"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -90,12 +132,13 @@ pub fn start_conc(bed: &Testbed, extra: &[&str]) -> Result<Instance> {
 }
 
 /// Client `c` by flags, one path per uplink.
-pub fn client_args(bed: &Testbed, c: usize, psk: &str, extra: &[&str]) -> Vec<String> {
+/// `key_file`: the file holding the key ([`key_file`] unless a test wants another).
+pub fn client_args(bed: &Testbed, c: usize, key_file: &str, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "--role",
         "client",
-        "--psk",
-        psk,
+        "--key-file",
+        key_file,
         "--bond-name",
         "mpb",
         "--probe-interval-ms",
@@ -123,7 +166,7 @@ pub fn start_client(bed: &Testbed, c: usize, extra: &[&str]) -> Result<Instance>
     let inst = start(
         &bed.clients[c],
         &format!("{}c{c}", bed.prefix),
-        &client_args(bed, c, PSK, extra),
+        &client_args(bed, c, &key_file(), extra),
         "mptcp-user: connected",
     )?;
     wait_subflows(&inst, &bed.clients[c], bed.uplinks)?;

@@ -10,8 +10,6 @@ use mptcp_testbed::{Netns, Proc, Signal, Testbed};
 
 use crate::scenario::{Scenario, System};
 
-const PSK: &str = "benchmark-pre-shared-key";
-
 /// A started system; controllers are stopped and their pins removed on Drop.
 pub struct Running {
     controller: PathBuf,
@@ -144,8 +142,13 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
         System::Bond(policy) => {
             let probe = probe_section(scn);
             let conc_name = format!("{}co", bed.prefix);
+            // A fresh key per run, as `mptcp-user genkey` makes one.
+            let key_file = log_dir.join(format!("{}.key", bed.prefix));
+            let _ = std::fs::remove_file(&key_file);
+            mptcp_user::key::Key::generate().write_new_file(&key_file)?;
+            let key_file = key_file.display();
             let mut conc = format!(
-                "role = \"concentrator\"\ninstance = \"{conc_name}\"\npsk = \"{PSK}\"\npolicy = \"{}\"\n[bond]\nname = \"mpb\"\naddresses = [\"{}\", \"{}\"]\n{probe}",
+                "role = \"concentrator\"\ninstance = \"{conc_name}\"\nkey_file = \"{key_file}\"\npolicy = \"{}\"\n[bond]\nname = \"mpb\"\naddresses = [\"{}\", \"{}\"]\n{probe}",
                 policy.name(),
                 Testbed::CONC_BOND_ADDRS[0],
                 Testbed::CONC_BOND_ADDRS[1]
@@ -161,7 +164,7 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
             let client_name = format!("{}c0", bed.prefix);
             let [a4, a6] = Testbed::client_bond_addrs(0);
             let mut cl = format!(
-                "role = \"client\"\ninstance = \"{client_name}\"\npsk = \"{PSK}\"\npolicy = \"{}\"\n[bond]\nname = \"mpb\"\naddresses = [\"{a4}\", \"{a6}\"]\nroutes = [\"{}\", \"{}\"]\n{probe}",
+                "role = \"client\"\ninstance = \"{client_name}\"\nkey_file = \"{key_file}\"\npolicy = \"{}\"\n[bond]\nname = \"mpb\"\naddresses = [\"{a4}\", \"{a6}\"]\nroutes = [\"{}\", \"{}\"]\n{probe}",
                 policy.name(),
                 Testbed::SERVER_ROUTES[0],
                 Testbed::SERVER_ROUTES[1]
