@@ -81,7 +81,7 @@ pub mod programs {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Settings {
-    /// The bond's UDP port, host byte order.
+    /// The bond's UDP port, host byte order: the concentrator's.
     pub port: u16,
     /// Classifier rules in use: `CLASS_RULES[0..n_rules]`, in order.
     pub n_rules: u16,
@@ -90,6 +90,20 @@ pub struct Settings {
     /// The bond device's MTU: TCP SYNs crossing the bond get their MSS
     /// clamped to it ([`crate::mtu::mss_limit`]). 0 = no clamp.
     pub bond_mtu: u32,
+    /// 1 on a client: its bond packets come *from* `port` (each of its
+    /// paths has a port of its own); 0 on a concentrator: they come *to* it.
+    pub port_is_source: u16,
+    pub _pad: u16,
+}
+
+impl Settings {
+    /// Whether a UDP datagram from `sport` to `dport` may be the bond's
+    /// (its subflow and token decide the rest).
+    #[inline(always)]
+    pub fn bond_ports(&self, sport: u16, dport: u16) -> bool {
+        let ours = if self.port_is_source != 0 { sport } else { dport };
+        self.port != 0 && ours == self.port
+    }
 }
 
 /// A subflow's outer IP + UDP header, prebuilt by the controller with zero
@@ -341,10 +355,13 @@ pub enum ControlCounter {
     /// Authenticated control messages refused as replays (a stamp not above
     /// the subflow's latest).
     Replayed = 12,
+    /// Concentrator: control messages from senders that are no known
+    /// subflow, dropped unchecked past the budget of HMAC checks a second.
+    Shed = 13,
 }
 
 impl ControlCounter {
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
     pub const ALL: [ControlCounter; Self::COUNT as usize] = [
         Self::AuthFailed,
         Self::UnknownToken,
@@ -359,6 +376,7 @@ impl ControlCounter {
         Self::Collected,
         Self::RefusedFull,
         Self::Replayed,
+        Self::Shed,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -375,6 +393,7 @@ impl ControlCounter {
             Self::Collected => "collected",
             Self::RefusedFull => "refused-full",
             Self::Replayed => "replayed",
+            Self::Shed => "shed",
         }
     }
 }

@@ -65,8 +65,7 @@ fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, D
     let (start, end) = (ctx.data(), ctx.data_end());
     let udp_off = ETH_HLEN + L3;
     let Some(ports) = read_at::<Ports>(start, end, udp_off) else { return Ok(XDP_PASS) };
-    let port = settings().port;
-    if port == 0 || ports.dport() != port {
+    if !settings().bond_ports(ports.sport(), ports.dport()) {
         return Ok(XDP_PASS);
     }
     let mp_off = udp_off + UDP_HLEN;

@@ -64,8 +64,7 @@ fn try_uplink_ingress_l3(ctx: &TcContext) -> Result<i32, DropReason> {
 #[inline(always)]
 fn receive<const L3: usize>(ctx: &TcContext, mut key: FlowKey) -> Result<i32, DropReason> {
     let Ok(ports) = ctx.load::<Ports>(L3) else { return Ok(TC_ACT_OK) };
-    let port = settings().port;
-    if port == 0 || ports.dport() != port {
+    if !settings().bond_ports(ports.sport(), ports.dport()) {
         return Ok(TC_ACT_OK);
     }
     let hdr: MpHeader = ctx.load(L3 + UDP_HLEN).map_err(|_| DropReason::Truncated)?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 use mptcp_common::maps::{ControlCounter, PathState, MAX_SUBFLOWS, PATH_UP};
 use mptcp_common::mtu::bond_mtu;
@@ -40,7 +40,14 @@ struct Path {
     remote: SocketAddr,
     ifindex: Option<u32>,
     running: bool,
+    /// The control socket's address: the interface's address and the port
+    /// the socket is bound to.
     local: Option<SocketAddr>,
+    /// This path's source port: drawn by the kernel when its socket is
+    /// first bound (0 until then), kept across address changes, and taken
+    /// from the pinned subflow when adopting one. A port per path that an
+    /// off-path attacker must guess, not the well-known 7495.
+    port: u16,
     socket: Option<Arc<UdpSocket>>,
     reader: Option<JoinHandle<()>>,
     /// Handshake and liveness: the subflow's state machine.
@@ -168,6 +175,7 @@ impl Client {
                 ifindex: None,
                 running: false,
                 local: None,
+                port: 0,
                 socket: None,
                 reader: None,
                 state: State::Idle,
@@ -208,6 +216,15 @@ impl Client {
             if let Some(p) = c.paths.iter_mut().find(|p| p.name() == change.path) {
                 change.apply_to(&mut p.cfg);
                 tracing::info!(path = %change.path, "keeping the hints set at runtime");
+            }
+        }
+        // An adopted subflow keeps its source port: its socket binds it again.
+        if let Some(conn) = c.maps.connections().first() {
+            for (p, s) in c.paths.iter_mut().zip(conn.subflows.iter()) {
+                let ep = Endpoints::from_subflow(s);
+                if s.path.established() && p.remote == ep.remote {
+                    p.port = ep.local.port();
+                }
             }
         }
         for i in 0..c.paths.len() {
@@ -271,8 +288,8 @@ impl Client {
         p.link_mtu = link.mtu;
         let local = netdev::pick_local(&addrs, p.cfg.local, p.remote.is_ipv4(), &iface)
             .ok()
-            .map(|a| SocketAddr::new(a, self.cfg.port));
-        if local != p.local {
+            .map(|a| SocketAddr::new(a, p.port));
+        if local.map(|l| l.ip()) != p.local.map(|l| l.ip()) {
             if p.local.is_some() {
                 self.lose_path(i, "its local address went away").await;
             }
@@ -283,8 +300,12 @@ impl Client {
         let p = &mut self.paths[i];
         if p.socket.is_none() {
             if let Some(l) = p.local {
-                match peer::bind_control_socket(&iface, l, true) {
-                    Ok(s) => {
+                let bound = peer::bind_control_socket(&iface, l, true)
+                    .and_then(|s| Ok((s.local_addr().context("cannot read the control socket's port")?, s)));
+                match bound {
+                    Ok((at, s)) => {
+                        p.port = at.port();
+                        p.local = Some(at);
                         p.reader = Some(peer::spawn_reader(i, s.clone(), self.inbound_tx.clone()));
                         p.socket = Some(s);
                     }

@@ -27,7 +27,7 @@ use crate::peer::{self, now_us, Inbound, RttEstimator};
 use crate::session::handshake::{self, Offer, Reply};
 use crate::session::subflow::UP_AFTER;
 use crate::subflows::{self, Endpoints};
-use crate::throttle::Throttle;
+use crate::throttle::{Budget, Throttle};
 use crate::train::{TrainMeter, TrainProbe, TrainTiming, TRAIN_LEN, TRAIN_PACKET_BYTES};
 
 struct Listener {
@@ -83,6 +83,9 @@ pub const MAX_PENDING: usize = 4096;
 /// ...and this many waiting for their PROOF from one client address, so a
 /// flood from one address cannot hold the table.
 pub const MAX_PENDING_PER_ADDRESS: usize = 16;
+/// Control messages from senders that are no known subflow (handshakes,
+/// junk) checked per second, at most: a few milliseconds of HMAC work.
+pub const UNVERIFIED_PER_SECOND: u64 = 2_000;
 /// Probes for unknown connections or subflows answered per tick, at most.
 const REFUSALS_PER_TICK: u32 = 64;
 
@@ -115,6 +118,8 @@ pub struct Concentrator {
     auth_rejects: Throttle,
     /// Log lines of replayed control messages.
     replay_log: Throttle,
+    /// HMAC checks for messages not from a known subflow's 4-tuple.
+    unverified_budget: Budget,
     refusal_log: Throttle,
     moved_log: Throttle,
     /// Routes with an MTU for the clients' prefixes through the bond device.
@@ -180,6 +185,7 @@ impl Concentrator {
             auth_log: Throttle::default(),
             auth_rejects: Throttle::default(),
             replay_log: Throttle::default(),
+            unverified_budget: Budget::new(UNVERIFIED_PER_SECOND),
             refusal_log: Throttle::default(),
             moved_log: Throttle::default(),
         };
@@ -238,6 +244,15 @@ impl Concentrator {
     async fn on_inbound(&mut self, m: Inbound) -> Handled {
         if m.too_big.is_some() {
             return Ok(()); // the concentrator searches no path MTU of its own
+        }
+        // An HMAC for anyone: a known subflow's 4-tuple always, everyone else
+        // (handshakes, junk) within a budget a second, so a flood costs at
+        // most that many checks a second.
+        let named = crate::control::unverified_ids(&m.data);
+        let known = named.is_some_and(|(token, id)| self.sub_from(token, id, &m).is_some());
+        if !known && !self.unverified_budget.take(now_us()) {
+            self.maps.bump(ControlCounter::Shed);
+            return Ok(());
         }
         let (msg, stamp) = match Message::decode_stamped(&m.data, self.key.bytes()) {
             Ok(decoded) => decoded,

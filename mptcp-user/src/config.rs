@@ -32,6 +32,8 @@ pub struct Config {
     /// The file holding the key both ends share (hex, as `mptcp-user
     /// genkey` writes it; readable by its owner only).
     pub key_file: Option<std::path::PathBuf>,
+    /// The concentrator's UDP port (a client's paths send from ports the
+    /// kernel draws, one per path).
     #[serde(default = "default_port")]
     pub port: u16,
     #[serde(default = "default_policy")]

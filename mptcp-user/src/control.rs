@@ -574,6 +574,13 @@ pub fn unverified_hello_nonce(buf: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(body.get(2..10)?.try_into().ok()?))
 }
 
+/// The token and subflow id a control message names, read without
+/// verifying anything: only to tell whether it comes from a known subflow.
+pub fn unverified_ids(buf: &[u8]) -> Option<(u32, u8)> {
+    let hdr: MpHeader = bytemuck::pod_read_unaligned(buf.get(..MP_HDR_LEN)?);
+    Some((hdr.token(), hdr.subflow_id))
+}
+
 /// The connection token both sides derive from the two keys (as MPTCP derives
 /// its token from its keys): the first 32 bits of SHA-256(key_c ‖ key_s),
 /// never 0.
@@ -820,6 +827,7 @@ mod tests {
                     prop_assert!(unverified(&m), "{:?}", m);
                 }
                 let _ = unverified_hello_nonce(&b);
+                let _ = unverified_ids(&b);
             }
 
             #[test]

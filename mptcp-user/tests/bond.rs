@@ -159,7 +159,7 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
     use mptcp_user::control::{Body, Message, PathHint};
     let bed = Testbed::new(1, 2)?;
     let conc = start_conc(&bed, &[])?;
-    let _client = start_client(&bed, 0, &[])?;
+    let client = start_client(&bed, 0, &[])?;
     let cl = &bed.clients[0];
     let before = conc.status(&bed.conc)?;
     let token = before.token().context("no connection")?;
@@ -171,6 +171,9 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
         b
     };
     let (unknown, wrong_token) = (data(token), data(token ^ 0xffff));
+    // The client's path u0 sends from a port of its own (drawn by the kernel).
+    let client_port: u16 = client.status(cl)?.subflow(0).context("no subflow 0")?.local.parse::<SocketAddr>()?.port();
+    assert_ne!(client_port, mptcp_common::wire::DEFAULT_PORT, "a source port an attacker must guess");
     let hello = Message {
         token,
         subflow_id: 3,
@@ -189,9 +192,9 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
         let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::UDP))?;
         raw.bind_device(Some(b"u0"))?;
         raw.bind(&"10.1.0.2:0".parse::<SocketAddr>()?.into())?;
-        let port = mptcp_common::wire::DEFAULT_PORT.to_be_bytes();
+        let (sport, dport) = (client_port.to_be_bytes(), mptcp_common::wire::DEFAULT_PORT.to_be_bytes());
         let len = ((8 + wrong_token.len()) as u16).to_be_bytes();
-        let datagram = [&port[..], &port[..], &len[..], &[0, 0], &wrong_token[..]].concat();
+        let datagram = [&sport[..], &dport[..], &len[..], &[0, 0], &wrong_token[..]].concat();
         for _ in 0..5 {
             raw.send_to(&datagram, &target.into())?;
         }

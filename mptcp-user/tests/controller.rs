@@ -236,3 +236,41 @@ fn an_unprivileged_local_user_cannot_take_the_control_port() -> Result<()> {
     assert!(taken.iter().all(|l| l.contains("refused")), "an unprivileged socket shares the control port: {taken:?}");
     Ok(())
 }
+
+/// A flood of junk on the control port from senders that are no subflow
+/// costs at most the budget of HMAC checks a second; the rest is shed
+/// unread and counted, and a client with the key still connects.
+#[test]
+fn a_flood_of_junk_costs_a_bounded_number_of_hmac_checks() -> Result<()> {
+    use mptcp_user::concentrator::UNVERIFIED_PER_SECOND;
+    let bed = Testbed::new(1, 1)?;
+    let conc = start_conc(&bed, &[])?;
+    let to = SocketAddr::new(Testbed::conc_addr(0, 0), mptcp_common::wire::DEFAULT_PORT);
+    let elapsed = bed.clients[0].run(move || {
+        let s = UdpSocket::bind("10.1.0.2:0")?;
+        let junk = Message { token: 1, subflow_id: 0, body: Body::Proof { nonce_c: 1, nonce_s: 2 } }
+            .encode(b"not the key, not the key");
+        let start = Instant::now();
+        // Bursts the socket's buffer holds, faster than the budget.
+        for _ in 0..60 {
+            for _ in 0..150 {
+                let _ = s.send_to(&junk, to);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(start.elapsed())
+    })?;
+    wait_status(&conc, &bed.conc, "junk shed", |s| s.control(ControlCounter::Shed) > 0)?;
+    let s = conc.status(&bed.conc)?;
+    let checked = s.control(ControlCounter::AuthFailed);
+    let allowed = UNVERIFIED_PER_SECOND as f64 * (1.0 + elapsed.as_secs_f64() + 0.5);
+    assert!(
+        (checked as f64) <= allowed,
+        "{checked} HMAC checks in {elapsed:?} (shed {}), at most {allowed}",
+        s.control(ControlCounter::Shed)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let client = start_client(&bed, 0, &[])?;
+    assert!(ping(&bed.clients[0], Testbed::SERVER_V4, 2), "{}", client.output());
+    Ok(())
+}

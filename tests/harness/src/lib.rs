@@ -65,7 +65,7 @@ impl Fixture {
         let p: &mut Xdp = f.ebpf.program_mut(programs::UPLINK_INGRESS).unwrap().try_into()?;
         p.load()?;
         let mut s: Array<_, Settings> = f.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
-        s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: 0 }, 0)?;
+        s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: 0, port_is_source: 0, _pad: 0 }, 0)?;
         Ok(f)
     }
 
