@@ -221,8 +221,11 @@ impl Client {
         // An adopted subflow keeps its source port: its socket binds it again.
         if let Some(conn) = c.maps.connections().first() {
             for (p, s) in c.paths.iter_mut().zip(conn.subflows.iter()) {
+                if !s.path.established() {
+                    continue;
+                }
                 let ep = Endpoints::from_subflow(s);
-                if s.path.established() && p.remote == ep.remote {
+                if p.remote == ep.remote {
                     p.port = ep.local.port();
                 }
             }
