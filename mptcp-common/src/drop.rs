@@ -31,10 +31,13 @@ pub enum DropReason {
     Duplicate = 11,
     /// Ingress: a redundant copy older than the duplicate-suppression window.
     StaleCopy = 12,
+    /// Ingress (concentrator): the inner packet's source lies in no prefix
+    /// of the connection that sent it: a client may send only from its own.
+    ForeignSource = 13,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         Self::NotIp,
         Self::NoConnection,
@@ -49,6 +52,7 @@ impl DropReason {
         Self::DecapFailed,
         Self::Duplicate,
         Self::StaleCopy,
+        Self::ForeignSource,
     ];
 
     /// Stable name used in `status` output and JSON.
@@ -67,6 +71,7 @@ impl DropReason {
             Self::DecapFailed => "decap-failed",
             Self::Duplicate => "duplicate",
             Self::StaleCopy => "stale-copy",
+            Self::ForeignSource => "foreign-source",
         }
     }
 }

@@ -121,6 +121,8 @@ pub const IPV4_PROTOCOL_OFFSET: usize = core::mem::offset_of!(Ipv4Hdr, protocol)
 
 /// Where the destination address sits in an IPv4 header.
 pub const IPV4_DST_OFFSET: usize = core::mem::offset_of!(Ipv4Hdr, dst);
+/// Where the source address sits in an IPv4 header.
+pub const IPV4_SRC_OFFSET: usize = core::mem::offset_of!(Ipv4Hdr, src);
 
 /// IPv6 fixed header.
 #[repr(C)]
@@ -158,6 +160,8 @@ pub const IPV6_NEXT_HEADER_OFFSET: usize = core::mem::offset_of!(Ipv6Hdr, next_h
 
 /// Where the destination address sits in an IPv6 header.
 pub const IPV6_DST_OFFSET: usize = core::mem::offset_of!(Ipv6Hdr, dst);
+/// Where the source address sits in an IPv6 header.
+pub const IPV6_SRC_OFFSET: usize = core::mem::offset_of!(Ipv6Hdr, src);
 
 /// UDP header.
 #[repr(C)]
@@ -299,6 +303,8 @@ const _: () = {
     assert!(ETH_PROTO_OFFSET == 12);
     assert!(IPV4_DST_OFFSET == 16);
     assert!(IPV6_DST_OFFSET == 24);
+    assert!(IPV4_SRC_OFFSET == 12);
+    assert!(IPV6_SRC_OFFSET == 8);
 };
 
 #[cfg(test)]

@@ -90,19 +90,28 @@ pub struct Settings {
     /// The bond device's MTU: TCP SYNs crossing the bond get their MSS
     /// clamped to it ([`crate::mtu::mss_limit`]). 0 = no clamp.
     pub bond_mtu: u32,
-    /// 1 on a client: its bond packets come *from* `port` (each of its
-    /// paths has a port of its own); 0 on a concentrator: they come *to* it.
-    pub port_is_source: u16,
+    /// 1 on a client, 0 on a concentrator.
+    pub client: u16,
     pub _pad: u16,
 }
 
 impl Settings {
-    /// Whether a UDP datagram from `sport` to `dport` may be the bond's
-    /// (its subflow and token decide the rest).
+    /// Whether a UDP datagram from `sport` to `dport` may be the bond's (its
+    /// subflow and token decide the rest): a client's come *from* `port`
+    /// (each of its paths sends from a port of its own), a concentrator's
+    /// *to* it.
     #[inline(always)]
     pub fn bond_ports(&self, sport: u16, dport: u16) -> bool {
-        let ours = if self.port_is_source != 0 { sport } else { dport };
+        let ours = if self.client != 0 { sport } else { dport };
         self.port != 0 && ours == self.port
+    }
+
+    /// Whether inner sources must lie in the sending connection's prefixes:
+    /// on a concentrator, which routes those prefixes back to that client;
+    /// a client's inner packets come from anywhere.
+    #[inline(always)]
+    pub fn checks_sources(&self) -> bool {
+        self.client == 0
     }
 }
 

@@ -6,7 +6,7 @@ use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
 use aya_ebpf::helpers::bpf_xdp_adjust_head;
 use aya_ebpf::macros::xdp;
 use aya_ebpf::programs::XdpContext;
-use mptcp_common::headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, Ports, IPV4_PLAIN};
+use mptcp_common::headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, Ports, IPV4_PLAIN, IPV4_SRC_OFFSET, IPV6_SRC_OFFSET};
 use mptcp_common::maps::FlowKey;
 use mptcp_common::wire::{
     MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN,
@@ -17,7 +17,7 @@ use mptcp_common::DropReason;
 use crate::maps::{count_drop, settings};
 use crate::mss;
 use crate::parse::{ptr_at, read_at};
-use crate::rx::{self, Kind};
+use crate::rx::{self, InnerSource, Kind};
 
 #[xdp]
 pub fn uplink_ingress(ctx: XdpContext) -> u32 {
@@ -77,7 +77,12 @@ fn receive<const L3: usize>(ctx: &XdpContext, mut key: FlowKey) -> Result<u32, D
     key.local_port = ports.dport();
     let inner = mp_off + MP_HDR_LEN;
     let first = read_at::<u8>(start, end, inner).ok_or(DropReason::DecapFailed)?;
-    let inner_proto = rx::accept(key, &hdr, first, (end - start) as u64)?;
+    let src = match first >> 4 {
+        4 => read_at(start, end, inner + IPV4_SRC_OFFSET).map(InnerSource::V4),
+        6 => read_at(start, end, inner + IPV6_SRC_OFFSET).map(InnerSource::V6),
+        _ => None,
+    };
+    let inner_proto = rx::accept(key, &hdr, src.ok_or(DropReason::DecapFailed)?, (end - start) as u64)?;
 
     // Decapsulate: keep the Ethernet addresses, drop the outer headers.
     let eth: EthHdr = read_at(start, end, 0).ok_or(DropReason::DecapFailed)?;

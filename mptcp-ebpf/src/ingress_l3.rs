@@ -11,7 +11,7 @@ use aya_ebpf::bindings::{
 };
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
-use mptcp_common::headers::{Ipv4Hdr, Ipv6Hdr, Ports, IPV4_PLAIN};
+use mptcp_common::headers::{Ipv4Hdr, Ipv6Hdr, Ports, IPV4_PLAIN, IPV4_SRC_OFFSET, IPV6_SRC_OFFSET};
 use mptcp_common::maps::FlowKey;
 use mptcp_common::wire::{
     MpHeader, ETH_HLEN, ETH_P_IP, FAMILY_V4, FAMILY_V6, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN, UDP_HLEN,
@@ -20,7 +20,7 @@ use mptcp_common::DropReason;
 
 use crate::maps::{count_drop, settings};
 use crate::mss;
-use crate::rx::{self, Kind};
+use crate::rx::{self, InnerSource, Kind};
 
 #[classifier]
 pub fn uplink_ingress_l3(ctx: TcContext) -> i32 {
@@ -75,8 +75,14 @@ fn receive<const L3: usize>(ctx: &TcContext, mut key: FlowKey) -> Result<i32, Dr
     key.local_port = ports.dport();
     let outer = L3 + UDP_HLEN + MP_HDR_LEN;
     let first: u8 = ctx.load(outer).map_err(|_| DropReason::DecapFailed)?;
+    let src = match first >> 4 {
+        4 => ctx.load(outer + IPV4_SRC_OFFSET).map(InnerSource::V4).ok(),
+        6 => ctx.load(outer + IPV6_SRC_OFFSET).map(InnerSource::V6).ok(),
+        _ => None,
+    };
     // Counted as the sender counts it: a frame with an Ethernet header.
-    let inner_proto = rx::accept(key, &hdr, first, ctx.len() as u64 + ETH_HLEN as u64)?;
+    let wire_len = ctx.len() as u64 + ETH_HLEN as u64;
+    let inner_proto = rx::accept(key, &hdr, src.ok_or(DropReason::DecapFailed)?, wire_len)?;
 
     // Decapsulate: remove the outer headers in front of the inner packet
     // (nothing precedes them on this device) and take its protocol.

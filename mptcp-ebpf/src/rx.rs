@@ -10,7 +10,15 @@ use mptcp_common::seq::{rx_seq_update, SeqEvent};
 use mptcp_common::wire::{MpHeader, ETH_P_IP, ETH_P_IPV6, FLAG_REPLICATED, KIND_CONTROL, KIND_DATA, VERSION};
 use mptcp_common::DropReason;
 
-use crate::maps::{DEDUP, RX_SEQ, SUBFLOW_BY_TUPLE, SUBFLOW_STATS};
+use aya_ebpf::maps::lpm_trie::Key;
+
+use crate::maps::{settings, CONN_BY_DEST_V4, CONN_BY_DEST_V6, DEDUP, RX_SEQ, SUBFLOW_BY_TUPLE, SUBFLOW_STATS};
+
+/// The inner packet's source address, as the hook read it.
+pub enum InnerSource {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
 
 /// What the multipath header says the packet is.
 pub enum Kind {
@@ -33,21 +41,32 @@ pub fn kind(hdr: &MpHeader) -> Result<Kind, DropReason> {
 }
 
 /// A data packet from the 4-tuple `key` (remote = its source) with header
-/// `hdr`, whose inner packet starts with `inner_first_byte`, `wire_len` bytes
-/// on the wire: the subflow must be known by its 4-tuple and named by the
-/// header. Accounts it, and answers whether to deliver it, with the inner
-/// packet's EtherType.
+/// `hdr`, whose inner packet comes from `src`, `wire_len` bytes on the wire:
+/// the subflow must be known by its 4-tuple and named by the header, and on
+/// a concentrator the inner source must be the sending connection's.
+/// Accounts it, and answers whether to deliver it, with the inner packet's
+/// EtherType.
 #[inline(always)]
-pub fn accept(key: FlowKey, hdr: &MpHeader, inner_first_byte: u8, wire_len: u64) -> Result<u16, DropReason> {
+pub fn accept(key: FlowKey, hdr: &MpHeader, src: InnerSource, wire_len: u64) -> Result<u16, DropReason> {
     // SAFETY: the value is copied out at once.
     let sk: SubflowKey = *unsafe { SUBFLOW_BY_TUPLE.get(key) }.ok_or(DropReason::UnknownSubflow)?;
     if sk.token != hdr.token() || sk.subflow_id != hdr.subflow_id as u32 {
         return Err(DropReason::BadToken);
     }
-    let inner_proto = match inner_first_byte >> 4 {
-        4 => ETH_P_IP,
-        6 => ETH_P_IPV6,
-        _ => return Err(DropReason::DecapFailed),
+    // The concentrator routes a connection's prefixes back to its client
+    // only: a source outside them is another client's or nobody's.
+    if settings().checks_sources() {
+        let owner = match &src {
+            InnerSource::V4(a) => CONN_BY_DEST_V4.get(Key::new(32, *a)).copied(),
+            InnerSource::V6(a) => CONN_BY_DEST_V6.get(Key::new(128, *a)).copied(),
+        };
+        if owner != Some(sk.token) {
+            return Err(DropReason::ForeignSource);
+        }
+    }
+    let inner_proto = match src {
+        InnerSource::V4(_) => ETH_P_IP,
+        InnerSource::V6(_) => ETH_P_IPV6,
     };
 
     // SAFETY: plain helper call.

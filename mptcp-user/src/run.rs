@@ -128,8 +128,8 @@ async fn bring_up(
         uplink_indexes.push(net.link(&u.name).await?.map(|l| l.index).unwrap_or(0));
     }
     let mut maps = DataPathMaps::open(&dir)?;
-    let port_is_source = (cfg.role == Role::Client) as u16;
-    let settings = Settings { port: cfg.port, n_rules: 0, uplink_mtu, bond_mtu: mtu, port_is_source, _pad: 0 };
+    let client = (cfg.role == Role::Client) as u16;
+    let settings = Settings { port: cfg.port, n_rules: 0, uplink_mtu, bond_mtu: mtu, client, _pad: 0 };
     maps.settings.set(0, settings, 0)?;
     let mut classes = cfg.class_plan()?;
     // A restarted controller keeps what the operator changed at runtime;

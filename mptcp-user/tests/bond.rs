@@ -210,6 +210,14 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
     assert_eq!(after.control(auth_failed), before.control(auth_failed) + 1, "{after}");
     assert_eq!(after.connections[0].subflows.len(), 2, "no subflow was created: {after}");
     assert!(conc.output().contains("wrong pre-shared key"), "the refusal is logged");
+    // Through the bond from an address the client never announced: the
+    // concentrator would route the answers to nobody (or to another client),
+    // so it refuses the packets and counts them.
+    cl.sh("ip addr add 10.98.0.2/32 dev lo")?;
+    assert!(ping(cl, Testbed::SERVER_V4, 2), "from the client's own address: delivered");
+    assert!(cl.sh(&format!("ping -q -c 3 -i 0.2 -W 1 -I 10.98.0.2 {}", Testbed::SERVER_V4)).is_err());
+    let s = conc.status(&bed.conc)?;
+    assert!(s.drops(DropReason::ForeignSource) >= 3, "foreign sources refused and counted: {s}");
     // A whole client with the wrong key fails with a clear error and leaves nothing.
     let bed2 = Testbed::new(1, 2)?;
     let _conc2 = start_conc(&bed2, &[])?;

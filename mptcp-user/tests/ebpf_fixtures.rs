@@ -68,6 +68,10 @@ fn ingress_fixtures() -> Result<()> {
     let full = encapsulated(&t4, data(0, 0), &[]);
     let control = encapsulated(&t4, MpHeader::control(TOKEN, 0), &[1, 2, 3]);
     let arp = arp();
+    // The same packets from addresses the client never announced.
+    let (mut foreign4, mut foreign6) = (in4.clone(), in6.clone());
+    foreign4[12..16].copy_from_slice(&[10, 98, 0, 2]);
+    foreign6[8] = 0xfe;
     check_ingress(
         &mut f,
         vec![
@@ -100,6 +104,18 @@ fn ingress_fixtures() -> Result<()> {
                 Dropped(DropReason::BadToken),
             ),
             ("another subflow's id", encapsulated(&t4, data(1, 0), &junk), Dropped(DropReason::BadToken)),
+            // A concentrator takes inner packets only from the sending
+            // client's prefixes (what it routes back to that client).
+            (
+                "IPv4 from a foreign source",
+                encapsulated(&t4, data(0, 3), &foreign4),
+                Dropped(DropReason::ForeignSource),
+            ),
+            (
+                "IPv6 from a foreign source",
+                encapsulated(&t6, data(1, 3), &foreign6),
+                Dropped(DropReason::ForeignSource),
+            ),
             ("another header version", bad_version, Dropped(DropReason::BadHeader)),
             ("cut short", full[..full.len() - 4].to_vec(), Dropped(DropReason::Truncated)),
             (
@@ -113,11 +129,20 @@ fn ingress_fixtures() -> Result<()> {
             ("not IP", arp, Untouched),
         ],
     )?;
-    // Only the data packets count as received; a skipped subflow sequence
-    // number is a counted gap.
+    // Only the data packets count as received (a foreign source is dropped
+    // before); a skipped subflow sequence number is a counted gap.
     assert_eq!((f.stats(0)?.rx_packets, f.stats(1)?.rx_packets), (3, 3));
     f.run_xdp(&encapsulated(&t4, data(0, 6), &in4))?;
     assert_eq!(f.stats(0)?.rx_gaps, 3);
+    // A client's inner packets come from anywhere: not checked there.
+    f.set_client(true)?;
+    check_ingress(
+        &mut f,
+        vec![
+            ("a client takes any source", encapsulated(&t4, data(0, 7), &foreign4), decap(ETH_P_IP, &foreign4)),
+            ("in IPv6 too", encapsulated(&t6, data(1, 7), &foreign6), decap(ETH_P_IPV6, &foreign6)),
+        ],
+    )?;
     Ok(())
 }
 

@@ -65,7 +65,7 @@ impl Fixture {
         let p: &mut Xdp = f.ebpf.program_mut(programs::UPLINK_INGRESS).unwrap().try_into()?;
         p.load()?;
         let mut s: Array<_, Settings> = f.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
-        s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: 0, port_is_source: 0, _pad: 0 }, 0)?;
+        s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: 0, client: 0, _pad: 0 }, 0)?;
         Ok(f)
     }
 
@@ -83,6 +83,11 @@ impl Fixture {
     pub fn rx_subflow(&mut self, key: FlowKey, id: u32) -> Result<()> {
         let mut t: HashMap<_, FlowKey, SubflowKey> = self.ebpf.map_mut(names::SUBFLOW_BY_TUPLE).unwrap().try_into()?;
         t.insert(key, SubflowKey { token: TOKEN, subflow_id: id }, 0)?;
+        // The client's announced addresses, the inner sources it may send from.
+        let mut l4: LpmTrie<_, [u8; 4], u32> = self.ebpf.map_mut(names::CONN_BY_DEST_V4).unwrap().try_into()?;
+        l4.insert(&Key::new(32, SRC4), TOKEN, 0)?;
+        let mut l6: LpmTrie<_, [u8; 16], u32> = self.ebpf.map_mut(names::CONN_BY_DEST_V6).unwrap().try_into()?;
+        l6.insert(&Key::new(128, SRC6), TOKEN, 0)?;
         let mut d: HashMap<_, u32, DedupWindow> = self.ebpf.map_mut(names::DEDUP).unwrap().try_into()?;
         if d.get(&TOKEN, 0).is_err() {
             d.insert(TOKEN, DedupWindow::default(), 0)?;
@@ -215,6 +220,12 @@ impl Fixture {
         self.update_settings(|s| s.bond_mtu = mtu)
     }
 
+    /// Run as a client's data path (bond packets come from the port; inner
+    /// sources unchecked) or a concentrator's.
+    pub fn set_client(&mut self, client: bool) -> Result<()> {
+        self.update_settings(|s| s.client = client as u16)
+    }
+
     pub fn run_tc(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
         self.run_tc_repeated(input, 1)
     }
@@ -229,7 +240,7 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], proto: u16) -> Vec<u8> {
 
 /// An IPv4 packet from 10.99.0.2 to `dst` carrying `payload` (valid header checksum).
 fn ipv4_packet(dst: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
-    let ip = Ipv4Hdr::new([10, 99, 0, 2], dst, protocol, 64, (IPV4_HLEN + payload.len()) as u16, 0);
+    let ip = Ipv4Hdr::new(SRC4, dst, protocol, 64, (IPV4_HLEN + payload.len()) as u16, 0);
     let mut p = bytemuck::bytes_of(&ip).to_vec();
     p.extend_from_slice(payload);
     p
@@ -248,7 +259,9 @@ pub fn udp_v4(dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     ipv4_packet(dst, IPPROTO_UDP, &udp)
 }
 
-const SRC6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// The inner packets' sources: the test client's addresses.
+pub const SRC4: [u8; 4] = [10, 99, 0, 2];
+pub const SRC6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 const DST6: [u8; 16] = [0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 /// The TCP checksum of `segment` (its checksum field zero) under the pseudo
@@ -279,7 +292,7 @@ fn tcp_segment(src: &[u8], dst: &[u8], flags: u8, options: &[u8]) -> Vec<u8> {
 
 /// A TCP segment in IPv4 from 10.99.0.2 to `dst` (valid checksums).
 pub fn tcp_v4(dst: [u8; 4], flags: u8, options: &[u8]) -> Vec<u8> {
-    ipv4_packet(dst, IPPROTO_TCP, &tcp_segment(&[10, 99, 0, 2], &dst, flags, options))
+    ipv4_packet(dst, IPPROTO_TCP, &tcp_segment(&SRC4, &dst, flags, options))
 }
 
 /// A TCP segment in IPv6 from fd99::2 to fd00:200::2 (valid checksum).
