@@ -31,11 +31,9 @@ pub fn key_file() -> String {
 
 /// A new key file holding `hex`, named by `what` (per test process).
 pub fn key_file_holding(hex: &str, what: &str) -> String {
-    use std::os::unix::fs::OpenOptionsExt;
     let p = std::env::temp_dir().join(format!("mptcp-test-{}-{what}.key", std::process::id()));
     let _ = std::fs::remove_file(&p);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).unwrap();
-    std::io::Write::write_all(&mut f, format!("{hex}\n").as_bytes()).unwrap();
+    mptcp_user::key::Key::from_hex(hex).unwrap().write_new_file(&p).unwrap();
     p.to_string_lossy().into_owned()
 }
 
