@@ -667,7 +667,11 @@ fn feedback_reports_the_delivery_rate_and_the_propagation_delay() -> Result<()> 
         let sub0 = sub(&s, 0);
         let delivery = sub0.delivery_mbit.unwrap_or(0.0);
         assert!((5.0..20.0).contains(&delivery), "concentrator-reported delivery on the active path: {s}");
-        assert_eq!(sub0.peer_loss_pct, Some(0.0), "{s}");
+        // A clean path: the concentrator reports next to no loss. Not exactly
+        // none: on a busy shared machine the veth's receive ring may drop a
+        // datagram of the ~170 in a report (seen once in CI, 0.6 %).
+        let loss = sub0.peer_loss_pct.unwrap_or(-1.0);
+        assert!((0.0..2.0).contains(&loss), "{s}");
         let (owd, srtt) = (sub0.owd_us, sub0.srtt_us);
         assert!(owd > 0 && owd <= srtt, "owd {owd} µs against srtt {srtt} µs: {s}");
         let idle = sub(&s, 1).delivery_mbit.unwrap_or(-1.0);
