@@ -34,10 +34,17 @@ pub enum DropReason {
     /// Ingress (concentrator): the inner packet's source lies in no prefix
     /// of the connection that sent it: a client may send only from its own.
     ForeignSource = 13,
+    /// Ingress: the multipath header's tag is not the connection's (made
+    /// without its key: an off-path or forged packet), or the connection
+    /// has no key.
+    Forged = 14,
+    /// Ingress: a data packet taken before (captured and sent again), or
+    /// older than the replay window.
+    Replayed = 15,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 16;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         Self::NotIp,
         Self::NoConnection,
@@ -53,6 +60,8 @@ impl DropReason {
         Self::Duplicate,
         Self::StaleCopy,
         Self::ForeignSource,
+        Self::Forged,
+        Self::Replayed,
     ];
 
     /// Stable name used in `status` output and JSON.
@@ -72,6 +81,8 @@ impl DropReason {
             Self::Duplicate => "duplicate",
             Self::StaleCopy => "stale-copy",
             Self::ForeignSource => "foreign-source",
+            Self::Forged => "forged",
+            Self::Replayed => "replayed",
         }
     }
 }

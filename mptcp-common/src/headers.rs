@@ -298,8 +298,8 @@ const _: () = {
     assert!(IPV6_NEXT_HEADER_OFFSET == 6);
     assert!(IPV4_FRAG_OFF_OFFSET == 6);
     assert!(IPV4_PROTOCOL_OFFSET == 9);
-    assert!(size_of::<OuterV4>() == 48);
-    assert!(size_of::<OuterV6>() == 68);
+    assert!(size_of::<OuterV4>() == 60);
+    assert!(size_of::<OuterV6>() == 80);
     assert!(ETH_PROTO_OFFSET == 12);
     assert!(IPV4_DST_OFFSET == 16);
     assert!(IPV6_DST_OFFSET == 24);

@@ -9,6 +9,7 @@
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod auth;
 pub mod checksum;
 pub mod classify;
 #[cfg(feature = "std")]

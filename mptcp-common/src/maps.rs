@@ -42,8 +42,10 @@ pub mod names {
     pub const DEDUP: &str = "DEDUP";
     pub const DROPS: &str = "DROPS";
     pub const CONTROL_COUNTERS: &str = "CONTROL_COUNTERS";
+    pub const DATA_KEYS: &str = "DATA_KEYS";
+    pub const ENCAP_PROGS: &str = "ENCAP_PROGS";
     /// Every map, for pinning and cleanup.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         SETTINGS,
         CLASS_POLICY,
         CLASS_RULES,
@@ -58,15 +60,20 @@ pub mod names {
         DEDUP,
         DROPS,
         CONTROL_COUNTERS,
+        DATA_KEYS,
+        ENCAP_PROGS,
     ];
     /// Per-CPU scratch space of the programs: never pinned, never read.
-    pub const UNPINNED: [&str; 2] = ["SCRATCH", "REPLICA"];
+    pub const UNPINNED: [&str; 3] = ["SCRATCH", "REPLICA", "SENDING"];
 }
 
 /// Program names in the object.
 pub mod programs {
-    /// tc egress on the bond device: classify, schedule, encapsulate, redirect.
+    /// tc egress on the bond device: classify, schedule, number the packet.
     pub const BOND_EGRESS: &str = "bond_egress";
+    /// tc, tail-called by the egress program (`ENCAP_PROGS[0]`), never
+    /// attached: encapsulate, tag, redirect.
+    pub const BOND_ENCAP: &str = "bond_encap";
     /// XDP on every Ethernet uplink: validate, account, decapsulate.
     pub const UPLINK_INGRESS: &str = "uplink_ingress";
     /// tc ingress on uplinks without an Ethernet header (raw-IP, PPP, TUN).
@@ -74,7 +81,7 @@ pub mod programs {
     /// Empty tc and XDP programs: the benchmark's per-packet cost baseline.
     pub const NOOP_TC: &str = "noop_tc";
     pub const NOOP_XDP: &str = "noop_xdp";
-    pub const ALL: [&str; 5] = [BOND_EGRESS, UPLINK_INGRESS, UPLINK_INGRESS_L3, NOOP_TC, NOOP_XDP];
+    pub const ALL: [&str; 6] = [BOND_EGRESS, BOND_ENCAP, UPLINK_INGRESS, UPLINK_INGRESS_L3, NOOP_TC, NOOP_XDP];
 }
 
 /// Instance-wide settings, `SETTINGS[0]`.
@@ -315,6 +322,12 @@ pub struct RxSeq {
     pub last: u32,
     /// Packets seen carrying `last` (GSO segments share it); 0 = none yet.
     pub repeats: u32,
+    /// Packets `last`'s header said share it: no more are taken.
+    pub last_segs: u32,
+    /// The newest header sequence number taken.
+    pub top: u32,
+    /// Bit i: a header with sequence number `top - i` was taken.
+    pub seen: u64,
 }
 
 /// `SUBFLOW_BY_TUPLE` key: an outer 4-tuple as the receiver sees it.
@@ -435,6 +448,8 @@ mod pod {
     unsafe impl aya::Pod for crate::policy::FlowletEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::classify::ClassRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::auth::ConnKeys {}
 }
 
 #[cfg(test)]

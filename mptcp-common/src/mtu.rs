@@ -124,8 +124,8 @@ mod tests {
 
     #[test]
     fn overhead_is_subtracted() {
-        assert_eq!(bond_mtu(1500, FAMILY_V4), 1452);
-        assert_eq!(bond_mtu(1500, FAMILY_V6), 1432);
+        assert_eq!(bond_mtu(1500, FAMILY_V4), 1440);
+        assert_eq!(bond_mtu(1500, FAMILY_V6), 1420);
         assert_eq!(bond_mtu(10, FAMILY_V4), 0);
     }
 }

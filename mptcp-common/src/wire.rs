@@ -13,21 +13,27 @@
 //! |            subflow sequence number, per subflow (BE)          |
 //! +---------------------------------------------------------------+
 //! |            send timestamp, microseconds, wrapping (BE)        |
+//! +-------------------------------+-------------------------------+
+//! |     GSO segments (BE)         |          reserved (0)         |
+//! +-------------------------------+-------------------------------+
+//! |        tag: SipHash-2-4 of the 24 bytes above (8 bytes)       |
 //! +---------------------------------------------------------------+
 //! ```
-//! Data packets carry the inner IP packet after the header. Control packets
-//! (handshake, probes) carry a control message and are passed up to the
-//! controller's UDP socket untouched.
+//! Data packets carry the inner IP packet after the header, and their tag is
+//! keyed by the connection's key for that direction ([`crate::auth`]).
+//! Control packets (handshake, probes) carry a control message, authenticated
+//! on its own, and are passed up to the controller's UDP socket untouched.
 //!
 //! A GSO super-packet is encapsulated once and segmented by the kernel, which
 //! copies this header onto every segment: the sender therefore advances both
-//! sequence numbers by the segment count, and the receiver treats repeats of
-//! the last sequence number as further segments (see [`crate::seq`]).
+//! sequence numbers by the segment count and says how many segments share
+//! the header, and the receiver takes that many packets with it, no more
+//! (see [`crate::seq`]).
 
 use bytemuck::{Pod, Zeroable};
 
 /// Wire format version. A receiver drops data packets of any other version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Default UDP port of the bond (outer destination and source port).
 pub const DEFAULT_PORT: u16 = 7495;
@@ -100,9 +106,15 @@ pub struct MpHeader {
     dsn_be: u32,
     subflow_seq_be: u32,
     tstamp_us_be: u32,
+    segs_be: u16,
+    reserved: u16,
+    /// [`crate::auth::header_tag`] of the bytes before it, little-endian.
+    pub tag: [u8; 8],
 }
 
 impl MpHeader {
+    /// A data header for one packet (`segs` = 1) with no tag yet: see
+    /// [`MpHeader::with_segs`] and [`crate::auth::seal`].
     pub const fn data(token: u32, subflow_id: u8, dsn: u32, subflow_seq: u32, tstamp_us: u32) -> Self {
         Self {
             version: VERSION,
@@ -113,11 +125,21 @@ impl MpHeader {
             dsn_be: dsn.to_be(),
             subflow_seq_be: subflow_seq.to_be(),
             tstamp_us_be: tstamp_us.to_be(),
+            segs_be: 1u16.to_be(),
+            reserved: 0,
+            tag: [0; 8],
         }
     }
 
     pub const fn with_flags(mut self, flags: u8) -> Self {
         self.flags = flags;
+        self
+    }
+
+    /// The packet is a GSO super-packet the kernel cuts into `segs` segments
+    /// (more than 65535 cannot be: GSO packets are at most 64 KiB).
+    pub const fn with_segs(mut self, segs: u16) -> Self {
+        self.segs_be = segs.to_be();
         self
     }
 
@@ -131,6 +153,9 @@ impl MpHeader {
             dsn_be: 0,
             subflow_seq_be: 0,
             tstamp_us_be: 0,
+            segs_be: 0,
+            reserved: 0,
+            tag: [0; 8],
         }
     }
 
@@ -146,9 +171,44 @@ impl MpHeader {
     pub const fn tstamp_us(&self) -> u32 {
         u32::from_be(self.tstamp_us_be)
     }
+    /// Packets that share this header (GSO segments); at least 1.
+    pub const fn segs(&self) -> u32 {
+        let n = u16::from_be(self.segs_be) as u32;
+        if n == 0 {
+            1
+        } else {
+            n
+        }
+    }
+
+    /// The bytes the tag covers, as three little-endian words (what SipHash
+    /// reads), built from the fields so no byte slice is cut in the kernel.
+    #[inline(always)]
+    pub const fn tagged_words(&self) -> [u64; 3] {
+        // The fields hold their wire bytes; reading those bytes as a
+        // little-endian number is a no-op on the little-endian machines
+        // eBPF and our hosts run on, and a swap elsewhere.
+        const fn le32(x: u32) -> u64 {
+            u32::from_le_bytes(x.to_ne_bytes()) as u64
+        }
+        const fn le16(x: u16) -> u64 {
+            u16::from_le_bytes(x.to_ne_bytes()) as u64
+        }
+        let w0 = self.version as u64
+            | (self.kind as u64) << 8
+            | (self.subflow_id as u64) << 16
+            | (self.flags as u64) << 24
+            | le32(self.token_be) << 32;
+        let w1 = le32(self.dsn_be) | le32(self.subflow_seq_be) << 32;
+        let w2 = le32(self.tstamp_us_be) | le16(self.segs_be) << 32 | le16(self.reserved) << 48;
+        [w0, w1, w2]
+    }
 }
 
-const _: () = assert!(MP_HDR_LEN == 20);
+/// Bytes of the header the tag covers (all before it).
+pub const TAGGED_LEN: usize = MP_HDR_LEN - 8;
+
+const _: () = assert!(MP_HDR_LEN == 32 && TAGGED_LEN == 24);
 
 #[cfg(test)]
 mod tests {
@@ -164,11 +224,22 @@ mod tests {
         assert_eq!(h.token(), 0x0102_0304);
         assert_eq!(h.subflow_seq(), 7);
         assert_eq!(h.tstamp_us(), 9);
+        assert_eq!(h.segs(), 1);
+        assert_eq!(&b[20..22], &[0, 1]);
+        assert_eq!(h.with_segs(300).segs(), 300);
+    }
+
+    #[test]
+    fn the_tagged_words_are_the_wire_bytes_read_little_endian() {
+        let h = MpHeader::data(0x0102_0304, 3, 0x0a0b_0c0d, 7, 9).with_flags(FLAG_REPLICATED).with_segs(0x1234);
+        let b = bytemuck::bytes_of(&h);
+        let word = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!(h.tagged_words(), [word(0), word(1), word(2)]);
     }
 
     #[test]
     fn overhead_matches_header_sizes() {
-        assert_eq!(encap_overhead(FAMILY_V4), 48);
-        assert_eq!(encap_overhead(FAMILY_V6), 68);
+        assert_eq!(encap_overhead(FAMILY_V4), 60);
+        assert_eq!(encap_overhead(FAMILY_V6), 80);
     }
 }

@@ -1,8 +1,10 @@
 //! mptcp-ebpf kernel programs. Thin by design: parse, look up, call the pure
 //! functions of mptcp-common, act.
 //!
-//! - `bond_egress` (egress.rs): tc egress on the bond device — schedule,
-//!   encapsulate, redirect to the chosen uplink.
+//! - `bond_egress` (egress.rs): tc egress on the bond device — classify,
+//!   schedule, number the packet, then tail-call
+//! - `bond_encap` (encap.rs): encapsulate and tag, redirect to the chosen
+//!   uplink.
 //! - `uplink_ingress` (ingress.rs): XDP on every Ethernet uplink — validate,
 //!   account, decapsulate.
 //! - `uplink_ingress_l3` (ingress_l3.rs): the same as tc ingress, on uplinks
@@ -17,6 +19,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod egress;
+#[cfg(target_arch = "bpf")]
+mod encap;
 #[cfg(target_arch = "bpf")]
 mod ingress;
 #[cfg(target_arch = "bpf")]

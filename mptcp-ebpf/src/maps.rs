@@ -2,7 +2,8 @@
 //! are pinned by name so the controller finds them under its pin directory.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray};
+use mptcp_common::auth::ConnKeys;
 use mptcp_common::classify::ClassRule;
 use mptcp_common::maps::{
     Connection, ControlCounter, DedupWindow, FlowKey, FlowletKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState,
@@ -45,6 +46,11 @@ pub static SUBFLOW_STATS: PerCpuHashMap<SubflowKey, SubflowStats> =
 #[map(name = "RX_SEQ")]
 pub static RX_SEQ: HashMap<SubflowKey, RxSeq> = HashMap::pinned(MAX_CONNECTIONS * MAX_SUBFLOWS as u32, 0);
 
+/// Each connection's data keys (see `mptcp_common::auth`), written by the
+/// controller once its handshake is done; the kernel only reads them.
+#[map(name = "DATA_KEYS")]
+pub static DATA_KEYS: HashMap<u32, ConnKeys> = HashMap::pinned(MAX_CONNECTIONS, 0);
+
 /// Allocated per connection by the controller (32 KiB each), not up front.
 #[map(name = "DEDUP")]
 pub static DEDUP: HashMap<u32, DedupWindow> = HashMap::pinned(MAX_CONNECTIONS, BPF_F_NO_PREALLOC);
@@ -80,6 +86,28 @@ pub struct Replica {
 
 #[map(name = "REPLICA")]
 pub static REPLICA: PerCpuArray<Replica> = PerCpuArray::with_max_entries(1, 0);
+
+/// The egress decision, as `bond_encap` needs it.
+#[derive(Clone, Copy)]
+pub struct Sending {
+    pub token: u32,
+    pub subflow: u32,
+    pub dsn: u32,
+    pub seq: u32,
+    pub flags: u32,
+    pub tstamp_us: u32,
+}
+
+/// One [`Sending`] per CPU (not pinned): `bond_egress` writes it and
+/// tail-calls `bond_encap`, which reads it on the same CPU in the same run.
+#[map(name = "SENDING")]
+pub static SENDING: PerCpuArray<Sending> = PerCpuArray::with_max_entries(1, 0);
+
+/// `bond_encap`, at index 0, for `bond_egress`'s tail call. Pinned: the
+/// kernel empties a program array no file or pin refers to, and the data
+/// path must go on when no controller runs.
+#[map(name = "ENCAP_PROGS")]
+pub static ENCAP_PROGS: ProgramArray = ProgramArray::pinned(1, 0);
 
 /// `v` as the verifier's unknown scalar (see [`SCRATCH`]).
 #[inline(always)]

@@ -4,6 +4,7 @@
 //! copies of a redundant packet.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
+use mptcp_common::auth;
 use mptcp_common::dedup::{dedup_check, dedup_slot, Dedup};
 use mptcp_common::maps::{FlowKey, SubflowKey};
 use mptcp_common::seq::{rx_seq_update, SeqEvent};
@@ -12,7 +13,9 @@ use mptcp_common::DropReason;
 
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::maps::{settings, CONN_BY_DEST_V4, CONN_BY_DEST_V6, DEDUP, RX_SEQ, SUBFLOW_BY_TUPLE, SUBFLOW_STATS};
+use crate::maps::{
+    settings, CONN_BY_DEST_V4, CONN_BY_DEST_V6, DATA_KEYS, DEDUP, RX_SEQ, SUBFLOW_BY_TUPLE, SUBFLOW_STATS,
+};
 
 /// The inner packet's source address, as the hook read it.
 pub enum InnerSource {
@@ -42,8 +45,9 @@ pub fn kind(hdr: &MpHeader) -> Result<Kind, DropReason> {
 
 /// A data packet from the 4-tuple `key` (remote = its source) with header
 /// `hdr`, whose inner packet comes from `src`, `wire_len` bytes on the wire:
-/// the subflow must be known by its 4-tuple and named by the header, and on
-/// a concentrator the inner source must be the sending connection's.
+/// the subflow must be known by its 4-tuple and named by the header, the
+/// header made with the connection's key and never taken before, and on a
+/// concentrator the inner source must be the sending connection's.
 /// Accounts it, and answers whether to deliver it, with the inner packet's
 /// EtherType.
 #[inline(always)]
@@ -52,6 +56,13 @@ pub fn accept(key: FlowKey, hdr: &MpHeader, src: InnerSource, wire_len: u64) -> 
     let sk: SubflowKey = *unsafe { SUBFLOW_BY_TUPLE.get(key) }.ok_or(DropReason::UnknownSubflow)?;
     if sk.token != hdr.token() || sk.subflow_id != hdr.subflow_id as u32 {
         return Err(DropReason::BadToken);
+    }
+    // Before anything is counted or remembered: only the peer can make a
+    // header that passes.
+    // SAFETY: the value is read at once.
+    let keys = unsafe { DATA_KEYS.get(sk.token) }.ok_or(DropReason::Forged)?;
+    if !auth::verify(&keys.rx, hdr) {
+        return Err(DropReason::Forged);
     }
     // The concentrator routes a connection's prefixes back to its client
     // only: a source outside them is another client's or nobody's.
@@ -72,11 +83,15 @@ pub fn accept(key: FlowKey, hdr: &MpHeader, src: InnerSource, wire_len: u64) -> 
     // SAFETY: plain helper call.
     let now_us = (unsafe { bpf_ktime_get_ns() } / 1000) as u32;
     let event = match RX_SEQ.get_ptr_mut(sk) {
-        // SAFETY: map value valid for the run; concurrent CPUs may race on it,
-        // which costs at most a miscounted gap.
-        Some(s) => rx_seq_update(unsafe { &mut *s }, hdr.subflow_seq()),
-        None => SeqEvent::InOrder,
+        // SAFETY: map value valid for the run. One subflow's packets arrive
+        // on one receive queue, so one CPU; were two CPUs to race on it, a
+        // gap could be miscounted or a packet taken or refused twice.
+        Some(s) => rx_seq_update(unsafe { &mut *s }, hdr.subflow_seq(), hdr.segs()),
+        None => return Err(DropReason::UnknownSubflow),
     };
+    if event == SeqEvent::Replayed {
+        return Err(DropReason::Replayed);
+    }
     if let Some(s) = SUBFLOW_STATS.get_ptr_mut(sk) {
         // SAFETY: per-CPU map value, valid for the run, this CPU only.
         unsafe {

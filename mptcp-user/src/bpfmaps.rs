@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::util::nr_cpus;
+use mptcp_common::auth::ConnKeys;
 use mptcp_common::classify::ClassRule;
 use mptcp_common::maps::{
     names, Connection, ControlCounter, DedupWindow, FlowKey, RxSeq, Settings, SubflowKey, SubflowStats, TxState,
@@ -26,6 +27,7 @@ pub struct DataPathMaps {
     pub dedup: HashMap<MapData, u32, DedupWindow>,
     pub drops: PerCpuArray<MapData, u64>,
     pub control_counters: Array<MapData, u64>,
+    pub data_keys: HashMap<MapData, u32, ConnKeys>,
     /// A connection's paths changed what auto stands for over them
     /// ([`crate::subflows`] sets it on each write): the control loop brings
     /// the classes set to auto in line at once, not at its next look.
@@ -60,6 +62,7 @@ impl DataPathMaps {
             dedup: typed!(pin_dir, names::DEDUP),
             drops: typed!(pin_dir, names::DROPS),
             control_counters: typed!(pin_dir, names::CONTROL_COUNTERS),
+            data_keys: typed!(pin_dir, names::DATA_KEYS),
             auto_stale: false,
         })
     }
@@ -172,7 +175,11 @@ impl DataPathMaps {
             let zero = PerCpuValues::try_from(vec![SubflowStats::default(); nr_cpus().map_err(|(_, e)| e)?])?;
             self.subflow_stats.insert(key, zero, 0)?;
         }
-        self.rx_seq.insert(key, RxSeq::default(), 0)?;
+        // Kept when present: the sender's numbers go on across a rejoin, and
+        // a window started afresh would take one replayed packet.
+        if self.rx_seq.get(&key, 0).is_err() {
+            self.rx_seq.insert(key, RxSeq::default(), 0)?;
+        }
         Ok(())
     }
 

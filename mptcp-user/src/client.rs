@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use crate::bpfmaps::DataPathMaps;
 use crate::config::{Config, PathConfig};
 use crate::control::{
-    mtu_pad, rate_probe_pad, Body, DecodeError, Freshness, Message, PathHint, RejectReason, RxReport, Stamps,
+    data_keys, mtu_pad, rate_probe_pad, Body, DecodeError, End, Freshness, Message, PathHint, RejectReason, RxReport,
+    Stamps,
 };
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::{EventError, Handled, Role};
@@ -372,10 +373,14 @@ impl Client {
                 self.send(i, &msg).await;
             }
             Action::RttSample { rtt_us } => self.paths[i].monitor.rtt.sample(rtt_us),
-            Action::InstallRx { token } => {
+            Action::InstallRx { token, keys } => {
                 // A new subflow: the concentrator's stamps start over.
                 self.paths[i].fresh = Freshness::default();
                 let ep = self.paths[i].endpoints().ok_or_else(|| anyhow!("path without endpoints in a handshake"))?;
+                if let Some((key_c, key_s)) = keys {
+                    let keys = data_keys(self.key.bytes(), token, key_c, key_s, End::Client);
+                    subflows::install_keys(&mut self.maps, token, keys)?;
+                }
                 subflows::install_rx(&mut self.maps, token, id, &ep)?;
             }
             Action::SendProof { token, nonce_c, nonce_s } => {

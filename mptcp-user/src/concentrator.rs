@@ -14,9 +14,9 @@ use tokio::sync::mpsc;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::config::Config;
-use crate::control::rate_probe_pad;
 use crate::control::{
-    derive_token, mtu_pad, Body, DecodeError, Freshness, Message, PathHint, RejectReason, RxReport, Stamps,
+    data_keys, derive_token, mtu_pad, rate_probe_pad, Body, DecodeError, End, Freshness, Message, PathHint,
+    RejectReason, RxReport, Stamps,
 };
 use crate::ctl::{Request, Response};
 use crate::daemon::{Handled, Role};
@@ -95,6 +95,9 @@ struct Pending {
     offer: Offer,
     hint: PathHint,
     prefixes: Vec<IpNet>,
+    /// The client's key (first subflow): with the offer's, the connection's
+    /// data keys follow.
+    key_c: u64,
 }
 
 pub struct Concentrator {
@@ -334,7 +337,7 @@ impl Concentrator {
                 let (offer, reply) = handshake::on_hello(self.pending.get(&key).map(|p| p.offer), h);
                 if let Some(offer) = offer {
                     let hint = path;
-                    self.pending.entry(key).or_insert(Pending { offer, hint, prefixes });
+                    self.pending.entry(key).or_insert(Pending { offer, hint, prefixes, key_c });
                 }
                 match reply {
                     Reply::Reject(RejectReason::UnknownToken) => {
@@ -594,6 +597,7 @@ impl Concentrator {
         let o = p.offer;
         let (join, token, id, hint, prefixes, listener, sent) =
             (o.join, o.token, o.subflow_id, p.hint, p.prefixes.clone(), o.listener, o.challenged_us);
+        let keys = data_keys(self.key.bytes(), token, p.key_c, o.key_s, End::Concentrator);
         let ep = Endpoints { local, remote: from, ifindex: self.listeners[listener].ifindex };
         // A JOIN of a subflow we know from another 4-tuple: the client's NAT
         // mapping (or address) changed. The subflow moves, and its old tuple
@@ -639,6 +643,7 @@ impl Concentrator {
             }
         }
         if !join {
+            subflows::install_keys(&mut self.maps, token, keys)?;
             for pfx in &prefixes {
                 self.maps.add_prefix(pfx, token)?;
             }

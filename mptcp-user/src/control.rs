@@ -3,7 +3,7 @@
 //! these up to the controller's socket).
 //!
 //! ```text
-//! MpHeader (20 B, kind=control, token, subflow id) | type (1 B) | body | stamp (8 B) | HMAC-SHA256 (32 B)
+//! MpHeader (32 B, kind=control, token, subflow id) | type (1 B) | body | stamp (8 B) | HMAC-SHA256 (32 B)
 //! ```
 //! The tag is HMAC-SHA256 keyed by the pre-shared key over everything before
 //! it. The stamp makes a message fresh: the sender's stamps only grow (its
@@ -29,6 +29,7 @@ use std::net::IpAddr;
 
 use hmac::{Hmac, Mac};
 use ipnet::IpNet;
+use mptcp_common::auth::{ConnKeys, DataKey};
 use mptcp_common::wire::{MpHeader, KIND_CONTROL, MP_HDR_LEN, VERSION};
 use sha2::{Digest, Sha256};
 
@@ -581,6 +582,34 @@ pub fn unverified_ids(buf: &[u8]) -> Option<(u32, u8)> {
     Some((hdr.token(), hdr.subflow_id))
 }
 
+/// Which end of a connection: its data keys are used the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Client,
+    Concentrator,
+}
+
+/// The connection's data keys ([`mptcp_common::auth`]), as `end` uses them:
+/// HMAC-SHA256, keyed by the pre-shared key, of a label, the token and both
+/// sides' keys from the first subflow's handshake. Its first half tags what
+/// the client sends, its second what the concentrator sends, so a packet
+/// reflected back to its sender does not verify. Fresh per connection (the
+/// concentrator draws `key_s` anew), and secret while the pre-shared key is.
+pub fn data_keys(psk: &[u8], token: u32, key_c: u64, key_s: u64, end: End) -> ConnKeys {
+    let mut mac = HmacSha256::new_from_slice(psk).expect("HMAC takes any key length");
+    mac.update(b"mptcp-ebpf data keys v1");
+    mac.update(&token.to_be_bytes());
+    mac.update(&key_c.to_be_bytes());
+    mac.update(&key_s.to_be_bytes());
+    let d: [u8; 32] = mac.finalize().into_bytes().into();
+    let half = |i: usize| DataKey::from_bytes(d[i * 16..i * 16 + 16].try_into().expect("16 bytes"));
+    let (from_client, from_concentrator) = (half(0), half(1));
+    match end {
+        End::Client => ConnKeys { tx: from_client, rx: from_concentrator },
+        End::Concentrator => ConnKeys { tx: from_concentrator, rx: from_client },
+    }
+}
+
 /// The connection token both sides derive from the two keys (as MPTCP derives
 /// its token from its keys): the first 32 bits of SHA-256(key_c ‖ key_s),
 /// never 0.
@@ -889,6 +918,16 @@ mod tests {
     #[test]
     fn token_is_stable_and_nonzero() {
         assert_eq!(derive_token(1, 2), derive_token(1, 2));
+        // Data keys: each end's tx is the other's rx; the two directions,
+        // the pre-shared key and every handshake input make other keys.
+        let (c, s) = (data_keys(b"k", 7, 1, 2, End::Client), data_keys(b"k", 7, 1, 2, End::Concentrator));
+        assert!(c.tx == s.rx && c.rx == s.tx && c.tx != c.rx);
+        for other in [data_keys(b"K", 7, 1, 2, End::Client), data_keys(b"k", 8, 1, 2, End::Client)] {
+            assert!(other.tx != c.tx && other.rx != c.rx);
+        }
+        for other in [data_keys(b"k", 7, 3, 2, End::Client), data_keys(b"k", 7, 1, 3, End::Client)] {
+            assert!(other.tx != c.tx && other.rx != c.rx);
+        }
         assert_ne!(derive_token(1, 2), derive_token(2, 1));
         assert_ne!(derive_token(0, 0), 0);
     }

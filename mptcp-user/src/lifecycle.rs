@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use aya::maps::ProgramArray;
 use aya::programs::{links::FdLink, tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
-use aya::EbpfLoader;
-use mptcp_common::maps::programs;
+use aya::{Ebpf, EbpfLoader};
+use mptcp_common::maps::{names, programs};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Role;
@@ -161,6 +162,7 @@ pub fn install(dir: &Path, bond: &str, uplinks: &[Uplink]) -> Result<()> {
         .load(EBPF_OBJECT)
         .context("cannot load the eBPF object (see the verifier log above, if any)")?;
 
+    set_encap(&mut ebpf)?;
     let egress: &mut SchedClassifier =
         ebpf.program_mut(programs::BOND_EGRESS).context("the eBPF object lacks the bond egress program")?.try_into()?;
     egress.load().context("the kernel refused the bond egress program")?;
@@ -206,6 +208,22 @@ pub fn install(dir: &Path, bond: &str, uplinks: &[Uplink]) -> Result<()> {
             tracing::info!(uplink = %name, "uplink has no Ethernet header (raw IP): tc ingress instead of XDP");
         }
     }
+    Ok(())
+}
+
+/// Load the encapsulation program and put it where the egress program's
+/// tail call finds it (`ENCAP_PROGS[0]`, a pinned map: it keeps the program
+/// while no controller runs).
+pub fn set_encap(ebpf: &mut Ebpf) -> Result<()> {
+    let encap: &mut SchedClassifier = ebpf
+        .program_mut(programs::BOND_ENCAP)
+        .context("the eBPF object lacks the encapsulation program")?
+        .try_into()?;
+    encap.load().context("the kernel refused the encapsulation program")?;
+    let fd = encap.fd()?.try_clone()?;
+    let mut progs: ProgramArray<_> =
+        ebpf.map_mut(names::ENCAP_PROGS).context("the eBPF object lacks the ENCAP_PROGS map")?.try_into()?;
+    progs.set(0, &fd, 0).context("cannot put the encapsulation program in ENCAP_PROGS")?;
     Ok(())
 }
 

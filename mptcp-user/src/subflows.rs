@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Result;
+use mptcp_common::auth::ConnKeys;
 use mptcp_common::maps::{
     Connection, FlowKey, PathState, Subflow, SubflowKey, MAX_SUBFLOWS, PATH_UNBRIDGEABLE, PATH_UP,
 };
@@ -75,6 +76,14 @@ impl Endpoints {
             ifindex: s.outer.ifindex,
         }
     }
+}
+
+/// A new connection's data keys: what tags its packets both ways. Written
+/// before its first subflow is installed, so no packet of it goes untagged
+/// or unchecked.
+pub fn install_keys(maps: &mut DataPathMaps, token: u32, keys: ConnKeys) -> Result<()> {
+    maps.data_keys.insert(token, keys, 0)?;
+    Ok(())
 }
 
 /// Accept data packets of this subflow from now on (the receive side only).
@@ -186,6 +195,7 @@ pub fn remove_connection(maps: &mut DataPathMaps, token: u32) -> Result<()> {
     }
     let _ = maps.tx_state.remove(&token);
     let _ = maps.dedup.remove(&token);
+    let _ = maps.data_keys.remove(&token);
     Ok(())
 }
 

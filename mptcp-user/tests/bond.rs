@@ -234,6 +234,82 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
     Ok(())
 }
 
+/// Data packets need the connection's key. A genuine packet captured on
+/// the path and sent again is dropped as a replay; the same packet with one
+/// bit of its tag changed, or a header made from scratch with the right
+/// 4-tuple, token and subflow id, is dropped as forged. Each is counted, and
+/// the bond carries on.
+#[test]
+fn forged_and_replayed_data_packets_are_refused_and_counted() -> Result<()> {
+    use mptcp_common::wire::{MpHeader, DEFAULT_PORT, KIND_DATA, MP_HDR_LEN, TAGGED_LEN, UDP_HLEN};
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bed = Testbed::new(1, 2)?;
+    let conc = start_conc(&bed, &[])?;
+    let _client = start_client(&bed, 0, &[])?;
+    let cl = &bed.clients[0];
+    let before = conc.status(&bed.conc)?;
+    let token = before.token().context("no connection")?;
+    let v4 = |a| match a {
+        std::net::IpAddr::V4(a) => Ok(a),
+        std::net::IpAddr::V6(a) => Err(anyhow::anyhow!("{a}: an IPv4 testbed expected")),
+    };
+    let uplinks = [v4(bed.client_addr(0, 0))?, v4(bed.client_addr(0, 1))?];
+    let server = SocketAddr::new(Testbed::SERVER_V4.parse()?, 9);
+    let sent = cl.run(move || {
+        // What the client puts on its uplinks, as an attacker on a path sees it.
+        let ethertype_all = (libc::ETH_P_ALL as u16).to_be() as i32;
+        let tap = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(ethertype_all)))?;
+        tap.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let app = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        let mut frame = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+        let (uplink, udp) = 'capture: loop {
+            app.send_to(b"through the bond", server)?;
+            while let Ok(n) = tap.recv(&mut frame) {
+                // SAFETY: recv initialised the first n bytes.
+                let f: Vec<u8> = frame[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+                let ip = &f[ETH..];
+                let ours = f.len() > ETH + 20 + UDP_HLEN + MP_HDR_LEN
+                    && f[12..14] == [0x08, 0x00]
+                    && ip[0] == 0x45
+                    && ip[9] == 17
+                    && ip[22..24] == DEFAULT_PORT.to_be_bytes()
+                    && ip[20 + UDP_HLEN + 1] == KIND_DATA;
+                if let Some(uplink) = uplinks.iter().position(|a| ours && ip[12..16] == a.octets()) {
+                    break 'capture (uplink, ip[20..].to_vec());
+                }
+            }
+        };
+        let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))?;
+        raw.bind_device(Some(format!("u{uplink}").as_bytes()))?;
+        raw.bind(&SocketAddr::new(uplinks[uplink].into(), 0).into())?;
+        let to = SocketAddr::new(Testbed::conc_addr(0, uplink), DEFAULT_PORT).into();
+        // The checksum the uplink's offload would have filled in: none.
+        let mut replay = udp.clone();
+        replay[6..8].copy_from_slice(&[0, 0]);
+        let mut bad_tag = replay.clone();
+        bad_tag[UDP_HLEN + TAGGED_LEN] ^= 1;
+        let mut scratch = replay.clone();
+        let hdr: MpHeader = bytemuck::pod_read_unaligned(&udp[UDP_HLEN..UDP_HLEN + MP_HDR_LEN]);
+        let guess = MpHeader::data(token, hdr.subflow_id, hdr.dsn() + 1000, hdr.subflow_seq() + 1000, 0);
+        scratch[UDP_HLEN..UDP_HLEN + MP_HDR_LEN].copy_from_slice(bytemuck::bytes_of(&guess));
+        for p in [&replay, &bad_tag, &scratch] {
+            for _ in 0..5 {
+                raw.send_to(p, &to)?;
+            }
+        }
+        Ok(uplink)
+    })?;
+    wait_status(&conc, &bed.conc, "the replays and forgeries were not all counted", |s| {
+        s.drops(DropReason::Replayed) >= before.drops(DropReason::Replayed) + 5
+            && s.drops(DropReason::Forged) >= before.drops(DropReason::Forged) + 10
+    })?;
+    assert!(ping(cl, Testbed::SERVER_V4, 2), "the bond carries on (captured on u{sent})");
+    Ok(())
+}
+
+/// Frames read on a packet socket start with the Ethernet header.
+const ETH: usize = 14;
+
 #[test]
 fn controller_restart_mid_transfer_loses_nothing() -> Result<()> {
     let bed = Testbed::new(1, 2)?;

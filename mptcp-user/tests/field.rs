@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use mptcp_common::headers::Ipv4Hdr;
 use mptcp_common::maps::{ControlCounter, MAX_SUBFLOWS};
-use mptcp_common::wire::MpHeader;
+use mptcp_common::mtu::bond_mtu;
+use mptcp_common::wire::{MpHeader, FAMILY_V4};
 use mptcp_common::DropReason;
 use mptcp_testbed::{ping, tcp_bulk, Netns, Proc, Testbed};
 use mptcp_user::concentrator::MAX_PENDING_PER_ADDRESS;
@@ -666,9 +667,9 @@ fn path_mtu_is_found_with_padded_probes_and_the_bond_follows_it() -> Result<()> 
     let conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let client = start_client_config(&bed, 0, &both_paths_config())?;
-    // 1400 less the IPv4 encapsulation (48 bytes).
-    let found = wait_bond_mtu(cl, 1352)?;
-    eprintln!("bond MTU 1352 {found:?} after the subflows were up");
+    // 1400 less the IPv4 encapsulation (60 bytes): 1340.
+    let found = wait_bond_mtu(cl, bond_mtu(1400, FAMILY_V4))?;
+    eprintln!("bond MTU {} {found:?} after the subflows were up", bond_mtu(1400, FAMILY_V4));
     assert!(client.output().contains("path MTU"), "{}", client.output());
     let t = tcp_bulk(&bed.server, cl, server(5001), 8 << 20, Duration::from_secs(30))?;
     eprintln!("8 MiB with a 1400-byte hop in {:?}", t.duration);
@@ -679,7 +680,7 @@ fn path_mtu_is_found_with_padded_probes_and_the_bond_follows_it() -> Result<()> 
     let times = (Duration::from_millis(500), Duration::from_secs(60));
     let (found, t) = transfer_across(&bed, cl, 5002, 16 << 20, times, || {
         bed.set_hop_mtu(0, 1, 1380)?;
-        wait_bond_mtu(cl, 1332)
+        wait_bond_mtu(cl, bond_mtu(1380, FAMILY_V4))
     })?;
     eprintln!("a drop to 1380 found after {found:?}; 16 MiB across it in {:?}", t.duration);
     assert!(client.output().contains("ICMP says the path is smaller"), "{}", client.output());
@@ -701,10 +702,10 @@ fn a_smaller_mtu_towards_the_client_only_is_found() -> Result<()> {
     let _conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let _client = start_client_config(&bed, 0, &both_paths_config())?;
-    // 1380 less the IPv4 encapsulation (48 bytes); with answers smaller than
-    // the probes, 1500 would have been taken (1452).
-    let found = wait_bond_mtu(cl, 1332)?;
-    eprintln!("bond MTU 1332 {found:?} after the subflows were up");
+    // 1380 less the IPv4 encapsulation (60 bytes): 1320; with answers
+    // smaller than the probes, 1500 would have been taken (1440).
+    let found = wait_bond_mtu(cl, bond_mtu(1380, FAMILY_V4))?;
+    eprintln!("bond MTU {} {found:?} after the subflows were up", bond_mtu(1380, FAMILY_V4));
     let t = tcp_bulk(&bed.server, cl, server(5001), 8 << 20, Duration::from_secs(30))?;
     eprintln!("8 MiB with a 1380-byte limit towards the client in {:?}", t.duration);
     Ok(())
@@ -723,14 +724,15 @@ fn the_concentrator_routes_a_client_with_its_bond_mtu() -> Result<()> {
     let conc = start_conc(&bed, &[])?;
     let cl = &bed.clients[0];
     let _client = start_client_config(&bed, 0, &both_paths_config())?;
-    wait_bond_mtu(cl, 1332)?;
+    let mtu = bond_mtu(1380, FAMILY_V4);
+    wait_bond_mtu(cl, mtu)?;
     let route = |ns: &Netns| ns.sh("ip route show 10.99.0.2");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !route(&bed.conc)?.contains("mtu 1332") {
+    while !route(&bed.conc)?.contains(&format!("mtu {mtu}")) {
         assert!(Instant::now() < deadline, "no route with the client's MTU: {}", route(&bed.conc)?);
         std::thread::sleep(Duration::from_millis(100));
     }
-    // 1400-byte datagrams (1428 with headers, over the client's 1332).
+    // 1400-byte datagrams (1428 with headers, over the client's 1320).
     let receiver = cl.run(|| Ok(UdpSocket::bind("10.99.0.2:5004")?))?;
     receiver.set_read_timeout(Some(Duration::from_secs(2)))?;
     bed.server.run(|| {

@@ -161,6 +161,9 @@ pub enum Action {
     /// Accept the peer's data on this subflow (before it may send any).
     InstallRx {
         token: u32,
+        /// First subflow: both sides' keys, from which the connection's
+        /// data keys follow (a JOIN's connection has its keys).
+        keys: Option<(u64, u64)>,
     },
     SendProof {
         token: u32,
@@ -247,7 +250,7 @@ pub fn step(state: State, event: Event) -> (State, Vec<Action>) {
             let proof = Proof { join: h.join, nonce_c, nonce_s, token, sent_us: now_us };
             let actions = vec![
                 A::RttSample { rtt_us: now_us.saturating_sub(h.sent_us) },
-                A::InstallRx { token },
+                A::InstallRx { token, keys: (!h.join).then_some((h.key_c, key_s)) },
                 A::SendProof { token, nonce_c, nonce_s },
             ];
             (S::Proof(proof), actions)
@@ -364,7 +367,7 @@ mod tests {
             vec![
                 A::SendHello { join: false, nonce_c: NONCE, key_c: KEY_C },
                 A::RttSample { rtt_us: 500 },
-                A::InstallRx { token: token() },
+                A::InstallRx { token: token(), keys: Some((KEY_C, KEY_S)) },
                 A::SendProof { token: token(), nonce_c: NONCE, nonce_s: NONCE_S },
                 A::Established { token: token(), join: false },
             ]
@@ -390,7 +393,7 @@ mod tests {
         // What a valid CHALLENGE 5 µs after the HELLO sets off.
         let challenged = vec![
             A::RttSample { rtt_us: 5 },
-            A::InstallRx { token: t },
+            A::InstallRx { token: t, keys: Some((KEY_C, KEY_S)) },
             A::SendProof { token: t, nonce_c: NONCE, nonce_s: NONCE_S },
         ];
         let table: Vec<(&str, Vec<Event>, State, Vec<Action>)> = vec![

@@ -11,6 +11,7 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashM
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::util::nr_cpus;
 use aya::{Ebpf, EbpfLoader};
+use mptcp_common::auth::{self, ConnKeys, DataKey};
 use mptcp_common::checksum::fold;
 use mptcp_common::classify::{ClassRule, IPPROTO_TCP, IPPROTO_UDP};
 use mptcp_common::headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, OuterV4, OuterV6, TcpHdr, UdpHdr, TCP_HLEN};
@@ -18,7 +19,9 @@ use mptcp_common::maps::{
     names, programs, Connection, DedupWindow, FlowKey, OuterTemplate, PathState, RxSeq, Settings, Subflow, SubflowKey,
     SubflowStats, TxState, PATH_ESTABLISHED, PATH_UP,
 };
-use mptcp_common::wire::{MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, IPV4_HLEN, UDP_HLEN};
+use mptcp_common::wire::{
+    MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, IPV4_HLEN, KIND_DATA, UDP_HLEN,
+};
 use mptcp_common::{template, ClassPolicy, DropReason, Policy};
 
 const IPPROTO_ICMP: u8 = 1;
@@ -28,6 +31,12 @@ use mptcp_user::object::EBPF_OBJECT;
 
 pub const PORT: u16 = 7495;
 pub const TOKEN: u32 = 0x1122_3344;
+/// The connection's data keys as the programs under test hold them: they
+/// tag with `tx`, and take what the peer tagged with `rx`.
+pub const KEYS: ConnKeys = ConnKeys {
+    tx: DataKey { k0: 0x0706_0504_0302_0100, k1: 0x0f0e_0d0c_0b0a_0908 },
+    rx: DataKey { k0: 0x1716_1514_1312_1110, k1: 0x1f1e_1d1c_1b1a_1918 },
+};
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const TC_ACT_SHOT: u32 = 2;
@@ -60,6 +69,7 @@ impl Fixture {
         std::fs::create_dir_all(&dir)?;
         let ebpf = EbpfLoader::new().default_map_pin_directory(&dir).load(EBPF_OBJECT)?;
         let mut f = Fixture { ebpf, dir };
+        mptcp_user::lifecycle::set_encap(&mut f.ebpf)?;
         let p: &mut SchedClassifier = f.ebpf.program_mut(programs::BOND_EGRESS).unwrap().try_into()?;
         p.load()?;
         let p: &mut Xdp = f.ebpf.program_mut(programs::UPLINK_INGRESS).unwrap().try_into()?;
@@ -92,7 +102,22 @@ impl Fixture {
         if d.get(&TOKEN, 0).is_err() {
             d.insert(TOKEN, DedupWindow::default(), 0)?;
         }
+        self.install_keys()?;
         self.zero_counters(id)
+    }
+
+    /// The connection's data keys ([`KEYS`]), as its controller writes them.
+    pub fn install_keys(&mut self) -> Result<()> {
+        let mut k: HashMap<_, u32, ConnKeys> = self.ebpf.map_mut(names::DATA_KEYS).unwrap().try_into()?;
+        k.insert(TOKEN, KEYS, 0)?;
+        Ok(())
+    }
+
+    /// Forget the connection's data keys.
+    pub fn remove_keys(&mut self) -> Result<()> {
+        let mut k: HashMap<_, u32, ConnKeys> = self.ebpf.map_mut(names::DATA_KEYS).unwrap().try_into()?;
+        k.remove(&TOKEN)?;
+        Ok(())
     }
 
     /// The send side: a connection for `prefix` with these subflows.
@@ -115,6 +140,7 @@ impl Fixture {
         l4.insert(&Key::new(prefix_v4.0, prefix_v4.1), TOKEN, 0)?;
         let mut l6: LpmTrie<_, [u8; 16], u32> = self.ebpf.map_mut(names::CONN_BY_DEST_V6).unwrap().try_into()?;
         l6.insert(&Key::new(0, [0; 16]), TOKEN, 0)?;
+        self.install_keys()?;
         self.set_class_policy(0, ClassPolicy::new(policy))
     }
 
@@ -151,16 +177,23 @@ impl Fixture {
         Ok(t)
     }
 
-    /// Kernel-timed single runs of program `name` on `input`: the verdict of
-    /// the last run and each run's duration in nanoseconds. One run per call,
-    /// because a repeated run would see the packet its previous run rewrote
-    /// (encapsulated or decapsulated), not the input.
-    pub fn time_runs(&mut self, name: &str, input: &[u8], runs: usize) -> Result<(u32, Vec<u64>)> {
+    /// Kernel-timed single runs of program `name`, run `i` on `input(i)`
+    /// (a receiver takes each data packet once, so each run needs its own):
+    /// the verdict of the last run and each run's duration in nanoseconds.
+    /// One run per call, because a repeated run would see the packet its
+    /// previous run rewrote (encapsulated or decapsulated), not the input.
+    pub fn time_runs(
+        &mut self,
+        name: &str,
+        input: &mut dyn FnMut(usize) -> Vec<u8>,
+        runs: usize,
+    ) -> Result<(u32, Vec<u64>)> {
+        let inputs: Vec<Vec<u8>> = (0..runs).map(&mut *input).collect();
         let program = self.ebpf.program_mut(name).with_context(|| format!("no program {name}"))?;
-        let mut out = vec![0u8; input.len() + 256];
+        let mut out = vec![0u8; inputs.iter().map(Vec::len).max().unwrap_or(0) + 256];
         let mut times = Vec::with_capacity(runs);
         let mut verdict = 0;
-        for _ in 0..runs {
+        for input in &inputs {
             let options = TestRunOptions { data_in: Some(input), data_out: Some(&mut out), ..Default::default() };
             let r = match program {
                 aya::programs::Program::SchedClassifier(p) => p.test_run(options)?,
@@ -326,9 +359,16 @@ pub fn inner_v6() -> Vec<u8> {
 }
 
 /// What a peer puts on the wire: Ethernet, then the outer headers as the
-/// egress program lays them out (`template::outer_v4`/`outer_v6`), then the
-/// inner packet.
+/// egress program lays them out (`template::outer_v4`/`outer_v6`), a data
+/// header tagged with the peer's key, then the inner packet.
 pub fn encapsulated(t: &OuterTemplate, hdr: MpHeader, inner: &[u8]) -> Vec<u8> {
+    let hdr = if hdr.kind == KIND_DATA { auth::seal(&KEYS.rx, hdr) } else { hdr };
+    encapsulated_as_is(t, hdr, inner)
+}
+
+/// [`encapsulated`] with the header exactly as given (its tag included):
+/// what an attacker without the key can send.
+pub fn encapsulated_as_is(t: &OuterTemplate, hdr: MpHeader, inner: &[u8]) -> Vec<u8> {
     let v6 = t.family == FAMILY_V6;
     let mut p = eth(MAC_B, MAC_A, if v6 { ETH_P_IPV6 } else { ETH_P_IP });
     if v6 {
