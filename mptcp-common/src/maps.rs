@@ -380,10 +380,13 @@ pub enum ControlCounter {
     /// Concentrator: control messages from senders that are no known
     /// subflow, dropped unchecked past the budget of HMAC checks a second.
     Shed = 13,
+    /// Handshakes refused because the client announced a prefix outside its
+    /// `[[client]]` entry's.
+    ForeignPrefix = 14,
 }
 
 impl ControlCounter {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
     pub const ALL: [ControlCounter; Self::COUNT as usize] = [
         Self::AuthFailed,
         Self::UnknownToken,
@@ -399,6 +402,7 @@ impl ControlCounter {
         Self::RefusedFull,
         Self::Replayed,
         Self::Shed,
+        Self::ForeignPrefix,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -416,6 +420,7 @@ impl ControlCounter {
             Self::RefusedFull => "refused-full",
             Self::Replayed => "replayed",
             Self::Shed => "shed",
+            Self::ForeignPrefix => "foreign-prefix",
         }
     }
 }

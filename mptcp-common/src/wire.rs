@@ -159,6 +159,19 @@ impl MpHeader {
         }
     }
 
+    /// A control header names the key that signed its message (which client
+    /// it comes from, on a concentrator serving several) in the `dsn` field,
+    /// which control messages do not use.
+    pub const fn with_key_id(mut self, id: u32) -> Self {
+        self.dsn_be = id.to_be();
+        self
+    }
+
+    /// See [`MpHeader::with_key_id`].
+    pub const fn key_id(&self) -> u32 {
+        self.dsn()
+    }
+
     pub const fn token(&self) -> u32 {
         u32::from_be(self.token_be)
     }

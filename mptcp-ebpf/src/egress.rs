@@ -3,22 +3,17 @@
 //! subflow and number the packet; then `bond_encap` (encap.rs, a tail call)
 //! encapsulates it and redirects it to that subflow's uplink.
 
-use aya_ebpf::bindings::{
-    bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6,
-    BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_SHOT,
-};
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_redirect_neigh};
+use aya_ebpf::bindings::TC_ACT_SHOT;
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::macros::classifier;
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use mptcp_common::classify::{classify, PacketMeta, DEFAULT_CLASS};
 use mptcp_common::headers::{Ipv4Hdr, Ipv6Hdr, Ports, ETH_PROTO_OFFSET, IPV4_DST_OFFSET, IPV6_DST_OFFSET};
-use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, SubflowKey, TxState, MAX_SUBFLOWS};
+use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, TxState, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, FlowletEntry, Paths};
-use mptcp_common::template::{outer_v4, outer_v6, V4_OUTER, V6_OUTER};
-use mptcp_common::wire::{
-    frame_len, wire_len, MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV6_HLEN, MP_HDR_LEN,
-};
+use mptcp_common::template::{V4_OUTER, V6_OUTER};
+use mptcp_common::wire::{wire_len, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV6_HLEN};
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
 use crate::maps::{

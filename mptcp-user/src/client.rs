@@ -424,7 +424,7 @@ impl Client {
                 }
             }
             Action::Refused { reason, join } => match (reason, self.token) {
-                (RejectReason::AuthFailed, None) => {
+                (RejectReason::AuthFailed | RejectReason::ForeignPrefix, None) => {
                     self.maps.bump(ControlCounter::AuthFailed);
                     return Err(EventError::Fatal(anyhow!(
                         "the concentrator at {} refused the connection: {}",

@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::bpfmaps::DataPathMaps;
-use crate::config::Config;
+use crate::config::{Config, Identity};
 use crate::control::{
     data_keys, derive_token, mtu_pad, rate_probe_pad, Body, DecodeError, End, Freshness, Message, PathHint,
     RejectReason, RxReport, Stamps,
@@ -61,11 +61,14 @@ struct Conn {
     since_us: u64,
     /// The MTU its prefixes are routed with (the client's bond MTU); 0 = none.
     route_mtu: u32,
+    /// The client it belongs to (an index into `Concentrator::clients`):
+    /// only that client's key reaches it.
+    owner: usize,
 }
 
 impl Conn {
-    fn new(now_us: u64) -> Conn {
-        Conn { subflows: Default::default(), since_us: now_us, route_mtu: 0 }
+    fn new(now_us: u64, owner: usize) -> Conn {
+        Conn { subflows: Default::default(), since_us: now_us, route_mtu: 0, owner }
     }
 
     /// When the client was last heard on any subflow.
@@ -98,11 +101,17 @@ struct Pending {
     /// The client's key (first subflow): with the offer's, the connection's
     /// data keys follow.
     key_c: u64,
+    /// Whose key signed the HELLO: only that client's PROOF completes it.
+    client: usize,
 }
 
 pub struct Concentrator {
     cfg: Config,
-    key: crate::key::Key,
+    /// The clients served, each with its key ([`Config::identities`]).
+    clients: Vec<Identity>,
+    /// The client whose message is being handled: answers are signed with
+    /// its key.
+    peer: usize,
     maps: DataPathMaps,
     listeners: Vec<Listener>,
     conns: HashMap<u32, Conn>,
@@ -136,7 +145,7 @@ pub struct Concentrator {
 
 impl Concentrator {
     pub async fn new(cfg: Config, maps: DataPathMaps, net: &Net, tx: mpsc::Sender<Inbound>) -> Result<Concentrator> {
-        let key = cfg.key()?;
+        let clients = cfg.identities()?;
         let mut listeners = Vec::new();
         for p in &cfg.paths {
             let link = net
@@ -177,7 +186,8 @@ impl Concentrator {
             own_bond_mtu: bond.mtu,
             unrouted: Vec::new(),
             cfg,
-            key,
+            clients,
+            peer: 0,
             maps,
             listeners,
             conns: HashMap::new(),
@@ -200,8 +210,20 @@ impl Concentrator {
     fn adopt(&mut self) {
         let now = now_us();
         for conn in self.maps.connections() {
+            // Whose it is, the maps do not say: the client whose prefixes
+            // hold the connection's (with one shared key, that one).
+            let prefixes = self.maps.prefixes_of(conn.token);
+            let owner = self.clients.iter().position(|c| prefixes.iter().all(|p| c.owns(p)));
+            let Some(owner) = owner.filter(|_| !prefixes.is_empty() || self.clients.len() == 1) else {
+                tracing::warn!(token = format_args!("{:08x}", conn.token), prefixes = ?prefixes, "a connection left by the previous controller belongs to no configured client; removing it");
+                self.unroute(conn.token);
+                if let Err(e) = subflows::remove_connection(&mut self.maps, conn.token) {
+                    tracing::warn!(error = format!("{e:#}"), "cannot remove it");
+                }
+                continue;
+            };
             // Collected like any other if its client stays silent.
-            let mut c = Conn::new(now);
+            let mut c = Conn::new(now, owner);
             for (id, s) in conn.subflows.iter().enumerate() {
                 if s.path.established() {
                     // Whether the rate was the client's hint is not in the
@@ -237,7 +259,8 @@ impl Concentrator {
 
     /// Send `msg` from listener `listener` to `to`; its encoded length.
     async fn send(&self, listener: usize, to: SocketAddr, msg: &Message) -> usize {
-        let bytes = msg.encode_stamped(self.key.bytes(), self.stamps.next(now_us()));
+        let key = self.clients[self.peer].key.bytes();
+        let bytes = msg.encode_stamped(key, self.stamps.next(now_us()));
         if let Err(e) = peer::send_to(&self.listeners[listener].socket, &bytes, to).await {
             tracing::debug!(%to, error = %e, "control send failed");
         }
@@ -257,7 +280,15 @@ impl Concentrator {
             self.maps.bump(ControlCounter::Shed);
             return Ok(());
         }
-        let (msg, stamp) = match Message::decode_stamped(&m.data, self.key.bytes()) {
+        // Whose key the header names; a name we do not know is a wrong key.
+        let who =
+            crate::control::unverified_key_id(&m.data).and_then(|id| self.clients.iter().position(|c| c.key_id == id));
+        self.peer = who.unwrap_or(0);
+        let decoded = match who {
+            Some(who) => Message::decode_stamped(&m.data, self.clients[who].key.bytes()),
+            None => Err(DecodeError::BadTag),
+        };
+        let (msg, stamp) = match decoded {
             Ok(decoded) => decoded,
             Err(DecodeError::BadTag) => {
                 self.maps.bump(ControlCounter::AuthFailed);
@@ -285,11 +316,19 @@ impl Concentrator {
                 return Ok(());
             }
         };
+        // Another client's connection is answered as one nobody has: a key
+        // reaches its own connections only, and cannot learn of others.
+        let who = self.peer;
+        let token_visible = self.conns.get(&msg.token).is_some_and(|c| c.owner == who);
+        let foreign = self.conns.contains_key(&msg.token) && !token_visible;
         // A subflow's messages are acted on only while their stamps grow:
         // a captured probe, hint or train replayed later changes nothing.
         // (Handshakes are fresh by their nonces; a message for a subflow we
         // do not know from this 4-tuple is answered as before.)
-        if !matches!(msg.body, Body::Hello { .. } | Body::Proof { .. }) {
+        if foreign && !matches!(msg.body, Body::Hello { .. } | Body::Proof { .. } | Body::Probe { .. }) {
+            return Ok(()); // as for a token nobody has
+        }
+        if !matches!(msg.body, Body::Hello { .. } | Body::Proof { .. }) && !foreign {
             if let Some(sub) = self.sub_from(msg.token, msg.subflow_id, &m) {
                 if !sub.fresh.accept(stamp) {
                     self.maps.bump(ControlCounter::Replayed);
@@ -305,6 +344,16 @@ impl Concentrator {
             Body::Hello { join, nonce_c, key_c, path, prefixes } => {
                 if msg.subflow_id as usize >= MAX_SUBFLOWS {
                     self.maps.bump(ControlCounter::Malformed);
+                    return Ok(());
+                }
+                // A client announces only its own prefixes.
+                if let Some(p) = prefixes.iter().find(|p| !join && !self.clients[who].owns(p)) {
+                    self.maps.bump(ControlCounter::ForeignPrefix);
+                    if let Some(left_out) = self.refusal_log.allow(now) {
+                        tracing::warn!(from = %m.from, client = %self.clients[who].name, prefix = %p, left_out, "handshake refused: the client announced a prefix that is not its own");
+                    }
+                    let reply = Reply::Reject(RejectReason::ForeignPrefix);
+                    self.reply(m.socket, m.from, msg.token, msg.subflow_id, nonce_c, reply).await;
                     return Ok(());
                 }
                 let key = (m.from, nonce_c);
@@ -327,7 +376,7 @@ impl Concentrator {
                     subflow_id: msg.subflow_id,
                     listener: m.socket,
                     now_us: now,
-                    token_known: self.conns.contains_key(&msg.token),
+                    token_known: token_visible,
                     full: self.conns.len() >= mptcp_common::maps::MAX_CONNECTIONS as usize,
                     busy: self.pending_full(m.from.ip()),
                     fresh_token,
@@ -337,7 +386,7 @@ impl Concentrator {
                 let (offer, reply) = handshake::on_hello(self.pending.get(&key).map(|p| p.offer), h);
                 if let Some(offer) = offer {
                     let hint = path;
-                    self.pending.entry(key).or_insert(Pending { offer, hint, prefixes, key_c });
+                    self.pending.entry(key).or_insert(Pending { offer, hint, prefixes, key_c, client: who });
                 }
                 match reply {
                     Reply::Reject(RejectReason::UnknownToken) => {
@@ -356,7 +405,7 @@ impl Concentrator {
             }
             Body::Proof { nonce_c, nonce_s } => {
                 let key = (m.from, nonce_c);
-                let offer = self.pending.get(&key).map(|p| p.offer);
+                let offer = self.pending.get(&key).filter(|p| p.client == who).map(|p| p.offer);
                 let mut reply = handshake::on_proof(offer, msg.token, msg.subflow_id, nonce_s, m.socket);
                 let mut failed = None;
                 if let (Reply::Install, Some(offer)) = (reply, offer) {
@@ -384,7 +433,7 @@ impl Concentrator {
                 }
             }
             Body::Probe { seq, sent_us, srtt_us, min_rtt_us, interval_ms, bond_mtu, rx } => {
-                let known = self.conns.get(&msg.token).map(|c| {
+                let known = self.conns.get(&msg.token).filter(|_| !foreign).map(|c| {
                     matches!(c.subflows.get(msg.subflow_id as usize),
                         Some(Some(sub)) if sub.ep.remote == m.from && sub.ep.local == m.local)
                 });
@@ -597,7 +646,8 @@ impl Concentrator {
         let o = p.offer;
         let (join, token, id, hint, prefixes, listener, sent) =
             (o.join, o.token, o.subflow_id, p.hint, p.prefixes.clone(), o.listener, o.challenged_us);
-        let keys = data_keys(self.key.bytes(), token, p.key_c, o.key_s, End::Concentrator);
+        let owner = p.client;
+        let keys = data_keys(self.clients[owner].key.bytes(), token, p.key_c, o.key_s, End::Concentrator);
         let ep = Endpoints { local, remote: from, ifindex: self.listeners[listener].ifindex };
         // A JOIN of a subflow we know from another 4-tuple: the client's NAT
         // mapping (or address) changed. The subflow moves, and its old tuple
@@ -647,7 +697,7 @@ impl Concentrator {
             for pfx in &prefixes {
                 self.maps.add_prefix(pfx, token)?;
             }
-            self.conns.insert(token, Conn::new(now));
+            self.conns.insert(token, Conn::new(now, owner));
             self.maps.bump(ControlCounter::Connections);
             tracing::info!(token = format_args!("{token:08x}"), client = %from, prefixes = ?prefixes, "connection established");
         } else {

@@ -47,6 +47,42 @@ pub struct Config {
     /// Traffic classes besides the default one (which uses `policy`).
     #[serde(default, rename = "class")]
     pub classes: Vec<crate::classes::ClassConfig>,
+    /// Concentrator: the clients it serves, each with a key of its own and
+    /// the prefixes it may announce. Without any, every client shares
+    /// `key_file` and may announce any prefix.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientConfig>,
+}
+
+/// One client a concentrator serves (`[[client]]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// For logs and errors.
+    pub name: String,
+    /// Its key, as in the client's own `key_file`.
+    pub key_file: std::path::PathBuf,
+    /// What it may announce (its `bond.addresses` must lie in them) and send
+    /// from; no two clients' prefixes overlap.
+    pub prefixes: Vec<IpNet>,
+}
+
+/// A client as the concentrator knows it: who signs with which key, and
+/// what it may announce (None: anything, the shared-key setup).
+#[derive(Debug)]
+pub struct Identity {
+    pub name: String,
+    pub key: Key,
+    /// [`crate::control::key_id`] of `key`.
+    pub key_id: u32,
+    pub prefixes: Option<Vec<IpNet>>,
+}
+
+impl Identity {
+    /// Whether the client may announce `p`.
+    pub fn owns(&self, p: &IpNet) -> bool {
+        self.prefixes.as_ref().is_none_or(|own| own.iter().any(|o| o.contains(p)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,6 +246,7 @@ impl Config {
             probe: ProbeConfig::default(),
             paths: Vec::new(),
             classes: Vec::new(),
+            clients: Vec::new(),
         }
     }
 
@@ -230,11 +267,65 @@ impl Config {
         }
     }
 
+    /// The clients a concentrator serves, with their keys read: one per
+    /// `[[client]]`, or, without any, every client under the shared key.
+    pub fn identities(&self) -> Result<Vec<Identity>> {
+        let identity = |name: &str, key: Key, prefixes| Identity {
+            name: name.to_string(),
+            key_id: crate::control::key_id(key.bytes()),
+            key,
+            prefixes,
+        };
+        if self.clients.is_empty() {
+            return Ok(vec![identity("any client", self.key()?, None)]);
+        }
+        if self.key_file.is_some() {
+            bail!(
+                "both `key_file` and [[client]] entries: with [[client]] entries each client has its own \
+                 key; remove `key_file`"
+            );
+        }
+        let mut out: Vec<Identity> = Vec::new();
+        for c in &self.clients {
+            if c.name.is_empty() {
+                bail!("a [[client]] entry has an empty `name`");
+            }
+            if c.prefixes.is_empty() {
+                bail!("client {}: `prefixes` is empty: it could announce nothing", c.name);
+            }
+            let key = Key::from_file(&c.key_file).with_context(|| format!("client {}", c.name))?;
+            let me = identity(&c.name, key, Some(c.prefixes.iter().map(IpNet::trunc).collect()));
+            for other in &out {
+                if other.name == me.name {
+                    bail!("client {} is listed twice", me.name);
+                }
+                if other.key_id == me.key_id {
+                    bail!("clients {} and {} have the same key (each needs its own)", other.name, me.name);
+                }
+                let mine = me.prefixes.iter().flatten();
+                if let Some((a, b)) = mine
+                    .flat_map(|a| other.prefixes.iter().flatten().map(move |b| (a, b)))
+                    .find(|(a, b)| a.contains(&b.network()) || b.contains(&a.network()))
+                {
+                    bail!("clients {} and {} both claim addresses: {b} and {a} overlap", other.name, me.name);
+                }
+            }
+            out.push(me);
+        }
+        Ok(out)
+    }
+
     /// Checks that need no system access.
     pub fn validate(&self) -> Result<()> {
         validate_instance(&self.instance)?;
         self.class_plan()?;
-        self.key()?;
+        match self.role {
+            Role::Client if !self.clients.is_empty() => {
+                bail!("[[client]] entries belong in a concentrator's config, not a client's")
+            }
+            Role::Client => drop(self.key()?),
+            Role::Concentrator => drop(self.identities()?),
+        }
         if self.port == 0 {
             bail!("`port` must not be 0");
         }
@@ -468,6 +559,77 @@ backup = true
         let c = Config::from_file(&dir.join("c.toml")).unwrap();
         assert!(!format!("{c:?}").contains(&*c.key().unwrap().to_hex()), "the config never shows the key");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A concentrator serving two clients, each with its own key file and
+    /// prefixes (the keys made once per test process).
+    fn concentrator_of_two() -> (Config, [std::path::PathBuf; 2]) {
+        static MADE: std::sync::OnceLock<[std::path::PathBuf; 2]> = std::sync::OnceLock::new();
+        let keys = MADE
+            .get_or_init(|| {
+                ["a", "b"].map(|n| {
+                    let p = std::env::temp_dir().join(format!("mptcp-config-test-{}-{n}.key", std::process::id()));
+                    let _ = std::fs::remove_file(&p);
+                    Key::generate().write_new_file(&p).unwrap();
+                    p
+                })
+            })
+            .clone();
+        let text = format!(
+            r#"
+role = "concentrator"
+[[path]]
+interface = "c0u0"
+[[client]]
+name = "home-a"
+key_file = "{}"
+prefixes = ["10.99.0.0/24", "fd99::/64"]
+[[client]]
+name = "van-b"
+key_file = "{}"
+prefixes = ["10.98.0.0/24"]
+"#,
+            keys[0].display(),
+            keys[1].display()
+        );
+        (toml::from_str(&text).unwrap(), keys)
+    }
+
+    #[test]
+    fn a_concentrator_lists_its_clients_each_with_a_key_and_prefixes() {
+        let (c, _) = concentrator_of_two();
+        c.validate().unwrap();
+        let ids = c.identities().unwrap();
+        assert_eq!(ids.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["home-a", "van-b"]);
+        assert_ne!(ids[0].key_id, ids[1].key_id);
+        let p = |s: &str| s.parse::<IpNet>().unwrap();
+        assert!(ids[0].owns(&p("10.99.0.2/32")) && ids[0].owns(&p("fd99::2/128")));
+        assert!(!ids[0].owns(&p("10.98.0.2/32")) && !ids[0].owns(&p("10.99.0.0/16")));
+        assert!(ids[1].owns(&p("10.98.0.7/32")) && !ids[1].owns(&p("0.0.0.0/0")));
+        // Without [[client]] entries: one identity, the shared key, any prefix.
+        let mut shared = c.clone();
+        shared.clients.clear();
+        shared.key_file = Some(test_key_file());
+        let ids = shared.identities().unwrap();
+        assert!(ids.len() == 1 && ids[0].owns(&p("0.0.0.0/0")));
+    }
+
+    #[test]
+    fn a_bad_client_list_is_refused_naming_the_problem() {
+        let (c, keys) = concentrator_of_two();
+        let refused = |f: &dyn Fn(&mut Config), want: &str| {
+            let mut c = c.clone();
+            f(&mut c);
+            let e = format!("{:#}", c.validate().unwrap_err());
+            assert!(e.contains(want), "{want:?} not in: {e}");
+        };
+        refused(&|c| c.clients[1].prefixes = vec!["10.99.0.128/25".parse().unwrap()], "overlap");
+        refused(&|c| c.clients[1].prefixes.clear(), "`prefixes` is empty");
+        refused(&|c| c.clients[1].name = "home-a".into(), "listed twice");
+        refused(&|c| c.clients[1].key_file = keys[0].clone(), "the same key");
+        refused(&|c| c.key_file = Some(test_key_file()), "remove `key_file`");
+        refused(&|c| c.clients[0].key_file = "/nonexistent/a.key".into(), "client home-a");
+        refused(&|c| c.role = Role::Client, "belong in a concentrator's config");
     }
 
     #[test]

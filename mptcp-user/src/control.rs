@@ -237,6 +237,9 @@ pub enum RejectReason {
     /// port: its NAT mapping changed (or the subflow was collected). The
     /// client re-JOINs the path.
     UnknownSubflow = 4,
+    /// The client announced a prefix that is not among its own (the
+    /// concentrator's `[[client]]` entry for its key).
+    ForeignPrefix = 5,
 }
 
 impl RejectReason {
@@ -246,6 +249,7 @@ impl RejectReason {
             2 => Some(Self::UnknownToken),
             3 => Some(Self::Full),
             4 => Some(Self::UnknownSubflow),
+            5 => Some(Self::ForeignPrefix),
             _ => None,
         }
     }
@@ -255,6 +259,10 @@ impl RejectReason {
             Self::UnknownToken => "the concentrator does not know this connection's token",
             Self::Full => "the concentrator has no room for another connection or subflow",
             Self::UnknownSubflow => "the concentrator does not know this subflow from this address and port",
+            Self::ForeignPrefix => {
+                "the concentrator refuses an address this client announced: it is not among the prefixes \
+                 its [[client]] entry allows (see `bond.addresses`)"
+            }
         }
     }
 }
@@ -303,7 +311,9 @@ impl Message {
     /// authenticated with `psk`.
     pub fn encode_stamped(&self, psk: &[u8], stamp: u64) -> Vec<u8> {
         let mut b = Vec::with_capacity(128);
-        b.extend_from_slice(bytemuck::bytes_of(&MpHeader::control(self.token, self.subflow_id)));
+        b.extend_from_slice(bytemuck::bytes_of(
+            &MpHeader::control(self.token, self.subflow_id).with_key_id(key_id(psk)),
+        ));
         match &self.body {
             Body::Hello { join, nonce_c, key_c, path, prefixes } => {
                 b.push(T_HELLO);
@@ -580,6 +590,23 @@ pub fn unverified_hello_nonce(buf: &[u8]) -> Option<u64> {
 pub fn unverified_ids(buf: &[u8]) -> Option<(u32, u8)> {
     let hdr: MpHeader = bytemuck::pod_read_unaligned(buf.get(..MP_HDR_LEN)?);
     Some((hdr.token(), hdr.subflow_id))
+}
+
+/// The id a control header names its key by (so a concentrator serving
+/// several clients knows whose key to check it with): the first 32 bits of
+/// SHA-256 of a label and the key, never 0. It tells nothing of the key.
+pub fn key_id(key: &[u8]) -> u32 {
+    let mut h = Sha256::new();
+    h.update(b"mptcp-ebpf key id v1");
+    h.update(key);
+    let d = h.finalize();
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]]).max(1)
+}
+
+/// The key id a control message names, before anything is verified.
+pub fn unverified_key_id(buf: &[u8]) -> Option<u32> {
+    let hdr: MpHeader = bytemuck::pod_read_unaligned(buf.get(..MP_HDR_LEN)?);
+    (hdr.kind == KIND_CONTROL).then(|| hdr.key_id())
 }
 
 /// Which end of a connection: its data keys are used the other way round.

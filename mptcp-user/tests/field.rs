@@ -16,8 +16,9 @@ use mptcp_common::wire::{MpHeader, FAMILY_V4};
 use mptcp_common::DropReason;
 use mptcp_testbed::{ping, tcp_bulk, Netns, Proc, Testbed};
 use mptcp_user::concentrator::MAX_PENDING_PER_ADDRESS;
-use mptcp_user::config::{Config, PathConfig, Role};
+use mptcp_user::config::{ClientConfig, Config, PathConfig, Role};
 use mptcp_user::control::{Body, Message, PathHint, RejectReason, RxReport};
+use mptcp_user::status::Status;
 use nix::sys::signal::Signal;
 use support::*;
 
@@ -464,6 +465,102 @@ fn both_paths_config() -> Config {
         })
         .collect();
     c
+}
+
+/// A concentrator serving the testbed's clients each under a key of its
+/// own (`keys[c]`, a key file) and its own bond addresses as prefixes.
+fn start_conc_with_clients(bed: &Testbed, keys: &[String]) -> Result<Instance> {
+    let mut c = Config::new(Role::Concentrator);
+    c.bond.name = "mpb".into();
+    c.bond.addresses = Testbed::CONC_BOND_ADDRS.iter().map(|a| a.parse().unwrap()).collect();
+    c.probe.interval_ms = 100;
+    c.paths = (0..bed.clients.len())
+        .flat_map(|i| (0..bed.uplinks).map(move |k| Testbed::conc_dev(i, k)))
+        .map(|interface| PathConfig { interface, ..Default::default() })
+        .collect();
+    c.clients = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ClientConfig {
+            name: format!("client-{i}"),
+            key_file: k.into(),
+            prefixes: Testbed::client_bond_addrs(i).iter().map(|a| a.parse().unwrap()).collect(),
+        })
+        .collect();
+    let name = format!("{}co", bed.prefix);
+    let f = std::env::temp_dir().join(format!("{name}.toml"));
+    std::fs::write(&f, toml::to_string(&c)?)?;
+    start(&bed.conc, &name, &["--config".into(), f.display().to_string()], "mptcp-user: serving")
+}
+
+/// One HELLO (a JOIN of `token`, subflow 1) from `s` under `psk`: the answer.
+fn join_with_key(s: &UdpSocket, to: SocketAddr, psk: &[u8], token: u32, nonce_c: u64) -> Result<Body> {
+    let hello = Body::Hello { join: true, nonce_c, key_c: 0, path: PathHint::default(), prefixes: vec![] };
+    s.send_to(&Message { token, subflow_id: 1, body: hello }.encode(psk), to)?;
+    let mut buf = [0u8; 2048];
+    let n = s.recv(&mut buf).context("no answer to the JOIN")?;
+    Ok(Message::decode(&buf[..n], psk)?.body)
+}
+
+/// A concentrator with a `[[client]]` entry per client: each client
+/// connects under its own key; one that announces another's address is
+/// refused with a clear error and counted, and creates nothing; a JOIN (or
+/// a probe) under one client's key for another client's connection is
+/// answered exactly as one for a connection nobody has; and the data keys
+/// differ, so each bond carries its own client's traffic only.
+#[test]
+fn each_client_has_its_own_key_prefixes_and_connections() -> Result<()> {
+    let bed = Testbed::new(2, 1)?;
+    let key_b_hex = "00112233445566778899aabbccddeeff";
+    let keys = [key_file(), key_file_holding(key_b_hex, "client-1")];
+    let conc = start_conc_with_clients(&bed, &keys)?;
+    let start_as = |c: usize, key: &str, extra: &[&str]| {
+        start(
+            &bed.clients[c],
+            &format!("{}c{c}", bed.prefix),
+            &client_args(&bed, c, key, extra),
+            "mptcp-user: connected",
+        )
+    };
+    let a = start_as(0, &keys[0], &[])?;
+    let b = start_as(1, &keys[1], &[])?;
+    assert!(ping(&bed.clients[0], Testbed::SERVER_V4, 2) && ping(&bed.clients[1], Testbed::SERVER_V4, 2));
+    let s = conc.status(&bed.conc)?;
+    assert_eq!(s.connections.len(), 2, "{s}");
+    let token_a = a.status(&bed.clients[0])?.token().context("client 0 has no connection")?;
+    drop(b); // its connection stays on the concentrator until collected
+    let subflows = |s: &Status| s.connections.iter().map(|c| c.subflows.len()).sum::<usize>();
+    let before = subflows(&conc.status(&bed.conc)?);
+
+    // Client 1, with its own key, also announcing client 0's address.
+    let name = format!("{}c1x", bed.prefix);
+    let out = bed.clients[1]
+        .command(BIN)
+        .args(["up", "--instance", &name])
+        .args(client_args(&bed, 1, &keys[1], &["--bond-address", "10.99.0.2/32"]))
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not among the prefixes"), "{err}");
+    assert!(!pins_exist(&name), "a refused start leaves no pins");
+    let s = conc.status(&bed.conc)?;
+    assert_eq!(s.control(ControlCounter::ForeignPrefix), 1, "{s}");
+    assert_eq!(subflows(&s), before, "the refused client created nothing: {s}");
+    assert_eq!(a.status(&bed.clients[0])?.token(), Some(token_a), "client 0 keeps its connection");
+    assert!(ping(&bed.clients[0], Testbed::SERVER_V4, 2), "and its traffic");
+
+    // Client 1's key, client 0's connection: answered as a token nobody has.
+    let to = SocketAddr::new(Testbed::conc_addr(1, 0), PORT);
+    let psk_b = mptcp_user::key::Key::from_hex(key_b_hex)?.bytes().to_vec();
+    let (foreign, unknown) = bed.clients[1].run(move || {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        Ok((join_with_key(&s, to, &psk_b, token_a, 41)?, join_with_key(&s, to, &psk_b, token_a ^ 0x5a5a, 42)?))
+    })?;
+    assert_eq!(foreign, Body::Reject { reason: RejectReason::UnknownToken, nonce_c: 41 });
+    assert_eq!(unknown, Body::Reject { reason: RejectReason::UnknownToken, nonce_c: 42 });
+    let s = conc.status(&bed.conc)?;
+    assert_eq!(subflows(&s), before, "nothing joined: {s}");
+    Ok(())
 }
 
 /// Where the concentrator sees subflow `id` come from.
