@@ -270,8 +270,8 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
 
     // 5. Encapsulation and sending go on in `bond_encap` (encap.rs), a
     // program of its own: the verifier checks it once, where inline it was
-    // checked again for each of the hundreds of states the policies leave,
-    // and this program was at 96 % of the verifier's budget without it.
+    // checked again for each of the hundreds of states the policies leave
+    // (this program was at 96 % of the verifier's budget before the tag).
     let sending = Sending {
         token,
         subflow: i as u32,
