@@ -215,6 +215,54 @@ fn next_stamp() -> u64 {
     LAST.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
 }
 
+/// REJECTs forged by someone without the key, sent to a client's path from
+/// the concentrator's own address and port: "unknown connection" (which
+/// would make the client drop its connection) fails authentication and is
+/// counted; "authentication failed" (read unverified, by design) belongs to
+/// no handshake in progress. Neither changes anything: same connection,
+/// both subflows up, traffic through the bond.
+#[test]
+fn forged_rejects_change_nothing() -> Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bed = Testbed::new(1, 2)?;
+    let _conc = start_conc(&bed, &[])?;
+    let client = start_client(&bed, 0, &[])?;
+    let cl = &bed.clients[0];
+    let before = client.status(cl)?;
+    let token = before.token().context("no connection")?;
+    let path: SocketAddr = before.subflow(0).context("no subflow 0")?.local.parse()?;
+    let reject = |reason, nonce_c| {
+        Message { token, subflow_id: 0, body: Body::Reject { reason, nonce_c } }.encode(b"not the concentrator's key")
+    };
+    let forged = [reject(RejectReason::UnknownToken, 7), reject(RejectReason::AuthFailed, 7)];
+    bed.conc.run(move || {
+        // The concentrator holds its port: the datagrams are written whole
+        // on a raw socket (UDP header, no checksum).
+        let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))?;
+        raw.bind_device(Some(Testbed::conc_dev(0, 0).as_bytes()))?;
+        raw.bind(&SocketAddr::new(Testbed::conc_addr(0, 0), 0).into())?;
+        for m in &forged {
+            let len = ((8 + m.len()) as u16).to_be_bytes();
+            let udp = [&PORT.to_be_bytes()[..], &path.port().to_be_bytes()[..], &len[..], &[0, 0], &m[..]].concat();
+            for _ in 0..5 {
+                raw.send_to(&udp, &path.into())?;
+            }
+        }
+        Ok(())
+    })?;
+    wait_status(&client, cl, "the forged \"unknown connection\" REJECTs were not counted", |s| {
+        s.control(ControlCounter::AuthFailed) >= before.control(ControlCounter::AuthFailed) + 5
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = client.status(cl)?;
+    assert_eq!(after.token(), Some(token), "the same connection: {after}");
+    assert_eq!(after.subflows_up(), 2, "{after}");
+    assert_eq!(after.control(ControlCounter::Rejoins), before.control(ControlCounter::Rejoins), "{after}");
+    assert!(!client.output().contains("reconnecting"), "{}", client.output());
+    assert!(ping(cl, Testbed::SERVER_V4, 2), "the bond carries on");
+    Ok(())
+}
+
 /// A probe or hint captured and sent again is refused and counted, however
 /// its stamp is dressed up; the next fresh one is acted on. (A captured hint
 /// replayed would otherwise undo `path set`; a captured probe keep a dead
