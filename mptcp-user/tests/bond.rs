@@ -189,15 +189,7 @@ fn spoofed_packets_and_wrong_keys_are_refused_and_counted() -> Result<()> {
         // The subflow's own 4-tuple, wrong token. The controller holds that
         // port (and no second socket may share it), so the datagram is
         // written whole on a raw socket: UDP header, no checksum.
-        let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::UDP))?;
-        raw.bind_device(Some(b"u0"))?;
-        raw.bind(&"10.1.0.2:0".parse::<SocketAddr>()?.into())?;
-        let (sport, dport) = (client_port.to_be_bytes(), mptcp_common::wire::DEFAULT_PORT.to_be_bytes());
-        let len = ((8 + wrong_token.len()) as u16).to_be_bytes();
-        let datagram = [&sport[..], &dport[..], &len[..], &[0, 0], &wrong_token[..]].concat();
-        for _ in 0..5 {
-            raw.send_to(&datagram, &target.into())?;
-        }
+        RawUdp::new("u0", "10.1.0.2".parse()?)?.send(client_port, target, &wrong_token, 5)?;
         // A JOIN for the real token, keyed with the wrong pre-shared key.
         s.send_to(&hello, target)?;
         Ok(())
@@ -279,10 +271,8 @@ fn forged_and_replayed_data_packets_are_refused_and_counted() -> Result<()> {
                 }
             }
         };
-        let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))?;
-        raw.bind_device(Some(format!("u{uplink}").as_bytes()))?;
-        raw.bind(&SocketAddr::new(uplinks[uplink].into(), 0).into())?;
-        let to = SocketAddr::new(Testbed::conc_addr(0, uplink), DEFAULT_PORT).into();
+        let raw = RawUdp::new(&format!("u{uplink}"), uplinks[uplink].into())?;
+        let to = SocketAddr::new(Testbed::conc_addr(0, uplink), DEFAULT_PORT);
         // The checksum the uplink's offload would have filled in: none.
         let mut replay = udp.clone();
         replay[6..8].copy_from_slice(&[0, 0]);
@@ -293,9 +283,7 @@ fn forged_and_replayed_data_packets_are_refused_and_counted() -> Result<()> {
         let guess = MpHeader::data(token, hdr.subflow_id, hdr.dsn() + 1000, hdr.subflow_seq() + 1000, 0);
         scratch[UDP_HLEN..UDP_HLEN + MP_HDR_LEN].copy_from_slice(bytemuck::bytes_of(&guess));
         for p in [&replay, &bad_tag, &scratch] {
-            for _ in 0..5 {
-                raw.send_to(p, &to)?;
-            }
+            raw.send_datagram(p, to, 5)?;
         }
         Ok(uplink)
     })?;

@@ -223,7 +223,6 @@ fn next_stamp() -> u64 {
 /// both subflows up, traffic through the bond.
 #[test]
 fn forged_rejects_change_nothing() -> Result<()> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let bed = Testbed::new(1, 2)?;
     let _conc = start_conc(&bed, &[])?;
     let client = start_client(&bed, 0, &[])?;
@@ -238,15 +237,9 @@ fn forged_rejects_change_nothing() -> Result<()> {
     bed.conc.run(move || {
         // The concentrator holds its port: the datagrams are written whole
         // on a raw socket (UDP header, no checksum).
-        let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))?;
-        raw.bind_device(Some(Testbed::conc_dev(0, 0).as_bytes()))?;
-        raw.bind(&SocketAddr::new(Testbed::conc_addr(0, 0), 0).into())?;
+        let raw = RawUdp::new(&Testbed::conc_dev(0, 0), Testbed::conc_addr(0, 0))?;
         for m in &forged {
-            let len = ((8 + m.len()) as u16).to_be_bytes();
-            let udp = [&PORT.to_be_bytes()[..], &path.port().to_be_bytes()[..], &len[..], &[0, 0], &m[..]].concat();
-            for _ in 0..5 {
-                raw.send_to(&udp, &path.into())?;
-            }
+            raw.send(PORT, path, m, 5)?;
         }
         Ok(())
     })?;

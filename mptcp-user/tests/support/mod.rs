@@ -240,3 +240,33 @@ pub fn transfer_across<T: Send>(
         Ok((happened?, t?))
     })
 }
+
+/// Datagrams written whole on a raw IPv4 socket bound to `device` and
+/// `from`: what a test sends from a port a controller holds (no second UDP
+/// socket may share it), or as it captured them. Made inside the namespace.
+pub struct RawUdp(socket2::Socket);
+
+impl RawUdp {
+    pub fn new(device: &str, from: std::net::IpAddr) -> Result<RawUdp> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))?;
+        raw.bind_device(Some(device.as_bytes()))?;
+        raw.bind(&SocketAddr::new(from, 0).into())?;
+        Ok(RawUdp(raw))
+    }
+
+    /// `payload` behind a UDP header from port `sport` (no checksum), `times` times.
+    pub fn send(&self, sport: u16, to: SocketAddr, payload: &[u8], times: usize) -> Result<()> {
+        let len = ((8 + payload.len()) as u16).to_be_bytes();
+        let datagram = [&sport.to_be_bytes()[..], &to.port().to_be_bytes()[..], &len[..], &[0, 0], payload].concat();
+        self.send_datagram(&datagram, to, times)
+    }
+
+    /// A whole UDP datagram, its header included, `times` times.
+    pub fn send_datagram(&self, datagram: &[u8], to: SocketAddr, times: usize) -> Result<()> {
+        for _ in 0..times {
+            self.0.send_to(datagram, &to.into())?;
+        }
+        Ok(())
+    }
+}
