@@ -507,7 +507,7 @@ impl Concentrator {
                     measured.write(ps);
                 })?;
                 // The train behind the ACCEPT went unanswered (lost, or spaced
-                // unevenly by the way): another, a few at most.
+                // unevenly by the way): another, ever less often (`TrainProbe::due`).
                 if up && measured.rate_bytes_per_sec == 0 {
                     self.send_train(m.socket, m.from, msg.token, msg.subflow_id, now).await;
                 }

@@ -29,8 +29,13 @@ pub const TRAIN_PACKET_BYTES: u16 = 1200;
 /// A train not answered within this is sent again (the answer takes a
 /// round trip; a satellite's is ~600 ms)...
 const RETRY_US: u64 = 2_000_000;
-/// ...at most this many times in all.
-const MAX_TRIES: u8 = 3;
+/// ...this many times at that pace; after them the wait doubles with each
+/// train up to [`MAX_RETRY_US`]. Never given up: a sender or receiver
+/// descheduled mid-train (a busy box) spoils a train, and a path without a
+/// rate is left out of earliest-arrival until it has one.
+const QUICK_TRIES: u8 = 5;
+/// The longest wait between trains (~30 kB a minute at most).
+const MAX_RETRY_US: u64 = 64_000_000;
 /// A train timed faster than this (wire bytes per second, 400 Mbit/s)
 /// says nothing: a shaper's burst larger than the whole train passes at the
 /// line rate of the hop before it (the testbed's tbf lets 64 KiB through at
@@ -49,17 +54,23 @@ pub struct TrainProbe {
 }
 
 impl TrainProbe {
-    /// The id of a train to send now, if one is due: none answered yet,
-    /// fewer than [`MAX_TRIES`] sent, the last at least [`RETRY_US`] ago.
+    /// The id of a train to send now, if one is due: none answered yet and
+    /// the last sent at least [`Self::wait_us`] ago.
     pub fn due(&mut self, now_us: u64) -> Option<u32> {
-        let waited = self.tries == 0 || now_us.saturating_sub(self.sent_us) >= RETRY_US;
-        if self.answered || self.tries >= MAX_TRIES || !waited {
+        let waited = self.tries == 0 || now_us.saturating_sub(self.sent_us) >= self.wait_us();
+        if self.answered || !waited {
             return None;
         }
-        self.tries += 1;
+        self.tries = self.tries.saturating_add(1);
         self.train = self.train.wrapping_add(1);
         self.sent_us = now_us;
         Some(self.train)
+    }
+
+    /// How long the latest train waits for its answer before another.
+    fn wait_us(&self) -> u64 {
+        let doublings = self.tries.saturating_sub(QUICK_TRIES).min(8);
+        (RETRY_US << doublings).min(MAX_RETRY_US)
     }
 
     /// The concentrator's answer: the path's capacity in wire bytes per
@@ -303,18 +314,25 @@ mod tests {
     }
 
     #[test]
-    fn trains_are_retried_a_few_times_until_answered() {
+    fn trains_are_retried_until_answered_ever_less_often() {
         let mut p = TrainProbe::default();
         let first = p.due(0).unwrap();
         assert_eq!(p.due(RETRY_US - 1), None, "waits for the answer");
         let second = p.due(RETRY_US).unwrap();
         assert_ne!(first, second);
         assert_eq!(p.on_ack(first, 10_000, 1_000), None, "an older train's answer");
-        let third = p.due(2 * RETRY_US).unwrap();
-        assert_eq!(p.due(10 * RETRY_US), None, "given up after {MAX_TRIES}");
-        assert_eq!(p.on_ack(third, 10_000, 1_000), Some(10_000_000));
+        // Every RETRY_US up to the fifth train, then ever longer waits, capped.
+        let r = RETRY_US;
+        let (mut now, mut latest) = (RETRY_US, second);
+        for wait in [r, r, r, r, 2 * r, 4 * r, 8 * r, 16 * r, MAX_RETRY_US, MAX_RETRY_US] {
+            assert_eq!(p.due(now + wait - 1), None, "waits {wait} µs after train {}", p.tries);
+            latest = p.due(now + wait).unwrap();
+            now += wait;
+        }
+        assert_eq!(p.on_ack(latest, 10_000, 1_000), Some(10_000_000));
+        assert_eq!(p.due(now + 10 * MAX_RETRY_US), None, "answered: no more trains");
         // Faster than a train can tell from a burst: no estimate, and tried
-        // again (up to the same few times).
+        // again.
         let mut fast = TrainProbe::default();
         let t = fast.due(0).unwrap();
         assert_eq!(fast.on_ack(t, 15_000, 10), None);

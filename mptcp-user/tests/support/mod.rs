@@ -183,7 +183,18 @@ pub fn start_client_config(bed: &Testbed, c: usize, config: &mptcp_user::config:
 
 /// Poll the instance's status until `ok` holds (10 s), else fail with `what`.
 pub fn wait_status(inst: &Instance, ns: &Netns, what: &str, ok: impl Fn(&Status) -> bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_status_within(inst, ns, Duration::from_secs(10), what, ok)
+}
+
+/// [`wait_status`] for up to `within`.
+pub fn wait_status_within(
+    inst: &Instance,
+    ns: &Netns,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&Status) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + within;
     loop {
         let s = inst.status(ns)?;
         if ok(&s) {
