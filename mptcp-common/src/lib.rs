@@ -19,11 +19,13 @@ pub mod drop;
 pub mod headers;
 pub mod maps;
 pub mod mtu;
+pub mod packet;
 pub mod policy;
 pub mod seq;
 #[cfg(feature = "serde")]
 pub mod status;
 pub mod template;
+pub mod uplink;
 pub mod wire;
 
 pub use drop::DropReason;

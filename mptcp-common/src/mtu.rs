@@ -1,8 +1,12 @@
 //! The bond device's MTU: no encapsulated packet may exceed an uplink's MTU,
 //! because nothing fragments on the redirect path (veth drops silently).
 
-use crate::headers::TCP_HLEN;
-use crate::wire::{encap_overhead, FAMILY_V6, IPV4_HLEN, IPV6_HLEN};
+use crate::headers::{
+    IPV4_FRAGMENT_MASK, IPV4_FRAG_OFF_OFFSET, IPV4_PROTOCOL_OFFSET, IPV6_NEXT_HEADER_OFFSET, TCP_CHECK_OFFSET,
+    TCP_DATA_OFF_OFFSET, TCP_HLEN, TCP_SYN,
+};
+use crate::packet::PacketBytes;
+use crate::wire::{encap_overhead, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN};
 
 /// Largest inner packet that still fits every uplink after encapsulation.
 /// `outer_family` is the worst (largest) outer family in use.
@@ -83,10 +87,66 @@ pub const fn clamp_mss(announced: u16, limit: u16) -> Option<u16> {
     }
 }
 
+/// An MSS to write: the 2 bytes at `off` hold `old` (as in the packet) and
+/// get `new` (host order), with the TCP checksum at `check_off` kept valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MssRewrite {
+    pub off: usize,
+    pub old: u16,
+    pub new: u16,
+    pub check_off: usize,
+}
+
+/// The MSS clamp of a packet whose IP header (EtherType `proto`) starts at
+/// `l3`: a TCP SYN announcing more than a full segment through a bond of
+/// `bond_mtu` ([`mss_limit`]) gets that limit. Anything else (not a SYN,
+/// fragments, IPv6 extension headers, malformed options, no clamp
+/// configured) is left as it is.
+#[inline(always)]
+pub fn mss_rewrite<P: PacketBytes + ?Sized>(p: &P, l3: usize, proto: u16, bond_mtu: u32) -> Option<MssRewrite> {
+    if bond_mtu == 0 {
+        return None;
+    }
+    // Only the bytes needed are read: in the kernel this function's stack
+    // adds to its caller's, and the egress program's is nearly all of the
+    // 512 bytes.
+    let (l4, family) = if proto == ETH_P_IP {
+        if p.read::<u8>(l3 + IPV4_PROTOCOL_OFFSET)? != IPPROTO_TCP
+            || u16::from_be(p.read(l3 + IPV4_FRAG_OFF_OFFSET)?) & IPV4_FRAGMENT_MASK != 0
+        {
+            return None;
+        }
+        // Masked: the verifier must see a bounded offset (at most 60).
+        let ihl = p.read::<u8>(l3)? & 0x0f;
+        if ihl < 5 {
+            return None; // not a valid header: nothing to trust in it
+        }
+        (l3 + ((ihl as usize * 4) & 0x3c), FAMILY_V4)
+    } else if proto == ETH_P_IPV6 {
+        // Extension headers are not walked: such a SYN keeps its MSS.
+        if p.read::<u8>(l3 + IPV6_NEXT_HEADER_OFFSET)? != IPPROTO_TCP {
+            return None;
+        }
+        (l3 + IPV6_HLEN, FAMILY_V6)
+    } else {
+        return None;
+    };
+    let [data_off, flags] = p.read::<[u8; 2]>(l4 + TCP_DATA_OFF_OFFSET)?;
+    if flags & TCP_SYN == 0 {
+        return None;
+    }
+    let options_len = (((data_off >> 4) as usize) * 4).saturating_sub(TCP_HLEN);
+    let opts = l4 + TCP_HLEN;
+    let at = mss_value_at(options_len, |i| p.read::<u8>(opts + (i & 0x3f)))?;
+    let off = opts + (at & 0x3f);
+    let old: u16 = p.read(off)?;
+    let new = clamp_mss(u16::from_be(old), mss_limit(bond_mtu, family))?;
+    Some(MssRewrite { off, old, new, check_off: l4 + TCP_CHECK_OFFSET })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::FAMILY_V4;
 
     fn walk(opts: &[u8]) -> Option<usize> {
         mss_value_at(opts.len(), |i| opts.get(i).copied())

@@ -21,6 +21,7 @@ use crate::maps::{
     CONN_BY_DEST_V6, ENCAP_PROGS, FLOWLETS, REPLICA, SENDING, TX_STATE,
 };
 use crate::mss;
+use crate::parse::TcPacket;
 
 #[classifier]
 pub fn bond_egress(ctx: TcContext) -> i32 {
@@ -230,7 +231,7 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // (A copy of a redundant packet was clamped by the run that cloned it.)
     let replica = take_replica();
     if replica.active == 0 && gso_segs_of(ctx) <= 1 {
-        mss::clamp(ctx, ETH_HLEN, h_proto);
+        mss::clamp(&TcPacket(ctx), ETH_HLEN, h_proto);
     }
 
     // 2. Which subflow: a copy of a redundant packet re-entering the bond was

@@ -1,117 +1,84 @@
-//! What both uplink hooks (XDP on Ethernet uplinks, tc on raw-IP ones) do
-//! with a bond packet once they have parsed its outer headers, each in its
-//! own way: is it data or control, which subflow, account it, drop later
-//! copies of a redundant packet.
+//! The receive state both uplink hooks (XDP on Ethernet uplinks, tc on
+//! raw-IP ones) check a bond data packet against: the maps, as the
+//! [`RxState`] that [`mptcp_common::uplink::accept`] reads and updates.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use mptcp_common::auth;
+use aya_ebpf::maps::lpm_trie::Key;
+use mptcp_common::auth::DataKey;
 use mptcp_common::dedup::{dedup_check, dedup_slot, Dedup};
 use mptcp_common::maps::{FlowKey, SubflowKey};
 use mptcp_common::seq::{rx_seq_update, SeqEvent};
-use mptcp_common::wire::{MpHeader, ETH_P_IP, ETH_P_IPV6, FLAG_REPLICATED, KIND_CONTROL, KIND_DATA, VERSION};
+use mptcp_common::uplink::{InnerSource, RxState};
+use mptcp_common::wire::{MpHeader, FAMILY_V6};
 use mptcp_common::DropReason;
-
-use aya_ebpf::maps::lpm_trie::Key;
 
 use crate::maps::{
     settings, CONN_BY_DEST_V4, CONN_BY_DEST_V6, DATA_KEYS, DEDUP, RX_SEQ, SUBFLOW_BY_TUPLE, SUBFLOW_STATS,
 };
 
-/// The inner packet's source address, as the hook read it.
-pub enum InnerSource {
-    V4([u8; 4]),
-    V6([u8; 16]),
-}
+/// The receive side's maps.
+pub struct Maps;
 
-/// What the multipath header says the packet is.
-pub enum Kind {
-    /// An encapsulated inner packet.
-    Data,
-    /// A control message for the controller's socket: passed up untouched.
-    Control,
-}
+impl RxState for Maps {
+    #[inline(always)]
+    fn subflow(&self, key: &FlowKey) -> Option<SubflowKey> {
+        // SAFETY: the value is copied out at once.
+        unsafe { SUBFLOW_BY_TUPLE.get(key) }.copied()
+    }
 
-#[inline(always)]
-pub fn kind(hdr: &MpHeader) -> Result<Kind, DropReason> {
-    if hdr.version != VERSION {
-        return Err(DropReason::BadHeader);
+    #[inline(always)]
+    fn rx_key(&self, token: u32) -> Option<DataKey> {
+        // SAFETY: the value is copied out at once.
+        unsafe { DATA_KEYS.get(token) }.map(|k| k.rx)
     }
-    match hdr.kind {
-        KIND_CONTROL => Ok(Kind::Control),
-        KIND_DATA => Ok(Kind::Data),
-        _ => Err(DropReason::BadHeader),
-    }
-}
 
-/// A data packet from the 4-tuple `key` (remote = its source) with header
-/// `hdr`, whose inner packet comes from `src`, `wire_len` bytes on the wire:
-/// the subflow must be known by its 4-tuple and named by the header, the
-/// header made with the connection's key and never taken before, and on a
-/// concentrator the inner source must be the sending connection's.
-/// Accounts it, and answers whether to deliver it, with the inner packet's
-/// EtherType.
-#[inline(always)]
-pub fn accept(key: FlowKey, hdr: &MpHeader, src: InnerSource, wire_len: u64) -> Result<u16, DropReason> {
-    // SAFETY: the value is copied out at once.
-    let sk: SubflowKey = *unsafe { SUBFLOW_BY_TUPLE.get(key) }.ok_or(DropReason::UnknownSubflow)?;
-    if sk.token != hdr.token() || sk.subflow_id != hdr.subflow_id as u32 {
-        return Err(DropReason::BadToken);
+    #[inline(always)]
+    fn checks_sources(&self) -> bool {
+        settings().checks_sources()
     }
-    // Before anything is counted or remembered: only the peer can make a
-    // header that passes.
-    // SAFETY: the value is read at once.
-    let keys = unsafe { DATA_KEYS.get(sk.token) }.ok_or(DropReason::Forged)?;
-    if !auth::verify(&keys.rx, hdr) {
-        return Err(DropReason::Forged);
-    }
-    // The concentrator routes a connection's prefixes back to its client
-    // only: a source outside them is another client's or nobody's.
-    if settings().checks_sources() {
-        let owner = match &src {
-            InnerSource::V4(a) => CONN_BY_DEST_V4.get(Key::new(32, *a)).copied(),
-            InnerSource::V6(a) => CONN_BY_DEST_V6.get(Key::new(128, *a)).copied(),
-        };
-        if owner != Some(sk.token) {
-            return Err(DropReason::ForeignSource);
+
+    #[inline(always)]
+    fn owner(&self, src: &InnerSource) -> Option<u32> {
+        if src.family == FAMILY_V6 {
+            CONN_BY_DEST_V6.get(Key::new(128, src.addr)).copied()
+        } else {
+            CONN_BY_DEST_V4.get(Key::new(32, src.v4())).copied()
         }
     }
-    let inner_proto = match src {
-        InnerSource::V4(_) => ETH_P_IP,
-        InnerSource::V6(_) => ETH_P_IPV6,
-    };
 
-    // SAFETY: plain helper call.
-    let now_us = (unsafe { bpf_ktime_get_ns() } / 1000) as u32;
-    let event = match RX_SEQ.get_ptr_mut(sk) {
+    #[inline(always)]
+    fn seq_update(&mut self, sk: SubflowKey, seq: u32, segs: u32) -> Option<SeqEvent> {
+        let s = RX_SEQ.get_ptr_mut(sk)?;
         // SAFETY: map value valid for the run. One subflow's packets arrive
         // on one receive queue, so one CPU; were two CPUs to race on it, a
         // gap could be miscounted or a packet taken or refused twice.
-        Some(s) => rx_seq_update(unsafe { &mut *s }, hdr.subflow_seq(), hdr.segs()),
-        None => return Err(DropReason::UnknownSubflow),
-    };
-    if event == SeqEvent::Replayed {
-        return Err(DropReason::Replayed);
+        Some(rx_seq_update(unsafe { &mut *s }, seq, segs))
     }
-    if let Some(s) = SUBFLOW_STATS.get_ptr_mut(sk) {
-        // SAFETY: per-CPU map value, valid for the run, this CPU only.
-        unsafe {
-            (*s).rx_packets += 1;
-            (*s).rx_bytes += wire_len;
-            match event {
-                SeqEvent::Gap(n) => (*s).rx_gaps += n as u64,
-                SeqEvent::Late => (*s).rx_late += 1,
-                _ => {}
+
+    #[inline(always)]
+    fn account(&mut self, sk: SubflowKey, wire_len: u64, event: SeqEvent, hdr: &MpHeader) {
+        // SAFETY: plain helper call.
+        let now_us = (unsafe { bpf_ktime_get_ns() } / 1000) as u32;
+        if let Some(s) = SUBFLOW_STATS.get_ptr_mut(sk) {
+            // SAFETY: per-CPU map value, valid for the run, this CPU only.
+            unsafe {
+                (*s).rx_packets += 1;
+                (*s).rx_bytes += wire_len;
+                match event {
+                    SeqEvent::Gap(n) => (*s).rx_gaps += n as u64,
+                    SeqEvent::Late => (*s).rx_late += 1,
+                    _ => {}
+                }
+                (*s).rx_owd_us = now_us.wrapping_sub(hdr.tstamp_us()) as u64;
+                (*s).rx_owd_at_us = now_us as u64;
             }
-            (*s).rx_owd_us = now_us.wrapping_sub(hdr.tstamp_us()) as u64;
-            (*s).rx_owd_at_us = now_us as u64;
         }
     }
 
-    // Copies of a redundant packet: only the first of its DSN goes up.
-    if hdr.flags & FLAG_REPLICATED != 0 {
-        first_copy(sk.token, hdr.dsn(), hdr.subflow_id)?;
+    #[inline(always)]
+    fn first_copy(&mut self, token: u32, dsn: u32, subflow: u8) -> Result<(), DropReason> {
+        first_copy(token, dsn, subflow)
     }
-    Ok(inner_proto)
 }
 
 /// Atomically replace `*p` with `new` if it still holds `old`; returns the
