@@ -27,7 +27,7 @@ use crate::DropReason;
 /// The inner packet's source address: IPv4 in the first 4 bytes of
 /// `addr`, the rest zero. (Not an enum, for the same reason as
 /// [`parse_v4`]'s out-parameter.)
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct InnerSource {
     pub family: u8,
     pub addr: [u8; 16],

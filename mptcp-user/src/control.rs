@@ -868,8 +868,14 @@ mod tests {
             matches!(m.body, Body::Reject { reason: RejectReason::AuthFailed, .. })
         }
 
+        /// Cases per target: `MPTCP_FUZZ_CASES` (`cargo xtask fuzz` sets it),
+        /// else a bounded run for the test suite.
+        fn cases() -> u32 {
+            std::env::var("MPTCP_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+        }
+
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #![proptest_config(ProptestConfig::with_cases(cases()))]
 
             #[test]
             fn any_message_round_trips(m in message(), stamp in any::<u64>()) {
@@ -884,6 +890,7 @@ mod tests {
                 }
                 let _ = unverified_hello_nonce(&b);
                 let _ = unverified_ids(&b);
+                let _ = unverified_key_id(&b);
             }
 
             #[test]

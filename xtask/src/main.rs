@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | test | demo | bench` — the project's one entry point.
+//! `cargo xtask setup | build | test | fuzz | demo | bench` — the project's one entry point.
 //! `setup` installs what a fresh machine lacks; the others run it first.
 
 mod demo;
@@ -30,6 +30,22 @@ enum Cmd {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// The full fuzz run (the test suite runs a bounded one): generated and
+    /// mutated packets through the kernel programs on BPF_PROG_TEST_RUN, each
+    /// verdict compared with the host reference; the control-message
+    /// decoders' property targets with many more cases. Needs root.
+    Fuzz {
+        /// Packets through the XDP program.
+        #[arg(long, default_value_t = 2_000_000)]
+        packets: u64,
+        /// Cases per control-message property target.
+        #[arg(long, default_value_t = 100_000)]
+        cases: u32,
+        /// The packet generator's seed (the run prints it; the same seed
+        /// makes the same packets).
+        #[arg(long, default_value_t = 0x6d70_7463)]
+        seed: u64,
     },
     /// Bring up a testbed in network namespaces and push traffic through the bond.
     Demo {
@@ -108,6 +124,20 @@ fn main() -> Result<()> {
             // run names every failing test.
             let mut c = cargo();
             c.args(["test", "--workspace", "--no-fail-fast", "--", "--test-threads=2"]).args(&args);
+            run(&mut c)
+        }
+        Cmd::Fuzz { packets, cases, seed } => {
+            require_root("fuzz")?;
+            setup::ensure()?;
+            println!("fuzz: {packets} packets through the kernel programs (seed {seed:#x})");
+            let mut c = cargo();
+            c.args(["test", "--release", "-p", "mptcp-user", "--test", "packet_fuzz", "--", "--nocapture"]);
+            c.env("MPTCP_FUZZ_PACKETS", packets.to_string()).env("MPTCP_FUZZ_SEED", seed.to_string());
+            run(&mut c)?;
+            println!("fuzz: {cases} cases per control-message decoder target");
+            let mut c = cargo();
+            c.args(["test", "--release", "-p", "mptcp-user", "--lib", "control::tests::fuzz"]);
+            c.env("MPTCP_FUZZ_CASES", cases.to_string());
             run(&mut c)
         }
         Cmd::Bench { scenario, json, runs, sim, args } if sim => {

@@ -4,6 +4,8 @@
 //! Shared by the fixture tests, the differential test and the benchmark's
 //! per-packet cost measurement. Needs root.
 
+pub mod fuzz;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};

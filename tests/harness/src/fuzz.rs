@@ -1,0 +1,574 @@
+//! The packet fuzzer: generated and mutated packets through the real XDP
+//! program on BPF_PROG_TEST_RUN, each verdict, output packet and drop
+//! counter compared with a host reference built from the same
+//! `mptcp-common` functions ([`uplink::parse`], [`uplink::accept`],
+//! [`mss_rewrite`]) over a model of the maps ([`ModelRx`]).
+//!
+//! What the comparison finds is where the kernel's run of that code parts
+//! from the host's: a read the verifier's shape got wrong, a map the
+//! program uses differently from the model, a helper that does more than
+//! the code says. On top, two properties hold whatever the code says: only
+//! headers the peer sealed are ever delivered, and a subflow sequence
+//! number at most as often as the peer's headers with it say (GSO segments
+//! share one header; a captured one replayed is refused).
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, Result};
+use mptcp_common::auth::{self, DataKey};
+use mptcp_common::checksum::replace16;
+use mptcp_common::dedup::{dedup_check, dedup_slot, Dedup, DEDUP_SLOTS};
+use mptcp_common::headers::{EthHdr, TCP_SYN};
+use mptcp_common::maps::{FlowKey, RxSeq, Settings, SubflowKey, SubflowStats};
+use mptcp_common::mtu::mss_rewrite;
+use mptcp_common::packet::PacketBytes;
+use mptcp_common::seq::{rx_seq_update, SeqEvent};
+use mptcp_common::uplink::{self, InnerSource, RxState};
+use mptcp_common::wire::{
+    MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, FLAG_REPLICATED, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN,
+    UDP_HLEN,
+};
+use mptcp_common::{template, DropReason};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::*;
+
+/// The bond MTU the fuzzed programs clamp SYNs to.
+const BOND_MTU: u32 = 1452;
+/// The largest packet generated (XDP's test run takes up to a page less
+/// headroom).
+const MAX_LEN: usize = 1600;
+
+/// The receive state as the fixture installs it ([`Fixture::rx_subflow`]),
+/// and as [`uplink::accept`] changes it.
+#[derive(Default)]
+pub struct ModelRx {
+    client: bool,
+    tuples: HashMap<FlowKey, SubflowKey>,
+    keys: HashMap<u32, DataKey>,
+    /// Exact inner sources (the fixture's /32 and /128) and their token.
+    owners: HashMap<InnerSource, u32>,
+    seq: HashMap<SubflowKey, RxSeq>,
+    dedup: HashMap<u32, Vec<u64>>,
+    pub stats: HashMap<SubflowKey, SubflowStats>,
+}
+
+impl RxState for ModelRx {
+    fn subflow(&self, key: &FlowKey) -> Option<SubflowKey> {
+        self.tuples.get(key).copied()
+    }
+    fn rx_key(&self, token: u32) -> Option<DataKey> {
+        self.keys.get(&token).copied()
+    }
+    fn checks_sources(&self) -> bool {
+        !self.client
+    }
+    fn owner(&self, src: &InnerSource) -> Option<u32> {
+        self.owners.get(src).copied()
+    }
+    fn seq_update(&mut self, sk: SubflowKey, seq: u32, segs: u32) -> Option<SeqEvent> {
+        self.seq.get_mut(&sk).map(|s| rx_seq_update(s, seq, segs))
+    }
+    fn account(&mut self, sk: SubflowKey, wire_len: u64, event: SeqEvent, _hdr: &MpHeader) {
+        let s = self.stats.entry(sk).or_default();
+        s.rx_packets += 1;
+        s.rx_bytes += wire_len;
+        match event {
+            SeqEvent::Gap(n) => s.rx_gaps += n as u64,
+            SeqEvent::Late => s.rx_late += 1,
+            _ => {}
+        }
+    }
+    fn first_copy(&mut self, token: u32, dsn: u32, subflow: u8) -> Result<(), DropReason> {
+        let Some(w) = self.dedup.get_mut(&token) else { return Ok(()) };
+        let slot = &mut w[dedup_slot(dsn)];
+        match dedup_check(*slot, dsn, subflow) {
+            Dedup::Again => Ok(()),
+            Dedup::Duplicate => Err(DropReason::Duplicate),
+            Dedup::Stale => Err(DropReason::StaleCopy),
+            Dedup::Claim(new) => {
+                *slot = new;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What the XDP program should make of a packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// XDP_PASS with this packet (the input, or the inner packet behind an
+    /// Ethernet header).
+    Pass(Vec<u8>),
+    /// XDP_DROP, counted under this reason.
+    Drop(DropReason),
+}
+
+/// The host reference of `uplink_ingress`: the same parse, acceptance and
+/// clamp, then the decapsulation XDP does.
+pub fn reference_ingress(p: &[u8], settings: &Settings, rx: &mut ModelRx) -> Verdict {
+    let Some(eth) = p.read::<EthHdr>(0) else { return Verdict::Pass(p.to_vec()) };
+    let family = match eth.proto() {
+        ETH_P_IP => FAMILY_V4,
+        ETH_P_IPV6 => FAMILY_V6,
+        _ => return Verdict::Pass(p.to_vec()),
+    };
+    let d = match uplink::parse::<_, ETH_HLEN>(p, family, settings) {
+        Ok(Some(d)) => d,
+        Ok(None) => return Verdict::Pass(p.to_vec()),
+        Err(r) => return Verdict::Drop(r),
+    };
+    let proto = match uplink::accept(rx, &d, p.len() as u64) {
+        Ok(proto) => proto,
+        Err(r) => return Verdict::Drop(r),
+    };
+    let mut out = bytemuck::bytes_of(&EthHdr::new(eth.dst, eth.src, proto)).to_vec();
+    out.extend_from_slice(&p[ETH_HLEN + d.outer_len..]);
+    if let Some(r) = mss_rewrite(&out[..], ETH_HLEN, proto, settings.bond_mtu) {
+        let check = u16::from_be_bytes([out[r.check_off], out[r.check_off + 1]]);
+        let sum = replace16(check, u16::from_be(r.old), r.new);
+        out[r.check_off..r.check_off + 2].copy_from_slice(&sum.to_be_bytes());
+        out[r.off..r.off + 2].copy_from_slice(&r.new.to_be_bytes());
+    }
+    Verdict::Pass(out)
+}
+
+/// Where a generated packet's multipath header sits, if it has one where
+/// its outer family puts it.
+fn header_at(p: &[u8]) -> Option<usize> {
+    let l3 = match p.read::<EthHdr>(0)?.proto() {
+        ETH_P_IP => IPV4_HLEN,
+        ETH_P_IPV6 => IPV6_HLEN,
+        _ => return None,
+    };
+    let at = ETH_HLEN + l3 + UDP_HLEN;
+    (p.len() >= at + MP_HDR_LEN).then_some(at)
+}
+
+/// The packet generator: valid data packets as the peer sends them, and
+/// every kind of damage done to them.
+pub struct Generator {
+    rng: StdRng,
+    /// The next subflow sequence number and DSN the peer uses.
+    seq: [u32; 2],
+    dsn: u32,
+    /// Packets sent before, to replay.
+    sent: Vec<Vec<u8>>,
+    /// Sequence numbers a gap skipped, per subflow, to send late.
+    skipped: Vec<(u8, u32)>,
+    /// The other copy of a redundant packet, sent next.
+    copies: Vec<Vec<u8>>,
+    /// Every header the peer sealed (what may be delivered).
+    pub sealed: HashSet<[u8; MP_HDR_LEN]>,
+    /// Per (subflow, sequence number), the most packets a sealed header
+    /// with it said share it.
+    pub allowed: HashMap<(u8, u32), u32>,
+}
+
+/// How a packet was made, for the report.
+pub const KINDS: [&str; 12] = [
+    "valid",
+    "byte flips",
+    "byte flips, resealed",
+    "truncated",
+    "extended",
+    "other EtherType or VLAN",
+    "IPv4 options or fragment",
+    "IPv6 extension header",
+    "header fields, resealed",
+    "random bytes",
+    "replayed",
+    "other ports",
+];
+
+impl Generator {
+    pub fn new(seed: u64) -> Self {
+        Generator {
+            rng: StdRng::seed_from_u64(seed),
+            seq: [0; 2],
+            dsn: 0,
+            sent: vec![],
+            skipped: vec![],
+            copies: vec![],
+            sealed: HashSet::new(),
+            allowed: HashMap::new(),
+        }
+    }
+
+    /// A data packet as the peer sends it on subflow 0 (IPv4 outer) or 1
+    /// (IPv6 outer), sealed, with the next numbers; now and then one copy
+    /// of a redundant packet on each subflow (the second comes next).
+    pub fn valid(&mut self) -> Vec<u8> {
+        if let Some(p) = self.copies.pop() {
+            return p;
+        }
+        let mss = self.rng.gen_range(500..9000);
+        let inner = match self.rng.gen_range(0..7) {
+            0 => inner_v4([10, 200, 0, 2]),
+            1 => inner_v6(),
+            2 => tcp_v4([10, 200, 0, 2], TCP_SYN, &mss_first(mss)),
+            3 => tcp_v6(TCP_SYN, &mss_last(mss)),
+            4 => udp_v4([10, 200, 0, 2], 4000, 5201),
+            5 => tcp_v4([10, 200, 0, 2], 0x10, &[]),
+            _ => {
+                // An inner packet of random bytes from an own or a foreign source.
+                let n = self.rng.gen_range(1..600);
+                let mut b: Vec<u8> = (0..n).map(|_| self.rng.gen()).collect();
+                b[0] = if self.rng.gen() { 0x45 } else { 0x60 };
+                if self.rng.gen_bool(0.7) && b.len() >= 24 {
+                    if b[0] == 0x45 {
+                        b[12..16].copy_from_slice(&SRC4);
+                    } else if b.len() >= 40 {
+                        b[8..24].copy_from_slice(&SRC6);
+                    }
+                }
+                b
+            }
+        };
+        let segs = if self.rng.gen_bool(0.1) { self.rng.gen_range(2..5u16) } else { 1 };
+        let dsn = self.dsn;
+        self.dsn = self.dsn.wrapping_add(segs as u32);
+        if self.rng.gen_bool(0.15) {
+            let first = self.rng.gen_range(0..2u8);
+            let copy = self.on_subflow(1 - first, dsn, segs, FLAG_REPLICATED, &inner);
+            self.copies.push(copy);
+            return self.on_subflow(first, dsn, segs, FLAG_REPLICATED, &inner);
+        }
+        let id = self.rng.gen_range(0..2u8);
+        self.on_subflow(id, dsn, segs, 0, &inner)
+    }
+
+    /// The packet carrying `inner` on subflow `id`: the subflow's next
+    /// sequence number, or now and then a gap (numbers skipped, as when
+    /// packets are lost or overtaken), or a number skipped earlier (late).
+    fn on_subflow(&mut self, id: u8, dsn: u32, segs: u16, flags: u8, inner: &[u8]) -> Vec<u8> {
+        let t = if id == 0 { template::ipv4(CL4, CO4, PORT, PORT, 0) } else { template::ipv6(CL6, CO6, PORT, PORT, 0) };
+        let next = &mut self.seq[id as usize];
+        let seq = match self.rng.gen_range(0..20) {
+            0 => {
+                let gap = self.rng.gen_range(1..8);
+                self.skipped.extend((0..gap).map(|k| (id, next.wrapping_add(k))));
+                *next = next.wrapping_add(gap);
+                let seq = *next;
+                *next = next.wrapping_add(segs as u32);
+                seq
+            }
+            1 if self.skipped.iter().any(|s| s.0 == id) => {
+                let i = self.skipped.iter().rposition(|s| s.0 == id).expect("checked");
+                self.skipped.swap_remove(i).1
+            }
+            _ => {
+                let seq = *next;
+                *next = next.wrapping_add(segs as u32);
+                seq
+            }
+        };
+        let hdr = MpHeader::data(TOKEN, id, dsn, seq, self.rng.gen()).with_flags(flags).with_segs(segs);
+        let p = encapsulated(&t, hdr, inner);
+        self.note_sealed(&p);
+        p
+    }
+
+    fn note_sealed(&mut self, p: &[u8]) {
+        let Some(at) = header_at(p) else { return };
+        let Some(h) = p.read::<MpHeader>(at) else { return };
+        self.sealed.insert(p[at..at + MP_HDR_LEN].try_into().expect("header length"));
+        let n = self.allowed.entry((h.subflow_id, h.subflow_seq())).or_default();
+        *n = (*n).max(h.segs().max(1));
+    }
+
+    /// Seal the header of `p` again, as the peer would have made it.
+    fn reseal(&mut self, p: &mut [u8]) {
+        let Some(at) = header_at(p) else { return };
+        // The subflow sequence number keeps its subflow's two high bytes: a
+        // number that jumps by 2^31 or more would turn every number taken
+        // before into a new one (the horizon of a 32-bit window, see the
+        // README's Security section), which a peer's numbers never do.
+        let id = p[at + 2] as usize;
+        if let Some(next) = self.seq.get(id) {
+            let seq = u32::from_be_bytes(p[at + 12..at + 16].try_into().expect("4 bytes"));
+            p[at + 12..at + 16].copy_from_slice(&((next & 0xffff_0000) | (seq & 0xffff)).to_be_bytes());
+        }
+        let Some(h) = p.read::<MpHeader>(at) else { return };
+        let h = auth::seal(&KEYS.rx, h);
+        p[at..at + MP_HDR_LEN].copy_from_slice(bytemuck::bytes_of(&h));
+        self.note_sealed(p);
+        // A peer that numbered this far ahead goes on from there (else every
+        // later packet would be older than the receiver's window).
+        if let Some(next) = self.seq.get_mut(h.subflow_id as usize) {
+            if h.subflow_seq().wrapping_sub(*next) < 1 << 31 {
+                *next = h.subflow_seq().wrapping_add(h.segs().max(1));
+            }
+        }
+    }
+
+    /// One packet, and which of [`KINDS`] made it.
+    pub fn packet(&mut self) -> (Vec<u8>, usize) {
+        let kind = match self.rng.gen_range(0..100) {
+            0..=19 => 0,
+            20..=34 => 1,
+            35..=44 => 2,
+            45..=54 => 3,
+            55..=59 => 4,
+            60..=63 => 5,
+            64..=69 => 6,
+            70..=74 => 7,
+            75..=84 => 8,
+            85..=89 => 9,
+            90..=94 => 10,
+            _ => 11,
+        };
+        let mut p = if kind == 10 && !self.sent.is_empty() {
+            self.sent[self.rng.gen_range(0..self.sent.len())].clone()
+        } else {
+            self.valid()
+        };
+        match kind {
+            1 | 2 => {
+                for _ in 0..self.rng.gen_range(1..5) {
+                    let i = self.rng.gen_range(0..p.len());
+                    p[i] ^= self.rng.gen_range(1..=255u8);
+                }
+                if kind == 2 {
+                    self.reseal(&mut p);
+                }
+            }
+            3 => p.truncate(self.rng.gen_range(ETH_HLEN..p.len())),
+            4 => p.extend((0..self.rng.gen_range(1..200)).map(|_| self.rng.gen::<u8>())),
+            5 => {
+                let proto: u16 = match self.rng.gen_range(0..4) {
+                    0 => 0x8100,
+                    1 => 0x88a8,
+                    2 => 0x0806,
+                    _ => self.rng.gen(),
+                };
+                if self.rng.gen() {
+                    p[12..14].copy_from_slice(&proto.to_be_bytes());
+                } else {
+                    // A VLAN tag in front of the real EtherType.
+                    p.splice(12..12, [0x81, 0x00, 0x00, self.rng.gen()]);
+                }
+            }
+            6 if p[12..14] == ETH_P_IP.to_be_bytes() => {
+                if self.rng.gen() {
+                    // Options: a longer header, its words inserted.
+                    let words = self.rng.gen_range(1..=10usize);
+                    p[ETH_HLEN] = 0x40 | (5 + words as u8);
+                    let opts: Vec<u8> = (0..words * 4).map(|_| self.rng.gen()).collect();
+                    p.splice(ETH_HLEN + IPV4_HLEN..ETH_HLEN + IPV4_HLEN, opts);
+                } else {
+                    // A fragment: more fragments, or an offset.
+                    let frag: u16 = if self.rng.gen() { 0x2000 } else { self.rng.gen_range(1..0x2000) };
+                    p[ETH_HLEN + 6..ETH_HLEN + 8].copy_from_slice(&frag.to_be_bytes());
+                }
+            }
+            7 if p[12..14] == ETH_P_IPV6.to_be_bytes() => {
+                // An extension header (hop-by-hop, routing, fragment,
+                // destination options) in front of UDP.
+                let next = [0u8, 43, 44, 60][self.rng.gen_range(0..4)];
+                p[ETH_HLEN + 6] = next;
+                let mut ext = vec![17u8, 0, 0, 0, 0, 0, 0, 0];
+                ext[2..].iter_mut().for_each(|b| *b = self.rng.gen());
+                p.splice(ETH_HLEN + IPV6_HLEN..ETH_HLEN + IPV6_HLEN, ext);
+            }
+            8 => {
+                // Any header field, as the peer might seal it (or nobody).
+                if let Some(at) = header_at(&p) {
+                    p[at + self.rng.gen_range(0..24)] = self.rng.gen();
+                    if self.rng.gen_bool(0.8) {
+                        self.reseal(&mut p);
+                    }
+                }
+            }
+            9 => {
+                let n = self.rng.gen_range(ETH_HLEN..MAX_LEN);
+                let keep = self.rng.gen_range(0..=ETH_HLEN + IPV6_HLEN + UDP_HLEN).min(p.len());
+                let tail: Vec<u8> = (0..n).map(|_| self.rng.gen()).collect();
+                p.truncate(keep);
+                p.extend(tail);
+            }
+            11 => {
+                let at = match p[12..14] == ETH_P_IP.to_be_bytes() {
+                    true => ETH_HLEN + IPV4_HLEN,
+                    false => ETH_HLEN + IPV6_HLEN,
+                };
+                let i = at + self.rng.gen_range(0..4);
+                p[i] = self.rng.gen();
+            }
+            _ => {}
+        }
+        p.truncate(MAX_LEN);
+        if kind == 0 && self.sent.len() < 4096 {
+            self.sent.push(p.clone());
+        }
+        (p, kind)
+    }
+
+    /// Every prefix of a few valid packets of each shape, from the
+    /// Ethernet header on: truncation at every offset.
+    pub fn every_prefix(&mut self) -> Vec<Vec<u8>> {
+        let mut out = vec![];
+        for _ in 0..8 {
+            let p = self.valid();
+            out.extend((ETH_HLEN..=p.len()).map(|n| p[..n].to_vec()));
+        }
+        out
+    }
+}
+
+/// The fuzz run's figures.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub packets: u64,
+    /// Of them, prefixes of valid packets.
+    pub prefixes: u64,
+    pub by_kind: [u64; KINDS.len()],
+    pub passed_untouched: u64,
+    pub delivered: u64,
+    pub drops: HashMap<&'static str, u64>,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} packets through uplink_ingress in {:.1} s, every verdict as the host reference's",
+            self.packets, self.seconds
+        )?;
+        writeln!(
+            f,
+            "  made as: every prefix of 8 valid packets {}, {}",
+            self.prefixes,
+            KINDS.iter().zip(self.by_kind).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+        )?;
+        let mut drops: Vec<_> = self.drops.iter().collect();
+        drops.sort();
+        let drops = drops.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+        write!(
+            f,
+            "  verdicts: passed untouched {}, delivered {}, dropped: {drops}",
+            self.passed_untouched, self.delivered
+        )
+    }
+}
+
+/// Run `packets` generated packets (plus every prefix of a few valid ones)
+/// through the XDP program of a concentrator's fixture, comparing each with
+/// the reference; the second half as a client's.
+pub fn fuzz_ingress(packets: u64, seed: u64) -> Result<Report> {
+    let start = std::time::Instant::now();
+    let mut f = Fixture::new()?;
+    let mut rx = ModelRx::default();
+    let k6 = FlowKey { remote: CL6, local: CO6, remote_port: PORT, local_port: PORT, family: FAMILY_V6, _pad: [0; 3] };
+    for (id, key) in [(0, v4_key(PORT)), (1, k6)] {
+        f.rx_subflow(key, id)?;
+        let sk = SubflowKey { token: TOKEN, subflow_id: id };
+        rx.tuples.insert(key, sk);
+        rx.seq.insert(sk, RxSeq::default());
+    }
+    rx.keys.insert(TOKEN, KEYS.rx);
+    rx.owners.insert(InnerSource { family: FAMILY_V4, addr: own(&SRC4) }, TOKEN);
+    rx.owners.insert(InnerSource { family: FAMILY_V6, addr: SRC6 }, TOKEN);
+    rx.dedup.insert(TOKEN, vec![0; DEDUP_SLOTS]);
+    f.set_bond_mtu(BOND_MTU)?;
+    let mut settings = Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: BOND_MTU, client: 0, _pad: 0 };
+
+    let mut g = Generator::new(seed);
+    let mut report = Report::default();
+    let prefixes = g.every_prefix();
+    let mut counted = [0u64; DropReason::COUNT as usize];
+    let mut delivered: HashMap<(u8, u32), u32> = HashMap::new();
+    let mut history: HashMap<(u8, u32), Vec<String>> = HashMap::new();
+    let mut run = |f: &mut Fixture, p: Vec<u8>, settings: &Settings, rx: &mut ModelRx, g: &Generator| -> Result<()> {
+        let want = reference_ingress(&p, settings, rx);
+        let before = match &want {
+            Verdict::Drop(r) => f.drops(*r)?,
+            Verdict::Pass(_) => 0,
+        };
+        let (verdict, out) = f.run_xdp(&p)?;
+        let got = match verdict {
+            XDP_PASS => Verdict::Pass(out),
+            XDP_DROP => match &want {
+                Verdict::Drop(r) if f.drops(*r)? == before + 1 => Verdict::Drop(*r),
+                _ => bail!("dropped, but not counted as {want:?}"),
+            },
+            v => bail!("verdict {v}"),
+        };
+        if got != want {
+            bail!("the kernel made {got:?} of {p:02x?}; the reference {want:?}");
+        }
+        match want {
+            Verdict::Pass(out) if out != p => {
+                // Delivered: the peer sealed this header.
+                let at = header_at(&p).expect("a delivered packet has a header");
+                let h: [u8; MP_HDR_LEN] = p[at..at + MP_HDR_LEN].try_into()?;
+                if !g.sealed.contains(&h) {
+                    bail!("delivered a header the peer never sealed: {p:02x?}");
+                }
+                let hdr: MpHeader = bytemuck::pod_read_unaligned(&h);
+                let id = (hdr.subflow_id, hdr.subflow_seq());
+                let n = delivered.entry(id).or_default();
+                *n += 1;
+                history.entry(id).or_default().push(format!("{hdr:?}"));
+                if *n > g.allowed[&id] {
+                    bail!(
+                        "delivered {n} packets numbered {id:?}, sealed for {}: {p:02x?} {:#?}",
+                        g.allowed[&id],
+                        history[&id]
+                    );
+                }
+                report.delivered += 1;
+            }
+            Verdict::Pass(_) => report.passed_untouched += 1,
+            Verdict::Drop(r) => {
+                counted[r as usize] += 1;
+                *report.drops.entry(r.name()).or_default() += 1;
+            }
+        }
+        report.packets += 1;
+        Ok(())
+    };
+    let n_prefixes = prefixes.len() as u64;
+    for p in prefixes {
+        run(&mut f, p, &settings, &mut rx, &g)?;
+    }
+    for i in 0..packets {
+        if i == packets / 2 {
+            // The second half as a client's data path: bond packets come
+            // from the port, inner sources unchecked.
+            f.set_client(true)?;
+            settings.client = 1;
+            rx.client = true;
+        }
+        let (p, kind) = g.packet();
+        report.by_kind[kind] += 1;
+        run(&mut f, p, &settings, &mut rx, &g)?;
+    }
+    // Nothing dropped without a reason, nothing counted twice, and each
+    // subflow accounted as the reference accounted it.
+    for r in DropReason::ALL {
+        if f.drops(r)? != counted[r as usize] {
+            bail!("{} counted {} times, the reference {}", r.name(), f.drops(r)?, counted[r as usize]);
+        }
+    }
+    for id in 0..2 {
+        let (got, want) = (f.stats(id)?, rx.stats.get(&SubflowKey { token: TOKEN, subflow_id: id }).copied());
+        let want = want.unwrap_or_default();
+        let fields = |s: &SubflowStats| (s.rx_packets, s.rx_bytes, s.rx_gaps, s.rx_late);
+        if fields(&got) != fields(&want) {
+            bail!("subflow {id} accounted {:?}, the reference {:?}", fields(&got), fields(&want));
+        }
+    }
+    report.prefixes = n_prefixes;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// An IPv4 address in a 16-byte field, the rest zero.
+fn own(a: &[u8; 4]) -> [u8; 16] {
+    let mut b = [0; 16];
+    b[..4].copy_from_slice(a);
+    b
+}
