@@ -17,6 +17,7 @@ pub mod clock;
 pub mod dedup;
 pub mod drop;
 pub mod headers;
+pub mod inner;
 pub mod maps;
 pub mod mtu;
 pub mod packet;

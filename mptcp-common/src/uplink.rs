@@ -15,41 +15,15 @@
 
 use crate::auth::{self, DataKey};
 use crate::headers::{Ipv4Hdr, Ipv6Hdr, Ports, IPV4_PLAIN, IPV4_SRC_OFFSET, IPV6_SRC_OFFSET};
+use crate::inner::InnerAddr;
 use crate::maps::{FlowKey, Settings, SubflowKey};
 use crate::packet::PacketBytes;
 use crate::seq::SeqEvent;
 use crate::wire::{
-    MpHeader, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, FLAG_REPLICATED, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN,
-    KIND_CONTROL, KIND_DATA, MP_HDR_LEN, UDP_HLEN, VERSION,
+    MpHeader, FAMILY_V4, FAMILY_V6, FLAG_REPLICATED, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN, KIND_CONTROL, KIND_DATA,
+    MP_HDR_LEN, UDP_HLEN, VERSION,
 };
 use crate::DropReason;
-
-/// The inner packet's source address: IPv4 in the first 4 bytes of
-/// `addr`, the rest zero. (Not an enum, for the same reason as
-/// [`parse_v4`]'s out-parameter.)
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct InnerSource {
-    pub family: u8,
-    pub addr: [u8; 16],
-}
-
-impl InnerSource {
-    /// The inner packet's EtherType.
-    #[inline(always)]
-    pub const fn proto(&self) -> u16 {
-        if self.family == FAMILY_V6 {
-            ETH_P_IPV6
-        } else {
-            ETH_P_IP
-        }
-    }
-
-    /// The IPv4 address (of an IPv4 source).
-    #[inline(always)]
-    pub fn v4(&self) -> [u8; 4] {
-        [self.addr[0], self.addr[1], self.addr[2], self.addr[3]]
-    }
-}
 
 /// A bond data packet, as [`parse`] found it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,7 +31,7 @@ pub struct Datagram {
     /// The outer 4-tuple as the receiver sees it (remote = its source).
     pub key: FlowKey,
     pub hdr: MpHeader,
-    pub src: InnerSource,
+    pub src: InnerAddr,
     /// Bytes of outer IP, UDP and multipath header in front of the inner
     /// packet (after the link header).
     pub outer_len: usize,
@@ -150,13 +124,10 @@ fn after_ip<P: PacketBytes + ?Sized, const L2: usize, const L3: usize>(
     let first = p.read::<u8>(inner).ok_or(DropReason::DecapFailed)?;
     match first >> 4 {
         4 => {
-            let a: [u8; 4] = p.read(inner + IPV4_SRC_OFFSET).ok_or(DropReason::DecapFailed)?;
-            d.src.family = FAMILY_V4;
-            d.src.addr[..4].copy_from_slice(&a);
+            d.src = InnerAddr::v4(p.read(inner + IPV4_SRC_OFFSET).ok_or(DropReason::DecapFailed)?);
         }
         6 => {
-            d.src.family = FAMILY_V6;
-            d.src.addr = p.read(inner + IPV6_SRC_OFFSET).ok_or(DropReason::DecapFailed)?;
+            d.src = InnerAddr::v6(p.read(inner + IPV6_SRC_OFFSET).ok_or(DropReason::DecapFailed)?);
         }
         _ => return Err(DropReason::DecapFailed),
     }
@@ -174,7 +145,7 @@ pub trait RxState {
     /// Whether inner sources must lie in the sending connection's prefixes.
     fn checks_sources(&self) -> bool;
     /// The connection whose prefixes hold `src`.
-    fn owner(&self, src: &InnerSource) -> Option<u32>;
+    fn owner(&self, src: &InnerAddr) -> Option<u32>;
     /// [`crate::seq::rx_seq_update`] on the subflow's window, if it has one.
     fn seq_update(&mut self, sk: SubflowKey, seq: u32, segs: u32) -> Option<SeqEvent>;
     /// Count a taken packet of `wire_len` bytes.

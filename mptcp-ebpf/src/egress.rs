@@ -9,11 +9,11 @@ use aya_ebpf::macros::classifier;
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use mptcp_common::classify::{classify, PacketMeta, DEFAULT_CLASS};
-use mptcp_common::headers::{Ipv4Hdr, Ipv6Hdr, Ports, ETH_PROTO_OFFSET, IPV4_DST_OFFSET, IPV6_DST_OFFSET};
+use mptcp_common::inner::{connection, packet_meta};
 use mptcp_common::maps::{Bucket, Connection, FlowletKey, PathState, TxState, MAX_SUBFLOWS};
 use mptcp_common::policy::{bucket_credit, bucket_spend, commit, decide, FlowletEntry, Paths};
 use mptcp_common::template::{V4_OUTER, V6_OUTER};
-use mptcp_common::wire::{wire_len, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FLAG_REPLICATED, IPV6_HLEN};
+use mptcp_common::wire::{wire_len, ETH_HLEN, FAMILY_V6, FLAG_REPLICATED};
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
 use crate::maps::{
@@ -87,20 +87,6 @@ fn fetch_add(p: &mut u64, v: u64) -> u64 {
     val
 }
 
-/// The inner packet's protocol, DSCP, addresses and ports.
-#[inline(always)]
-fn packet_meta(ctx: &TcContext, h_proto: u16) -> Result<PacketMeta, DropReason> {
-    if h_proto == ETH_P_IP {
-        let h: Ipv4Hdr = ctx.load(ETH_HLEN).map_err(|_| DropReason::NotIp)?;
-        let l4: Ports = ctx.load(ETH_HLEN + h.header_len()).unwrap_or_default();
-        Ok(PacketMeta::from_ipv4(&h, &l4))
-    } else {
-        let h: Ipv6Hdr = ctx.load(ETH_HLEN).map_err(|_| DropReason::NotIp)?;
-        let l4: Ports = ctx.load(ETH_HLEN + IPV6_HLEN).unwrap_or_default();
-        Ok(PacketMeta::from_ipv6(&h, &l4))
-    }
-}
-
 /// The class's policy for a packet of `wire_bytes` ([`wire_len`]): (subflow,
 /// mask of subflows for copies).
 #[inline(always)]
@@ -119,7 +105,7 @@ fn schedule(
     let mut parsed = false;
     let mut class = DEFAULT_CLASS;
     if n_rules > 0 {
-        meta = packet_meta(ctx, h_proto)?;
+        meta = packet_meta(&TcPacket(ctx), h_proto)?;
         parsed = true;
         class = classify(|i| CLASS_RULES.get(i), n_rules, &meta);
     }
@@ -132,7 +118,7 @@ fn schedule(
     let mut flow = FlowletEntry::default();
     if flowlet {
         if !parsed {
-            meta = packet_meta(ctx, h_proto)?;
+            meta = packet_meta(&TcPacket(ctx), h_proto)?;
         }
         flow_key.flow_hash = meta.flow_hash();
         // SAFETY: the value is copied out at once.
@@ -202,19 +188,11 @@ pub fn gso_segs_of(ctx: &TcContext) -> u32 {
 #[inline(always)]
 fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     // 1. Which connection: longest prefix match on the inner destination.
-    let h_proto = u16::from_be(ctx.load::<u16>(ETH_PROTO_OFFSET).map_err(|_| DropReason::NotIp)?);
-    let token = match h_proto {
-        ETH_P_IP => {
-            let dst: [u8; 4] = ctx.load(ETH_HLEN + IPV4_DST_OFFSET).map_err(|_| DropReason::NotIp)?;
-            CONN_BY_DEST_V4.get(Key::new(32, dst)).copied()
-        }
-        ETH_P_IPV6 => {
-            let dst: [u8; 16] = ctx.load(ETH_HLEN + IPV6_DST_OFFSET).map_err(|_| DropReason::NotIp)?;
-            CONN_BY_DEST_V6.get(Key::new(128, dst)).copied()
-        }
-        _ => return Err(DropReason::NotIp),
-    }
-    .ok_or(DropReason::NoConnection)?;
+    let (h_proto, token) = connection(
+        &TcPacket(ctx),
+        |a| CONN_BY_DEST_V4.get(Key::new(32, a)).copied(),
+        |a| CONN_BY_DEST_V6.get(Key::new(128, a)).copied(),
+    )?;
     let conn_ptr = CONNECTIONS.get_ptr(token).ok_or(DropReason::NoConnection)?;
     let tx_ptr = TX_STATE.get_ptr_mut(token).ok_or(DropReason::NoConnection)?;
     // SAFETY: map values stay valid for the whole program run.

@@ -6,9 +6,10 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::maps::lpm_trie::Key;
 use mptcp_common::auth::DataKey;
 use mptcp_common::dedup::{dedup_check, dedup_slot, Dedup};
+use mptcp_common::inner::InnerAddr;
 use mptcp_common::maps::{FlowKey, SubflowKey};
 use mptcp_common::seq::{rx_seq_update, SeqEvent};
-use mptcp_common::uplink::{InnerSource, RxState};
+use mptcp_common::uplink::RxState;
 use mptcp_common::wire::{MpHeader, FAMILY_V6};
 use mptcp_common::DropReason;
 
@@ -38,11 +39,11 @@ impl RxState for Maps {
     }
 
     #[inline(always)]
-    fn owner(&self, src: &InnerSource) -> Option<u32> {
+    fn owner(&self, src: &InnerAddr) -> Option<u32> {
         if src.family == FAMILY_V6 {
             CONN_BY_DEST_V6.get(Key::new(128, src.addr)).copied()
         } else {
-            CONN_BY_DEST_V4.get(Key::new(32, src.v4())).copied()
+            CONN_BY_DEST_V4.get(Key::new(32, src.ipv4())).copied()
         }
     }
 

@@ -36,8 +36,8 @@ enum Cmd {
     /// verdict compared with the host reference; the control-message
     /// decoders' property targets with many more cases. Needs root.
     Fuzz {
-        /// Packets through the XDP program.
-        #[arg(long, default_value_t = 2_000_000)]
+        /// Packets through each program (the XDP ingress, the tc egress).
+        #[arg(long, default_value_t = 1_000_000)]
         packets: u64,
         /// Cases per control-message property target.
         #[arg(long, default_value_t = 100_000)]
@@ -129,7 +129,7 @@ fn main() -> Result<()> {
         Cmd::Fuzz { packets, cases, seed } => {
             require_root("fuzz")?;
             setup::ensure()?;
-            println!("fuzz: {packets} packets through the kernel programs (seed {seed:#x})");
+            println!("fuzz: {packets} packets through each kernel program (seed {seed:#x})");
             let mut c = cargo();
             c.args(["test", "--release", "-p", "mptcp-user", "--test", "packet_fuzz", "--", "--nocapture"]);
             c.env("MPTCP_FUZZ_PACKETS", packets.to_string()).env("MPTCP_FUZZ_SEED", seed.to_string());

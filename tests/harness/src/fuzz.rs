@@ -1,8 +1,11 @@
-//! The packet fuzzer: generated and mutated packets through the real XDP
-//! program on BPF_PROG_TEST_RUN, each verdict, output packet and drop
+//! The packet fuzzer: generated and mutated packets through the real
+//! programs on BPF_PROG_TEST_RUN, each verdict, output packet and drop
 //! counter compared with a host reference built from the same
-//! `mptcp-common` functions ([`uplink::parse`], [`uplink::accept`],
-//! [`mss_rewrite`]) over a model of the maps ([`ModelRx`]).
+//! `mptcp-common` functions over a model of the maps: the XDP ingress
+//! ([`uplink::parse`], [`uplink::accept`], [`mss_rewrite`] over
+//! [`ModelRx`]) and the tc egress with the encapsulation it tail-calls
+//! ([`inner::connection`], [`mss_rewrite`], [`inner::packet_meta`],
+//! [`classify`], [`decide`] over [`ModelTx`]).
 //!
 //! What the comparison finds is where the kernel's run of that code parts
 //! from the host's: a read the verifier's shape got wrong, a map the
@@ -14,21 +17,27 @@
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use mptcp_common::auth::{self, DataKey};
 use mptcp_common::checksum::replace16;
+use mptcp_common::classify::{classify, ClassRule, DEFAULT_CLASS, IPPROTO_UDP};
 use mptcp_common::dedup::{dedup_check, dedup_slot, Dedup, DEDUP_SLOTS};
 use mptcp_common::headers::{EthHdr, TCP_SYN};
-use mptcp_common::maps::{FlowKey, RxSeq, Settings, SubflowKey, SubflowStats};
+use mptcp_common::inner::{self, InnerAddr};
+use mptcp_common::maps::{
+    Bucket, FlowKey, OuterTemplate, PathState, RxSeq, Settings, SubflowKey, SubflowStats, MAX_SUBFLOWS,
+};
 use mptcp_common::mtu::mss_rewrite;
 use mptcp_common::packet::PacketBytes;
+use mptcp_common::policy::{decide, ConnectionPaths, FlowletEntry, SchedState};
 use mptcp_common::seq::{rx_seq_update, SeqEvent};
-use mptcp_common::uplink::{self, InnerSource, RxState};
+use mptcp_common::uplink::{self, RxState};
+use mptcp_common::wire::wire_len;
 use mptcp_common::wire::{
     MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, FLAG_REPLICATED, IPV4_HLEN, IPV6_HLEN, MP_HDR_LEN,
     UDP_HLEN,
 };
-use mptcp_common::{template, DropReason};
+use mptcp_common::{template, ClassPolicy, DropReason, Policy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -48,7 +57,7 @@ pub struct ModelRx {
     tuples: HashMap<FlowKey, SubflowKey>,
     keys: HashMap<u32, DataKey>,
     /// Exact inner sources (the fixture's /32 and /128) and their token.
-    owners: HashMap<InnerSource, u32>,
+    owners: HashMap<InnerAddr, u32>,
     seq: HashMap<SubflowKey, RxSeq>,
     dedup: HashMap<u32, Vec<u64>>,
     pub stats: HashMap<SubflowKey, SubflowStats>,
@@ -64,7 +73,7 @@ impl RxState for ModelRx {
     fn checks_sources(&self) -> bool {
         !self.client
     }
-    fn owner(&self, src: &InnerSource) -> Option<u32> {
+    fn owner(&self, src: &InnerAddr) -> Option<u32> {
         self.owners.get(src).copied()
     }
     fn seq_update(&mut self, sk: SubflowKey, seq: u32, segs: u32) -> Option<SeqEvent> {
@@ -469,8 +478,8 @@ pub fn fuzz_ingress(packets: u64, seed: u64) -> Result<Report> {
         rx.seq.insert(sk, RxSeq::default());
     }
     rx.keys.insert(TOKEN, KEYS.rx);
-    rx.owners.insert(InnerSource { family: FAMILY_V4, addr: own(&SRC4) }, TOKEN);
-    rx.owners.insert(InnerSource { family: FAMILY_V6, addr: SRC6 }, TOKEN);
+    rx.owners.insert(InnerAddr::v4(SRC4), TOKEN);
+    rx.owners.insert(InnerAddr::v6(SRC6), TOKEN);
     rx.dedup.insert(TOKEN, vec![0; DEDUP_SLOTS]);
     f.set_bond_mtu(BOND_MTU)?;
     let mut settings = Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: BOND_MTU, client: 0, _pad: 0 };
@@ -566,9 +575,255 @@ pub fn fuzz_ingress(packets: u64, seed: u64) -> Result<Report> {
     Ok(report)
 }
 
-/// An IPv4 address in a 16-byte field, the rest zero.
-fn own(a: &[u8; 4]) -> [u8; 16] {
-    let mut b = [0; 16];
-    b[..4].copy_from_slice(a);
-    b
+/// The send side as [`fuzz_egress`] installs it: two subflows, classes and
+/// the connection's counters, as the egress program changes them.
+pub struct ModelTx {
+    prefix_v4: (u32, [u8; 4]),
+    templates: [OuterTemplate; 2],
+    states: [PathState; 2],
+    rules: Vec<ClassRule>,
+    policies: [ClassPolicy; 2],
+    dsn: u64,
+    seq: [u64; 2],
+}
+
+/// What the egress program should make of a frame from the bond device.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Encapsulated on this subflow with these numbers, this inner packet.
+    On {
+        subflow: usize,
+        dsn: u32,
+        seq: u32,
+        inner: Vec<u8>,
+    },
+    Drop(DropReason),
+}
+
+/// The host reference of `bond_egress` (and `bond_encap`), in its order:
+/// the connection, the MSS clamp, the class and its policy's subflow, the
+/// size check, the numbers.
+pub fn reference_egress(p: &[u8], settings: &Settings, m: &mut ModelTx) -> Sent {
+    let lpm4 = |a: [u8; 4]| {
+        let bits = m.prefix_v4.0;
+        let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+        (u32::from_be_bytes(a) & mask == u32::from_be_bytes(m.prefix_v4.1) & mask).then_some(TOKEN)
+    };
+    let (proto, _token) = match inner::connection(p, lpm4, |_| Some(TOKEN)) {
+        Ok(c) => c,
+        Err(r) => return Sent::Drop(r),
+    };
+    let mut frame = p.to_vec();
+    if let Some(r) = mss_rewrite(p, ETH_HLEN, proto, settings.bond_mtu) {
+        let check = u16::from_be_bytes([frame[r.check_off], frame[r.check_off + 1]]);
+        let sum = replace16(check, u16::from_be(r.old), r.new);
+        frame[r.check_off..r.check_off + 2].copy_from_slice(&sum.to_be_bytes());
+        frame[r.off..r.off + 2].copy_from_slice(&r.new.to_be_bytes());
+    }
+    let inner_len = (p.len() - ETH_HLEN) as u32;
+    let mut class = DEFAULT_CLASS;
+    if !m.rules.is_empty() {
+        let meta = match inner::packet_meta(&frame[..], proto) {
+            Ok(meta) => meta,
+            Err(r) => return Sent::Drop(r),
+        };
+        class = classify(|i| m.rules.get(i as usize), m.rules.len() as u32, &meta);
+    }
+    let buckets = [Bucket::default(); MAX_SUBFLOWS];
+    let paths = ConnectionPaths { states: &m.states, buckets: &buckets, now_ns: 0 };
+    let wire = wire_len(inner_len, 0);
+    let cp = m.policies[class as usize];
+    let Some(d) = decide(cp, &paths, wire, 0, &SchedState::default(), &FlowletEntry::default()) else {
+        return Sent::Drop(DropReason::NoSubflow);
+    };
+    let i = d.subflow;
+    let outer = if m.templates[i].family == FAMILY_V6 { template::V6_OUTER } else { template::V4_OUTER };
+    if inner_len as usize + outer > settings.uplink_mtu as usize {
+        return Sent::Drop(DropReason::TooBig);
+    }
+    let (dsn, seq) = (m.dsn as u32, m.seq[i] as u32);
+    m.dsn += 1;
+    m.seq[i] += 1;
+    Sent::On { subflow: i, dsn, seq, inner: frame[ETH_HLEN..].to_vec() }
+}
+
+/// Frames as the bond device hands them to its egress program: inner
+/// packets of every shape, and damaged ones.
+fn bond_frame(rng: &mut StdRng) -> Vec<u8> {
+    let dst = if rng.gen_bool(0.8) { [10, 200, 0, rng.gen()] } else { rng.gen() };
+    let mss = rng.gen_range(500..9000);
+    let inner = match rng.gen_range(0..8) {
+        0 => inner_v4(dst),
+        1 => inner_v6(),
+        2 => tcp_v4(dst, TCP_SYN, &mss_first(mss)),
+        3 => tcp_v6(TCP_SYN, &mss_last(mss)),
+        4 => udp_v4(dst, rng.gen(), if rng.gen() { 5201 } else { rng.gen() }),
+        5 => {
+            // A SYN with options of random bytes (the MSS walk's input).
+            let words = rng.gen_range(0..=10);
+            let opts: Vec<u8> = (0..words * 4).map(|_| rng.gen()).collect();
+            tcp_v4(dst, TCP_SYN | rng.gen::<u8>(), &opts)
+        }
+        6 => {
+            // Large: some do not fit the uplink once encapsulated.
+            let mut p = udp_v4(dst, 4000, 5201);
+            p.extend((0..rng.gen_range(1000..1500)).map(|_| rng.gen::<u8>()));
+            p
+        }
+        _ => {
+            let n = rng.gen_range(0..200);
+            let mut b: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            if let Some(first) = b.first_mut() {
+                *first = [0x45, 0x60, 0x46, 0x4f, 0x40, rng.gen()][rng.gen_range(0..6)];
+            }
+            b
+        }
+    };
+    let v6 = inner.first().is_some_and(|b| b >> 4 == 6);
+    let mut proto = if v6 { ETH_P_IPV6 } else { ETH_P_IP };
+    let mut inner = inner;
+    match rng.gen_range(0..12) {
+        0 => proto = [0x0806, 0x8100, 0x88a8, rng.gen()][rng.gen_range(0..4)],
+        1 => inner.truncate(rng.gen_range(0..=inner.len())),
+        2 if !inner.is_empty() => {
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(0..inner.len());
+                inner[i] = rng.gen();
+            }
+        }
+        3 if !v6 && inner.len() >= 20 => {
+            // IPv4 options, or a fragment.
+            if rng.gen() {
+                let words = rng.gen_range(1..=10usize);
+                inner[0] = 0x40 | (5 + words as u8);
+                let opts: Vec<u8> = (0..words * 4).map(|_| rng.gen()).collect();
+                inner.splice(IPV4_HLEN..IPV4_HLEN, opts);
+            } else {
+                let frag: u16 = if rng.gen() { 0x2000 } else { rng.gen_range(1..0x2000) };
+                inner[6..8].copy_from_slice(&frag.to_be_bytes());
+            }
+        }
+        4 if v6 && inner.len() >= 40 => {
+            inner[6] = [0u8, 43, 44, 60][rng.gen_range(0..4)];
+            let mut ext = vec![6u8, 0, 0, 0, 0, 0, 0, 0];
+            ext[2..].iter_mut().for_each(|b| *b = rng.gen());
+            inner.splice(IPV6_HLEN..IPV6_HLEN, ext);
+        }
+        _ => {}
+    }
+    let mut p = eth([0xff; 6], MAC_A, proto);
+    p.extend(inner);
+    p
+}
+
+/// Run `packets` generated frames through the egress program (and the
+/// encapsulation it tail-calls) on BPF_PROG_TEST_RUN, comparing each with
+/// [`reference_egress`]: the verdict and drop counter, or the whole
+/// encapsulated packet (its tag checked with the connection's key).
+pub fn fuzz_egress(packets: u64, seed: u64) -> Result<EgressReport> {
+    let start = std::time::Instant::now();
+    let mut f = Fixture::new()?;
+    let templates = [template::ipv4(CL4, CO4, PORT, PORT, 1), template::ipv6(CL6, CO6, PORT, PORT, 1)];
+    let subs = [subflow(templates[0], 2_000, 1), subflow(templates[1], 9_000, 0)];
+    let prefix_v4 = (24, [10, 200, 0, 0]);
+    f.tx_connection(prefix_v4, &subs, Policy::MinRtt)?;
+    // UDP to 5201 is a class of its own, on the other subflow.
+    let rule = ClassRule { class: 1, proto: IPPROTO_UDP, dport_lo: 5201, dport_hi: 5201, ..Default::default() };
+    f.set_rules(&[rule])?;
+    f.set_class_policy(1, ClassPolicy::new(Policy::ActiveBackup))?;
+    f.set_bond_mtu(BOND_MTU)?;
+    let settings = Settings { port: PORT, n_rules: 1, uplink_mtu: 1500, bond_mtu: BOND_MTU, client: 0, _pad: 0 };
+    let mut m = ModelTx {
+        prefix_v4,
+        templates,
+        states: [subs[0].0.path, subs[1].0.path],
+        rules: vec![rule],
+        policies: [ClassPolicy::new(Policy::MinRtt), ClassPolicy::new(Policy::ActiveBackup)],
+        dsn: 0,
+        seq: [0; 2],
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut report = EgressReport::default();
+    let mut counted = [0u64; DropReason::COUNT as usize];
+    for _ in 0..packets {
+        let p = bond_frame(&mut rng);
+        if !test_runnable(&p) {
+            report.not_runnable += 1;
+            continue;
+        }
+        let want = reference_egress(&p, &settings, &mut m);
+        let before = match &want {
+            Sent::Drop(r) => f.drops(*r)?,
+            Sent::On { .. } => 0,
+        };
+        let (verdict, out) = f.run_tc(&p).with_context(|| format!("test run of {} bytes: {p:02x?}", p.len()))?;
+        match &want {
+            Sent::On { subflow, dsn, seq, inner } => {
+                let Some(got) = Encapsulated::parse(&out).filter(|_| verdict == TC_ACT_REDIRECT) else {
+                    bail!("verdict {verdict} for {p:02x?}; the reference {want:?}");
+                };
+                let hdr = MpHeader::data(TOKEN, *subflow as u8, *dsn, *seq, got.mp().tstamp_us());
+                let mut expect = encapsulated_as_is(&templates[*subflow], auth::seal(&KEYS.tx, hdr), inner);
+                expect[..6].copy_from_slice(&[0; 6]);
+                expect[6..12].copy_from_slice(&MAC_A);
+                if out != expect {
+                    bail!("the kernel sent {out:02x?} for {p:02x?}; the reference {expect:02x?}");
+                }
+                report.sent[*subflow] += 1;
+            }
+            Sent::Drop(r) => {
+                if verdict != TC_ACT_SHOT || f.drops(*r)? != before + 1 {
+                    bail!("verdict {verdict} for {p:02x?}; the reference {want:?}");
+                }
+                counted[*r as usize] += 1;
+                *report.drops.entry(r.name()).or_default() += 1;
+            }
+        }
+        report.packets += 1;
+    }
+    for r in DropReason::ALL {
+        if f.drops(r)? != counted[r as usize] {
+            bail!("{} counted {} times, the reference {}", r.name(), f.drops(r)?, counted[r as usize]);
+        }
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Whether BPF_PROG_TEST_RUN takes the frame for a tc program: it refuses
+/// (EINVAL) an IPv4 or IPv6 frame too short for the fixed IP header, which
+/// the stack never hands a device either.
+fn test_runnable(p: &[u8]) -> bool {
+    let inner = p.len().saturating_sub(ETH_HLEN);
+    match p.read::<EthHdr>(0).map(|e| e.proto()) {
+        Some(ETH_P_IP) => inner >= IPV4_HLEN,
+        Some(ETH_P_IPV6) => inner >= IPV6_HLEN,
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// The egress fuzz run's figures.
+#[derive(Debug, Default)]
+pub struct EgressReport {
+    pub packets: u64,
+    /// Frames the test run refuses ([`test_runnable`]), not counted in `packets`.
+    pub not_runnable: u64,
+    pub sent: [u64; 2],
+    pub drops: HashMap<&'static str, u64>,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for EgressReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut drops: Vec<_> = self.drops.iter().collect();
+        drops.sort();
+        let drops = drops.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+        write!(
+            f,
+            "{} frames through bond_egress in {:.1} s, every verdict and packet as the host reference's\n  \
+             sent on subflow 0 {}, on subflow 1 {}; dropped: {drops}; ({} frames too short for the test run skipped)",
+            self.packets, self.seconds, self.sent[0], self.sent[1], self.not_runnable
+        )
+    }
 }
