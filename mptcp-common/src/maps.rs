@@ -319,15 +319,16 @@ pub struct FlowletKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct RxSeq {
-    pub last: u32,
+    /// The 48-bit sequence numbers ([`crate::wire::MpHeader::subflow_seq48`]).
+    pub last: u64,
+    /// The newest header sequence number taken.
+    pub top: u64,
+    /// Bit i: a header with sequence number `top - i` was taken.
+    pub seen: u64,
     /// Packets seen carrying `last` (GSO segments share it); 0 = none yet.
     pub repeats: u32,
     /// Packets `last`'s header said share it: no more are taken.
     pub last_segs: u32,
-    /// The newest header sequence number taken.
-    pub top: u32,
-    /// Bit i: a header with sequence number `top - i` was taken.
-    pub seen: u64,
 }
 
 /// `SUBFLOW_BY_TUPLE` key: an outer 4-tuple as the receiver sees it.

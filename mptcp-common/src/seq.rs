@@ -4,7 +4,9 @@
 //!
 //! Every header the receiver takes is remembered in a 64-number window
 //! below the newest (as IPsec's anti-replay window, RFC 4303): a header
-//! seen before, or older than the window, is a replay. A header announces
+//! seen before, or older than the window, is a replay. The numbers are 48
+//! bits wide, so no connection lives long enough for them to wrap and an
+//! old header to look new (as with IPsec's extended sequence numbers). A header announces
 //! how many GSO segments share it, and that many packets carrying it are
 //! taken, no more. A header's tag ([`crate::auth`]) is checked before
 //! this runs, so only a header the sender made can advance the window.
@@ -30,12 +32,12 @@ pub enum SeqEvent {
 }
 
 /// Update `s` for a packet whose header carries subflow sequence number
-/// `seq` and says `segs` packets share it.
+/// `seq` (48 bits) and says `segs` packets share it.
 #[inline(always)]
-pub fn rx_seq_update(s: &mut RxSeq, seq: u32, segs: u32) -> SeqEvent {
+pub fn rx_seq_update(s: &mut RxSeq, seq: u64, segs: u32) -> SeqEvent {
     let segs = if segs == 0 { 1 } else { segs };
     if s.repeats == 0 {
-        *s = RxSeq { last: seq, repeats: 1, last_segs: segs, top: seq, seen: 1 };
+        *s = RxSeq { last: seq, top: seq, seen: 1, repeats: 1, last_segs: segs };
         return SeqEvent::InOrder;
     }
     if seq == s.last {
@@ -47,19 +49,19 @@ pub fn rx_seq_update(s: &mut RxSeq, seq: u32, segs: u32) -> SeqEvent {
     }
     // The replay window, over header numbers.
     let ahead = seq.wrapping_sub(s.top);
-    if ahead != 0 && ahead < 1 << 31 {
-        s.seen = if ahead >= REPLAY_WINDOW { 0 } else { s.seen << ahead };
+    if ahead != 0 && ahead < 1 << 63 {
+        s.seen = if ahead >= REPLAY_WINDOW as u64 { 0 } else { s.seen << ahead };
         s.seen |= 1;
         s.top = seq;
     } else {
         let back = s.top.wrapping_sub(seq);
-        if back >= REPLAY_WINDOW || s.seen & (1u64 << back) != 0 {
+        if back >= REPLAY_WINDOW as u64 || s.seen & (1u64 << back) != 0 {
             return SeqEvent::Replayed;
         }
         s.seen |= 1u64 << back;
     }
-    let expected = s.last.wrapping_add(s.repeats);
-    let d = seq.wrapping_sub(expected) as i32;
+    let expected = s.last.wrapping_add(s.repeats as u64);
+    let d = seq.wrapping_sub(expected) as i64;
     if d < 0 {
         return SeqEvent::Late;
     }
@@ -69,7 +71,7 @@ pub fn rx_seq_update(s: &mut RxSeq, seq: u32, segs: u32) -> SeqEvent {
     if d == 0 {
         SeqEvent::InOrder
     } else {
-        SeqEvent::Gap(d as u32)
+        SeqEvent::Gap(d.min(u32::MAX as i64) as u32)
     }
 }
 
@@ -78,7 +80,7 @@ mod tests {
     use super::*;
 
     /// (gaps, late, replayed) over packets given as (seq, segs).
-    fn run_segs(pkts: &[(u32, u32)]) -> (u32, u32, u32) {
+    fn run_segs(pkts: &[(u64, u32)]) -> (u32, u32, u32) {
         let mut s = RxSeq::default();
         let (mut gaps, mut late, mut replayed) = (0, 0, 0);
         for &(q, n) in pkts {
@@ -92,7 +94,7 @@ mod tests {
         (gaps, late, replayed)
     }
 
-    fn run(seqs: &[u32]) -> (u32, u32, u32) {
+    fn run(seqs: &[u64]) -> (u32, u32, u32) {
         run_segs(&seqs.iter().map(|&q| (q, 1)).collect::<std::vec::Vec<_>>())
     }
 
@@ -118,8 +120,17 @@ mod tests {
     }
 
     #[test]
-    fn wraps_around() {
-        assert_eq!(run(&[u32::MAX - 1, u32::MAX, 0, 1]), (0, 0, 0));
+    fn goes_on_past_32_bits() {
+        let w = 1u64 << 32;
+        assert_eq!(run(&[w - 2, w - 1, w, w + 1]), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_header_captured_long_ago_stays_a_replay() {
+        // 2^31 numbers later a 32-bit number would read as ahead; 2^32
+        // later its low 32 bits come round again. Neither makes it new.
+        assert_eq!(run(&[5, 6, 6 + (1 << 31) + 10, 5]), (1 << 31 | 9, 0, 1));
+        assert_eq!(run(&[5, 6, (1 << 32) + 4, 5]), (u32::MAX - 2, 0, 1));
     }
 
     #[test]
@@ -159,10 +170,10 @@ mod tests {
         let stream = (proptest::collection::vec(1u32..4, 1..100), proptest::collection::vec(0usize..1000, 1..400));
         proptest!(|((segs, deliveries) in stream)| {
             let mut headers = std::vec::Vec::new();
-            let mut seq = u32::MAX - 50; // across the wrap
+            let mut seq = (1u64 << 32) - 50; // across 32 bits
             for n in segs {
                 headers.push((seq, n));
-                seq = seq.wrapping_add(n);
+                seq += n as u64;
             }
             let mut s = RxSeq::default();
             let mut taken = std::vec![0u32; headers.len()];
@@ -176,13 +187,13 @@ mod tests {
             }
         });
         let mut s = RxSeq::default();
-        let mut seq = 7u32;
+        let mut seq = 7u64;
         for i in 0..10_000u32 {
             let segs = 1 + i % 5;
             for _ in 0..segs {
                 assert_ne!(rx_seq_update(&mut s, seq, segs), SeqEvent::Replayed);
             }
-            seq = seq.wrapping_add(segs);
+            seq += segs as u64;
         }
     }
 }

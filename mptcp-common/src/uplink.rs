@@ -147,7 +147,7 @@ pub trait RxState {
     /// The connection whose prefixes hold `src`.
     fn owner(&self, src: &InnerAddr) -> Option<u32>;
     /// [`crate::seq::rx_seq_update`] on the subflow's window, if it has one.
-    fn seq_update(&mut self, sk: SubflowKey, seq: u32, segs: u32) -> Option<SeqEvent>;
+    fn seq_update(&mut self, sk: SubflowKey, seq: u64, segs: u32) -> Option<SeqEvent>;
     /// Count a taken packet of `wire_len` bytes.
     fn account(&mut self, sk: SubflowKey, wire_len: u64, event: SeqEvent, hdr: &MpHeader);
     /// Whether this copy of a redundant packet is the first of its DSN
@@ -178,7 +178,7 @@ pub fn accept<S: RxState>(s: &mut S, d: &Datagram, wire_len: u64) -> Result<u16,
     if s.checks_sources() && s.owner(&d.src) != Some(sk.token) {
         return Err(DropReason::ForeignSource);
     }
-    let event = s.seq_update(sk, hdr.subflow_seq(), hdr.segs()).ok_or(DropReason::UnknownSubflow)?;
+    let event = s.seq_update(sk, hdr.subflow_seq48(), hdr.segs()).ok_or(DropReason::UnknownSubflow)?;
     if event == SeqEvent::Replayed {
         return Err(DropReason::Replayed);
     }

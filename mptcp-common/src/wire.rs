@@ -14,7 +14,7 @@
 //! +---------------------------------------------------------------+
 //! |            send timestamp, microseconds, wrapping (BE)        |
 //! +-------------------------------+-------------------------------+
-//! |     GSO segments (BE)         |          reserved (0)         |
+//! |     GSO segments (BE)         | subflow seq. bits 32..48 (BE) |
 //! +-------------------------------+-------------------------------+
 //! |        tag: SipHash-2-4 of the 24 bytes above (8 bytes)       |
 //! +---------------------------------------------------------------+
@@ -107,7 +107,12 @@ pub struct MpHeader {
     subflow_seq_be: u32,
     tstamp_us_be: u32,
     segs_be: u16,
-    reserved: u16,
+    /// The subflow sequence number's bits 32..48: a 48-bit number never
+    /// wraps on a connection (2^48 packets), so a header captured long ago
+    /// stays older than the replay window however long the connection
+    /// lives (a 32-bit one wraps in hours at a gigabit, and every number
+    /// taken before turns new again after 2^31 more).
+    seq_hi_be: u16,
     /// [`crate::auth::header_tag`] of the bytes before it, little-endian.
     pub tag: [u8; 8],
 }
@@ -126,7 +131,7 @@ impl MpHeader {
             subflow_seq_be: subflow_seq.to_be(),
             tstamp_us_be: tstamp_us.to_be(),
             segs_be: 1u16.to_be(),
-            reserved: 0,
+            seq_hi_be: 0,
             tag: [0; 8],
         }
     }
@@ -143,6 +148,12 @@ impl MpHeader {
         self
     }
 
+    /// The subflow sequence number's bits 32..48 (`data` sets bits 0..32).
+    pub const fn with_seq_hi(mut self, hi: u16) -> Self {
+        self.seq_hi_be = hi.to_be();
+        self
+    }
+
     pub const fn control(token: u32, subflow_id: u8) -> Self {
         Self {
             version: VERSION,
@@ -154,7 +165,7 @@ impl MpHeader {
             subflow_seq_be: 0,
             tstamp_us_be: 0,
             segs_be: 0,
-            reserved: 0,
+            seq_hi_be: 0,
             tag: [0; 8],
         }
     }
@@ -180,6 +191,10 @@ impl MpHeader {
     }
     pub const fn subflow_seq(&self) -> u32 {
         u32::from_be(self.subflow_seq_be)
+    }
+    /// The whole 48-bit subflow sequence number.
+    pub const fn subflow_seq48(&self) -> u64 {
+        (u16::from_be(self.seq_hi_be) as u64) << 32 | self.subflow_seq() as u64
     }
     pub const fn tstamp_us(&self) -> u32 {
         u32::from_be(self.tstamp_us_be)
@@ -213,7 +228,7 @@ impl MpHeader {
             | (self.flags as u64) << 24
             | le32(self.token_be) << 32;
         let w1 = le32(self.dsn_be) | le32(self.subflow_seq_be) << 32;
-        let w2 = le32(self.tstamp_us_be) | le16(self.segs_be) << 32 | le16(self.reserved) << 48;
+        let w2 = le32(self.tstamp_us_be) | le16(self.segs_be) << 32 | le16(self.seq_hi_be) << 48;
         [w0, w1, w2]
     }
 }

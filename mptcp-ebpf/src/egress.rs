@@ -238,7 +238,7 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
         return Err(DropReason::TooBig);
     }
     let dsn = if replica.active != 0 { replica.dsn as u32 } else { fetch_add(&mut tx.dsn, segs as u64) as u32 };
-    let seq = fetch_add(&mut tx.subflow_seq[i], segs as u64) as u32;
+    let seq = fetch_add(&mut tx.subflow_seq[i], segs as u64);
     let replicated = replica.active != 0 || replicas != 0;
 
     // 4. Copies (redundant): the still-unencapsulated packet goes back into
@@ -255,7 +255,8 @@ fn try_bond_egress(ctx: &TcContext) -> Result<i32, DropReason> {
         token,
         subflow: i as u32,
         dsn,
-        seq,
+        seq: seq as u32,
+        seq_hi: (seq >> 32) as u32,
         flags: if replicated { FLAG_REPLICATED as u32 } else { 0 },
         tstamp_us: (now_ns / 1000) as u32,
     };

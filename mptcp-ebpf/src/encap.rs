@@ -60,7 +60,7 @@ fn try_bond_encap(ctx: &TcContext) -> Result<i32, DropReason> {
     // 5. Encapsulate, under a header tagged last: the tag covers every
     // field, the segment count included.
     let hdr = MpHeader::data(s.token, i as u8, s.dsn, s.seq, s.tstamp_us).with_flags(s.flags as u8);
-    let mut hdr = hdr.with_segs(segs as u16);
+    let mut hdr = hdr.with_segs(segs as u16).with_seq_hi(s.seq_hi as u16);
     let keys_ptr = DATA_KEYS.get_ptr(s.token).ok_or(DropReason::NoConnection)?;
     // SAFETY: map values stay valid for the whole program run; read in place.
     hdr.tag = auth::header_tag(unsafe { &(*keys_ptr).tx }, &hdr);

@@ -93,7 +93,9 @@ pub struct Sending {
     pub token: u32,
     pub subflow: u32,
     pub dsn: u32,
+    /// The subflow sequence number's bits 0..32 and 32..48.
     pub seq: u32,
+    pub seq_hi: u32,
     pub flags: u32,
     pub tstamp_us: u32,
 }

@@ -48,7 +48,7 @@ impl RxState for Maps {
     }
 
     #[inline(always)]
-    fn seq_update(&mut self, sk: SubflowKey, seq: u32, segs: u32) -> Option<SeqEvent> {
+    fn seq_update(&mut self, sk: SubflowKey, seq: u64, segs: u32) -> Option<SeqEvent> {
         let s = RX_SEQ.get_ptr_mut(sk)?;
         // SAFETY: map value valid for the run. One subflow's packets arrive
         // on one receive queue, so one CPU; were two CPUs to race on it, a

@@ -25,7 +25,7 @@ use mptcp_common::dedup::{dedup_check, dedup_slot, Dedup, DEDUP_SLOTS};
 use mptcp_common::headers::{EthHdr, TCP_SYN};
 use mptcp_common::inner::{self, InnerAddr};
 use mptcp_common::maps::{
-    Bucket, FlowKey, OuterTemplate, PathState, RxSeq, Settings, SubflowKey, SubflowStats, MAX_SUBFLOWS,
+    names, Bucket, FlowKey, OuterTemplate, PathState, RxSeq, Settings, SubflowKey, SubflowStats, TxState, MAX_SUBFLOWS,
 };
 use mptcp_common::mtu::mss_rewrite;
 use mptcp_common::packet::PacketBytes;
@@ -76,7 +76,7 @@ impl RxState for ModelRx {
     fn owner(&self, src: &InnerAddr) -> Option<u32> {
         self.owners.get(src).copied()
     }
-    fn seq_update(&mut self, sk: SubflowKey, seq: u32, segs: u32) -> Option<SeqEvent> {
+    fn seq_update(&mut self, sk: SubflowKey, seq: u64, segs: u32) -> Option<SeqEvent> {
         self.seq.get_mut(&sk).map(|s| rx_seq_update(s, seq, segs))
     }
     fn account(&mut self, sk: SubflowKey, wire_len: u64, event: SeqEvent, _hdr: &MpHeader) {
@@ -159,20 +159,21 @@ fn header_at(p: &[u8]) -> Option<usize> {
 /// every kind of damage done to them.
 pub struct Generator {
     rng: StdRng,
-    /// The next subflow sequence number and DSN the peer uses.
-    seq: [u32; 2],
+    /// The next subflow sequence number and DSN the peer uses (subflow 1's
+    /// crosses 32 bits early on).
+    seq: [u64; 2],
     dsn: u32,
     /// Packets sent before, to replay.
     sent: Vec<Vec<u8>>,
     /// Sequence numbers a gap skipped, per subflow, to send late.
-    skipped: Vec<(u8, u32)>,
+    skipped: Vec<(u8, u64)>,
     /// The other copy of a redundant packet, sent next.
     copies: Vec<Vec<u8>>,
     /// Every header the peer sealed (what may be delivered).
     pub sealed: HashSet<[u8; MP_HDR_LEN]>,
-    /// Per (subflow, sequence number), the most packets a sealed header
-    /// with it said share it.
-    pub allowed: HashMap<(u8, u32), u32>,
+    /// Per (subflow, 48-bit sequence number), the most packets a sealed
+    /// header with it said share it.
+    pub allowed: HashMap<(u8, u64), u32>,
 }
 
 /// How a packet was made, for the report.
@@ -195,7 +196,7 @@ impl Generator {
     pub fn new(seed: u64) -> Self {
         Generator {
             rng: StdRng::seed_from_u64(seed),
-            seq: [0; 2],
+            seq: [0, (1 << 32) - 20_000],
             dsn: 0,
             sent: vec![],
             skipped: vec![],
@@ -257,10 +258,10 @@ impl Generator {
         let seq = match self.rng.gen_range(0..20) {
             0 => {
                 let gap = self.rng.gen_range(1..8);
-                self.skipped.extend((0..gap).map(|k| (id, next.wrapping_add(k))));
-                *next = next.wrapping_add(gap);
+                self.skipped.extend((0..gap).map(|k| (id, *next + k)));
+                *next += gap;
                 let seq = *next;
-                *next = next.wrapping_add(segs as u32);
+                *next += segs as u64;
                 seq
             }
             1 if self.skipped.iter().any(|s| s.0 == id) => {
@@ -269,11 +270,14 @@ impl Generator {
             }
             _ => {
                 let seq = *next;
-                *next = next.wrapping_add(segs as u32);
+                *next += segs as u64;
                 seq
             }
         };
-        let hdr = MpHeader::data(TOKEN, id, dsn, seq, self.rng.gen()).with_flags(flags).with_segs(segs);
+        let hdr = MpHeader::data(TOKEN, id, dsn, seq as u32, self.rng.gen())
+            .with_seq_hi((seq >> 32) as u16)
+            .with_flags(flags)
+            .with_segs(segs);
         let p = encapsulated(&t, hdr, inner);
         self.note_sealed(&p);
         p
@@ -283,22 +287,13 @@ impl Generator {
         let Some(at) = header_at(p) else { return };
         let Some(h) = p.read::<MpHeader>(at) else { return };
         self.sealed.insert(p[at..at + MP_HDR_LEN].try_into().expect("header length"));
-        let n = self.allowed.entry((h.subflow_id, h.subflow_seq())).or_default();
+        let n = self.allowed.entry((h.subflow_id, h.subflow_seq48())).or_default();
         *n = (*n).max(h.segs().max(1));
     }
 
     /// Seal the header of `p` again, as the peer would have made it.
     fn reseal(&mut self, p: &mut [u8]) {
         let Some(at) = header_at(p) else { return };
-        // The subflow sequence number keeps its subflow's two high bytes: a
-        // number that jumps by 2^31 or more would turn every number taken
-        // before into a new one (the horizon of a 32-bit window, see the
-        // README's Security section), which a peer's numbers never do.
-        let id = p[at + 2] as usize;
-        if let Some(next) = self.seq.get(id) {
-            let seq = u32::from_be_bytes(p[at + 12..at + 16].try_into().expect("4 bytes"));
-            p[at + 12..at + 16].copy_from_slice(&((next & 0xffff_0000) | (seq & 0xffff)).to_be_bytes());
-        }
         let Some(h) = p.read::<MpHeader>(at) else { return };
         let h = auth::seal(&KEYS.rx, h);
         p[at..at + MP_HDR_LEN].copy_from_slice(bytemuck::bytes_of(&h));
@@ -306,8 +301,8 @@ impl Generator {
         // A peer that numbered this far ahead goes on from there (else every
         // later packet would be older than the receiver's window).
         if let Some(next) = self.seq.get_mut(h.subflow_id as usize) {
-            if h.subflow_seq().wrapping_sub(*next) < 1 << 31 {
-                *next = h.subflow_seq().wrapping_add(h.segs().max(1));
+            if h.subflow_seq48() >= *next {
+                *next = h.subflow_seq48() + h.segs().max(1) as u64;
             }
         }
     }
@@ -488,8 +483,8 @@ pub fn fuzz_ingress(packets: u64, seed: u64) -> Result<Report> {
     let mut report = Report::default();
     let prefixes = g.every_prefix();
     let mut counted = [0u64; DropReason::COUNT as usize];
-    let mut delivered: HashMap<(u8, u32), u32> = HashMap::new();
-    let mut history: HashMap<(u8, u32), Vec<String>> = HashMap::new();
+    let mut delivered: HashMap<(u8, u64), u32> = HashMap::new();
+    let mut history: HashMap<(u8, u64), Vec<String>> = HashMap::new();
     let mut run = |f: &mut Fixture, p: Vec<u8>, settings: &Settings, rx: &mut ModelRx, g: &Generator| -> Result<()> {
         let want = reference_ingress(&p, settings, rx);
         let before = match &want {
@@ -517,7 +512,7 @@ pub fn fuzz_ingress(packets: u64, seed: u64) -> Result<Report> {
                     bail!("delivered a header the peer never sealed: {p:02x?}");
                 }
                 let hdr: MpHeader = bytemuck::pod_read_unaligned(&h);
-                let id = (hdr.subflow_id, hdr.subflow_seq());
+                let id = (hdr.subflow_id, hdr.subflow_seq48());
                 let n = delivered.entry(id).or_default();
                 *n += 1;
                 history.entry(id).or_default().push(format!("{hdr:?}"));
@@ -594,7 +589,7 @@ pub enum Sent {
     On {
         subflow: usize,
         dsn: u32,
-        seq: u32,
+        seq: u64,
         inner: Vec<u8>,
     },
     Drop(DropReason),
@@ -641,7 +636,7 @@ pub fn reference_egress(p: &[u8], settings: &Settings, m: &mut ModelTx) -> Sent 
     if inner_len as usize + outer > settings.uplink_mtu as usize {
         return Sent::Drop(DropReason::TooBig);
     }
-    let (dsn, seq) = (m.dsn as u32, m.seq[i] as u32);
+    let (dsn, seq) = (m.dsn as u32, m.seq[i]);
     m.dsn += 1;
     m.seq[i] += 1;
     Sent::On { subflow: i, dsn, seq, inner: frame[ETH_HLEN..].to_vec() }
@@ -732,6 +727,12 @@ pub fn fuzz_egress(packets: u64, seed: u64) -> Result<EgressReport> {
     f.set_rules(&[rule])?;
     f.set_class_policy(1, ClassPolicy::new(Policy::ActiveBackup))?;
     f.set_bond_mtu(BOND_MTU)?;
+    // Subflow 1's numbers cross 32 bits early on.
+    let start_seq = [0, (1u64 << 32) - 300];
+    let mut tx: aya::maps::HashMap<_, u32, TxState> = f.ebpf.map_mut(names::TX_STATE).unwrap().try_into()?;
+    let mut state = tx.get(&TOKEN, 0)?;
+    state.subflow_seq[..2].copy_from_slice(&start_seq);
+    tx.insert(TOKEN, state, 0)?;
     let settings = Settings { port: PORT, n_rules: 1, uplink_mtu: 1500, bond_mtu: BOND_MTU, client: 0, _pad: 0 };
     let mut m = ModelTx {
         prefix_v4,
@@ -740,12 +741,12 @@ pub fn fuzz_egress(packets: u64, seed: u64) -> Result<EgressReport> {
         rules: vec![rule],
         policies: [ClassPolicy::new(Policy::MinRtt), ClassPolicy::new(Policy::ActiveBackup)],
         dsn: 0,
-        seq: [0; 2],
+        seq: start_seq,
     };
     let mut rng = StdRng::seed_from_u64(seed);
     let mut report = EgressReport::default();
     let mut counted = [0u64; DropReason::COUNT as usize];
-    for _ in 0..packets {
+    while report.packets < packets {
         let p = bond_frame(&mut rng);
         if !test_runnable(&p) {
             report.not_runnable += 1;
@@ -762,7 +763,8 @@ pub fn fuzz_egress(packets: u64, seed: u64) -> Result<EgressReport> {
                 let Some(got) = Encapsulated::parse(&out).filter(|_| verdict == TC_ACT_REDIRECT) else {
                     bail!("verdict {verdict} for {p:02x?}; the reference {want:?}");
                 };
-                let hdr = MpHeader::data(TOKEN, *subflow as u8, *dsn, *seq, got.mp().tstamp_us());
+                let hdr = MpHeader::data(TOKEN, *subflow as u8, *dsn, *seq as u32, got.mp().tstamp_us())
+                    .with_seq_hi((*seq >> 32) as u16);
                 let mut expect = encapsulated_as_is(&templates[*subflow], auth::seal(&KEYS.tx, hdr), inner);
                 expect[..6].copy_from_slice(&[0; 6]);
                 expect[6..12].copy_from_slice(&MAC_A);
