@@ -294,6 +294,10 @@ impl Generator {
     /// Seal the header of `p` again, as the peer would have made it.
     fn reseal(&mut self, p: &mut [u8]) {
         let Some(at) = header_at(p) else { return };
+        // A peer's numbers stay below 2^47 (bits 32..48 at most 0x7fff):
+        // one that followed a jump to the top of the 48 bits would wrap
+        // to 0 and stay behind the receiver's window for the rest of the run.
+        p[at + 22] &= 0x7f;
         let Some(h) = p.read::<MpHeader>(at) else { return };
         let h = auth::seal(&KEYS.rx, h);
         p[at..at + MP_HDR_LEN].copy_from_slice(bytemuck::bytes_of(&h));
