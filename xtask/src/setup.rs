@@ -10,6 +10,7 @@ use crate::run;
 /// Debian packages the tests and the demo use.
 // fonts-dejavu-core: the one font the benchmark plots are drawn with.
 // nftables, conntrack: the NAT routers of the field tests (the kernel's masquerade).
+// wireguard-go, wireguard-tools: WireGuard inside the bond (tests/encrypted.rs).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -21,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     "nftables",
     "conntrack",
+    "wireguard-go",
+    "wireguard-tools",
 ];
 
 fn ok(cmd: &mut Command) -> bool {
@@ -98,7 +101,8 @@ pub fn setup() -> Result<()> {
         run(Command::new("apt-get").args(["update", "-q"])).context("apt-get update failed")?;
         run(Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q"])
+            // Without recommends: wireguard-tools' would bring a kernel image.
+            .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing))
         .with_context(|| {
             format!("could not install Debian packages: {} (apt-get install {})", missing.join(" "), missing.join(" "))
