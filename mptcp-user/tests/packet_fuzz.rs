@@ -13,9 +13,15 @@ fn packets() -> u64 {
     std::env::var("MPTCP_FUZZ_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
 }
 
+/// The generators' seed: `MPTCP_FUZZ_SEED`, else a fixed one (the run
+/// prints it; the same seed makes the same packets).
+fn seed() -> u64 {
+    std::env::var("MPTCP_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x6d70_7463)
+}
+
 #[test]
 fn uplink_ingress_agrees_with_the_host_reference_on_fuzzed_packets() -> Result<()> {
-    let seed = std::env::var("MPTCP_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x6d70_7463);
+    let seed = seed();
     let report = fuzz::fuzz_ingress(packets(), seed)?;
     eprintln!("seed {seed:#x}: {report}");
     // Every kind of packet reached every verdict it can.
@@ -29,7 +35,7 @@ fn uplink_ingress_agrees_with_the_host_reference_on_fuzzed_packets() -> Result<(
 
 #[test]
 fn bond_egress_agrees_with_the_host_reference_on_fuzzed_frames() -> Result<()> {
-    let seed = std::env::var("MPTCP_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x6d70_7463);
+    let seed = seed();
     let report = fuzz::fuzz_egress(packets(), seed)?;
     eprintln!("seed {seed:#x}: {report}");
     assert!(report.sent.iter().all(|&n| n > 0), "{report}");

@@ -27,7 +27,7 @@ use mptcp_common::inner::{self, InnerAddr};
 use mptcp_common::maps::{
     names, Bucket, FlowKey, OuterTemplate, PathState, RxSeq, Settings, SubflowKey, SubflowStats, TxState, MAX_SUBFLOWS,
 };
-use mptcp_common::mtu::mss_rewrite;
+use mptcp_common::mtu::{mss_rewrite, MssRewrite};
 use mptcp_common::packet::PacketBytes;
 use mptcp_common::policy::{decide, ConnectionPaths, FlowletEntry, SchedState};
 use mptcp_common::seq::{rx_seq_update, SeqEvent};
@@ -135,12 +135,18 @@ pub fn reference_ingress(p: &[u8], settings: &Settings, rx: &mut ModelRx) -> Ver
     let mut out = bytemuck::bytes_of(&EthHdr::new(eth.dst, eth.src, proto)).to_vec();
     out.extend_from_slice(&p[ETH_HLEN + d.outer_len..]);
     if let Some(r) = mss_rewrite(&out[..], ETH_HLEN, proto, settings.bond_mtu) {
-        let check = u16::from_be_bytes([out[r.check_off], out[r.check_off + 1]]);
-        let sum = replace16(check, u16::from_be(r.old), r.new);
-        out[r.check_off..r.check_off + 2].copy_from_slice(&sum.to_be_bytes());
-        out[r.off..r.off + 2].copy_from_slice(&r.new.to_be_bytes());
+        rewrite_mss(&mut out, r);
     }
     Verdict::Pass(out)
+}
+
+/// Write the clamp's MSS into `p`, keeping the TCP checksum valid, as the
+/// programs do.
+fn rewrite_mss(p: &mut [u8], r: MssRewrite) {
+    let check = u16::from_be_bytes([p[r.check_off], p[r.check_off + 1]]);
+    let sum = replace16(check, u16::from_be(r.old), r.new);
+    p[r.check_off..r.check_off + 2].copy_from_slice(&sum.to_be_bytes());
+    p[r.off..r.off + 2].copy_from_slice(&r.new.to_be_bytes());
 }
 
 /// Where a generated packet's multipath header sits, if it has one where
@@ -451,15 +457,20 @@ impl std::fmt::Display for Report {
             self.prefixes,
             KINDS.iter().zip(self.by_kind).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
         )?;
-        let mut drops: Vec<_> = self.drops.iter().collect();
-        drops.sort();
-        let drops = drops.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+        let drops = by_name(&self.drops);
         write!(
             f,
             "  verdicts: passed untouched {}, delivered {}, dropped: {drops}",
             self.passed_untouched, self.delivered
         )
     }
+}
+
+/// Counts by name, sorted: "bad-header 3, forged 5".
+fn by_name(counts: &HashMap<&'static str, u64>) -> String {
+    let mut v: Vec<_> = counts.iter().collect();
+    v.sort();
+    v.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Run `packets` generated packets (plus every prefix of a few valid ones)
@@ -614,10 +625,7 @@ pub fn reference_egress(p: &[u8], settings: &Settings, m: &mut ModelTx) -> Sent 
     };
     let mut frame = p.to_vec();
     if let Some(r) = mss_rewrite(p, ETH_HLEN, proto, settings.bond_mtu) {
-        let check = u16::from_be_bytes([frame[r.check_off], frame[r.check_off + 1]]);
-        let sum = replace16(check, u16::from_be(r.old), r.new);
-        frame[r.check_off..r.check_off + 2].copy_from_slice(&sum.to_be_bytes());
-        frame[r.off..r.off + 2].copy_from_slice(&r.new.to_be_bytes());
+        rewrite_mss(&mut frame, r);
     }
     let inner_len = (p.len() - ETH_HLEN) as u32;
     let mut class = DEFAULT_CLASS;
@@ -822,9 +830,7 @@ pub struct EgressReport {
 
 impl std::fmt::Display for EgressReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut drops: Vec<_> = self.drops.iter().collect();
-        drops.sort();
-        let drops = drops.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+        let drops = by_name(&self.drops);
         write!(
             f,
             "{} frames through bond_egress in {:.1} s, every verdict and packet as the host reference's\n  \
