@@ -14,6 +14,7 @@ pub mod estimate;
 pub mod key;
 pub mod lifecycle;
 pub mod monitor;
+pub mod native;
 pub mod netdev;
 pub mod netns;
 pub mod object;
