@@ -170,6 +170,60 @@ impl Net {
         r.with_context(|| format!("cannot route {net} with MTU {mtu}"))
     }
 
+    /// Source routing for one path: packets from `addr` look up table
+    /// `table`, whose default route leaves by device `index` via `gateway`.
+    /// (The messages [`Net::del_source_route`] removes again.)
+    fn source_route_messages(
+        &self,
+        addr: IpAddr,
+        gateway: IpAddr,
+        index: u32,
+        table: u32,
+    ) -> Result<(netlink_packet_route::rule::RuleMessage, RouteMessage)> {
+        // Without an action the kernel keeps the rule and fails every lookup
+        // through it (EINVAL).
+        let rule = self.handle.rule().add().table_id(table).action(netlink_packet_route::rule::RuleAction::ToTable);
+        let route = self.handle.route().add().table_id(table).output_interface(index);
+        Ok(match (addr, gateway) {
+            (IpAddr::V4(a), IpAddr::V4(g)) => {
+                let (mut rule, mut route) = (rule.v4().source_prefix(a, 32), route.v4().gateway(g));
+                (rule.message_mut().clone(), route.message_mut().clone())
+            }
+            (IpAddr::V6(a), IpAddr::V6(g)) => {
+                let (mut rule, mut route) = (rule.v6().source_prefix(a, 128), route.v6().gateway(g));
+                (rule.message_mut().clone(), route.message_mut().clone())
+            }
+            _ => bail!("address {addr} and gateway {gateway} are of different families"),
+        })
+    }
+
+    /// Add [`Net::source_route_messages`]' rule and route.
+    pub async fn add_source_route(&self, addr: IpAddr, gateway: IpAddr, index: u32, table: u32) -> Result<()> {
+        let (rule, route) = self.source_route_messages(addr, gateway, index, table)?;
+        let mut add_route = self.handle.route().add();
+        *add_route.message_mut() = route;
+        add_route
+            .execute()
+            .await
+            .with_context(|| format!("cannot route table {table} via {gateway} (device {index})"))?;
+        let mut add_rule = self.handle.rule().add();
+        *add_rule.message_mut() = rule;
+        if let Err(e) = add_rule.execute().await {
+            let _ = self.del_source_route(addr, gateway, index, table).await;
+            return Err(e).with_context(|| format!("cannot route packets from {addr} by table {table}"));
+        }
+        Ok(())
+    }
+
+    /// Remove what [`Net::add_source_route`] added (each part that is there).
+    pub async fn del_source_route(&self, addr: IpAddr, gateway: IpAddr, index: u32, table: u32) -> Result<()> {
+        let (rule, route) = self.source_route_messages(addr, gateway, index, table)?;
+        let rule_gone = self.handle.rule().del(rule).execute().await;
+        let route_gone = self.handle.route().del(route).execute().await;
+        rule_gone.with_context(|| format!("cannot remove the rule for packets from {addr}"))?;
+        route_gone.with_context(|| format!("cannot remove table {table}'s route"))
+    }
+
     /// Remove the route to `net` through device `index`, if there is one.
     pub async fn del_route(&self, net: IpNet, index: u32) -> Result<()> {
         let mut m = RouteMessage::default();

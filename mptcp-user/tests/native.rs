@@ -1,10 +1,18 @@
 //! Native MPTCP mode on the kernel's own Multipath TCP, in namespaces. So
 //! far: the path manager's endpoints and limits written and read back over
-//! generic netlink, as `ip mptcp` shows them. Run as root.
+//! generic netlink, as `ip mptcp` shows them; a client's paths set up so an
+//! unmodified MPTCP peer gets one subflow per path, and removed again. Run
+//! as root.
 
-use anyhow::Result;
-use mptcp_testbed::{unique_prefix, Netns};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use anyhow::{ensure, Context, Result};
+use mptcp_testbed::{payload, unique_prefix, Netns, Testbed};
+use mptcp_user::native::paths::{self, Applied, NativePath};
 use mptcp_user::native::pm::{Endpoint, EndpointFlags, Limits, PathManager};
+use mptcp_user::netdev::Net;
+use sha2::{Digest, Sha256};
 
 /// Run `f` with a path manager opened in `ns`, on a runtime of its own.
 fn in_ns<T: Send + 'static>(
@@ -74,5 +82,128 @@ fn endpoints_and_limits_are_written_and_read_back() -> Result<()> {
     assert!(over.as_ref().is_err_and(|e| e.contains("at most 8")), "limits above the kernel's: {over:?}");
     assert!(twice.as_ref().is_err_and(|e| e.contains("endpoint 2")), "removing id 2 twice: {twice:?}");
     assert_eq!(ns.sh("ip mptcp endpoint show")?.trim(), "", "flushed");
+    Ok(())
+}
+
+/// `IPPROTO_MPTCP`: a socket of the kernel's Multipath TCP.
+const IPPROTO_MPTCP: i32 = 262;
+
+fn mptcp_socket() -> Result<socket2::Socket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::from(IPPROTO_MPTCP)),
+    )?;
+    Ok(s)
+}
+
+/// An MPTCP counter of `ns` (absolute, its history untouched).
+fn mptcp_counter(ns: &Netns, name: &str) -> Result<u64> {
+    let out = ns.sh(&format!("nstat -asz {name}"))?;
+    let line = out.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in {out}"))?;
+    Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
+}
+
+/// Client 0's uplinks as native paths.
+fn client_paths(bed: &Testbed) -> Result<Vec<NativePath>> {
+    let cl = &bed.clients[0];
+    (0..bed.uplinks)
+        .map(|k| {
+            let ifindex = cl.sh(&format!("cat /sys/class/net/{}/ifindex", Testbed::client_dev(k)))?.trim().parse()?;
+            Ok(NativePath { ifindex, addr: bed.client_addr(0, k), gateway: bed.client_gateway(0, k), backup: false })
+        })
+        .collect()
+}
+
+/// Set up (or, with `Some(applied)`, tear down) client 0's native paths.
+fn native_paths(ns: &Netns, paths: Vec<NativePath>, undo: Option<Applied>) -> Result<Applied> {
+    ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let (mut pm, net) = (PathManager::open()?, Net::new()?);
+            match undo {
+                Some(a) => paths::teardown(&mut pm, &net, &a).await.map(|_| a),
+                None => paths::setup(&mut pm, &net, &paths).await,
+            }
+        })
+    })
+}
+
+/// Nothing of native mode's left in `ns`: no endpoint, rule or table route.
+fn nothing_left(ns: &Netns) -> Result<()> {
+    let shown = ns.sh("ip mptcp endpoint show; ip rule show; ip route show table 7600; ip route show table 7601")?;
+    ensure!(!shown.contains(" id ") && !shown.contains("lookup 76"), "left behind:\n{shown}");
+    Ok(())
+}
+
+/// The client's uplinks set up as native paths: a connection to an
+/// unmodified MPTCP server (the kernel's, in its own namespace) starts with
+/// MP_CAPABLE on the first uplink and gets one MP_JOIN for the second, and 4
+/// MB cross intact. Torn down, nothing is left and the limits are as
+/// before; a setup that fails on its second path leaves nothing either.
+#[test]
+fn an_mptcp_peer_gets_a_subflow_per_path_and_nothing_is_left() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let cl = &bed.clients[0];
+    // The first subflow's route is the host's own; the server is the
+    // kernel's MPTCP with room for joins.
+    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
+    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
+    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    let limits_before = cl.sh("ip mptcp limits show")?;
+    let applied = native_paths(cl, client_paths(&bed)?, None).context("setup")?;
+    assert_eq!(applied.paths.len(), 2);
+
+    let data = payload(4 << 20, 7);
+    let want: [u8; 32] = Sha256::digest(&data).into();
+    let listen: SocketAddr = "0.0.0.0:5400".parse()?;
+    let server = bed.server.spawn_thread(move || {
+        let l = {
+            let s = mptcp_socket()?;
+            s.set_reuse_address(true).context("SO_REUSEADDR")?;
+            s.bind(&listen.into()).context("bind")?;
+            s.listen(1).context("listen")?;
+            TcpListener::from(s)
+        };
+        let (mut c, _) = l.accept().context("accept")?;
+        let mut got = vec![];
+        c.read_to_end(&mut got).context("read")?;
+        Ok(<[u8; 32]>::from(Sha256::digest(&got)))
+    });
+    let to: SocketAddr = format!("{}:5400", Testbed::SERVER_V4).parse()?;
+    cl.run(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut c = loop {
+            let s = mptcp_socket()?;
+            match s.connect(&to.into()) {
+                Ok(()) => break TcpStream::from(s),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => return Err(anyhow::Error::from(e).context("connect")),
+            }
+        };
+        // The join comes a moment after the handshake: write in pieces.
+        for chunk in data.chunks(64 << 10) {
+            c.write_all(chunk).context("write")?;
+        }
+        Ok(())
+    })?;
+    let got = server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    assert_eq!(got, want, "the data arrived changed");
+    assert_eq!(mptcp_counter(cl, "MPTcpExtMPCapableSYNACKRX")?, 1, "not an MPTCP connection");
+    assert_eq!(mptcp_counter(cl, "MPTcpExtMPJoinSynAckRx")?, 1, "not one join for the second path");
+
+    native_paths(cl, vec![], Some(applied)).context("teardown")?;
+    nothing_left(cl)?;
+    assert_eq!(cl.sh("ip mptcp limits show")?, limits_before, "limits not put back");
+
+    // A second path that cannot be set up (no such device): nothing left.
+    let mut bad = client_paths(&bed)?;
+    bad[1].ifindex = 9999;
+    let e = native_paths(cl, bad, None).expect_err("a path with no device was set up");
+    assert!(format!("{e:#}").contains("path 1"), "the error does not name the path: {e:#}");
+    nothing_left(cl)?;
+    assert_eq!(cl.sh("ip mptcp limits show")?, limits_before, "limits not put back after the failure");
     Ok(())
 }
