@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use anyhow::{ensure, Context, Result};
 use mptcp_testbed::{payload, unique_prefix, Netns, Testbed};
-use mptcp_user::native::paths::{self, Applied, NativePath};
+use mptcp_user::native::paths::{self, Applied, NativePath, Side};
 use mptcp_user::native::pm::{Endpoint, EndpointFlags, Limits, PathManager};
 use mptcp_user::netdev::Net;
 use sha2::{Digest, Sha256};
@@ -104,6 +104,48 @@ fn mptcp_counter(ns: &Netns, name: &str) -> Result<u64> {
     Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
 }
 
+/// 4 MB over MPTCP from `client` to a listener in `server` at `to`,
+/// checked by SHA-256. The listener is the kernel's MPTCP, unmodified.
+fn mptcp_transfer(server: &Netns, client: &Netns, to: SocketAddr) -> Result<()> {
+    let data = payload(4 << 20, 7);
+    let want: [u8; 32] = Sha256::digest(&data).into();
+    let listen = SocketAddr::new("0.0.0.0".parse()?, to.port());
+    let server = server.spawn_thread(move || {
+        let l = {
+            let s = mptcp_socket()?;
+            s.set_reuse_address(true).context("SO_REUSEADDR")?;
+            s.bind(&listen.into()).context("bind")?;
+            s.listen(1).context("listen")?;
+            TcpListener::from(s)
+        };
+        let (mut c, _) = l.accept().context("accept")?;
+        let mut got = vec![];
+        c.read_to_end(&mut got).context("read")?;
+        Ok(<[u8; 32]>::from(Sha256::digest(&got)))
+    });
+    client.run(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut c = loop {
+            let s = mptcp_socket()?;
+            match s.connect(&to.into()) {
+                Ok(()) => break TcpStream::from(s),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => return Err(anyhow::Error::from(e).context("connect")),
+            }
+        };
+        // The join comes a moment after the handshake: write in pieces.
+        for chunk in data.chunks(64 << 10) {
+            c.write_all(chunk).context("write")?;
+        }
+        Ok(())
+    })?;
+    let got = server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    ensure!(got == want, "the data arrived changed");
+    Ok(())
+}
+
 /// Client 0's uplinks as native paths.
 fn client_paths(bed: &Testbed) -> Result<Vec<NativePath>> {
     let cl = &bed.clients[0];
@@ -115,15 +157,15 @@ fn client_paths(bed: &Testbed) -> Result<Vec<NativePath>> {
         .collect()
 }
 
-/// Set up (or, with `Some(applied)`, tear down) client 0's native paths.
-fn native_paths(ns: &Netns, paths: Vec<NativePath>, undo: Option<Applied>) -> Result<Applied> {
+/// Set up (or, with `Some(applied)`, tear down) native paths in `ns`.
+fn native_paths(ns: &Netns, side: Side, paths: Vec<NativePath>, undo: Option<Applied>) -> Result<Applied> {
     ns.run(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
             let (mut pm, net) = (PathManager::open()?, Net::new()?);
             match undo {
                 Some(a) => paths::teardown(&mut pm, &net, &a).await.map(|_| a),
-                None => paths::setup(&mut pm, &net, &paths).await,
+                None => paths::setup(&mut pm, &net, side, &paths).await,
             }
         })
     })
@@ -151,59 +193,50 @@ fn an_mptcp_peer_gets_a_subflow_per_path_and_nothing_is_left() -> Result<()> {
     cl.sh("sysctl -qw net.mptcp.enabled=1")?;
     bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
     let limits_before = cl.sh("ip mptcp limits show")?;
-    let applied = native_paths(cl, client_paths(&bed)?, None).context("setup")?;
+    let applied = native_paths(cl, Side::Client, client_paths(&bed)?, None).context("setup")?;
     assert_eq!(applied.paths.len(), 2);
 
-    let data = payload(4 << 20, 7);
-    let want: [u8; 32] = Sha256::digest(&data).into();
-    let listen: SocketAddr = "0.0.0.0:5400".parse()?;
-    let server = bed.server.spawn_thread(move || {
-        let l = {
-            let s = mptcp_socket()?;
-            s.set_reuse_address(true).context("SO_REUSEADDR")?;
-            s.bind(&listen.into()).context("bind")?;
-            s.listen(1).context("listen")?;
-            TcpListener::from(s)
-        };
-        let (mut c, _) = l.accept().context("accept")?;
-        let mut got = vec![];
-        c.read_to_end(&mut got).context("read")?;
-        Ok(<[u8; 32]>::from(Sha256::digest(&got)))
-    });
-    let to: SocketAddr = format!("{}:5400", Testbed::SERVER_V4).parse()?;
-    cl.run(move || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let mut c = loop {
-            let s = mptcp_socket()?;
-            match s.connect(&to.into()) {
-                Ok(()) => break TcpStream::from(s),
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50))
-                }
-                Err(e) => return Err(anyhow::Error::from(e).context("connect")),
-            }
-        };
-        // The join comes a moment after the handshake: write in pieces.
-        for chunk in data.chunks(64 << 10) {
-            c.write_all(chunk).context("write")?;
-        }
-        Ok(())
-    })?;
-    let got = server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
-    assert_eq!(got, want, "the data arrived changed");
+    mptcp_transfer(&bed.server, cl, format!("{}:5400", Testbed::SERVER_V4).parse()?)?;
     assert_eq!(mptcp_counter(cl, "MPTcpExtMPCapableSYNACKRX")?, 1, "not an MPTCP connection");
     assert_eq!(mptcp_counter(cl, "MPTcpExtMPJoinSynAckRx")?, 1, "not one join for the second path");
 
-    native_paths(cl, vec![], Some(applied)).context("teardown")?;
+    native_paths(cl, Side::Client, vec![], Some(applied)).context("teardown")?;
     nothing_left(cl)?;
     assert_eq!(cl.sh("ip mptcp limits show")?, limits_before, "limits not put back");
 
     // A second path that cannot be set up (no such device): nothing left.
     let mut bad = client_paths(&bed)?;
     bad[1].ifindex = 9999;
-    let e = native_paths(cl, bad, None).expect_err("a path with no device was set up");
+    let e = native_paths(cl, Side::Client, bad, None).expect_err("a path with no device was set up");
     assert!(format!("{e:#}").contains("path 1"), "the error does not name the path: {e:#}");
     nothing_left(cl)?;
     assert_eq!(cl.sh("ip mptcp limits show")?, limits_before, "limits not put back after the failure");
     Ok(())
+}
+
+/// The concentrator's namespace as a plain MPTCP server with two uplinks,
+/// its paths set up on the server side: the client (the kernel's MPTCP
+/// with room for announced addresses, no endpoints of its own) connects to
+/// the first address, hears the second announced and joins to it; 4 MB
+/// cross intact. Torn down, nothing is left.
+#[test]
+fn a_server_announces_its_paths_and_the_client_joins_each() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let (cl, srv) = (&bed.clients[0], &bed.conc);
+    cl.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 2 add_addr_accepted 2")?;
+    srv.sh("sysctl -qw net.mptcp.enabled=1")?;
+    let paths = (0..bed.uplinks)
+        .map(|k| {
+            let ifindex = srv.sh(&format!("cat /sys/class/net/{}/ifindex", Testbed::conc_dev(0, k)))?.trim().parse()?;
+            Ok(NativePath { ifindex, addr: Testbed::conc_addr(0, k), gateway: bed.client_addr(0, k), backup: false })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let applied = native_paths(srv, Side::Server, paths, None).context("setup")?;
+    let shown = srv.sh("ip mptcp endpoint show")?;
+    assert!(shown.lines().filter(|l| l.contains("signal")).count() == 2, "not two announced endpoints:\n{shown}");
+    mptcp_transfer(srv, cl, SocketAddr::new(Testbed::conc_addr(0, 0), 5401))?;
+    assert_eq!(mptcp_counter(cl, "MPTcpExtAddAddr")?, 1, "the second address was not announced");
+    assert_eq!(mptcp_counter(cl, "MPTcpExtMPJoinSynAckRx")?, 1, "no join to the announced address");
+    native_paths(srv, Side::Server, vec![], Some(applied)).context("teardown")?;
+    nothing_left(srv)
 }

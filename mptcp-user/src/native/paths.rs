@@ -1,8 +1,10 @@
-//! A client's paths for the kernel's MPTCP: one `subflow` endpoint per
-//! uplink, so the in-kernel path manager opens a subflow from each on every
-//! connection, and source routing, so each subflow leaves by its own
-//! uplink (a subflow's packets carry its endpoint's address as source and
-//! find that uplink's routing table by it).
+//! A host's paths for the kernel's MPTCP, on either side. A client gets a
+//! `subflow` endpoint per uplink, so the in-kernel path manager opens a
+//! subflow from each on every connection; a server a `signal` endpoint per
+//! address, which it announces (ADD_ADDR) so the client joins to each. Both
+//! get source routing, so each subflow leaves by its own uplink (its
+//! packets carry the endpoint's address as source and find that uplink's
+//! routing table by it).
 //!
 //! [`setup`] puts all of it in place or, on any failure, nothing;
 //! [`teardown`] removes it again.
@@ -16,6 +18,15 @@ use crate::netdev::Net;
 
 /// The first of the routing tables the paths use (one each, in path order).
 pub const TABLE_BASE: u32 = 7600;
+
+/// Which end of the connections the host is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Opens connections: a subflow from every path.
+    Client,
+    /// Accepts them: every path's address announced to the client.
+    Server,
+}
 
 /// One uplink as native mode uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,10 +55,11 @@ fn slot(i: usize) -> (u8, u32) {
     (i as u8 + 1, TABLE_BASE + i as u32)
 }
 
-/// Make every new MPTCP connection open one subflow per path: source
-/// routing and a `subflow` endpoint for each, and limits that let them
-/// all join. All of it, or (after an error, which names the path) none.
-pub async fn setup(pm: &mut PathManager, net: &Net, paths: &[NativePath]) -> Result<Applied> {
+/// Make every new MPTCP connection use one subflow per path: source
+/// routing and an endpoint for each (`subflow` on a client, `signal` on a
+/// server), and limits that let them all join. All of it, or (after an
+/// error, which names the path) none.
+pub async fn setup(pm: &mut PathManager, net: &Net, side: Side, paths: &[NativePath]) -> Result<Applied> {
     if paths.is_empty() || paths.len() > MAX_LIMIT as usize {
         bail!("native mode takes 1 to {MAX_LIMIT} paths, not {}", paths.len());
     }
@@ -61,7 +73,8 @@ pub async fn setup(pm: &mut PathManager, net: &Net, paths: &[NativePath]) -> Res
         let (id, table) = slot(i);
         let added = async {
             net.add_source_route(p.addr, p.gateway, p.ifindex, table).await?;
-            let flags = EndpointFlags { subflow: true, backup: p.backup, ..Default::default() };
+            let (subflow, signal) = (side == Side::Client, side == Side::Server);
+            let flags = EndpointFlags { subflow, signal, backup: p.backup, ..Default::default() };
             let ep = Endpoint { id, addr: p.addr, ifindex: Some(p.ifindex), flags };
             if let Err(e) = pm.add_endpoint(&ep).await {
                 let _ = net.del_source_route(p.addr, p.gateway, p.ifindex, table).await;
