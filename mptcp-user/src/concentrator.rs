@@ -617,6 +617,7 @@ impl Concentrator {
             return;
         };
         let Some(train) = sub.as_mut().and_then(|s| s.train_out.due(now)) else { return };
+        tracing::debug!(token = format_args!("{token:08x}"), subflow = subflow_id, train, "packet train");
         let pad = rate_probe_pad(TRAIN_PACKET_BYTES, to.is_ipv6());
         let start = std::time::Instant::now();
         for index in 0..TRAIN_LEN {

@@ -171,29 +171,41 @@ impl TrainMeter {
     /// faster or slower link) spread by the path ([`SPREAD_FACTOR`]).
     fn finish(&mut self) -> Option<TrainTiming> {
         self.answered = true;
-        let last = self.at_ns.iter().rposition(|&t| t != 0)?;
-        let first = (last + 1).checked_sub(TIMED)?;
+        match self.timing() {
+            Ok(t) => Some(t),
+            Err(why) => {
+                // Why a path stays without a rate: worth a look when it lasts.
+                tracing::debug!(train = self.train, why, "packet train not timed");
+                None
+            }
+        }
+    }
+
+    /// [`Self::finish`]'s timing, or why there is none.
+    fn timing(&self) -> Result<TrainTiming, &'static str> {
+        let last = self.at_ns.iter().rposition(|&t| t != 0).ok_or("nothing arrived")?;
+        let first = (last + 1).checked_sub(TIMED).ok_or("too few arrived")?;
         if last + 1 < MIN_ARRIVED {
-            return None;
+            return Err("too few arrived");
         }
         let t = &self.at_ns[first..=last];
         let ordered = t.iter().all(|&a| a != 0) && t.windows(2).all(|w| w[1] > w[0]);
         if !ordered {
-            return None;
+            return Err("its end arrived with gaps or out of order");
         }
         // Bytes per ns of each half (the same number of intervals each).
         let mid = TIMED / 2;
         let (a, b) = (t[mid] - t[0], t[TIMED - 1] - t[TIMED - 1 - mid]);
         if a.max(b) * 100 > a.min(b) * STEADY_PCT {
-            return None;
+            return Err("its end came at an unsteady rate");
         }
         let sent_span = self.sent_ns[last].saturating_sub(self.sent_ns[first]) as u64;
         if t[TIMED - 1] - t[0] < SPREAD_FACTOR * sent_span {
-            return None;
+            return Err("the sender spaced it, not the path");
         }
         let span_us = ((t[TIMED - 1] - t[0]) / 1_000).clamp(1, u32::MAX as u64) as u32;
         let bytes = ((TIMED as u64 - 1) * self.wire_bytes).min(u32::MAX as u64) as u32;
-        Some(TrainTiming { train: self.train, bytes, span_us })
+        Ok(TrainTiming { train: self.train, bytes, span_us })
     }
 }
 

@@ -100,7 +100,9 @@ pub fn start_with_capabilities(
         }
         None => ns.command(BIN),
     };
-    cmd.args(["--log", "info", "up", "--instance", name]).args(args);
+    // MPTCP_TEST_LOG=debug (or another level) for a closer look at a failure.
+    let level = std::env::var("MPTCP_TEST_LOG").unwrap_or_else(|_| "info".into());
+    cmd.args(["--log", &level, "up", "--instance", name]).args(args);
     let proc = Proc::spawn(cmd, log_path(name))?;
     let mut inst = Instance { name: name.to_string(), proc: Some(proc) };
     inst.proc().wait_for(ready, Duration::from_secs(20))?;
