@@ -30,19 +30,15 @@ pub fn uplink_ingress(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_uplink_ingress(ctx: &XdpContext) -> Result<u32, DropReason> {
     let Some(eth) = read_at::<EthHdr>(ctx.data(), ctx.data_end(), 0) else { return Ok(XDP_PASS) };
-    // 1. Ours? Data? Which 4-tuple, header and inner source.
+    // 1. Ours? Data? Which 4-tuple, header and inner source; a data
+    // packet goes on to `receive`, anything else up the stack untouched.
     let Some(s) = SETTINGS.get(0) else { return Ok(XDP_PASS) };
-    let mut d = Datagram::default();
     let p = &XdpPacket(ctx);
-    let data = match eth.proto() {
-        ETH_P_IP => parse_v4::<_, ETH_HLEN>(p, s, &mut d)?,
-        ETH_P_IPV6 => parse_v6::<_, ETH_HLEN>(p, s, &mut d)?,
-        _ => false,
-    };
-    if !data {
-        return Ok(XDP_PASS);
+    match eth.proto() {
+        ETH_P_IP => parse_v4::<_, ETH_HLEN, _>(p, s, XDP_PASS, |d| receive(ctx, &eth, d)),
+        ETH_P_IPV6 => parse_v6::<_, ETH_HLEN, _>(p, s, XDP_PASS, |d| receive(ctx, &eth, d)),
+        _ => Ok(XDP_PASS),
     }
-    receive(ctx, &eth, &d)
 }
 
 /// A bond data packet: taken? Then decapsulated and passed up.

@@ -34,19 +34,15 @@ pub fn uplink_ingress_l3(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_uplink_ingress_l3(ctx: &TcContext) -> Result<i32, DropReason> {
     let Ok(first) = ctx.load::<u8>(0) else { return Ok(TC_ACT_OK) };
-    // 1. Ours? Data? Which 4-tuple, header and inner source.
+    // 1. Ours? Data? Which 4-tuple, header and inner source; a data
+    // packet goes on to `receive`, anything else up the stack untouched.
     let Some(s) = SETTINGS.get(0) else { return Ok(TC_ACT_OK) };
-    let mut d = Datagram::default();
     let p = &TcPacket(ctx);
-    let data = match first >> 4 {
-        4 => parse_v4::<_, 0>(p, s, &mut d)?,
-        6 => parse_v6::<_, 0>(p, s, &mut d)?,
-        _ => false,
-    };
-    if !data {
-        return Ok(TC_ACT_OK);
+    match first >> 4 {
+        4 => parse_v4::<_, 0, _>(p, s, TC_ACT_OK, |d| receive(ctx, d)),
+        6 => parse_v6::<_, 0, _>(p, s, TC_ACT_OK, |d| receive(ctx, d)),
+        _ => Ok(TC_ACT_OK),
     }
-    receive(ctx, &d)
 }
 
 /// A bond data packet: taken? Then decapsulated and passed up.
