@@ -105,8 +105,11 @@ fn mptcp_counter(ns: &Netns, name: &str) -> Result<u64> {
 }
 
 /// 4 MB over MPTCP from `client` to a listener in `server` at `to`,
-/// checked by SHA-256. The listener is the kernel's MPTCP, unmodified.
-fn mptcp_transfer(server: &Netns, client: &Netns, to: SocketAddr) -> Result<()> {
+/// checked by SHA-256; all but the first 64 kB written once the client saw
+/// `joins` subflows join (within 5 s: a join comes once the connection is
+/// fully established, and one that ended first gets none). The listener is
+/// the kernel's MPTCP, unmodified.
+fn mptcp_transfer(server: &Netns, client: &Netns, to: SocketAddr, joins: u64) -> Result<()> {
     let data = payload(4 << 20, 7);
     let want: [u8; 32] = Sha256::digest(&data).into();
     let listen = SocketAddr::new("0.0.0.0".parse()?, to.port());
@@ -123,7 +126,8 @@ fn mptcp_transfer(server: &Netns, client: &Netns, to: SocketAddr) -> Result<()> 
         c.read_to_end(&mut got).context("read")?;
         Ok(<[u8; 32]>::from(Sha256::digest(&got)))
     });
-    client.run(move || {
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let writer = client.spawn_thread(move || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut c = loop {
             let s = mptcp_socket()?;
@@ -135,12 +139,22 @@ fn mptcp_transfer(server: &Netns, client: &Netns, to: SocketAddr) -> Result<()> 
                 Err(e) => return Err(anyhow::Error::from(e).context("connect")),
             }
         };
-        // The join comes a moment after the handshake: write in pieces.
-        for chunk in data.chunks(64 << 10) {
+        // The first data makes the connection fully established, which the
+        // joins wait for; the rest is written once they came.
+        let (head, rest) = data.split_at(64 << 10);
+        c.write_all(head).context("write")?;
+        wait.recv_timeout(std::time::Duration::from_secs(10)).context("never told to write")?;
+        for chunk in rest.chunks(64 << 10) {
             c.write_all(chunk).context("write")?;
         }
         Ok(())
-    })?;
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while mptcp_counter(client, "MPTcpExtMPJoinSynAckRx")? < joins && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = go.send(());
+    writer.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
     let got = server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
     ensure!(got == want, "the data arrived changed");
     Ok(())
@@ -196,7 +210,7 @@ fn an_mptcp_peer_gets_a_subflow_per_path_and_nothing_is_left() -> Result<()> {
     let applied = native_paths(cl, Side::Client, client_paths(&bed)?, None).context("setup")?;
     assert_eq!(applied.paths.len(), 2);
 
-    mptcp_transfer(&bed.server, cl, format!("{}:5400", Testbed::SERVER_V4).parse()?)?;
+    mptcp_transfer(&bed.server, cl, format!("{}:5400", Testbed::SERVER_V4).parse()?, 1)?;
     assert_eq!(mptcp_counter(cl, "MPTcpExtMPCapableSYNACKRX")?, 1, "not an MPTCP connection");
     assert_eq!(mptcp_counter(cl, "MPTcpExtMPJoinSynAckRx")?, 1, "not one join for the second path");
 
@@ -234,7 +248,7 @@ fn a_server_announces_its_paths_and_the_client_joins_each() -> Result<()> {
     let applied = native_paths(srv, Side::Server, paths, None).context("setup")?;
     let shown = srv.sh("ip mptcp endpoint show")?;
     assert!(shown.lines().filter(|l| l.contains("signal")).count() == 2, "not two announced endpoints:\n{shown}");
-    mptcp_transfer(srv, cl, SocketAddr::new(Testbed::conc_addr(0, 0), 5401))?;
+    mptcp_transfer(srv, cl, SocketAddr::new(Testbed::conc_addr(0, 0), 5401), 1)?;
     assert_eq!(mptcp_counter(cl, "MPTcpExtAddAddr")?, 1, "the second address was not announced");
     assert_eq!(mptcp_counter(cl, "MPTcpExtMPJoinSynAckRx")?, 1, "no join to the announced address");
     native_paths(srv, Side::Server, vec![], Some(applied)).context("teardown")?;
