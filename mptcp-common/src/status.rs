@@ -14,6 +14,9 @@ use crate::DropReason;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub instance: String,
+    /// "bond" or "mptcp" (native mode).
+    #[serde(default)]
+    pub mode: Option<String>,
     pub role: Option<String>,
     pub bond: Option<String>,
     pub controller_pid: Option<u32>,
@@ -21,6 +24,23 @@ pub struct Status {
     pub connections: Vec<ConnectionStatus>,
     pub drops: BTreeMap<String, u64>,
     pub control: BTreeMap<String, u64>,
+    /// Native mode: each path and what the kernel's path manager has of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathStatus>,
+}
+
+/// A path in native mode.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PathStatus {
+    pub name: String,
+    pub interface: String,
+    /// The address its subflows use, while it has one.
+    pub address: Option<String>,
+    /// Its endpoint in the kernel's path manager, while it is up.
+    pub endpoint: Option<u8>,
+    pub state: SubflowState,
+    /// Its subflows are backups now (configured, or by the policy).
+    pub backup: bool,
 }
 
 impl Status {

@@ -22,6 +22,7 @@ use crate::control::{
     Stamps,
 };
 use crate::ctl::{PathChange, Request, Response};
+use crate::daemon::requests::AutoFollow;
 use crate::daemon::{EventError, Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
 use crate::monitor::PathMonitor;
@@ -142,6 +143,8 @@ pub struct Client {
     replay_log: Throttle,
     /// Our stamps on what we send.
     stamps: Stamps,
+    /// The classes set to auto follow the paths.
+    auto: AutoFollow,
 }
 
 /// Answers to any of this many latest probes count (they may trail the interval).
@@ -211,6 +214,7 @@ impl Client {
             auth_log: Throttle::default(),
             replay_log: Throttle::default(),
             stamps: Stamps::default(),
+            auto: AutoFollow::default(),
         };
         // Hints set at runtime before a restart (only kept when adopting).
         for change in RuntimeChanges::load(&c.cfg.instance)?.paths.values() {
@@ -900,6 +904,17 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The latest estimates from feedback, per subflow (for `status`).
+    fn estimates(&self) -> Vec<SubflowEstimate> {
+        let Some(token) = self.token else { return Vec::new() };
+        self.paths
+            .iter()
+            .filter_map(|p| p.monitor.feedback.last.map(|estimate| SubflowEstimate { token, subflow: p.id, estimate }))
+            .collect()
+    }
+}
+
 impl Role for Client {
     async fn on_peer(&mut self, m: Inbound) -> Handled {
         self.on_inbound(m).await?;
@@ -920,24 +935,25 @@ impl Role for Client {
                 Ok(m) => Response::Ok(m),
                 Err(e) => Response::Error(format!("{e:#}")),
             },
-            other => Response::Error(format!("{other:?} is answered by the event loop, not the client")),
+            other => {
+                let estimates = self.estimates();
+                return crate::daemon::requests::answer(
+                    &mut self.maps,
+                    &self.cfg.instance,
+                    &estimates,
+                    other,
+                    "client",
+                );
+            }
         })
     }
 
-    fn maps(&mut self) -> &mut DataPathMaps {
-        &mut self.maps
+    fn count_error(&mut self) {
+        self.maps.bump(mptcp_common::maps::ControlCounter::EventErrors);
     }
 
-    fn estimates(&self) -> Vec<SubflowEstimate> {
-        let Some(token) = self.token else { return Vec::new() };
-        self.paths
-            .iter()
-            .filter_map(|p| p.monitor.feedback.last.map(|estimate| SubflowEstimate { token, subflow: p.id, estimate }))
-            .collect()
-    }
-
-    fn into_maps(self) -> DataPathMaps {
-        self.maps
+    fn after_input(&mut self) -> anyhow::Result<()> {
+        self.auto.follow(&mut self.maps)
     }
 }
 

@@ -19,6 +19,7 @@ use crate::control::{
     RejectReason, RxReport, Stamps,
 };
 use crate::ctl::{Request, Response};
+use crate::daemon::requests::AutoFollow;
 use crate::daemon::{Handled, Role};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
 use crate::monitor::PathMonitor;
@@ -123,6 +124,8 @@ pub struct Concentrator {
     full_log: Throttle,
     /// Our stamps on what we send.
     stamps: Stamps,
+    /// The classes set to auto follow the paths.
+    auto: AutoFollow,
     /// Control messages that failed authentication: their log lines, and
     /// the REJECTs that tell a client with the wrong key (both unverified
     /// work anyone can ask for).
@@ -195,6 +198,7 @@ impl Concentrator {
             refusals_left: REFUSALS_PER_TICK,
             full_log: Throttle::default(),
             stamps: Stamps::default(),
+            auto: AutoFollow::default(),
             auth_log: Throttle::default(),
             auth_rejects: Throttle::default(),
             replay_log: Throttle::default(),
@@ -862,6 +866,21 @@ impl Concentrator {
     }
 }
 
+impl Concentrator {
+    /// The latest estimates from feedback, per subflow (for `status`).
+    fn estimates(&self) -> Vec<SubflowEstimate> {
+        let mut all = Vec::new();
+        for (&token, c) in &self.conns {
+            for (id, s) in c.subflows.iter().enumerate() {
+                if let Some(estimate) = s.as_ref().and_then(|s| s.monitor.feedback.last) {
+                    all.push(SubflowEstimate { token, subflow: id as u8, estimate });
+                }
+            }
+        }
+        all
+    }
+}
+
 impl Role for Concentrator {
     async fn on_peer(&mut self, m: Inbound) -> Handled {
         self.on_inbound(m).await
@@ -883,28 +902,25 @@ impl Role for Concentrator {
             Request::PathSet(_) => Response::Error(
                 "path set applies on the client: the concentrator follows the hints each client sends".into(),
             ),
-            other => Response::Error(format!("{other:?} is answered by the event loop, not the concentrator")),
+            other => {
+                let estimates = self.estimates();
+                return crate::daemon::requests::answer(
+                    &mut self.maps,
+                    &self.cfg.instance,
+                    &estimates,
+                    other,
+                    "concentrator",
+                );
+            }
         })
     }
 
-    fn maps(&mut self) -> &mut DataPathMaps {
-        &mut self.maps
+    fn count_error(&mut self) {
+        self.maps.bump(mptcp_common::maps::ControlCounter::EventErrors);
     }
 
-    fn estimates(&self) -> Vec<SubflowEstimate> {
-        let mut all = Vec::new();
-        for (&token, c) in &self.conns {
-            for (id, s) in c.subflows.iter().enumerate() {
-                if let Some(estimate) = s.as_ref().and_then(|s| s.monitor.feedback.last) {
-                    all.push(SubflowEstimate { token, subflow: id as u8, estimate });
-                }
-            }
-        }
-        all
-    }
-
-    fn into_maps(self) -> DataPathMaps {
-        self.maps
+    fn after_input(&mut self) -> anyhow::Result<()> {
+        self.auto.follow(&mut self.maps)
     }
 }
 

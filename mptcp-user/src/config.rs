@@ -22,10 +22,26 @@ pub enum Role {
     Concentrator,
 }
 
+/// How the paths are bonded.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Our tunnel between a client and a concentrator, scheduled per packet
+    /// by the eBPF data path.
+    #[default]
+    Bond,
+    /// The kernel's own Multipath TCP (RFC 8684) end to end with any MPTCP
+    /// peer: the controller manages its subflows (a client opens one per
+    /// path; a concentrator, the server side, announces each path's address).
+    Mptcp,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub role: Role,
+    #[serde(default)]
+    pub mode: Mode,
     /// Pins live under /sys/fs/bpf/mptcp-ebpf/<instance>/.
     #[serde(default = "default_instance")]
     pub instance: String,
@@ -156,6 +172,9 @@ pub struct PathConfig {
     pub interface: String,
     /// Client: the concentrator's address reached over this interface.
     pub remote: Option<IpAddr>,
+    /// mptcp mode: the next hop on this interface (default: the gateway of
+    /// the main table's default route through it, else none: on-link).
+    pub gateway: Option<IpAddr>,
     /// Local address; default: the interface's first address of the remote's
     /// family (client) or all its addresses (concentrator).
     pub local: Option<IpAddr>,
@@ -238,6 +257,7 @@ impl Config {
     pub fn new(role: Role) -> Config {
         Config {
             role,
+            mode: Mode::Bond,
             instance: default_instance(),
             key_file: None,
             port: default_port(),
@@ -318,6 +338,9 @@ impl Config {
     /// Checks that need no system access.
     pub fn validate(&self) -> Result<()> {
         validate_instance(&self.instance)?;
+        if self.mode == Mode::Mptcp {
+            return self.validate_native();
+        }
         self.class_plan()?;
         match self.role {
             Role::Client if !self.clients.is_empty() => {
@@ -382,8 +405,63 @@ impl Config {
                 bail!("path {}: interface {} is configured twice", p.display_name(), p.interface);
             }
         }
+        if let Some(p) = self.paths.iter().find(|p| p.gateway.is_some()) {
+            bail!("path {}: `gateway` is for mode = \"mptcp\" (a bond path has `remote`)", p.display_name());
+        }
         if self.role == Role::Client && self.bond.addresses.is_empty() {
             bail!("a client needs bond.addresses (its inner address, announced to the concentrator)");
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Native mode's checks: it has no tunnel, so no key, bond, classes or
+    /// remote; connections go to whatever MPTCP peer an application chose.
+    fn validate_native(&self) -> Result<()> {
+        let no_tunnel = |what: &str| -> Result<()> {
+            bail!("{what} is for mode = \"bond\": in mode = \"mptcp\" the kernel's MPTCP talks to its peer directly")
+        };
+        if self.key_file.is_some() {
+            no_tunnel("`key_file`")?;
+        }
+        if self.bond != BondConfig::default() {
+            no_tunnel("[bond]")?;
+        }
+        if !self.classes.is_empty() {
+            no_tunnel("[[class]]")?;
+        }
+        if !self.clients.is_empty() {
+            no_tunnel("[[client]]")?;
+        }
+        if let Err(why) = crate::native::policy::expressible(self.policy.0) {
+            bail!("policy {}: not in mode = \"mptcp\": {why}", self.policy);
+        }
+        let most = crate::native::pm::MAX_LIMIT as usize;
+        if self.paths.is_empty() || self.paths.len() > most {
+            bail!(
+                "mode = \"mptcp\" takes 1 to {most} paths ([[path]] or --path IFACE[=GATEWAY]), not {}",
+                self.paths.len()
+            );
+        }
+        for (i, p) in self.paths.iter().enumerate() {
+            if p.interface.is_empty() {
+                bail!("path {i}: `interface` is empty");
+            }
+            if p.remote.is_some() {
+                bail!(
+                    "path {}: `remote` is for mode = \"bond\"; an MPTCP path takes `gateway` (its next hop)",
+                    p.display_name()
+                );
+            }
+            if let (Some(l), Some(g)) = (p.local, p.gateway) {
+                if l.is_ipv4() != g.is_ipv4() {
+                    bail!("path {}: `local` {l} and `gateway` {g} are of different IP families", p.display_name());
+                }
+            }
+            if self.paths[..i].iter().any(|q| q.display_name() == p.display_name()) {
+                bail!("path {}: configured twice", p.display_name());
+            }
         }
         Ok(())
     }
@@ -447,6 +525,7 @@ pub fn parse_path_flag(s: &str) -> Result<PathConfig> {
         name: None,
         interface: iface.to_string(),
         remote,
+        gateway: None,
         local: None,
         priority: 0,
         backup: false,
@@ -526,6 +605,54 @@ backup = true
         assert_eq!(c.probe.collect_after_s, 60, "the default");
         c.probe.collect_after_s = 0;
         assert!(c.validate().unwrap_err().to_string().contains("probe.collect_after_s"));
+    }
+
+    const NATIVE: &str = r#"
+role = "client"
+mode = "mptcp"
+policy = "active-backup"
+
+[[path]]
+name = "dsl"
+interface = "eth0"
+gateway = "192.0.2.1"
+
+[[path]]
+name = "lte"
+interface = "wwan0"
+backup = true
+"#;
+
+    #[test]
+    fn a_native_config_needs_no_tunnel_and_refuses_the_tunnels_parts() {
+        let c: Config = toml::from_str(NATIVE).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            (c.mode, c.paths[0].gateway, c.paths[1].gateway),
+            (Mode::Mptcp, Some("192.0.2.1".parse().unwrap()), None)
+        );
+        let refused = |change: &dyn Fn(&mut Config), says: &str| {
+            let mut c: Config = toml::from_str(NATIVE).unwrap();
+            change(&mut c);
+            let e = format!("{:#}", c.validate().unwrap_err());
+            assert!(e.contains(says), "{e:?} does not say {says:?}");
+        };
+        refused(&|c| c.key_file = Some("/k".into()), "`key_file` is for mode = \"bond\"");
+        refused(
+            &|c| c.paths[0].remote = Some("192.0.2.9".parse().unwrap()),
+            "path dsl: `remote` is for mode = \"bond\"",
+        );
+        refused(&|c| c.bond.addresses.push("10.0.0.1/32".parse().unwrap()), "[bond] is for mode");
+        refused(&|c| c.policy = "redundant".parse().unwrap(), "policy redundant: not in mode = \"mptcp\"");
+        refused(&|c| c.paths[0].local = Some("2001:db8::1".parse().unwrap()), "different IP families");
+        refused(
+            &|c| c.paths = (0..9).map(|i| PathConfig { interface: format!("e{i}"), ..Default::default() }).collect(),
+            "1 to 8 paths",
+        );
+        // A bond path has no gateway.
+        let mut c: Config = toml::from_str(&client()).unwrap();
+        c.paths[0].gateway = Some("192.0.2.1".parse().unwrap());
+        assert!(c.validate().unwrap_err().to_string().contains("`gateway` is for mode = \"mptcp\""));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub fn state_file(instance: &str) -> PathBuf {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InstanceState {
     pub role: Role,
+    #[serde(default)]
+    pub mode: crate::config::Mode,
+    /// The bond device (empty in native mode).
     pub bond: String,
     pub uplinks: Vec<String>,
     /// Interface index of each uplink (names resolve only in the controller's netns).
@@ -53,6 +56,10 @@ pub struct InstanceState {
     /// What was changed at runtime, for a controller that adopts the data path.
     #[serde(default)]
     pub runtime: crate::runtime::RuntimeChanges,
+    /// Native mode: the paths in place in the kernel, for the controller
+    /// that adopts them or for `down` after a controller that died.
+    #[serde(default)]
+    pub native: Option<crate::native::paths::Applied>,
 }
 
 impl InstanceState {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use mptcp_user::config::{self, Config, PolicyName, Role};
+use mptcp_user::config::{self, Config, Mode, PolicyName, Role};
 use mptcp_user::ctl::{self, Request, Response};
 use mptcp_user::{run, status};
 
@@ -30,8 +30,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the bond, attach the data path and run the controller in the
-    /// foreground. Ctrl-C (SIGINT) removes everything; SIGTERM leaves the data
-    /// path forwarding for a restarted controller to adopt.
+    /// foreground (or, with --mode mptcp, manage the kernel's MPTCP paths).
+    /// Ctrl-C (SIGINT) removes everything; SIGTERM leaves the data path
+    /// forwarding (the paths in place) for a restarted controller to adopt.
     Up(UpArgs),
     /// Stop the instance's controller and remove its data path, pins and bond.
     Down {
@@ -122,6 +123,10 @@ struct UpArgs {
     config: Option<PathBuf>,
     #[arg(long, value_enum)]
     role: Option<Role>,
+    /// bond: our tunnel, scheduled per packet (default); mptcp: the
+    /// kernel's own Multipath TCP with any MPTCP peer, its subflows managed.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     #[arg(long)]
     instance: Option<String>,
     /// The file holding the key both ends share (`mptcp-user genkey FILE`
@@ -141,7 +146,8 @@ struct UpArgs {
     /// Prefix routed into the bond (repeatable).
     #[arg(long = "route")]
     routes: Vec<IpNet>,
-    /// An uplink: IFACE=REMOTE on a client, IFACE on a concentrator (repeatable).
+    /// An uplink (repeatable): IFACE=REMOTE on a bond client, IFACE on a
+    /// concentrator; IFACE[=GATEWAY] in mode mptcp.
     #[arg(long = "path")]
     paths: Vec<String>,
     /// Probe interval in milliseconds.
@@ -164,6 +170,9 @@ fn build_config(a: &UpArgs) -> Result<Config> {
     if let Some(r) = a.role {
         cfg.role = r;
     }
+    if let Some(m) = a.mode {
+        cfg.mode = m;
+    }
     if let Some(v) = &a.instance {
         cfg.instance = v.clone();
     }
@@ -182,7 +191,12 @@ fn build_config(a: &UpArgs) -> Result<Config> {
     cfg.bond.addresses.extend(a.bond_addresses.iter().copied());
     cfg.bond.routes.extend(a.routes.iter().copied());
     for p in &a.paths {
-        cfg.paths.push(config::parse_path_flag(p)?);
+        let mut path = config::parse_path_flag(p)?;
+        if cfg.mode == Mode::Mptcp {
+            // A native path's one address is its next hop.
+            path.gateway = path.remote.take();
+        }
+        cfg.paths.push(path);
     }
     if let Some(v) = a.probe_interval_ms {
         cfg.probe.interval_ms = v;

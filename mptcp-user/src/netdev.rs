@@ -171,12 +171,13 @@ impl Net {
     }
 
     /// Source routing for one path: packets from `addr` look up table
-    /// `table`, whose default route leaves by device `index` via `gateway`.
+    /// `table`, whose default route leaves by device `index` via `gateway`
+    /// (none: on-link, as on a point-to-point uplink).
     /// (The messages [`Net::del_source_route`] removes again.)
     fn source_route_messages(
         &self,
         addr: IpAddr,
-        gateway: IpAddr,
+        gateway: Option<IpAddr>,
         index: u32,
         table: u32,
     ) -> Result<(netlink_packet_route::rule::RuleMessage, RouteMessage)> {
@@ -184,28 +185,38 @@ impl Net {
         // through it (EINVAL).
         let rule = self.handle.rule().add().table_id(table).action(netlink_packet_route::rule::RuleAction::ToTable);
         let route = self.handle.route().add().table_id(table).output_interface(index);
-        Ok(match (addr, gateway) {
-            (IpAddr::V4(a), IpAddr::V4(g)) => {
+        let (rule, mut route) = match (addr, gateway) {
+            (IpAddr::V4(a), None) => {
+                let (mut rule, mut route) = (rule.v4().source_prefix(a, 32), route.v4());
+                (rule.message_mut().clone(), route.message_mut().clone())
+            }
+            (IpAddr::V4(a), Some(IpAddr::V4(g))) => {
                 let (mut rule, mut route) = (rule.v4().source_prefix(a, 32), route.v4().gateway(g));
                 (rule.message_mut().clone(), route.message_mut().clone())
             }
-            (IpAddr::V6(a), IpAddr::V6(g)) => {
+            (IpAddr::V6(a), None) => {
+                let (mut rule, mut route) = (rule.v6().source_prefix(a, 128), route.v6());
+                (rule.message_mut().clone(), route.message_mut().clone())
+            }
+            (IpAddr::V6(a), Some(IpAddr::V6(g))) => {
                 let (mut rule, mut route) = (rule.v6().source_prefix(a, 128), route.v6().gateway(g));
                 (rule.message_mut().clone(), route.message_mut().clone())
             }
-            _ => bail!("address {addr} and gateway {gateway} are of different families"),
-        })
+            (_, Some(g)) => bail!("address {addr} and gateway {g} are of different families"),
+        };
+        if gateway.is_none() {
+            route.header.scope = RouteScope::Link;
+        }
+        Ok((rule, route))
     }
 
     /// Add [`Net::source_route_messages`]' rule and route.
-    pub async fn add_source_route(&self, addr: IpAddr, gateway: IpAddr, index: u32, table: u32) -> Result<()> {
+    pub async fn add_source_route(&self, addr: IpAddr, gateway: Option<IpAddr>, index: u32, table: u32) -> Result<()> {
         let (rule, route) = self.source_route_messages(addr, gateway, index, table)?;
         let mut add_route = self.handle.route().add();
         *add_route.message_mut() = route;
-        add_route
-            .execute()
-            .await
-            .with_context(|| format!("cannot route table {table} via {gateway} (device {index})"))?;
+        let via = gateway.map_or_else(|| "on-link".to_string(), |g| format!("via {g}"));
+        add_route.execute().await.with_context(|| format!("cannot route table {table} {via} (device {index})"))?;
         let mut add_rule = self.handle.rule().add();
         *add_rule.message_mut() = rule;
         if let Err(e) = add_rule.execute().await {
@@ -216,12 +227,34 @@ impl Net {
     }
 
     /// Remove what [`Net::add_source_route`] added (each part that is there).
-    pub async fn del_source_route(&self, addr: IpAddr, gateway: IpAddr, index: u32, table: u32) -> Result<()> {
+    pub async fn del_source_route(&self, addr: IpAddr, gateway: Option<IpAddr>, index: u32, table: u32) -> Result<()> {
         let (rule, route) = self.source_route_messages(addr, gateway, index, table)?;
         let rule_gone = self.handle.rule().del(rule).execute().await;
         let route_gone = self.handle.route().del(route).execute().await;
         rule_gone.with_context(|| format!("cannot remove the rule for packets from {addr}"))?;
         route_gone.with_context(|| format!("cannot remove table {table}'s route"))
+    }
+
+    /// The gateway of the main table's default route through device
+    /// `index`, of the family of `v4`, if there is one.
+    pub async fn default_gateway(&self, index: u32, v4: bool) -> Result<Option<IpAddr>> {
+        let ip = if v4 { rtnetlink::IpVersion::V4 } else { rtnetlink::IpVersion::V6 };
+        let mut routes = self.handle.route().get(ip).execute();
+        while let Some(r) = routes.try_next().await.context("cannot list routes")? {
+            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.destination_prefix_length != 0 {
+                continue;
+            }
+            let oif = r.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if *i == index));
+            let gateway = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(IpAddr::V4(*g)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(IpAddr::V6(*g)),
+                _ => None,
+            });
+            if oif && gateway.is_some() {
+                return Ok(gateway);
+            }
+        }
+        Ok(None)
     }
 
     /// Remove the route to `net` through device `index`, if there is one.

@@ -12,7 +12,7 @@ use crate::bpfmaps::DataPathMaps;
 use crate::classes::ClassPlan;
 use crate::client::Client;
 use crate::concentrator::Concentrator;
-use crate::config::{Config, Role};
+use crate::config::{Config, Mode, Role};
 use crate::daemon::{self, Exit, LoopConfig};
 use crate::lifecycle::{self, pin_dir, InstanceState, Uplink};
 use crate::netdev::Net;
@@ -139,6 +139,7 @@ async fn bring_up(
     crate::classes::install(&mut maps, &classes)?;
     InstanceState {
         role: cfg.role,
+        mode: cfg.mode,
         bond: cfg.bond.name.clone(),
         uplinks: uplinks.iter().map(|u| u.name.clone()).collect(),
         uplink_indexes,
@@ -147,6 +148,7 @@ async fn bring_up(
         pid: std::process::id(),
         netns: opts.netns.clone(),
         runtime,
+        native: None,
     }
     .store(&cfg.instance)?;
     Ok((maps, adopting, MtuPlan { bond: mtu, uplink: uplink_mtu }))
@@ -193,6 +195,9 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
             );
         }
     }
+    if cfg.mode == Mode::Mptcp {
+        return crate::native::up::up(cfg, &opts).await;
+    }
     let net = Net::new()?;
     let mut created = false;
     let (maps, adopting, mtu) = match bring_up(&cfg, &net, &opts, &mut created).await {
@@ -206,13 +211,12 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
     };
     let result = run_role(&cfg, maps, mtu, &net, &opts).await;
     match result {
-        Ok((Exit::Teardown, maps)) => {
-            drop(maps);
+        Ok(Exit::Teardown) => {
             teardown(&cfg.instance, &cfg.bond.name, &net, true).await;
             println!("mptcp-user: stopped; data path removed");
             Ok(())
         }
-        Ok((Exit::Handover, _)) => {
+        Ok(Exit::Handover) => {
             println!("mptcp-user: stopped; the data path keeps forwarding (`mptcp-user up` adopts it, `mptcp-user down` removes it)");
             Ok(())
         }
@@ -230,31 +234,26 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
     }
 }
 
-/// Build the role on the data path and run it on the event loop.
-async fn run_role(
-    cfg: &Config,
-    maps: DataPathMaps,
-    mtu: MtuPlan,
-    net: &Net,
-    opts: &UpOptions,
-) -> Result<(Exit, DataPathMaps)> {
+/// Build the role on the data path and run it on the event loop (its maps
+/// are closed when it returns).
+async fn run_role(cfg: &Config, maps: DataPathMaps, mtu: MtuPlan, net: &Net, opts: &UpOptions) -> Result<Exit> {
     let bond_index = net.link(&cfg.bond.name).await?.context("the bond device vanished during start")?.index;
     let lc = LoopConfig {
         instance: cfg.instance.clone(),
         // Subflows carrying traffic are probed at every tick, idle ones less often.
         tick: Duration::from_millis(cfg.probe.active_interval_ms()),
-        bond_index,
+        vital_link: Some(bond_index),
         ready: None,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     match cfg.role {
         Role::Client => {
             let c = Client::new(cfg.clone(), maps, Net::new()?, tx, opts.connect_timeout, mtu).await?;
-            daemon::run(c, rx, lc).await
+            daemon::run(c, rx, lc).await.map(|(exit, _)| exit)
         }
         Role::Concentrator => {
             let c = Concentrator::new(cfg.clone(), maps, net, tx).await?;
-            daemon::run(c, rx, LoopConfig { ready: Some("mptcp-user: serving"), ..lc }).await
+            daemon::run(c, rx, LoopConfig { ready: Some("mptcp-user: serving"), ..lc }).await.map(|(exit, _)| exit)
         }
     }
 }
@@ -296,6 +295,11 @@ pub fn down(instance: &str) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+    if let Some(st) = state.as_ref().filter(|s| s.mode == Mode::Mptcp) {
+        crate::native::up::down(instance, st)?;
+        println!("instance {instance}: native paths removed");
+        return Ok(());
     }
     let dir = pin_dir(instance);
     let had_pins = dir.exists();

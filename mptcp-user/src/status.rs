@@ -9,7 +9,7 @@ use crate::bpfmaps::DataPathMaps;
 use crate::lifecycle::{pin_dir, InstanceState};
 use crate::subflows::Endpoints;
 
-pub use mptcp_common::status::{ConnectionStatus, Status, SubflowState, SubflowStatus};
+pub use mptcp_common::status::{ConnectionStatus, PathStatus, Status, SubflowState, SubflowStatus};
 
 /// The instance's status: from its controller, or from the pinned maps
 /// when no controller runs (then without estimates).
@@ -99,6 +99,7 @@ pub fn collect_from(
     }
     Ok(Status {
         instance: instance.to_string(),
+        mode: Some("bond".into()),
         role: state.as_ref().map(|s| format!("{:?}", s.role).to_lowercase()),
         bond: state.as_ref().map(|s| s.bond.clone()),
         controller_pid,
@@ -106,10 +107,14 @@ pub fn collect_from(
         connections,
         drops: maps.drops().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
         control: maps.control_counters().into_iter().map(|(c, n)| (c.name().to_string(), n)).collect(),
+        paths: Vec::new(),
     })
 }
 
 pub fn print_table(s: &Status) {
+    if s.mode.as_deref() == Some("mptcp") {
+        return print_native(s);
+    }
     println!(
         "instance {}: {} bond {} policy {} controller {}",
         s.instance,
@@ -147,6 +152,31 @@ pub fn print_table(s: &Status) {
     }
     let drops: Vec<String> = s.drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
     println!("drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(", ") });
+    let ctl: Vec<String> = s.control.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("control: {}", ctl.join(", "));
+}
+
+/// Native mode's status: the paths and their endpoints.
+fn print_native(s: &Status) {
+    println!(
+        "instance {}: {} (native MPTCP) policy {} controller {}",
+        s.instance,
+        s.role.as_deref().unwrap_or("?"),
+        s.policy,
+        s.controller_pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "not running".into())
+    );
+    println!("  {:<10} {:<10} {:<24} {:>8} {:<5}", "path", "interface", "address", "endpoint", "state");
+    for p in &s.paths {
+        let state = if p.backup { format!("{}/b", p.state) } else { p.state.to_string() };
+        println!(
+            "  {:<10} {:<10} {:<24} {:>8} {:<5}",
+            p.name,
+            p.interface,
+            p.address.as_deref().unwrap_or("-"),
+            p.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+            state
+        );
+    }
     let ctl: Vec<String> = s.control.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("control: {}", ctl.join(", "));
 }

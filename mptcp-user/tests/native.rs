@@ -1,8 +1,11 @@
-//! Native MPTCP mode on the kernel's own Multipath TCP, in namespaces. So
-//! far: the path manager's endpoints and limits written and read back over
-//! generic netlink, as `ip mptcp` shows them; a client's paths set up so an
-//! unmodified MPTCP peer gets one subflow per path, and removed again. Run
-//! as root.
+//! Native MPTCP mode on the kernel's own Multipath TCP, in namespaces: the
+//! path manager's endpoints and limits written and read back over generic
+//! netlink, as `ip mptcp` shows them; a host's paths set up so an
+//! unmodified MPTCP peer gets one subflow per path, and removed again; and
+//! `up --mode mptcp`, the controller managing the paths of live
+//! connections. Run as root.
+
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,6 +16,7 @@ use mptcp_user::native::paths::{self, Applied, NativePath, Side};
 use mptcp_user::native::pm::{Endpoint, EndpointFlags, Limits, PathManager};
 use mptcp_user::netdev::Net;
 use sha2::{Digest, Sha256};
+use support::{cli, start, Instance};
 
 /// Run `f` with a path manager opened in `ns`, on a runtime of its own.
 fn in_ns<T: Send + 'static>(
@@ -166,7 +170,12 @@ fn client_paths(bed: &Testbed) -> Result<Vec<NativePath>> {
     (0..bed.uplinks)
         .map(|k| {
             let ifindex = cl.sh(&format!("cat /sys/class/net/{}/ifindex", Testbed::client_dev(k)))?.trim().parse()?;
-            Ok(NativePath { ifindex, addr: bed.client_addr(0, k), gateway: bed.client_gateway(0, k), backup: false })
+            Ok(NativePath {
+                ifindex,
+                addr: bed.client_addr(0, k),
+                gateway: Some(bed.client_gateway(0, k)),
+                backup: false,
+            })
         })
         .collect()
 }
@@ -242,7 +251,12 @@ fn a_server_announces_its_paths_and_the_client_joins_each() -> Result<()> {
     let paths = (0..bed.uplinks)
         .map(|k| {
             let ifindex = srv.sh(&format!("cat /sys/class/net/{}/ifindex", Testbed::conc_dev(0, k)))?.trim().parse()?;
-            Ok(NativePath { ifindex, addr: Testbed::conc_addr(0, k), gateway: bed.client_addr(0, k), backup: false })
+            Ok(NativePath {
+                ifindex,
+                addr: Testbed::conc_addr(0, k),
+                gateway: Some(bed.client_addr(0, k)),
+                backup: false,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let applied = native_paths(srv, Side::Server, paths, None).context("setup")?;
@@ -253,4 +267,222 @@ fn a_server_announces_its_paths_and_the_client_joins_each() -> Result<()> {
     assert_eq!(mptcp_counter(cl, "MPTcpExtMPJoinSynAckRx")?, 1, "no join to the announced address");
     native_paths(srv, Side::Server, vec![], Some(applied)).context("teardown")?;
     nothing_left(srv)
+}
+
+/// A live MPTCP connection from `client` to a listener in `server` (the
+/// kernel's, unmodified), written to piece by piece by the test; what the
+/// server read is checked against all that was written.
+struct LiveConnection {
+    stream: TcpStream,
+    written: Sha256,
+    server: std::thread::JoinHandle<Result<[u8; 32]>>,
+    seed: u64,
+}
+
+impl LiveConnection {
+    fn open(server: &Netns, client: &Netns, to: SocketAddr) -> Result<LiveConnection> {
+        let listen = SocketAddr::new("0.0.0.0".parse()?, to.port());
+        let (ready, listening) = std::sync::mpsc::channel();
+        let server = server.spawn_thread(move || {
+            let s = mptcp_socket()?;
+            s.set_reuse_address(true).context("SO_REUSEADDR")?;
+            s.bind(&listen.into()).context("bind")?;
+            s.listen(1).context("listen")?;
+            let _ = ready.send(());
+            // Kept while the connection lives: joins come to the listener.
+            let listener = TcpListener::from(s);
+            let (mut c, _) = listener.accept().context("accept")?;
+            let mut got = vec![];
+            c.read_to_end(&mut got).context("read")?;
+            Ok(<[u8; 32]>::from(Sha256::digest(&got)))
+        });
+        listening.recv_timeout(std::time::Duration::from_secs(5)).context("the server never listened")?;
+        let stream = client.run(move || {
+            let s = mptcp_socket()?;
+            s.connect(&to.into()).context("connect")?;
+            Ok(TcpStream::from(s))
+        })?;
+        Ok(LiveConnection { stream, written: Sha256::new(), server, seed: 1 })
+    }
+
+    fn write(&mut self, len: usize) -> Result<()> {
+        let data = payload(len, self.seed);
+        self.seed += 1;
+        self.stream.write_all(&data).context("write")?;
+        self.written.update(&data);
+        Ok(())
+    }
+
+    /// Close and check what the server read.
+    fn finish(self) -> Result<()> {
+        drop(self.stream);
+        let got = self.server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+        ensure!(got == <[u8; 32]>::from(self.written.finalize()), "the data arrived changed");
+        Ok(())
+    }
+}
+
+/// Wait up to 5 s for an MPTCP counter of `ns` to reach `at_least`.
+fn wait_counter(ns: &Netns, name: &str, at_least: u64) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = mptcp_counter(ns, name)?;
+        if now >= at_least {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            let seen = ns.sh("nstat -az | grep MPTcp | grep -v ' 0 '; ip mptcp endpoint show; ss -tanM")?;
+            anyhow::bail!("{name} is {now}, not {at_least}, after 5 s:\n{seen}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Wait (10 s at most) until the peer acknowledged everything written on
+/// the MPTCP connection to `port`: what a policy switch changes is where
+/// the next bytes go, not those already queued on a subflow.
+fn drained(ns: &Netns, port: u16) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = ns.sh(&format!("ss -MiH state established dport = :{port}"))?;
+        let field = |k: &str| out.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string);
+        if field("write_seq:").is_some() && field("write_seq:") == field("snd_una:") {
+            return Ok(());
+        }
+        ensure!(std::time::Instant::now() < deadline, "the connection did not drain in 10 s:\n{out}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Bytes acknowledged on the TCP subflows from `addr` to port `port` in `ns`.
+fn acked_from(ns: &Netns, addr: std::net::IpAddr, port: u16) -> Result<u64> {
+    let out = ns.sh(&format!("ss -tinH state established src {addr} dport = :{port}"))?;
+    Ok(out
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("bytes_acked:"))
+        .map(|v| v.parse::<u64>().unwrap_or(0))
+        .sum())
+}
+
+/// `up --mode mptcp` on a client with two 20 Mbit/s uplinks, beside a
+/// live connection to the kernel's MPTCP server:
+/// - an endpoint per uplink; one MP_JOIN for the second;
+/// - the second uplink's link down: its endpoint withdrawn (status says
+///   so), the transfer goes on; up again: a new MP_JOIN on the same live
+///   connection;
+/// - `policy set active-backup` on the live connection: the second path's
+///   subflow made a backup (MP_PRIO sent), and it carries next to nothing
+///   of the next 2 MB; `policy set auto`: both carry again; a policy
+///   native mode cannot express is refused saying why;
+/// - the data intact; Ctrl-C leaves no endpoint, rule or table route, and
+///   the limits as they were.
+#[test]
+fn the_controller_follows_the_uplinks_and_switches_policy_on_a_live_connection() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let cl = &bed.clients[0];
+    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
+    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
+    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    bed.shape_uplinks(0, 20)?;
+    let limits_before = cl.sh("ip mptcp limits show")?;
+    let name = format!("{}nat", unique_prefix());
+    let mut args: Vec<String> = ["--mode", "mptcp", "--role", "client"].iter().map(|s| s.to_string()).collect();
+    for k in 0..2 {
+        args.extend(["--path".into(), format!("{}={}", Testbed::client_dev(k), bed.client_gateway(0, k))]);
+    }
+    let mut inst = start(cl, &name, &args, "native paths up")?;
+    let shown = cl.sh("ip mptcp endpoint show")?;
+    ensure!(shown.lines().filter(|l| l.contains("subflow")).count() == 2, "not two endpoints:\n{shown}");
+
+    let port = 5402;
+    let mut conn = LiveConnection::open(&bed.server, cl, format!("{}:{port}", Testbed::SERVER_V4).parse()?)?;
+    conn.write(64 << 10)?;
+    wait_counter(cl, "MPTcpExtMPJoinSynAckRx", 1)?;
+    conn.write(1 << 20)?;
+
+    // The second uplink goes down: its endpoint goes; the connection goes on.
+    Testbed::set_link(cl, &Testbed::client_dev(1), false)?;
+    support::wait_status(&inst, cl, "the second path withdrawn", |s| {
+        s.paths.len() == 2 && s.paths[1].endpoint.is_none() && s.paths[0].endpoint == Some(1)
+    })?;
+    ensure!(!cl.sh("ip mptcp endpoint show")?.contains("id 2 "), "endpoint 2 left in place");
+    conn.write(1 << 20)?;
+    // Back up: the endpoint is back and the live connection joins over it.
+    Testbed::set_link(cl, &Testbed::client_dev(1), true)?;
+    wait_counter(cl, "MPTcpExtMPJoinSynAckRx", 2).context("no new join on the live connection")?;
+    conn.write(1 << 20)?;
+
+    // active-backup on the live connection: the second path's subflow is
+    // made a backup (MP_PRIO) and carries next to nothing.
+    drained(cl, port)?;
+    let (ok, out) = cli(&inst, cl, &["policy", "set", "active-backup"])?;
+    ensure!(ok, "policy set: {out}");
+    wait_counter(cl, "MPTcpExtMPPrioTx", 1).context("no MP_PRIO sent")?;
+    ensure!(cl.sh("ip mptcp endpoint show")?.contains("backup"), "no endpoint made a backup");
+    let second = bed.client_addr(0, 1);
+    let first = bed.client_addr(0, 0);
+    let (a0, a1) = (acked_from(cl, first, port)?, acked_from(cl, second, port)?);
+    conn.write(2 << 20)?;
+    drained(cl, port)?;
+    let (d0, d1) = (acked_from(cl, first, port)? - a0, acked_from(cl, second, port)? - a1);
+    eprintln!("active-backup: {d0} bytes on the first path, {d1} on the second");
+    ensure!(d1 * 20 < d0, "active-backup: the backup path carried {d1} bytes beside {d0}");
+    // auto: the kernel's scheduler splits over both again.
+    let (ok, out) = cli(&inst, cl, &["policy", "set", "auto"])?;
+    ensure!(ok, "policy set: {out}");
+    wait_counter(cl, "MPTcpExtMPPrioTx", 2).context("no MP_PRIO sent on the way back")?;
+    drained(cl, port)?;
+    let (a0, a1) = (acked_from(cl, first, port)?, acked_from(cl, second, port)?);
+    conn.write(4 << 20)?;
+    drained(cl, port)?;
+    let (d0, d1) = (acked_from(cl, first, port)? - a0, acked_from(cl, second, port)? - a1);
+    eprintln!("auto: {d0} bytes on the first path, {d1} on the second");
+    ensure!(d1 * 4 > d0, "auto: the second path carried only {d1} bytes beside {d0}");
+    let (ok, out) = cli(&inst, cl, &["policy", "set", "redundant"])?;
+    ensure!(!ok && out.contains("packet scheduler"), "redundant was not refused saying why: {out}");
+    conn.finish()?;
+
+    inst.proc().signal(nix::sys::signal::Signal::SIGINT)?;
+    inst.proc().wait_timeout(std::time::Duration::from_secs(10))?;
+    nothing_left(cl)?;
+    assert_eq!(cl.sh("ip mptcp limits show")?, limits_before, "limits not put back");
+    Ok(())
+}
+
+/// A native controller that stops with SIGTERM leaves its paths with the
+/// kernel, and `down` removes them; a start that cannot take a path (an
+/// endpoint of someone else's where it would go) fails naming it and
+/// leaves nothing.
+#[test]
+fn down_removes_what_a_stopped_controller_left_and_a_refused_start_leaves_nothing() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let cl = &bed.clients[0];
+    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
+    let limits_before = cl.sh("ip mptcp limits show")?;
+    let name = format!("{}nsd", unique_prefix());
+    let mut args: Vec<String> = ["--mode", "mptcp", "--role", "client"].iter().map(|s| s.to_string()).collect();
+    for k in 0..2 {
+        args.extend(["--path".into(), format!("{}={}", Testbed::client_dev(k), bed.client_gateway(0, k))]);
+    }
+    let mut inst = start(cl, &name, &args, "native paths up")?;
+    inst.proc().signal(nix::sys::signal::Signal::SIGTERM)?;
+    inst.proc().wait_timeout(std::time::Duration::from_secs(10))?;
+    inst.proc = None;
+    let kept = cl.sh("ip mptcp endpoint show")?;
+    ensure!(kept.lines().count() == 2, "SIGTERM did not leave the paths:\n{kept}");
+    let out = cl.command(support::BIN).args(["down", "--instance", &name]).output()?;
+    ensure!(out.status.success(), "down: {}", String::from_utf8_lossy(&out.stderr));
+    nothing_left(cl)?;
+    assert_eq!(cl.sh("ip mptcp limits show")?, limits_before, "limits not put back by down");
+
+    cl.sh(&format!("ip mptcp endpoint add {} id 1 signal", bed.client_addr(0, 0)))?;
+    let out = cl.command(support::BIN).args(["up", "--instance", &name]).args(&args).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && err.contains("endpoint 1"), "a taken endpoint id was not refused: {err}");
+    cl.sh("ip mptcp endpoint flush")?;
+    nothing_left(cl)?;
+    assert_eq!(cl.sh("ip mptcp limits show")?, limits_before, "a refused start changed the limits");
+    ensure!(!mptcp_user::lifecycle::state_file(&name).exists(), "a refused start left its state file");
+    drop(Instance { name, proc: None });
+    Ok(())
 }

@@ -16,6 +16,7 @@ pub mod bucket;
 mod earliest_arrival;
 mod flowlet;
 mod min_rtt;
+pub mod native;
 pub mod paths;
 mod redundant;
 mod weighted;

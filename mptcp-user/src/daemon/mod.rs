@@ -1,4 +1,5 @@
-//! The controller's one event loop, for both roles. Every input — a peer's
+//! The controller's one event loop, for every role (the bond's client and
+//! concentrator, and native MPTCP mode). Every input — a peer's
 //! control message, the probe timer, a link or address event, a local
 //! control request, a signal — becomes one [`Input`] and is handled by its
 //! own function of the role ([`Role`]). An error while handling one input is
@@ -8,18 +9,15 @@
 //! differ).
 
 pub mod local;
-mod requests;
+pub(crate) mod requests;
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures::StreamExt;
-use mptcp_common::maps::ControlCounter;
 use tokio::sync::mpsc;
 
-use crate::bpfmaps::DataPathMaps;
 use crate::ctl::{Request, Response};
-use crate::estimate::SubflowEstimate;
 use crate::netdev::{self, NetEvent};
 use crate::peer::Inbound;
 
@@ -67,26 +65,29 @@ pub enum EventError {
 
 pub type Handled<T = ()> = std::result::Result<T, EventError>;
 
-/// A role's handlers: one per kind of input. The role owns its state and is
-/// the only writer of the maps.
+/// A role's handlers: one per kind of input. The role owns its state (and,
+/// in bond mode, is the only writer of the maps).
 pub(crate) trait Role {
     async fn on_peer(&mut self, m: Inbound) -> Handled;
     async fn on_tick(&mut self) -> Handled;
     async fn on_net(&mut self, ev: NetEvent) -> Handled;
     /// A user's mistake is an `Ok(Response::Error)`; `Err` is the controller's.
     async fn on_local(&mut self, req: Request) -> Handled<Response>;
-    fn maps(&mut self) -> &mut DataPathMaps;
-    /// The latest estimates from feedback, per subflow (for `status`).
-    fn estimates(&self) -> Vec<SubflowEstimate>;
-    fn into_maps(self) -> DataPathMaps;
+    /// Count an input whose handling failed (`event-errors` in `status`).
+    fn count_error(&mut self);
+    /// Work that follows from any input, run after each one.
+    fn after_input(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What the loop needs besides the role.
 pub struct LoopConfig {
     pub instance: String,
     pub tick: Duration,
-    /// The bond device: its removal is the loss of the data path.
-    pub bond_index: u32,
+    /// The device whose removal ends the loop (the bond: the data path is
+    /// gone with it).
+    pub vital_link: Option<u32>,
     /// Printed once the loop takes inputs (local requests included).
     pub ready: Option<&'static str>,
 }
@@ -96,7 +97,7 @@ pub(crate) async fn run<R: Role>(
     mut role: R,
     mut inbound: mpsc::Receiver<Inbound>,
     cfg: LoopConfig,
-) -> Result<(Exit, DataPathMaps)> {
+) -> Result<(Exit, R)> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -105,7 +106,6 @@ pub(crate) async fn run<R: Role>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (_server, mut local) = local::serve(&cfg.instance)?;
     let mut errors = ErrorLog::default();
-    let mut auto_followed = Instant::now();
     if let Some(line) = cfg.ready {
         println!("{line}");
     }
@@ -115,11 +115,11 @@ pub(crate) async fn run<R: Role>(
             Some(m) = inbound.recv() => Input::Peer(m),
             Some(ev) = events.next() => Input::Net(ev),
             Some(r) = local.recv() => Input::Local(r),
-            _ = sigint.recv() => return Ok((Exit::Teardown, role.into_maps())),
-            _ = sigterm.recv() => return Ok((Exit::Handover, role.into_maps())),
+            _ = sigint.recv() => return Ok((Exit::Teardown, role)),
+            _ = sigterm.recv() => return Ok((Exit::Handover, role)),
         };
         if let Input::Net(NetEvent::LinkGone { index }) = input {
-            if index == cfg.bond_index {
+            if Some(index) == cfg.vital_link {
                 anyhow::bail!("the bond device was removed: the data path is gone");
             }
         }
@@ -137,7 +137,7 @@ pub(crate) async fn run<R: Role>(
                         match e {
                             EventError::Fatal(e) => return Err(e),
                             EventError::Failed(e) => {
-                                role.maps().bump(ControlCounter::EventErrors);
+                                role.count_error();
                                 errors.report("peer message", &e);
                             }
                         }
@@ -147,15 +147,7 @@ pub(crate) async fn run<R: Role>(
             }
             Input::Net(ev) => role.on_net(ev).await,
             Input::Local(local::LocalRequest { request, reply }) => {
-                let r = match request {
-                    Request::PolicySet(c) => requests::policy_set(role.maps(), &cfg.instance, c),
-                    Request::PolicyShow => requests::policy_show(role.maps(), &cfg.instance),
-                    Request::Status => {
-                        let estimates = role.estimates();
-                        requests::status(role.maps(), &cfg.instance, &estimates)
-                    }
-                    other => role.on_local(other).await,
-                };
+                let r = role.on_local(request).await;
                 let answer = match &r {
                     Ok(resp) => resp.clone(),
                     Err(e) => Response::Error(format!("{e}")),
@@ -169,33 +161,16 @@ pub(crate) async fn run<R: Role>(
             Ok(()) => {}
             Err(EventError::Fatal(e)) => return Err(e),
             Err(EventError::Failed(e)) => {
-                role.maps().bump(ControlCounter::EventErrors);
+                role.count_error();
                 errors.report(kind, &e);
             }
         }
-        // A path that joins, goes or changes delay changes what auto stands
-        // for: follow it before the next packet, not up to a second later
-        // (min-rtt spilling onto a satellite beside a near link meanwhile
-        // reorders the inner flows); and look once a second regardless.
-        if role.maps().auto_stale || auto_followed.elapsed() >= AUTO_EVERY {
-            role.maps().auto_stale = false;
-            auto_followed = Instant::now();
-            match crate::classes::follow_auto(role.maps()) {
-                Ok(Some(p)) => tracing::info!(policy = p.name(), "auto now stands for another policy"),
-                Ok(None) => {}
-                Err(e) => {
-                    role.maps().bump(ControlCounter::EventErrors);
-                    errors.report("auto policy", &e);
-                }
-            }
+        if let Err(e) = role.after_input() {
+            role.count_error();
+            errors.report("follow-up", &e);
         }
     }
 }
-
-/// How often the classes set to auto are brought in line with the paths
-/// besides when a connection's write changes them ([`DataPathMaps::auto_stale`];
-/// each look reads every connection).
-const AUTO_EVERY: Duration = Duration::from_secs(1);
 
 /// Peer messages handled ahead of a tick, at most.
 const PEERS_BEFORE_TICK: usize = 256;

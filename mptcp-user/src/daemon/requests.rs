@@ -1,17 +1,72 @@
-//! Local requests both roles answer alike: the policy of each class, and
-//! status (the maps plus the role's estimates). A user's mistake is an
-//! `Ok(Response::Error)` naming it; `Err` is the controller's own failure.
+//! What both bond roles do alike: answer the local requests about the data
+//! path (the policy of each class, and status: the maps plus the role's
+//! estimates), and keep the classes set to auto in line with the paths. A
+//! user's mistake is an `Ok(Response::Error)` naming it; `Err` is the
+//! controller's own failure.
+
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::bpfmaps::DataPathMaps;
 use crate::classes::{self, DEFAULT_CLASS_NAME};
 use crate::config::PolicyName;
-use crate::ctl::{PolicyChoice, Response};
+use crate::ctl::{PolicyChoice, Request, Response};
 use crate::estimate::SubflowEstimate;
 use crate::lifecycle::InstanceState;
 
 use super::Handled;
+
+/// Answer a request about the data path; `role` names the role for a
+/// request it should have answered itself.
+pub fn answer(
+    maps: &mut DataPathMaps,
+    instance: &str,
+    estimates: &[SubflowEstimate],
+    req: Request,
+    role: &str,
+) -> Handled<Response> {
+    match req {
+        Request::PolicySet(c) => policy_set(maps, instance, c),
+        Request::PolicyShow => policy_show(maps, instance),
+        Request::Status => status(maps, instance, estimates),
+        other => Ok(Response::Error(format!("the {role} does not answer {other:?}"))),
+    }
+}
+
+/// Keeps the classes set to auto in line with the paths.
+pub struct AutoFollow {
+    last: Instant,
+}
+
+impl Default for AutoFollow {
+    fn default() -> Self {
+        AutoFollow { last: Instant::now() }
+    }
+}
+
+impl AutoFollow {
+    /// How often the classes set to auto are brought in line with the paths
+    /// besides when a connection's write changes them
+    /// ([`DataPathMaps::auto_stale`]; each look reads every connection).
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// A path that joins, goes or changes delay changes what auto stands
+    /// for: follow it before the next packet, not up to a second later
+    /// (min-rtt spilling onto a satellite beside a near link meanwhile
+    /// reorders the inner flows); and look once a second regardless.
+    pub fn follow(&mut self, maps: &mut DataPathMaps) -> anyhow::Result<()> {
+        if !maps.auto_stale && self.last.elapsed() < Self::EVERY {
+            return Ok(());
+        }
+        maps.auto_stale = false;
+        self.last = Instant::now();
+        if let Some(p) = classes::follow_auto(maps)? {
+            tracing::info!(policy = p.name(), "auto now stands for another policy");
+        }
+        Ok(())
+    }
+}
 
 fn class_names(state: &InstanceState) -> Vec<String> {
     if state.classes.is_empty() {

@@ -1,6 +1,11 @@
 //! Native MPTCP mode (RFC 8684 end to end, no tunnel): the controller drives
-//! the kernel's own Multipath TCP for hosts that talk to MPTCP peers. So far:
-//! the kernel's path manager ([`pm`]) and a client's paths for it ([`paths`]).
+//! the kernel's own Multipath TCP for hosts that talk to MPTCP peers: the
+//! kernel's path manager ([`pm`]), a host's paths for it ([`paths`]), the
+//! policies it can express ([`policy`]), the role on the event loop
+//! ([`controller`]) and its start and stop ([`up`]).
 
+pub mod controller;
 pub mod paths;
 pub mod pm;
+pub mod policy;
+pub mod up;

@@ -84,7 +84,7 @@ pub struct Endpoint {
 }
 
 /// Per-connection limits (`ip mptcp limits`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Subflows beyond the first.
     pub subflows: u32,

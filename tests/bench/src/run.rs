@@ -613,6 +613,7 @@ mod tests {
         let scn: Scenario = toml::from_str(TWO_LINKS).unwrap();
         let status = |subflows| Status {
             instance: "c0".into(),
+            mode: None,
             role: None,
             bond: None,
             controller_pid: None,
@@ -620,6 +621,7 @@ mod tests {
             connections: vec![mptcp_user::status::ConnectionStatus { token: "1".into(), prefixes: vec![], subflows }],
             drops: Default::default(),
             control: Default::default(),
+            paths: vec![],
         };
         let mut series = vec![Vec::new(); 2];
         record_rates(&scn, &status(vec![subflow("slow", 2.5), subflow("fast", 9.5)]), 0.25, &mut series);
