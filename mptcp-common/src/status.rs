@@ -41,6 +41,12 @@ pub struct PathStatus {
     pub state: SubflowState,
     /// Its subflows are backups now (configured, or by the policy).
     pub backup: bool,
+    /// Its probes' smoothed round trip, µs (0: not probed, or no answer yet).
+    #[serde(default)]
+    pub srtt_us: u32,
+    /// Probe answers heard from where it is now (None: not probed).
+    #[serde(default)]
+    pub probes_answered: Option<u64>,
 }
 
 impl Status {
@@ -139,4 +145,7 @@ pub struct SubflowStatus {
     pub rx_bytes: u64,
     pub rx_gaps: u64,
     pub rx_late: u64,
+    /// Native mode: segments the subflow's TCP retransmitted.
+    #[serde(default)]
+    pub retransmits: u64,
 }

@@ -143,6 +143,11 @@ pub struct ProbeConfig {
     /// when it is heard again).
     #[serde(default = "default_collect_after")]
     pub collect_after_s: u64,
+    /// mode = "mptcp": what each path pings from its own address, every
+    /// active interval (default: its gateway). A far target (the MPTCP
+    /// server or proxy) finds failures beyond the first hop.
+    #[serde(default)]
+    pub targets: Vec<IpAddr>,
 }
 
 impl ProbeConfig {
@@ -159,6 +164,7 @@ impl Default for ProbeConfig {
             active_interval_ms: default_active_interval(),
             down_after: default_down_after(),
             collect_after_s: default_collect_after(),
+            targets: Vec::new(),
         }
     }
 }
@@ -405,6 +411,9 @@ impl Config {
                 bail!("path {}: interface {} is configured twice", p.display_name(), p.interface);
             }
         }
+        if !self.probe.targets.is_empty() {
+            bail!("probe.targets is for mode = \"mptcp\" (a bond probes its peer)");
+        }
         if let Some(p) = self.paths.iter().find(|p| p.gateway.is_some()) {
             bail!("path {}: `gateway` is for mode = \"mptcp\" (a bond path has `remote`)", p.display_name());
         }
@@ -436,6 +445,9 @@ impl Config {
         }
         if let Err(why) = crate::native::policy::expressible(self.policy.0) {
             bail!("policy {}: not in mode = \"mptcp\": {why}", self.policy);
+        }
+        if self.probe.active_interval_ms() < 10 || self.probe.down_after == 0 {
+            bail!("probe.active_interval_ms must be at least 10 and probe.down_after at least 1");
         }
         let most = crate::native::pm::MAX_LIMIT as usize;
         if self.paths.is_empty() || self.paths.len() > most {

@@ -89,6 +89,7 @@ pub fn collect_from(
                 rx_bytes: st.rx_bytes,
                 rx_gaps: st.rx_gaps,
                 rx_late: st.rx_late,
+                retransmits: 0,
             });
         }
         connections.push(ConnectionStatus {
@@ -165,17 +166,42 @@ fn print_native(s: &Status) {
         s.policy,
         s.controller_pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "not running".into())
     );
-    println!("  {:<10} {:<10} {:<24} {:>8} {:<5}", "path", "interface", "address", "endpoint", "state");
+    println!(
+        "  {:<10} {:<10} {:<24} {:>8} {:<5} {:>8} {:>8}",
+        "path", "interface", "address", "endpoint", "state", "rtt_ms", "answers"
+    );
     for p in &s.paths {
         let state = if p.backup { format!("{}/b", p.state) } else { p.state.to_string() };
         println!(
-            "  {:<10} {:<10} {:<24} {:>8} {:<5}",
+            "  {:<10} {:<10} {:<24} {:>8} {:<5} {:>8.2} {:>8}",
             p.name,
             p.interface,
             p.address.as_deref().unwrap_or("-"),
             p.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-            state
+            state,
+            p.srtt_us as f64 / 1000.0,
+            p.probes_answered.map(|n| n.to_string()).unwrap_or_else(|| "-".into())
         );
+    }
+    for c in &s.connections {
+        println!("connection {}", c.token);
+        println!(
+            "  {:<10} {:<24} {:<24} {:<6} {:>8} {:>12} {:>12} {:>8}",
+            "path", "local", "remote", "state", "rtt_ms", "acked", "received", "retrans"
+        );
+        for f in &c.subflows {
+            println!(
+                "  {:<10} {:<24} {:<24} {:<6} {:>8.2} {:>12} {:>12} {:>8}",
+                f.path,
+                f.local,
+                f.remote,
+                if f.backup { "backup" } else { "active" },
+                f.srtt_us as f64 / 1000.0,
+                f.tx_bytes,
+                f.rx_bytes,
+                f.retransmits
+            );
+        }
     }
     let ctl: Vec<String> = s.control.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("control: {}", ctl.join(", "));

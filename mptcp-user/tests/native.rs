@@ -427,6 +427,16 @@ fn the_controller_follows_the_uplinks_and_switches_policy_on_a_live_connection()
     let (d0, d1) = (acked_from(cl, first, port)? - a0, acked_from(cl, second, port)? - a1);
     eprintln!("active-backup: {d0} bytes on the first path, {d1} on the second");
     ensure!(d1 * 20 < d0, "active-backup: the backup path carried {d1} bytes beside {d0}");
+    // status shows the connection's subflows as sock_diag reports them:
+    // the second a backup, the bytes as `ss` counts them.
+    let st = inst.status(cl)?;
+    ensure!(st.connections.len() == 1, "not one connection in status: {st}");
+    let on = |path: &'static str| st.connections[0].subflows.iter().filter(move |f| f.path == path);
+    ensure!(on("u1").count() >= 1 && on("u1").all(|f| f.backup), "the second path's subflow is not a backup: {st}");
+    ensure!(on("u0").all(|f| !f.backup), "the first path's subflow is a backup: {st}");
+    let acked: u64 = on("u0").map(|f| f.tx_bytes).sum();
+    ensure!(acked == acked_from(cl, first, port)?, "status says {acked} bytes acked on the first path: {st}");
+    eprintln!("{}", cli(&inst, cl, &["status"])?.1);
     // auto: the kernel's scheduler splits over both again.
     let (ok, out) = cli(&inst, cl, &["policy", "set", "auto"])?;
     ensure!(ok, "policy set: {out}");
@@ -484,5 +494,94 @@ fn down_removes_what_a_stopped_controller_left_and_a_refused_start_leaves_nothin
     assert_eq!(cl.sh("ip mptcp limits show")?, limits_before, "a refused start changed the limits");
     ensure!(!mptcp_user::lifecycle::state_file(&name).exists(), "a refused start left its state file");
     drop(Instance { name, proc: None });
+    Ok(())
+}
+
+/// Probe-based failover and failback: a client with two 20 Mbit/s paths
+/// through the WAN emulator (5 and 15 ms), probing the server from each,
+/// a bulk MPTCP flow to the kernel's MPTCP server. The first path (the
+/// connection's first subflow) dies silently, both ends keeping their
+/// carrier: its probes go unanswered, its endpoint is withdrawn (the
+/// kernel closes its subflow), the flow goes on over the second and
+/// completes intact. When the path carries again, three answers bring the
+/// endpoint back and the live connection joins over it again. The flow's
+/// longest stall is printed (a benchmark figure, not asserted).
+#[test]
+fn a_path_that_dies_silently_is_left_and_taken_back_when_it_answers() -> Result<()> {
+    use mptcp_testbed::traffic::{bulk_send, Amount, BulkSink, Stream, Transport, DEFAULT_CONGESTION};
+    use mptcp_testbed::wan::{Direction, Shape};
+    let bed = Testbed::with_wan(1, 2)?;
+    for (link, delay_ms) in [(0, 5.0), (1, 15.0)] {
+        let shape = Shape { rate_mbit: 20.0, delay_ms, ..Shape::default() };
+        for dir in [Direction::Up, Direction::Down] {
+            bed.wan().set(link, dir, &shape)?;
+        }
+    }
+    let cl = &bed.clients[0];
+    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
+    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
+    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    let name = format!("{}nfo", unique_prefix());
+    let mut args: Vec<String> = ["--mode", "mptcp", "--role", "client"].iter().map(|s| s.to_string()).collect();
+    for k in 0..2 {
+        args.extend(["--path".into(), format!("{}={}", Testbed::client_dev(k), bed.client_gateway(0, k))]);
+    }
+    let config = std::env::temp_dir().join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!("role = \"client\"\nmode = \"mptcp\"\n[probe]\ntargets = [\"{}\"]\n", Testbed::SERVER_V4),
+    )?;
+    args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
+    let inst = start(cl, &name, &args, "native paths up")?;
+    support::wait_status(&inst, cl, "both paths answer their probes", |s| {
+        s.paths.iter().all(|p| p.probes_answered.unwrap_or(0) >= 3)
+    })?;
+
+    // A second connection, idle across the failure, to see the join when
+    // the path is taken back.
+    let mut conn = LiveConnection::open(&bed.server, cl, format!("{}:5404", Testbed::SERVER_V4).parse()?)?;
+    conn.write(64 << 10)?;
+    wait_counter(cl, "MPTcpExtMPJoinSynAckRx", 1)?;
+
+    let stream = Stream::new(Transport::Mptcp, DEFAULT_CONGESTION);
+    let epoch = std::time::Instant::now();
+    let to: SocketAddr = format!("{}:5403", Testbed::SERVER_V4).parse()?;
+    let sink = BulkSink::start(
+        &bed.server,
+        "0.0.0.0:5403".parse()?,
+        stream.clone(),
+        1,
+        epoch,
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(30),
+    )?;
+    std::thread::scope(|sc| -> Result<()> {
+        let sender = sc.spawn(|| {
+            let send = Amount::For(std::time::Duration::from_secs(6));
+            bulk_send(cl, to, stream.clone(), 1, send, std::time::Duration::from_secs(20))
+        });
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        bed.wan().set_up(0, false);
+        let died = std::time::Instant::now();
+        support::wait_status(&inst, cl, "the dead path's endpoint withdrawn", |s| s.paths[0].endpoint.is_none())?;
+        eprintln!("the silent path's endpoint withdrawn after {:?}", died.elapsed());
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        sender.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        Ok(())
+    })?;
+    let r = sink.join()?;
+    eprintln!("the MPTCP flow's longest stall across the failure: {:?}", r.longest_gap);
+    ensure!(r.complete, "the flow did not complete: {} bytes", r.bytes);
+
+    // The path carries again: its endpoint returns and the live connection
+    // joins over it.
+    conn.write(1 << 20)?;
+    let joins_before = mptcp_counter(cl, "MPTcpExtMPJoinSynAckRx")?;
+    bed.wan().set_up(0, true);
+    support::wait_status(&inst, cl, "the path taken back", |s| s.paths[0].endpoint == Some(1))?;
+    wait_counter(cl, "MPTcpExtMPJoinSynAckRx", joins_before + 1).context("no join over the path taken back")?;
+    conn.write(1 << 20)?;
+    conn.finish()?;
+    let _ = std::fs::remove_file(config);
     Ok(())
 }

@@ -1,11 +1,14 @@
 //! The native-mode role on the controller's event loop: it keeps the
-//! kernel's path manager in line with the uplinks and the policy. Every
-//! input ends in [`Native::reconcile`], which works out what each path
-//! should have in the kernel (an endpoint and source routing while its link
-//! runs with an address; its backup flag from the policy) and changes only
-//! what differs. An uplink that goes down loses its endpoint, so the kernel
-//! closes its subflows and tells the peer; one that comes back gets it
-//! again, and the kernel opens a subflow from it on every live connection.
+//! kernel's path manager in line with the uplinks, their probes and the
+//! policy. Every input that changes something ends in
+//! [`Native::reconcile`], which works out what each path should have in the
+//! kernel and changes only what differs: source routing while its link runs
+//! with an address; an endpoint while its probes are answered too; its
+//! backup flag from the policy. A path that goes down or silent loses its
+//! endpoint, so the kernel closes its subflows (their data goes again on
+//! the others) and tells the peer; when it works again the endpoint
+//! returns, and the kernel opens a subflow from it on every live
+//! connection.
 
 use std::collections::BTreeMap;
 
@@ -15,27 +18,43 @@ use mptcp_common::Policy;
 use super::paths::{self, Applied, NativePath, Side};
 use super::pm::{Limits, PathManager};
 use super::policy::{self, PathView};
+use super::probe::{Heard, Prober, Verdict};
 use crate::config::{Config, PathConfig, PolicyName, Role};
 use crate::ctl::{PathChange, PolicyChoice, Request, Response};
 use crate::daemon::{Handled, Role as LoopRole};
 use crate::lifecycle::InstanceState;
 use crate::netdev::{Net, NetEvent};
 use crate::peer::Inbound;
-use crate::status::{PathStatus, Status, SubflowState};
+use crate::status::{ConnectionStatus, PathStatus, Status, SubflowState, SubflowStatus};
 
 /// One configured path and what the kernel has of it.
 struct Path {
     cfg: PathConfig,
     /// Its device's index when last looked up.
     ifindex: Option<u32>,
-    /// Its endpoint and source routing, while in place (the backup flag as
-    /// the endpoint has it).
-    live: Option<NativePath>,
+    /// Its source routing, while in place (with the backup flag its
+    /// endpoint has or gets).
+    routed: Option<NativePath>,
+    /// Its endpoint is in the kernel (only ever with `routed`).
+    endpoint: bool,
+    /// Its probes, while it has an address and something to probe.
+    prober: Option<Prober>,
+    verdict: Verdict,
 }
 
 impl Path {
     fn name(&self) -> &str {
         self.cfg.display_name()
+    }
+
+    /// What its probes go to: the configured targets, else its gateway.
+    fn targets(&self, place: &NativePath, configured: &[std::net::IpAddr]) -> Vec<std::net::IpAddr> {
+        let family = |t: &&std::net::IpAddr| t.is_ipv4() == place.addr.is_ipv4();
+        let mut t: Vec<_> = configured.iter().filter(family).copied().collect();
+        if t.is_empty() {
+            t.extend(place.gateway);
+        }
+        t
     }
 }
 
@@ -48,6 +67,9 @@ pub struct Native {
     paths: Vec<Path>,
     /// The limits before this instance raised them, put back at the end.
     limits_before: Limits,
+    probe: crate::config::ProbeConfig,
+    /// The path the policy chose last (active-backup, min-rtt).
+    chosen: Option<usize>,
     event_errors: u64,
 }
 
@@ -95,16 +117,38 @@ impl Native {
             policy: cfg.policy.0,
             pm,
             net,
-            paths: cfg.paths.iter().map(|c| Path { cfg: c.clone(), ifindex: None, live: None }).collect(),
+            paths: cfg
+                .paths
+                .iter()
+                .map(|c| Path {
+                    cfg: c.clone(),
+                    ifindex: None,
+                    routed: None,
+                    endpoint: false,
+                    prober: None,
+                    verdict: Verdict::default(),
+                })
+                .collect(),
             limits_before,
+            probe: cfg.probe.clone(),
+            chosen: None,
             event_errors: 0,
         };
         for (i, p) in previous.paths {
+            let endpoint = !previous.withdrawn.contains(&i);
             if let Some(path) = n.paths.get_mut(i) {
                 tracing::info!(path = path.name(), addr = %p.addr, "adopting the path left in place");
-                path.live = Some(p);
-            } else if let Err(e) = paths::remove(&mut n.pm, &n.net, i, &p).await {
-                tracing::warn!(error = format!("{e:#}"), "cannot remove a path no longer configured");
+                (path.routed, path.endpoint) = (Some(p), endpoint);
+            } else {
+                let gone = async {
+                    if endpoint {
+                        paths::del_endpoint(&mut n.pm, i).await?;
+                    }
+                    paths::del_route(&n.net, i, &p).await
+                };
+                if let Err(e) = gone.await {
+                    tracing::warn!(error = format!("{e:#}"), "cannot remove a path no longer configured");
+                }
             }
         }
         if let Err(e) = n.reconcile().await {
@@ -136,33 +180,53 @@ impl Native {
         Ok(Some(NativePath { ifindex: link.index, addr, gateway, backup: false }))
     }
 
-    /// Bring the kernel in line with the links and the policy: take out
-    /// the paths that are gone or changed, set the backup flags of those
-    /// that stay, put in the new ones. Every path is tried; the first
-    /// error is returned.
+    /// Bring the kernel in line with the links, the probes and the policy.
+    /// Every path is tried; the first error is returned.
     async fn reconcile(&mut self) -> Result<()> {
         let mut first: Option<anyhow::Error> = None;
-        let mut wanted = Vec::new();
+        let mut places = Vec::new();
         for i in 0..self.paths.len() {
             match self.wanted(i).await {
-                Ok(w) => wanted.push(w),
+                Ok(w) => places.push(w),
                 Err(e) => {
                     // Unknown: leave the path as it is.
-                    wanted.push(self.paths[i].live.clone());
+                    places.push(self.paths[i].routed.clone());
                     first.get_or_insert(e.context(format!("path {}", self.paths[i].name())));
                 }
             }
         }
+        for (i, place) in places.iter().enumerate() {
+            if let Err(e) = self.follow_probes(i, place.as_ref()) {
+                first.get_or_insert(e.context(format!("path {}: cannot probe it", self.paths[i].name())));
+            }
+        }
+        // Probes all silent while links run: the probes are more likely
+        // wrong than every path dead, and withdrawing every endpoint gains
+        // nothing (as the bond sends on paths whose probes stopped).
+        let heard = |p: &Path| p.prober.is_none() || p.verdict.alive;
+        let trust = self.paths.iter().zip(&places).any(|(p, w)| w.is_some() && heard(p));
+        let usable: Vec<bool> =
+            self.paths.iter().zip(&places).map(|(p, w)| w.is_some() && (heard(p) || !trust)).collect();
         let views: Vec<PathView> = self
             .paths
             .iter()
-            .zip(&wanted)
-            .map(|(p, w)| PathView { up: w.is_some(), backup: p.cfg.backup, priority: p.cfg.priority, srtt_us: 0 })
+            .zip(&usable)
+            .map(|(p, &up)| PathView {
+                up,
+                backup: p.cfg.backup,
+                priority: p.cfg.priority,
+                srtt_us: p.prober.as_ref().map_or(0, |pr| pr.heard().srtt_us),
+            })
             .collect();
-        let backups = policy::backups(self.policy, &views).map_err(|why| anyhow::anyhow!("{why}"))?;
-        for (i, w) in wanted.into_iter().enumerate() {
-            let w = w.map(|w| NativePath { backup: backups & (1 << i) != 0, ..w });
-            if let Err(e) = self.settle(i, w).await {
+        let (backups, chosen) =
+            policy::backups(self.policy, &views, self.chosen).map_err(|why| anyhow::anyhow!("{why}"))?;
+        if chosen != self.chosen && chosen.is_some() {
+            tracing::info!(path = chosen.map(|c| self.paths[c].name()), policy = %PolicyName(self.policy), "the policy chose a path");
+        }
+        self.chosen = chosen;
+        for (i, place) in places.into_iter().enumerate() {
+            let place = place.map(|w| NativePath { backup: backups & (1 << i) != 0, ..w });
+            if let Err(e) = self.settle(i, place, usable[i]).await {
                 first.get_or_insert(e.context(format!("path {}", self.paths[i].name())));
             }
         }
@@ -170,54 +234,81 @@ impl Native {
         first.map_or(Ok(()), Err)
     }
 
-    /// Make path `i` what `want` says.
-    async fn settle(&mut self, i: usize, want: Option<NativePath>) -> Result<()> {
-        let live = self.paths[i].live.clone();
+    /// Probe path `i` from where it is now (a new prober, taken to work
+    /// until it hears otherwise, when the place changed), or not at all.
+    fn follow_probes(&mut self, i: usize, place: Option<&NativePath>) -> Result<()> {
+        let path = &mut self.paths[i];
+        let Some(place) = place else {
+            (path.prober, path.verdict) = (None, Verdict::default());
+            return Ok(());
+        };
+        if path.prober.as_ref().is_some_and(|p| p.ifindex == place.ifindex && p.addr == place.addr) {
+            return Ok(());
+        }
+        (path.prober, path.verdict) = (None, Verdict::default());
+        let targets = path.targets(place, &self.probe.targets);
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let interval = std::time::Duration::from_millis(self.probe.active_interval_ms());
+        // An answer later than a path's silence limit (a slow one's
+        // included) no longer tells whether it works.
+        let slow = Heard { srtt_us: 1_000_000, rttvar_us: 250_000, ..Default::default() };
+        let patience = std::time::Duration::from_micros(slow.silence_limit_us(interval, self.probe.down_after));
+        path.prober = Some(Prober::start(place.ifindex, place.addr, &targets, interval, patience)?);
+        tracing::info!(path = path.name(), from = %place.addr, ?targets, "probing the path");
+        Ok(())
+    }
+
+    /// Make path `i` what `place` (routing, backup flag) and `endpoint`
+    /// (whether it should have its endpoint) say.
+    async fn settle(&mut self, i: usize, place: Option<NativePath>, endpoint: bool) -> Result<()> {
         let same_place =
             |a: &NativePath, b: &NativePath| a.ifindex == b.ifindex && a.addr == b.addr && a.gateway == b.gateway;
-        match (live, want) {
-            (None, None) => Ok(()),
-            (Some(l), Some(w)) if same_place(&l, &w) => {
-                if l.backup != w.backup {
-                    let id = paths::slot(i).0;
-                    self.pm.set_backup(id, w.backup).await?;
-                    tracing::info!(
-                        path = self.paths[i].name(),
-                        backup = w.backup,
-                        "subflows' priority changed (MP_PRIO)"
-                    );
-                    self.paths[i].live = Some(w);
+        if let Some(old) = self.paths[i].routed.clone().filter(|r| place.as_ref().is_none_or(|w| !same_place(r, w))) {
+            // Gone from the kernel's view even if removing failed: a device
+            // that vanished took its routes along.
+            let had_endpoint = std::mem::take(&mut self.paths[i].endpoint);
+            self.paths[i].routed = None;
+            let removed = async {
+                if had_endpoint {
+                    paths::del_endpoint(&mut self.pm, i).await?;
                 }
-                Ok(())
+                paths::del_route(&self.net, i, &old).await
+            };
+            match (removed.await, &place) {
+                (Ok(()), _) => {}
+                (Err(e), None) => tracing::debug!(error = format!("{e:#}"), "removing a path whose link went"),
+                (Err(e), Some(_)) => return Err(e),
             }
-            (live, want) => {
-                if let Some(l) = live {
-                    // Gone from the kernel's view even if removing failed:
-                    // a device that vanished took its routes along.
-                    self.paths[i].live = None;
-                    paths::remove(&mut self.pm, &self.net, i, &l).await.or_else(|e| {
-                        if want.is_none() {
-                            tracing::debug!(error = format!("{e:#}"), "removing a path whose link went");
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })?;
-                    tracing::info!(path = self.paths[i].name(), addr = %l.addr, "path withdrawn: its subflows close");
-                }
-                if let Some(w) = want {
-                    paths::add(&mut self.pm, &self.net, self.side, i, &w).await?;
-                    tracing::info!(
-                        path = self.paths[i].name(),
-                        addr = %w.addr,
-                        backup = w.backup,
-                        "path in place: subflows open from it on every connection"
-                    );
-                    self.paths[i].live = Some(w);
-                }
-                Ok(())
-            }
+            tracing::info!(path = self.paths[i].name(), addr = %old.addr, "path withdrawn: its subflows close");
         }
+        let Some(want) = place else { return Ok(()) };
+        if self.paths[i].routed.is_none() {
+            paths::add_route(&self.net, i, &want).await?;
+            self.paths[i].routed = Some(want.clone());
+        }
+        let had = self.paths[i].routed.as_ref().map(|r| r.backup);
+        let name = self.paths[i].name().to_string();
+        match (self.paths[i].endpoint, endpoint) {
+            (true, false) => {
+                paths::del_endpoint(&mut self.pm, i).await?;
+                self.paths[i].endpoint = false;
+                tracing::warn!(path = %name, "path silent: endpoint withdrawn, its subflows close");
+            }
+            (false, true) => {
+                paths::add_endpoint(&mut self.pm, self.side, i, &want).await?;
+                self.paths[i].endpoint = true;
+                tracing::info!(path = %name, addr = %want.addr, backup = want.backup, "path in place: subflows open from it on every connection");
+            }
+            (true, true) if had != Some(want.backup) => {
+                self.pm.set_backup(paths::slot(i).0, want.backup).await?;
+                tracing::info!(path = %name, backup = want.backup, "subflows' priority changed (MP_PRIO)");
+            }
+            _ => {}
+        }
+        self.paths[i].routed = Some(want);
+        Ok(())
     }
 
     /// What is in place, in the state file (for an adopting controller,
@@ -229,8 +320,10 @@ impl Native {
     }
 
     fn applied(&self) -> Applied {
+        let routed = self.paths.iter().enumerate().filter(|(_, p)| p.routed.is_some());
         Applied {
-            paths: self.paths.iter().enumerate().filter_map(|(i, p)| Some((i, p.live.clone()?))).collect(),
+            paths: routed.clone().filter_map(|(i, p)| Some((i, p.routed.clone()?))).collect(),
+            withdrawn: routed.filter(|(_, p)| !p.endpoint).map(|(i, _)| i).collect(),
             limits_before: Some(self.limits_before),
         }
     }
@@ -264,16 +357,58 @@ impl Native {
         Ok(format!("path {}: priority {}, backup {}", p.name(), p.cfg.priority, p.cfg.backup))
     }
 
-    fn status(&self) -> Status {
+    /// The kernel's MPTCP connections over our paths, each with its
+    /// subflows, as `status` shows them.
+    fn connections(&self) -> Result<Vec<ConnectionStatus>> {
+        let mut by_token: BTreeMap<u32, Vec<SubflowStatus>> = BTreeMap::new();
+        for s in super::diag::subflows()? {
+            let path = self.paths.iter().find(|p| p.routed.as_ref().is_some_and(|r| r.addr == s.local.ip()));
+            let Some(path) = path else { continue };
+            let subflows = by_token.entry(s.token).or_default();
+            subflows.push(SubflowStatus {
+                id: subflows.len() as u32,
+                path: path.name().to_string(),
+                local: s.local.to_string(),
+                remote: s.remote.to_string(),
+                state: SubflowState::Up,
+                backup: s.backup,
+                priority: path.cfg.priority,
+                weight: 0,
+                rate_mbit: 0.0,
+                srtt_us: s.srtt_us,
+                rttvar_us: 0,
+                owd_us: 0,
+                buffer_ms: 0.0,
+                unbridgeable: false,
+                random_loss_pct: 0.0,
+                delivery_mbit: None,
+                peer_loss_pct: None,
+                rx_loss: 0.0,
+                tx_packets: 0,
+                tx_bytes: s.bytes_acked,
+                rx_packets: 0,
+                rx_bytes: s.bytes_received,
+                rx_gaps: 0,
+                rx_late: 0,
+                retransmits: s.total_retrans as u64,
+            });
+        }
+        Ok(by_token
+            .into_iter()
+            .map(|(token, subflows)| ConnectionStatus { token: format!("{token:08x}"), prefixes: Vec::new(), subflows })
+            .collect())
+    }
+
+    fn status(&self) -> Result<Status> {
         let st = InstanceState::load(&self.instance).ok().flatten();
-        Status {
+        Ok(Status {
             instance: self.instance.clone(),
             mode: Some("mptcp".into()),
             role: st.map(|s| format!("{:?}", s.role).to_lowercase()),
             bond: None,
             controller_pid: Some(std::process::id()),
             policy: PolicyName(self.policy).to_string(),
-            connections: Vec::new(),
+            connections: self.connections()?,
             drops: BTreeMap::new(),
             control: BTreeMap::from([("event-errors".to_string(), self.event_errors)]),
             paths: self
@@ -283,13 +418,15 @@ impl Native {
                 .map(|(i, p)| PathStatus {
                     name: p.name().to_string(),
                     interface: p.cfg.interface.clone(),
-                    address: p.live.as_ref().map(|l| l.addr.to_string()),
-                    endpoint: p.live.as_ref().map(|_| paths::slot(i).0),
-                    state: if p.live.is_some() { SubflowState::Up } else { SubflowState::Down },
-                    backup: p.live.as_ref().is_some_and(|l| l.backup),
+                    address: p.routed.as_ref().map(|l| l.addr.to_string()),
+                    endpoint: p.endpoint.then_some(paths::slot(i).0),
+                    state: if p.endpoint { SubflowState::Up } else { SubflowState::Down },
+                    backup: p.endpoint && p.routed.as_ref().is_some_and(|l| l.backup),
+                    srtt_us: p.prober.as_ref().map_or(0, |pr| pr.heard().srtt_us),
+                    probes_answered: p.prober.as_ref().map(|pr| pr.heard().answers),
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Keep a runtime change for a controller that adopts the paths.
@@ -306,6 +443,38 @@ impl LoopRole for Native {
     }
 
     async fn on_tick(&mut self) -> Handled {
+        let interval = std::time::Duration::from_millis(self.probe.active_interval_ms());
+        let mut changed = false;
+        let mut subflows = None;
+        for p in &mut self.paths {
+            let Some(prober) = &p.prober else { continue };
+            let mut heard = prober.heard();
+            let limit = heard.silence_limit_us(interval, self.probe.down_after);
+            if p.verdict.alive && heard.silence_us > limit {
+                // Silent probes; but a subflow that still hears its peer
+                // proves the path (a queue filling behind a transfer
+                // delays the answers, not the ACKs).
+                let all = match &subflows {
+                    Some(all) => all,
+                    None => subflows.insert(super::diag::subflows().context("cannot list the subflows")?),
+                };
+                if let Some(ms) = super::diag::heard_from(all, prober.addr) {
+                    heard.silence_us = heard.silence_us.min(ms as u64 * 1000);
+                }
+            }
+            if p.verdict.judge(heard.answers, heard.silence_us, limit) {
+                let (name, alive) = (p.cfg.display_name(), p.verdict.alive);
+                if alive {
+                    tracing::info!(path = name, "path answers again");
+                } else {
+                    tracing::warn!(path = name, silent_ms = heard.silence_us / 1000, "path silent");
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            self.reconcile().await?;
+        }
         Ok(())
     }
 
@@ -333,7 +502,7 @@ impl LoopRole for Native {
                 };
                 return Ok(Response::Policies(vec![p]));
             }
-            Request::Status => return Ok(Response::Status(Box::new(self.status()))),
+            Request::Status => return Ok(Response::Status(Box::new(self.status()?))),
         };
         let line = match answer {
             Ok(line) => line,

@@ -6,9 +6,11 @@
 //! packets carry the endpoint's address as source and find that uplink's
 //! routing table by it).
 //!
-//! [`add`] and [`remove`] do that for one path (the controller follows
-//! its uplinks with them); [`setup`] puts all of a host's paths in place
-//! or, on any failure, nothing; [`teardown`] removes them again.
+//! The controller follows its uplinks with the per-path steps (routing and
+//! endpoint apart: a path whose probes go unanswered loses its endpoint but
+//! keeps its routing, which its probes take); [`setup`] puts all of a
+//! host's paths in place or, on any failure, nothing; [`teardown`] removes
+//! them again.
 
 use std::net::IpAddr;
 
@@ -43,11 +45,15 @@ pub struct NativePath {
     pub backup: bool,
 }
 
-/// What [`setup`] put in place.
+/// What [`setup`] (or the controller) put in place.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
-    /// (slot, path), in the order they were added.
+    /// (slot, path) of the routed paths, in the order they were added.
     pub paths: Vec<(usize, NativePath)>,
+    /// The slots among them whose endpoint is out (their probes went
+    /// unanswered); the others have theirs.
+    #[serde(default)]
+    pub withdrawn: Vec<usize>,
     /// The limits before, put back on teardown.
     pub limits_before: Option<Limits>,
 }
@@ -57,31 +63,41 @@ pub fn slot(i: usize) -> (u8, u32) {
     (i as u8 + 1, TABLE_BASE + i as u32)
 }
 
-/// Put path `i` in place: its source routing and its endpoint (`subflow`
-/// on a client, `signal` on a server). On a client the kernel opens a
-/// subflow from it on every connection at once, live ones included; on a
-/// server it announces it to each. Both, or (after an error) neither.
-pub async fn add(pm: &mut PathManager, net: &Net, side: Side, i: usize, p: &NativePath) -> Result<()> {
-    let (id, table) = slot(i);
-    net.add_source_route(p.addr, p.gateway, p.ifindex, table).await?;
+/// Route path `i`: packets from its address look up a table of their own
+/// whose default route leaves by its uplink.
+pub async fn add_route(net: &Net, i: usize, p: &NativePath) -> Result<()> {
+    net.add_source_route(p.addr, p.gateway, p.ifindex, slot(i).1).await
+}
+
+pub async fn del_route(net: &Net, i: usize, p: &NativePath) -> Result<()> {
+    net.del_source_route(p.addr, p.gateway, p.ifindex, slot(i).1).await
+}
+
+/// Path `i`'s endpoint (`subflow` on a client, `signal` on a server): on a
+/// client the kernel opens a subflow from it on every connection at once,
+/// live ones included; on a server it announces it to each.
+pub async fn add_endpoint(pm: &mut PathManager, side: Side, i: usize, p: &NativePath) -> Result<()> {
     let (subflow, signal) = (side == Side::Client, side == Side::Server);
     let flags = EndpointFlags { subflow, signal, backup: p.backup, ..Default::default() };
-    let ep = Endpoint { id, addr: p.addr, ifindex: Some(p.ifindex), flags };
-    if let Err(e) = pm.add_endpoint(&ep).await {
-        let _ = net.del_source_route(p.addr, p.gateway, p.ifindex, table).await;
+    pm.add_endpoint(&Endpoint { id: slot(i).0, addr: p.addr, ifindex: Some(p.ifindex), flags }).await
+}
+
+/// Remove path `i`'s endpoint: the kernel closes the subflows from it
+/// (their unacknowledged data goes again on the others) and tells the
+/// peers (REMOVE_ADDR).
+pub async fn del_endpoint(pm: &mut PathManager, i: usize) -> Result<()> {
+    pm.remove_endpoint(slot(i).0).await
+}
+
+/// Put path `i` in place: its routing and its endpoint, or (after an
+/// error) neither.
+pub async fn add(pm: &mut PathManager, net: &Net, side: Side, i: usize, p: &NativePath) -> Result<()> {
+    add_route(net, i, p).await?;
+    if let Err(e) = add_endpoint(pm, side, i, p).await {
+        let _ = del_route(net, i, p).await;
         return Err(e);
     }
     Ok(())
-}
-
-/// Take path `i` out: its endpoint (the kernel closes the subflows from
-/// it and tells the peers, REMOVE_ADDR) and its source routing. Both are
-/// tried; the first error is returned.
-pub async fn remove(pm: &mut PathManager, net: &Net, i: usize, p: &NativePath) -> Result<()> {
-    let (id, table) = slot(i);
-    let endpoint = pm.remove_endpoint(id).await;
-    let route = net.del_source_route(p.addr, p.gateway, p.ifindex, table).await;
-    endpoint.and(route)
 }
 
 /// Make every new MPTCP connection use one subflow per path: source
@@ -89,7 +105,7 @@ pub async fn remove(pm: &mut PathManager, net: &Net, i: usize, p: &NativePath) -
 /// server), and limits that let them all join. All of it, or (after an
 /// error, which names the path) none.
 pub async fn setup(pm: &mut PathManager, net: &Net, side: Side, paths: &[NativePath]) -> Result<Applied> {
-    let mut applied = Applied { paths: vec![], limits_before: Some(open_limits(pm, paths.len()).await?) };
+    let mut applied = Applied { limits_before: Some(open_limits(pm, paths.len()).await?), ..Default::default() };
     for (i, p) in paths.iter().enumerate() {
         if let Err(e) = add(pm, net, side, i, p).await {
             let _ = teardown(pm, net, &applied).await;
@@ -116,7 +132,12 @@ pub async fn open_limits(pm: &mut PathManager, n: usize) -> Result<Limits> {
 pub async fn teardown(pm: &mut PathManager, net: &Net, applied: &Applied) -> Result<()> {
     let mut first = None;
     for (i, p) in applied.paths.iter().rev() {
-        if let Err(e) = remove(pm, net, *i, p).await {
+        if !applied.withdrawn.contains(i) {
+            if let Err(e) = del_endpoint(pm, *i).await {
+                first.get_or_insert(e);
+            }
+        }
+        if let Err(e) = del_route(net, *i, p).await {
             first.get_or_insert(e);
         }
     }

@@ -20,11 +20,16 @@ pub struct PathView {
 
 /// Whether native mode can run `policy`, and if not, why.
 pub fn expressible(policy: Policy) -> Result<(), &'static str> {
-    backups(policy, &[]).map(|_| ())
+    backups(policy, &[], None).map(|_| ())
 }
 
-/// Which of `paths` are backups under `policy` (bit `i` = path `i`).
-pub fn backups(policy: Policy, paths: &[PathView]) -> Result<u32, &'static str> {
+/// Which of `paths` are backups under `policy` (bit `i` = path `i`), and
+/// the path it chose (kept while it is good enough: `chosen`).
+pub fn backups(
+    policy: Policy,
+    paths: &[PathView],
+    chosen: Option<usize>,
+) -> Result<(u32, Option<usize>), &'static str> {
     let states: Vec<PathState> = paths
         .iter()
         .map(|p| {
@@ -40,5 +45,5 @@ pub fn backups(policy: Policy, paths: &[PathView]) -> Result<u32, &'static str> 
         .collect();
     let buckets = [Bucket::default(); MAX_SUBFLOWS];
     let view = ConnectionPaths { states: &states, buckets: &buckets, now_ns: 0 };
-    native_backups(policy, &view).map_err(|n| n.why())
+    native_backups(policy, &view, chosen).map_err(|n| n.why())
 }

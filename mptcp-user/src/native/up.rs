@@ -81,7 +81,9 @@ pub async fn up(mut cfg: Config, opts: &UpOptions) -> Result<()> {
     };
     let lc = LoopConfig {
         instance: cfg.instance.clone(),
-        tick: Duration::from_millis(cfg.probe.active_interval_ms()),
+        // The probes' verdicts are read every half interval: a path that
+        // went silent is left within half an interval of its limit.
+        tick: Duration::from_millis(cfg.probe.active_interval_ms()) / 2,
         vital_link: None,
         ready: Some("mptcp-user: native paths up"),
     };

@@ -603,6 +603,7 @@ mod tests {
             rx_bytes: 0,
             rx_gaps: 0,
             rx_late: 0,
+            retransmits: 0,
         }
     }
 
