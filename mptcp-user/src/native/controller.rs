@@ -58,6 +58,9 @@ impl Path {
     }
 }
 
+/// How often min-rtt looks at the paths' RTTs again.
+const MIN_RTT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct Native {
     instance: String,
     side: Side,
@@ -70,6 +73,8 @@ pub struct Native {
     probe: crate::config::ProbeConfig,
     /// The path the policy chose last (active-backup, min-rtt).
     chosen: Option<usize>,
+    /// When [`Native::reconcile`] last ran.
+    reconciled: std::time::Instant,
     event_errors: u64,
 }
 
@@ -132,6 +137,7 @@ impl Native {
             limits_before,
             probe: cfg.probe.clone(),
             chosen: None,
+            reconciled: std::time::Instant::now(),
             event_errors: 0,
         };
         for (i, p) in previous.paths {
@@ -183,6 +189,7 @@ impl Native {
     /// Bring the kernel in line with the links, the probes and the policy.
     /// Every path is tried; the first error is returned.
     async fn reconcile(&mut self) -> Result<()> {
+        self.reconciled = std::time::Instant::now();
         let mut first: Option<anyhow::Error> = None;
         let mut places = Vec::new();
         for i in 0..self.paths.len() {
@@ -472,7 +479,9 @@ impl LoopRole for Native {
                 changed = true;
             }
         }
-        if changed {
+        // min-rtt follows the paths' RTTs, which change without an event.
+        let rtts_due = self.policy == Policy::MinRtt && self.reconciled.elapsed() >= MIN_RTT_EVERY;
+        if changed || rtts_due {
             self.reconcile().await?;
         }
         Ok(())
