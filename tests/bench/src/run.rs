@@ -116,7 +116,8 @@ pub fn run_system(
     }
     let running = systems::start(system, &bed, scn, controller, log_dir)
         .with_context(|| format!("starting {}", system.label()))?;
-    let transport = if system == System::KernelMptcp { Transport::Mptcp } else { Transport::Tcp };
+    let transport =
+        if matches!(system, System::KernelMptcp | System::Native(_)) { Transport::Mptcp } else { Transport::Tcp };
     let stream = Stream::new(transport, &scn.tcp_congestion);
     let (client, srv) = (&bed.clients[0], &bed.server);
     let before = (tcp_counters(client)?, tcp_counters(srv)?, running.usage());

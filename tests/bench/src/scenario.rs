@@ -270,6 +270,9 @@ impl Default for BondSettings {
     }
 }
 
+/// The policies native mode can run (the rest need a packet scheduler).
+pub const NATIVE_POLICIES: [Policy; 3] = [Policy::Auto, Policy::ActiveBackup, Policy::MinRtt];
+
 /// A system under comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum System {
@@ -280,6 +283,9 @@ pub enum System {
     KernelMptcp,
     /// mptcp-ebpf bond mode under one policy.
     Bond(Policy),
+    /// mptcp-ebpf native mode (the kernel's MPTCP, its paths managed and
+    /// probed by the controller) under one policy.
+    Native(Policy),
 }
 
 impl System {
@@ -288,6 +294,7 @@ impl System {
             System::SinglePath => "single-path".into(),
             System::KernelMptcp => "kernel-mptcp".into(),
             System::Bond(p) => format!("bond:{}", p.name()),
+            System::Native(p) => format!("native:{}", p.name()),
         }
     }
 
@@ -296,9 +303,17 @@ impl System {
             "single-path" => vec![System::SinglePath],
             "kernel-mptcp" => vec![System::KernelMptcp],
             "bond" => Policy::ALL.iter().map(|p| System::Bond(*p)).collect(),
-            _ => match s.strip_prefix("bond:") {
-                Some(p) => vec![System::Bond(parse_policy(p).context("in systems")?)],
-                None => bail!("unknown system {s:?}; use single-path, kernel-mptcp, bond or bond:<policy>"),
+            "native" => NATIVE_POLICIES.iter().map(|p| System::Native(*p)).collect(),
+            _ => match (s.strip_prefix("bond:"), s.strip_prefix("native:")) {
+                (Some(p), _) => vec![System::Bond(parse_policy(p).context("in systems")?)],
+                (_, Some(p)) => {
+                    let policy = parse_policy(p).context("in systems")?;
+                    if !NATIVE_POLICIES.contains(&policy) {
+                        bail!("system {s:?}: native mode cannot run {}", policy.name());
+                    }
+                    vec![System::Native(policy)]
+                }
+                _ => bail!("unknown system {s:?}; use single-path, kernel-mptcp, bond, bond:<policy>, native or native:<policy>"),
             },
         })
     }
@@ -434,7 +449,9 @@ impl Scenario {
     /// The systems to run, in report order.
     pub fn systems(&self) -> Result<Vec<System>> {
         let names =
-            self.systems.clone().unwrap_or_else(|| vec!["single-path".into(), "kernel-mptcp".into(), "bond".into()]);
+            self.systems.clone().unwrap_or_else(|| {
+                ["single-path", "kernel-mptcp", "native", "bond"].iter().map(|s| s.to_string()).collect()
+            });
         ensure!(!names.is_empty(), "systems is empty");
         let mut out = Vec::new();
         for n in &names {

@@ -119,6 +119,36 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
                 Testbed::client_dev(best)
             ))?;
         }
+        System::Native(policy) => {
+            // The kernel's MPTCP on both ends, the client's paths managed by
+            // the controller, each probing the server (as an MPTCP proxy's
+            // address would be); the first subflow takes the best link.
+            client.sh(&format!(
+                "ip route add 10.200.0.0/24 via {} dev {}",
+                bed.client_gateway(0, best),
+                Testbed::client_dev(best)
+            ))?;
+            client.sh("sysctl -qw net.mptcp.enabled=1")?;
+            bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+            let name = format!("{}c0", bed.prefix);
+            let mut cl = format!(
+                "role = \"client\"\nmode = \"mptcp\"\ninstance = \"{name}\"\npolicy = \"{}\"\n{}targets = [\"{}\"]\n",
+                policy.name(),
+                probe_section(scn),
+                Testbed::SERVER_V4
+            );
+            for (k, l) in scn.links.iter().enumerate() {
+                // Scenario order is preference order (active-backup's primary first).
+                cl += &format!(
+                    "[[path]]\nname = \"{}\"\ninterface = \"{}\"\ngateway = \"{}\"\npriority = {k}\n",
+                    l.name,
+                    Testbed::client_dev(k),
+                    bed.client_gateway(0, k)
+                );
+            }
+            let p = launch(client, controller, log_dir, &name, &cl, "mptcp-user: native paths up")?;
+            running.instances.get_mut().unwrap().push((name, p));
+        }
         System::KernelMptcp => {
             // The first subflow takes the best link; the in-kernel path manager
             // opens one more per endpoint. Source routing sends each subflow out

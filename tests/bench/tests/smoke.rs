@@ -27,7 +27,7 @@ fn a_scenario_from_anywhere_runs_its_systems_and_reports() {
         r#"
 description = "smoke: two 8 Mbit/s links, one dies"
 duration_s = 4
-systems = ["single-path", "kernel-mptcp", "bond:min-rtt", "bond:active-backup"]
+systems = ["single-path", "kernel-mptcp", "native:active-backup", "bond:min-rtt", "bond:active-backup"]
 [[link]]
 name = "one"
 rate_mbit = 8
@@ -78,9 +78,14 @@ probe_interval_ms = 50
         assert!(s["udp_gap_ms"].as_f64().unwrap() < 1500.0, "{s}");
         assert!(s["controller_rss_mib"].as_f64().unwrap() > 1.0);
     }
+    // Native mode moves the MPTCP flow off the dead link (UDP is not MPTCP:
+    // it stays on the first subflow's route, as with kernel MPTCP).
+    let native = systems.iter().find(|s| s["system"] == "native:active-backup").expect("native ran");
+    assert!(native["tcp_gap_ms"].as_f64().unwrap() < 1500.0, "{native}");
+    assert!(native["controller_rss_mib"].as_f64().unwrap() > 1.0, "{native}");
     let cost = &summary["datapath_cost"];
     assert!(cost["egress_ns"].as_f64().unwrap() > cost["noop_tc_ns"].as_f64().unwrap(), "{cost}");
-    for f in ["report.md", "goodput.png", "bond_min-rtt.png", "kernel-mptcp.png", "results.json"] {
+    for f in ["report.md", "goodput.png", "bond_min-rtt.png", "kernel-mptcp.png", "native_active-backup.png", "results.json"] {
         assert!(dir.join("report").join(f).exists(), "{f} missing");
     }
     let _ = std::fs::remove_dir_all(&dir);
