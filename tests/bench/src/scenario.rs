@@ -448,10 +448,9 @@ impl Scenario {
 
     /// The systems to run, in report order.
     pub fn systems(&self) -> Result<Vec<System>> {
-        let names =
-            self.systems.clone().unwrap_or_else(|| {
-                ["single-path", "kernel-mptcp", "native", "bond"].iter().map(|s| s.to_string()).collect()
-            });
+        let names = self.systems.clone().unwrap_or_else(|| {
+            ["single-path", "kernel-mptcp", "native", "bond"].iter().map(|s| s.to_string()).collect()
+        });
         ensure!(!names.is_empty(), "systems is empty");
         let mut out = Vec::new();
         for n in &names {

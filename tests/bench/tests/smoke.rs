@@ -85,7 +85,9 @@ probe_interval_ms = 50
     assert!(native["controller_rss_mib"].as_f64().unwrap() > 1.0, "{native}");
     let cost = &summary["datapath_cost"];
     assert!(cost["egress_ns"].as_f64().unwrap() > cost["noop_tc_ns"].as_f64().unwrap(), "{cost}");
-    for f in ["report.md", "goodput.png", "bond_min-rtt.png", "kernel-mptcp.png", "native_active-backup.png", "results.json"] {
+    for f in
+        ["report.md", "goodput.png", "bond_min-rtt.png", "kernel-mptcp.png", "native_active-backup.png", "results.json"]
+    {
         assert!(dir.join("report").join(f).exists(), "{f} missing");
     }
     let _ = std::fs::remove_dir_all(&dir);
