@@ -599,6 +599,7 @@ fn flowlet_keeps_a_steady_flow_on_one_subflow() -> Result<()> {
     let cl = &bed.clients[0];
     let client = start_client_config(&bed, 0, &weighted_config("weighted", [1, 1], vec![]))?;
     let burst = |port: u16| -> Result<[u64; 2]> {
+        let _quiet = measuring();
         let before = tx_packets(&client, cl)?;
         assert_eq!(udp_stream(&bed.server, cl, server(port), 200, Duration::from_micros(100))?, (200, 0));
         let after = tx_packets(&client, cl)?;
@@ -998,6 +999,9 @@ fn earliest_arrival_spills_to_the_far_path_only_past_its_delay_and_keeps_order()
     let _conc = start_conc(&bed, &[])?;
     let client = start_client_config(&bed, 0, &shaped_config("earliest-arrival", [10, 10], false))?;
     wait_subflows(&client, cl, 2)?;
+    // From here on the paths' delays are measured and then relied on: no
+    // other test's controller starts meanwhile.
+    let _quiet = measuring();
     // Let the probes measure both paths' delays.
     std::thread::sleep(Duration::from_millis(1500));
 

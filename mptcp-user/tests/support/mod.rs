@@ -79,6 +79,21 @@ impl Instance {
     }
 }
 
+/// Starting a controller costs a core for seconds (the verifier checks the
+/// egress program); a timed measurement running beside it on a 2-core
+/// machine measures the starvation of its WAN emulator and controllers, not
+/// the scheduler (clean-clone CI runs saw a lossless emulated path drop a
+/// fifth of a UDP burst, and earliest-arrival's order fall apart, exactly
+/// there). Starts share this lock; a measurement takes it alone
+/// ([`measuring`]), in the test binary.
+static QUIET: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Hold while timing what the scheduler does: no controller of another test
+/// in this binary starts meanwhile.
+pub fn measuring() -> std::sync::RwLockWriteGuard<'static, ()> {
+    QUIET.write().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn start(ns: &Netns, name: &str, args: &[String], ready: &str) -> Result<Instance> {
     start_with_capabilities(ns, name, args, ready, None)
 }
@@ -92,6 +107,7 @@ pub fn start_with_capabilities(
     ready: &str,
     bounding: Option<&str>,
 ) -> Result<Instance> {
+    let _starting = QUIET.read().unwrap_or_else(|e| e.into_inner());
     let mut cmd = match bounding {
         Some(set) => {
             let mut c = ns.command("setpriv");

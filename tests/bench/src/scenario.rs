@@ -505,7 +505,10 @@ kind = "tcp-bulk"
     fn a_minimal_scenario_parses_with_defaults() {
         let s = parse(OK).unwrap();
         assert_eq!(s.links[0].uplink().queue_ms, 50.0);
-        assert_eq!(s.systems().unwrap().len(), 2 + Policy::ALL.len());
+        assert_eq!(s.systems().unwrap().len(), 2 + NATIVE_POLICIES.len() + Policy::ALL.len());
+        assert_eq!(System::parse("native:min-rtt").unwrap(), vec![System::Native(Policy::MinRtt)]);
+        let e = format!("{:#}", System::parse("native:redundant").unwrap_err());
+        assert!(e.contains("native mode cannot run redundant"), "{e}");
         assert_eq!(s.tcp_congestion, "cubic");
         assert_eq!(s.bond.hint_mbit(10.0), None, "no hints unless asked for");
     }
