@@ -83,10 +83,11 @@ impl std::fmt::Display for Status {
 }
 
 /// Whether the scheduler may use a subflow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubflowState {
     Up,
+    #[default]
     Down,
 }
 
@@ -106,7 +107,7 @@ pub struct ConnectionStatus {
     pub subflows: Vec<SubflowStatus>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SubflowStatus {
     pub id: u32,
     pub path: String,

@@ -269,6 +269,16 @@ fn a_server_announces_its_paths_and_the_client_joins_each() -> Result<()> {
     nothing_left(srv)
 }
 
+/// `up` arguments for client 0 in native mode: a path per uplink, each
+/// with its gateway.
+fn native_client_args(bed: &Testbed) -> Vec<String> {
+    let mut args: Vec<String> = ["--mode", "mptcp", "--role", "client"].iter().map(|s| s.to_string()).collect();
+    for k in 0..bed.uplinks {
+        args.extend(["--path".into(), format!("{}={}", Testbed::client_dev(k), bed.client_gateway(0, k))]);
+    }
+    args
+}
+
 /// A live MPTCP connection from `client` to a listener in `server` (the
 /// kernel's, unmodified), written to piece by piece by the test; what the
 /// server read is checked against all that was written.
@@ -386,10 +396,7 @@ fn the_controller_follows_the_uplinks_and_switches_policy_on_a_live_connection()
     bed.shape_uplinks(0, 20)?;
     let limits_before = cl.sh("ip mptcp limits show")?;
     let name = format!("{}nat", unique_prefix());
-    let mut args: Vec<String> = ["--mode", "mptcp", "--role", "client"].iter().map(|s| s.to_string()).collect();
-    for k in 0..2 {
-        args.extend(["--path".into(), format!("{}={}", Testbed::client_dev(k), bed.client_gateway(0, k))]);
-    }
+    let args = native_client_args(&bed);
     let mut inst = start(cl, &name, &args, "native paths up")?;
     let shown = cl.sh("ip mptcp endpoint show")?;
     ensure!(shown.lines().filter(|l| l.contains("subflow")).count() == 2, "not two endpoints:\n{shown}");
@@ -470,10 +477,7 @@ fn down_removes_what_a_stopped_controller_left_and_a_refused_start_leaves_nothin
     cl.sh("sysctl -qw net.mptcp.enabled=1")?;
     let limits_before = cl.sh("ip mptcp limits show")?;
     let name = format!("{}nsd", unique_prefix());
-    let mut args: Vec<String> = ["--mode", "mptcp", "--role", "client"].iter().map(|s| s.to_string()).collect();
-    for k in 0..2 {
-        args.extend(["--path".into(), format!("{}={}", Testbed::client_dev(k), bed.client_gateway(0, k))]);
-    }
+    let args = native_client_args(&bed);
     let mut inst = start(cl, &name, &args, "native paths up")?;
     inst.proc().signal(nix::sys::signal::Signal::SIGTERM)?;
     inst.proc().wait_timeout(std::time::Duration::from_secs(10))?;
@@ -522,10 +526,7 @@ fn a_path_that_dies_silently_is_left_and_taken_back_when_it_answers() -> Result<
     cl.sh("sysctl -qw net.mptcp.enabled=1")?;
     bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
     let name = format!("{}nfo", unique_prefix());
-    let mut args: Vec<String> = ["--mode", "mptcp", "--role", "client"].iter().map(|s| s.to_string()).collect();
-    for k in 0..2 {
-        args.extend(["--path".into(), format!("{}={}", Testbed::client_dev(k), bed.client_gateway(0, k))]);
-    }
+    let mut args = native_client_args(&bed);
     let config = std::env::temp_dir().join(format!("{name}.toml"));
     std::fs::write(
         &config,

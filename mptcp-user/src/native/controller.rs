@@ -380,24 +380,11 @@ impl Native {
                 state: SubflowState::Up,
                 backup: s.backup,
                 priority: path.cfg.priority,
-                weight: 0,
-                rate_mbit: 0.0,
                 srtt_us: s.srtt_us,
-                rttvar_us: 0,
-                owd_us: 0,
-                buffer_ms: 0.0,
-                unbridgeable: false,
-                random_loss_pct: 0.0,
-                delivery_mbit: None,
-                peer_loss_pct: None,
-                rx_loss: 0.0,
-                tx_packets: 0,
                 tx_bytes: s.bytes_acked,
-                rx_packets: 0,
                 rx_bytes: s.bytes_received,
-                rx_gaps: 0,
-                rx_late: 0,
                 retransmits: s.total_retrans as u64,
+                ..Default::default()
             });
         }
         Ok(by_token

@@ -582,29 +582,9 @@ mod tests {
         mptcp_user::status::SubflowStatus {
             id: 0,
             path: path.into(),
-            local: String::new(),
-            remote: String::new(),
             state: mptcp_user::status::SubflowState::Up,
-            backup: false,
-            priority: 0,
-            weight: 0,
             rate_mbit,
-            srtt_us: 0,
-            rttvar_us: 0,
-            owd_us: 0,
-            buffer_ms: 0.0,
-            unbridgeable: false,
-            random_loss_pct: 0.0,
-            delivery_mbit: None,
-            peer_loss_pct: None,
-            rx_loss: 0.0,
-            tx_packets: 0,
-            tx_bytes: 0,
-            rx_packets: 0,
-            rx_bytes: 0,
-            rx_gaps: 0,
-            rx_late: 0,
-            retransmits: 0,
+            ..Default::default()
         }
     }
 
