@@ -185,27 +185,23 @@ impl Net {
         // through it (EINVAL).
         let rule = self.handle.rule().add().table_id(table).action(netlink_packet_route::rule::RuleAction::ToTable);
         let route = self.handle.route().add().table_id(table).output_interface(index);
-        let (rule, mut route) = match (addr, gateway) {
-            (IpAddr::V4(a), None) => {
+        if let Some(g) = gateway.filter(|g| g.is_ipv4() != addr.is_ipv4()) {
+            bail!("address {addr} and gateway {g} are of different families");
+        }
+        let (rule, mut route) = match addr {
+            IpAddr::V4(a) => {
                 let (mut rule, mut route) = (rule.v4().source_prefix(a, 32), route.v4());
                 (rule.message_mut().clone(), route.message_mut().clone())
             }
-            (IpAddr::V4(a), Some(IpAddr::V4(g))) => {
-                let (mut rule, mut route) = (rule.v4().source_prefix(a, 32), route.v4().gateway(g));
-                (rule.message_mut().clone(), route.message_mut().clone())
-            }
-            (IpAddr::V6(a), None) => {
+            IpAddr::V6(a) => {
                 let (mut rule, mut route) = (rule.v6().source_prefix(a, 128), route.v6());
                 (rule.message_mut().clone(), route.message_mut().clone())
             }
-            (IpAddr::V6(a), Some(IpAddr::V6(g))) => {
-                let (mut rule, mut route) = (rule.v6().source_prefix(a, 128), route.v6().gateway(g));
-                (rule.message_mut().clone(), route.message_mut().clone())
-            }
-            (_, Some(g)) => bail!("address {addr} and gateway {g} are of different families"),
         };
-        if gateway.is_none() {
-            route.header.scope = RouteScope::Link;
+        match gateway {
+            Some(IpAddr::V4(g)) => route.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(g))),
+            Some(IpAddr::V6(g)) => route.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet6(g))),
+            None => route.header.scope = RouteScope::Link,
         }
         Ok((rule, route))
     }
