@@ -13,3 +13,23 @@ pub fn enter(name: &str) -> Result<()> {
     setns(&f, CloneFlags::CLONE_NEWNET).with_context(|| format!("cannot enter network namespace {name}"))?;
     Ok(())
 }
+
+/// Run `work` on a thread of its own inside the named network namespace
+/// (or this one, with `None`), on a runtime of its own: this process stays
+/// where it is. For `down`, which removes what a controller left in its
+/// namespace.
+pub fn run_in<T: Send + 'static, F: std::future::Future<Output = Result<T>>>(
+    netns: Option<String>,
+    what: &str,
+    work: impl FnOnce() -> F + Send + 'static,
+) -> Result<T> {
+    std::thread::spawn(move || -> Result<T> {
+        if let Some(ns) = netns {
+            enter(&ns)?;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(work())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread for {what} panicked"))?
+}

@@ -310,21 +310,13 @@ pub fn down(instance: &str) -> Result<()> {
         let netns = st.netns.clone();
         // The bond lives in the controller's network namespace; enter it on a
         // thread of its own so this process stays where it is.
-        removed_bond = std::thread::spawn(move || -> Result<bool> {
-            if let Some(ns) = netns {
-                crate::netns::enter(&ns)?;
+        removed_bond = crate::netns::run_in(netns, "bond removal", move || async move {
+            let net = Net::new()?;
+            match net.link(&bond).await? {
+                Some(l) => net.delete_link(l.index).await.map(|_| true),
+                None => Ok(false),
             }
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let net = Net::new()?;
-                match net.link(&bond).await? {
-                    Some(l) => net.delete_link(l.index).await.map(|_| true),
-                    None => Ok(false),
-                }
-            })
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("bond removal thread panicked"))??;
+        })?;
         let _ = std::fs::remove_file(lifecycle::state_file(instance));
     }
     if had_pins || removed_bond || state.is_some() {

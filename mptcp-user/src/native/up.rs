@@ -135,16 +135,10 @@ pub async fn remove_leftovers(instance: &str) {
 /// `down` of a native-mode instance whose controller is stopped: remove
 /// what it left (in its network namespace).
 pub fn down(instance: &str, st: &InstanceState) -> Result<()> {
-    let (instance, netns) = (instance.to_string(), st.netns.clone());
-    std::thread::spawn(move || -> Result<()> {
-        if let Some(ns) = netns {
-            crate::netns::enter(&ns)?;
-        }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(remove_leftovers(&instance));
+    let instance = instance.to_string();
+    crate::netns::run_in(st.netns.clone(), "native path removal", move || async move {
+        remove_leftovers(&instance).await;
         Ok(())
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("native path removal thread panicked"))?
     .context("cannot remove the native paths")
 }
