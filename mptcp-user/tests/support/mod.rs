@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use mptcp_testbed::{Netns, Proc, Testbed};
+use mptcp_user::classes::ClassConfig;
+use mptcp_user::config::{Config, PathConfig, Role};
 use mptcp_user::status::{Status, SubflowStatus};
 use nix::sys::signal::Signal;
 
@@ -79,21 +81,6 @@ impl Instance {
     }
 }
 
-/// Starting a controller costs a core for seconds (the verifier checks the
-/// egress program); a timed measurement running beside it on a 2-core
-/// machine measures the starvation of its WAN emulator and controllers, not
-/// the scheduler (clean-clone CI runs saw a lossless emulated path drop a
-/// fifth of a UDP burst, and earliest-arrival's order fall apart, exactly
-/// there). Starts share this lock; a measurement takes it alone
-/// ([`measuring`]), in the test binary.
-static QUIET: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-/// Hold while timing what the scheduler does: no controller of another test
-/// in this binary starts meanwhile.
-pub fn measuring() -> std::sync::RwLockWriteGuard<'static, ()> {
-    QUIET.write().unwrap_or_else(|e| e.into_inner())
-}
-
 pub fn start(ns: &Netns, name: &str, args: &[String], ready: &str) -> Result<Instance> {
     start_with_capabilities(ns, name, args, ready, None)
 }
@@ -107,7 +94,6 @@ pub fn start_with_capabilities(
     ready: &str,
     bounding: Option<&str>,
 ) -> Result<Instance> {
-    let _starting = QUIET.read().unwrap_or_else(|e| e.into_inner());
     let mut cmd = match bounding {
         Some(set) => {
             let mut c = ns.command("setpriv");
@@ -298,4 +284,42 @@ impl RawUdp {
         }
         Ok(())
     }
+}
+
+/// A client with paths u0 and u1 (u1 at priority 1), built from the config
+/// types: rate hints `rates` (Mbit/s), u1 a backup if `backup1`.
+pub fn shaped_config(policy: &str, rates: [u32; 2], backup1: bool) -> Config {
+    let mut c = Config::new(Role::Client);
+    c.key_file = Some(key_file().into());
+    c.policy = policy.parse().unwrap();
+    c.bond.name = "mpb".into();
+    c.bond.addresses = Testbed::client_bond_addrs(0).iter().map(|a| a.parse().unwrap()).collect();
+    c.bond.routes = Testbed::SERVER_ROUTES.iter().map(|r| r.parse().unwrap()).collect();
+    c.probe.interval_ms = 100;
+    c.paths = (0..2)
+        .map(|k| PathConfig {
+            interface: Testbed::client_dev(k),
+            remote: Some(Testbed::conc_addr(0, k)),
+            rate_mbit: Some(rates[k] as f64),
+            priority: k as u32,
+            backup: k == 1 && backup1,
+            ..Default::default()
+        })
+        .collect();
+    c
+}
+
+/// `shaped_config` with weights on the two paths and these classes.
+pub fn weighted_config(policy: &str, weights: [u32; 2], classes: Vec<ClassConfig>) -> Config {
+    let mut c = shaped_config(policy, [100, 100], false);
+    for (p, w) in c.paths.iter_mut().zip(weights) {
+        p.weight = w;
+    }
+    c.classes = classes;
+    c
+}
+
+pub fn tx_packets(inst: &Instance, ns: &Netns) -> Result<[u64; 2]> {
+    let s = inst.status(ns)?;
+    Ok([sub(&s, 0).tx_packets, sub(&s, 1).tx_packets])
 }

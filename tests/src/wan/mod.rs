@@ -302,15 +302,18 @@ fn is_ip(frame: &[u8]) -> bool {
     frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x0800 | 0x86DD)
 }
 
-/// Run the calling thread under SCHED_FIFO. The delay line sleeps in ppoll
-/// between frames, so it never holds a CPU for long; the kernel's real-time
-/// throttling bounds it anyway.
-fn realtime_priority() {
-    let param = libc::sched_param { sched_priority: 10 };
+/// The delay lines' real-time priority.
+const DELAY_LINE_PRIORITY: i32 = 10;
+
+/// Run the calling thread under SCHED_FIFO at `priority`. The delay line
+/// sleeps in ppoll between frames, so it never holds a CPU for long; the
+/// kernel's real-time throttling bounds it anyway.
+pub(crate) fn realtime_priority(priority: i32) {
+    let param = libc::sched_param { sched_priority: priority };
     // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid,
     // initialised sched_param; it only changes this thread's scheduling.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-        eprintln!("wan: delay line at normal priority: {}", std::io::Error::last_os_error());
+        eprintln!("wan: a paced thread at normal priority: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -330,7 +333,7 @@ fn delay_line(
     // and a busy host (a build, the traffic generators) must not delay
     // them: the line runs at real-time priority, as netem runs in softirq.
     nix::sys::prctl::set_timerslack(1000).ok();
-    realtime_priority();
+    realtime_priority(DELAY_LINE_PRIORITY);
     let this = &link.dirs[dir as usize];
     let other = &link.dirs[1 - dir as usize];
     let mut rng = crate::rng::Rng::new(seed);
