@@ -19,6 +19,7 @@ pub mod drop;
 pub mod headers;
 pub mod inner;
 pub mod maps;
+pub mod mptcpify;
 pub mod mtu;
 pub mod packet;
 pub mod policy;

@@ -65,6 +65,44 @@ enum Command {
         #[command(subcommand)]
         action: PathAction,
     },
+    /// Make the TCP sockets unmodified applications open MPTCP sockets, by
+    /// cgroup or for the whole host (a BPF program on the kernel's
+    /// update_socket_protocol, Linux 6.6+; unlike `mptcpize run`, no
+    /// LD_PRELOAD, so static and Go programs too). It stays attached with
+    /// no process running, until `mptcpify off`.
+    Mptcpify {
+        #[command(subcommand)]
+        action: MptcpifyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MptcpifyAction {
+    /// List cgroups: the processes in them and below them get MPTCP from
+    /// their next socket(2). Without --cgroup, the whole host. Attaches the
+    /// program if it is not.
+    On {
+        /// A cgroup v2 directory, e.g.
+        /// /sys/fs/cgroup/system.slice/nginx.service (repeatable).
+        #[arg(long = "cgroup", value_name = "DIR")]
+        cgroups: Vec<PathBuf>,
+        #[arg(long, default_value = "default")]
+        instance: String,
+    },
+    /// Unlist cgroups. Without --cgroup, detach the program: no socket is
+    /// changed any more.
+    Off {
+        /// A listed cgroup v2 directory (repeatable).
+        #[arg(long = "cgroup", value_name = "DIR")]
+        cgroups: Vec<PathBuf>,
+        #[arg(long, default_value = "default")]
+        instance: String,
+    },
+    /// The listed cgroups.
+    Show {
+        #[arg(long, default_value = "default")]
+        instance: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -321,6 +359,7 @@ fn real_main(cli: Cli) -> Result<()> {
             print_answer(ask(&instance, Request::PathSet(change))?);
             Ok(())
         }
+        Command::Mptcpify { action } => mptcpify(action),
         Command::Policy { action } => match action {
             PolicyAction::Show { instance } => {
                 print_answer(ask(&instance, Request::PolicyShow)?);
@@ -333,6 +372,71 @@ fn real_main(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+    }
+}
+
+fn mptcpify(action: MptcpifyAction) -> Result<()> {
+    use mptcp_user::native::mptcpify::{cgroup2_mount, cgroup_path, Cgroup, Mptcpify, ROOT_CGROUP_ID};
+    let describe = |id: u64, path: Option<PathBuf>| match (id, path) {
+        (ROOT_CGROUP_ID, _) => "the whole host".to_string(),
+        (_, Some(p)) => p.display().to_string(),
+        (_, None) => format!("cgroup {id} (removed since)"),
+    };
+    match action {
+        MptcpifyAction::On { cgroups, instance } => {
+            // Every cgroup checked before anything is attached.
+            let cgroups = if cgroups.is_empty() {
+                vec![Cgroup { id: ROOT_CGROUP_ID, path: cgroup2_mount().unwrap_or_else(|| "/".into()) }]
+            } else {
+                cgroups.iter().map(|p| Cgroup::at(p)).collect::<Result<Vec<_>>>()?
+            };
+            mptcp_user::lifecycle::preflight()?;
+            let mut m = Mptcpify::open_or_attach(&instance)?;
+            for c in &cgroups {
+                m.add(c)?;
+                println!(
+                    "mptcpify: {}: TCP sockets opened from now on are MPTCP",
+                    describe(c.id, Some(c.path.clone()))
+                );
+            }
+            Ok(())
+        }
+        MptcpifyAction::Off { cgroups, instance } if cgroups.is_empty() => {
+            if Mptcpify::detach(&instance)? {
+                println!("mptcpify: detached");
+            } else {
+                println!("mptcpify: was not attached (instance {instance})");
+            }
+            Ok(())
+        }
+        MptcpifyAction::Off { cgroups, instance } => {
+            let cgroups = cgroups.iter().map(|p| Cgroup::at(p)).collect::<Result<Vec<_>>>()?;
+            let mut m = Mptcpify::open(&instance)?
+                .ok_or_else(|| anyhow::anyhow!("mptcpify is not attached (instance {instance})"))?;
+            for c in &cgroups {
+                if m.remove(c.id)? {
+                    println!("mptcpify: {}: TCP sockets opened from now on are TCP", c.path.display());
+                } else {
+                    println!("mptcpify: {} was not listed", c.path.display());
+                }
+            }
+            Ok(())
+        }
+        MptcpifyAction::Show { instance } => {
+            match Mptcpify::open(&instance)? {
+                None => println!("mptcpify: not attached (instance {instance})"),
+                Some(m) => {
+                    let ids = m.listed()?;
+                    if ids.is_empty() {
+                        println!("mptcpify: attached, no cgroup listed");
+                    }
+                    for id in ids {
+                        println!("mptcpify: {}", describe(id, cgroup_path(id)));
+                    }
+                }
+            }
+            Ok(())
+        }
     }
 }
 

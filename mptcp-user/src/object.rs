@@ -2,3 +2,6 @@
 
 /// The eBPF object with `bond_egress` (tc) and `uplink_ingress` (XDP).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-ebpf"));
+
+/// The eBPF object with `mptcpify` (BPF_MODIFY_RETURN) and its cgroup map.
+pub static MPTCPIFY_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcpify"));

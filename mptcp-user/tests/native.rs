@@ -586,3 +586,155 @@ fn a_path_that_dies_silently_is_left_and_taken_back_when_it_answers() -> Result<
     let _ = std::fs::remove_file(config);
     Ok(())
 }
+
+/// A cgroup v2 directory of the test's own, under the host's cgroup2
+/// mount (one mounted for the test, and unmounted after, where the host
+/// has none). Removed on Drop, its processes killed first.
+struct TestCgroup {
+    path: std::path::PathBuf,
+    mounted: Option<std::path::PathBuf>,
+}
+
+impl TestCgroup {
+    fn new() -> Result<Self> {
+        let name = format!("{}cg", unique_prefix());
+        let (root, mounted) = match mptcp_user::native::mptcpify::cgroup2_mount() {
+            Some(m) => (m, None),
+            None => {
+                let dir = std::env::temp_dir().join(format!("{name}-cgroup2"));
+                std::fs::create_dir_all(&dir)?;
+                let ok = std::process::Command::new("mount").args(["-t", "cgroup2", "none"]).arg(&dir).status()?;
+                ensure!(ok.success(), "cannot mount cgroup2 at {}", dir.display());
+                (dir.clone(), Some(dir))
+            }
+        };
+        let path = root.join(name);
+        std::fs::create_dir(&path).with_context(|| format!("cannot create cgroup {}", path.display()))?;
+        Ok(Self { path, mounted })
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if let Some(dir) = &self.mounted {
+            let _ = std::process::Command::new("umount").arg(dir).status();
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// An mptcpify instance of the test's own, detached on Drop.
+struct MptcpifyInstance(String);
+
+impl MptcpifyInstance {
+    fn run(&self, args: &[&str]) -> Result<(bool, String)> {
+        let out = std::process::Command::new(support::BIN)
+            .arg("mptcpify")
+            .args(args)
+            .args(["--instance", &self.0])
+            .output()?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.success(), text))
+    }
+}
+
+impl Drop for MptcpifyInstance {
+    fn drop(&mut self) {
+        let _ = self.run(&["off"]);
+    }
+}
+
+/// bash's /dev/tcp (socket(AF_INET, SOCK_STREAM, 0), plain TCP as far as
+/// bash knows) connects to `port` on the loopback of `ns` and writes a line,
+/// from a process put in `cgroup` first if given. Whether the SYN carried
+/// MP_CAPABLE shows in the listener's counters.
+fn tcp_client(ns: &Netns, port: u16, cgroup: Option<&std::path::Path>) -> Result<()> {
+    let script = format!("read go && echo hello > /dev/tcp/127.0.0.1/{port}");
+    let mut child = ns.command("bash").args(["-c", &script]).stdin(std::process::Stdio::piped()).spawn()?;
+    if let Some(cg) = cgroup {
+        std::fs::write(cg.join("cgroup.procs"), child.id().to_string())?;
+    }
+    child.stdin.take().context("no stdin")?.write_all(b"go\n")?;
+    ensure!(child.wait()?.success(), "the TCP client failed");
+    Ok(())
+}
+
+/// mptcpify: an unmodified TCP client (bash's /dev/tcp) in a listed cgroup
+/// opens an MPTCP socket (its SYN carries MP_CAPABLE to the kernel's MPTCP
+/// listener), the same client outside it stays TCP, and unlisting the
+/// cgroup at runtime makes the next one TCP again. A path that is not a
+/// cgroup is refused before anything is attached; `off` detaches and
+/// removes the pins. A kernel that refuses BPF tracing programs to root
+/// (locked down, or a security module's policy: this project's CI machine
+/// is one) must refuse `on` saying so and leave nothing; the behaviour
+/// above then cannot be checked, and the test says that it was not.
+#[test]
+fn mptcpify_makes_an_unmodified_tcp_client_in_a_listed_cgroup_speak_mptcp() -> Result<()> {
+    let ns = Netns::new(&format!("{}mpf", unique_prefix()))?;
+    ns.sh("sysctl -qw net.mptcp.enabled=1")?;
+    let cgroup = TestCgroup::new()?;
+    let mptcpify = MptcpifyInstance(format!("{}mpf", unique_prefix()));
+    let pins = mptcp_user::native::mptcpify::pin_dir(&mptcpify.0);
+    let port = 7100;
+    let _listener = ns.run(move || {
+        let s = mptcp_socket()?;
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        s.listen(16)?;
+        Ok(s)
+    })?;
+    let capable = || mptcp_counter(&ns, "MPTcpExtMPCapableSYNRX");
+
+    let (ok, out) = mptcpify.run(&["on", "--cgroup", "/tmp"])?;
+    ensure!(!ok && out.contains("not a cgroup v2 directory"), "a path outside cgroupfs was not refused: {out}");
+    ensure!(!pins.exists(), "a refused `mptcpify on` left {}", pins.display());
+
+    let before = capable()?;
+    tcp_client(&ns, port, Some(&cgroup.path))?;
+    ensure!(capable()? == before, "a TCP client became MPTCP before mptcpify was on");
+
+    let cg = cgroup.path.to_str().context("cgroup path")?;
+    let (ok, out) = mptcpify.run(&["on", "--cgroup", cg])?;
+    if !ok && out.contains("refuses BPF tracing programs") {
+        ensure!(!pins.exists(), "a refused `mptcpify on` left {}", pins.display());
+        ensure!(!std::path::Path::new(mptcp_user::native::mptcpify::PIN_ROOT).join(&mptcpify.0).exists(), "pins left");
+        eprintln!(
+            "NOT CHECKED: this kernel refuses BPF tracing programs, so mptcpify's behaviour was not tested: {out}"
+        );
+        return Ok(());
+    }
+    ensure!(ok, "mptcpify on: {out}");
+    let (ok, out) = mptcpify.run(&["show"])?;
+    ensure!(ok && out.contains(cg), "show does not list the cgroup: {out}");
+    let before = capable()?;
+    tcp_client(&ns, port, Some(&cgroup.path))?;
+    ensure!(capable()? == before + 1, "the client in the listed cgroup did not open an MPTCP socket");
+    tcp_client(&ns, port, None)?;
+    ensure!(capable()? == before + 1, "a client outside the listed cgroup became MPTCP");
+
+    // Switched at runtime: unlisted, the next socket is TCP again.
+    let (ok, out) = mptcpify.run(&["off", "--cgroup", cg])?;
+    ensure!(ok, "mptcpify off --cgroup: {out}");
+    let (ok, out) = mptcpify.run(&["show"])?;
+    ensure!(ok && out.contains("no cgroup listed"), "show after unlisting: {out}");
+    tcp_client(&ns, port, Some(&cgroup.path))?;
+    ensure!(capable()? == before + 1, "the unlisted cgroup's client still became MPTCP");
+
+    // Listed again, then detached altogether.
+    let (ok, out) = mptcpify.run(&["on", "--cgroup", cg])?;
+    ensure!(ok, "mptcpify on again: {out}");
+    tcp_client(&ns, port, Some(&cgroup.path))?;
+    ensure!(capable()? == before + 2, "listed again, the client did not open an MPTCP socket");
+    let (ok, out) = mptcpify.run(&["off"])?;
+    ensure!(ok && out.contains("detached"), "mptcpify off: {out}");
+    ensure!(!pins.exists(), "off left {}", pins.display());
+    tcp_client(&ns, port, Some(&cgroup.path))?;
+    ensure!(capable()? == before + 2, "detached, the program still made a socket MPTCP");
+    Ok(())
+}
