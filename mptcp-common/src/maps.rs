@@ -241,6 +241,46 @@ pub struct TxState {
     pub sched: SchedState,
 }
 
+/// Native mode's `PACING_CAPS` key: a path's local address in one network
+/// namespace (the same address may be a path in another).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct PacingKey {
+    /// The namespace's cookie (`SO_NETNS_COOKIE`; `bpf_get_netns_cookie`).
+    pub netns: u64,
+    /// IPv4 in the first 4 bytes (network order, the rest 0), or IPv6.
+    pub addr: [u8; 16],
+}
+
+impl PacingKey {
+    pub fn v4(netns: u64, addr: [u8; 4]) -> Self {
+        let mut a = [0; 16];
+        a[..4].copy_from_slice(&addr);
+        Self { netns, addr: a }
+    }
+
+    pub fn v6(netns: u64, addr: [u8; 16]) -> Self {
+        Self { netns, addr }
+    }
+}
+
+/// How many paths' caps `PACING_CAPS` holds (over every instance's namespaces).
+pub const MAX_PACED_PATHS: u32 = 1024;
+/// How many subflows the pacing program remembers it capped (LRU).
+pub const MAX_PACED_SUBFLOWS: u32 = 65536;
+
+/// `SO_MAX_PACING_RATE`'s value for a cap in bytes/s: bpf_setsockopt takes
+/// an int, and `~0U` is "unlimited" (so the largest cap is 4 GB/s less a
+/// byte).
+#[inline(always)]
+pub fn so_max_pacing_rate(cap: u64) -> u32 {
+    if cap >= u32::MAX as u64 {
+        u32::MAX
+    } else {
+        cap as u32
+    }
+}
+
 /// Names one subflow of one connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
@@ -438,6 +478,8 @@ mod pod {
     unsafe impl aya::Pod for TxState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SubflowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PacingKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SubflowStats {}
     // SAFETY: as above.

@@ -47,6 +47,9 @@ pub struct PathStatus {
     /// Probe answers heard from where it is now (None: not probed).
     #[serde(default)]
     pub probes_answered: Option<u64>,
+    /// The pacing cap on its subflows, Mbit/s (weighted; None: uncapped).
+    #[serde(default)]
+    pub cap_mbit: Option<f64>,
 }
 
 impl Status {

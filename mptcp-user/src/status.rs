@@ -167,20 +167,21 @@ fn print_native(s: &Status) {
         s.controller_pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "not running".into())
     );
     println!(
-        "  {:<10} {:<10} {:<24} {:>8} {:<5} {:>8} {:>8}",
-        "path", "interface", "address", "endpoint", "state", "rtt_ms", "answers"
+        "  {:<10} {:<10} {:<24} {:>8} {:<5} {:>8} {:>8} {:>9}",
+        "path", "interface", "address", "endpoint", "state", "rtt_ms", "answers", "cap_mbit"
     );
     for p in &s.paths {
         let state = if p.backup { format!("{}/b", p.state) } else { p.state.to_string() };
         println!(
-            "  {:<10} {:<10} {:<24} {:>8} {:<5} {:>8.2} {:>8}",
+            "  {:<10} {:<10} {:<24} {:>8} {:<5} {:>8.2} {:>8} {:>9}",
             p.name,
             p.interface,
             p.address.as_deref().unwrap_or("-"),
             p.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
             state,
             p.srtt_us as f64 / 1000.0,
-            p.probes_answered.map(|n| n.to_string()).unwrap_or_else(|| "-".into())
+            p.probes_answered.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            p.cap_mbit.map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into())
         );
     }
     for c in &s.connections {

@@ -587,6 +587,86 @@ fn a_path_that_dies_silently_is_left_and_taken_back_when_it_answers() -> Result<
     Ok(())
 }
 
+/// weighted on kernel subflows, by pacing caps: a client with two 20 Mbit/s
+/// uplinks (weights 3 and 1, rates 20 and 20) beside a live connection to
+/// the kernel's MPTCP server. `policy set weighted` caps the first path's
+/// subflow at 20 Mbit/s and the second's at 6.7 (the sockops program, on
+/// the live connection), and the first carries about three quarters of the
+/// next 8 MB; `policy set auto` lifts the caps and the split is the
+/// kernel's again. Without a rate on every path weighted is refused,
+/// naming the cause; the data arrive intact.
+#[test]
+fn weighted_splits_a_live_connection_by_pacing_caps() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let cl = &bed.clients[0];
+    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
+    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
+    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    bed.shape_uplinks(0, 20)?;
+    let name = format!("{}nwt", unique_prefix());
+    let config = std::env::temp_dir().join(format!("{name}.toml"));
+    let mut toml = String::from("role = \"client\"\nmode = \"mptcp\"\npolicy = \"auto\"\n");
+    for (k, weight) in [(0, 3), (1, 1)] {
+        toml += &format!(
+            "[[path]]\ninterface = \"{}\"\ngateway = \"{}\"\nweight = {weight}\nrate_mbit = 20.0\n",
+            Testbed::client_dev(k),
+            bed.client_gateway(0, k)
+        );
+    }
+    std::fs::write(&config, toml)?;
+    let args = vec!["--config".to_string(), config.to_string_lossy().into_owned()];
+    let mut inst = start(cl, &name, &args, "native paths up")?;
+
+    let port = 5403;
+    let mut conn = LiveConnection::open(&bed.server, cl, format!("{}:{port}", Testbed::SERVER_V4).parse()?)?;
+    conn.write(64 << 10)?;
+    wait_counter(cl, "MPTcpExtMPJoinSynAckRx", 1)?;
+    conn.write(1 << 20)?;
+    drained(cl, port)?;
+    let (first, second) = (bed.client_addr(0, 0), bed.client_addr(0, 1));
+    let split = |conn: &mut LiveConnection, bytes: usize| -> Result<f64> {
+        let (a0, a1) = (acked_from(cl, first, port)?, acked_from(cl, second, port)?);
+        conn.write(bytes)?;
+        drained(cl, port)?;
+        let (d0, d1) = (acked_from(cl, first, port)? - a0, acked_from(cl, second, port)? - a1);
+        Ok(d0 as f64 / (d0 + d1).max(1) as f64)
+    };
+
+    let (ok, out) = cli(&inst, cl, &["policy", "set", "weighted"])?;
+    ensure!(ok, "policy set weighted: {out}");
+    // The live subflows take their caps at their next RTT sample.
+    conn.write(256 << 10)?;
+    drained(cl, port)?;
+    let share = split(&mut conn, 8 << 20)?;
+    eprintln!("weighted 3:1: the first path carried {:.1} % of 8 MB", share * 100.0);
+    ensure!((0.65..=0.85).contains(&share), "weighted 3:1 gave the first path {share:.3} of the bytes");
+
+    let st = inst.status(cl)?;
+    let caps: Vec<_> = st.paths.iter().map(|p| p.cap_mbit.map(|c| c.round())).collect();
+    ensure!(caps == [Some(20.0), Some(7.0)], "status shows caps {caps:?}, not 20 and 6.7 Mbit/s");
+
+    let (ok, out) = cli(&inst, cl, &["policy", "set", "auto"])?;
+    ensure!(ok, "policy set auto: {out}");
+    ensure!(inst.status(cl)?.paths.iter().all(|p| p.cap_mbit.is_none()), "auto left caps in status");
+    conn.write(256 << 10)?;
+    drained(cl, port)?;
+    let share = split(&mut conn, 8 << 20)?;
+    eprintln!("auto: the first path carried {:.1} % of 8 MB", share * 100.0);
+    ensure!(share < 0.65, "auto did not lift the caps: the first path carried {share:.3} of the bytes");
+
+    let (ok, out) = cli(&inst, cl, &["path", "set", "u1", "--rate", "0"])?;
+    ensure!(ok, "path set under auto: {out}");
+    let (ok, out) = cli(&inst, cl, &["policy", "set", "weighted"])?;
+    ensure!(!ok && out.contains("rate_mbit"), "weighted without a rate on every path was not refused: {out}");
+    conn.finish()?;
+
+    inst.proc().signal(nix::sys::signal::Signal::SIGINT)?;
+    inst.proc().wait_timeout(std::time::Duration::from_secs(10))?;
+    nothing_left(cl)?;
+    let _ = std::fs::remove_file(config);
+    Ok(())
+}
+
 /// A cgroup v2 directory of the test's own, under the host's cgroup2
 /// mount (one mounted for the test, and unmounted after, where the host
 /// has none). Removed on Drop, its processes killed first.

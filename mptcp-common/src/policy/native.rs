@@ -4,6 +4,9 @@
 //! falls back to the backups only when none is left. What a policy can do
 //! there is choose which paths' subflows are backups (MP_PRIO tells the
 //! peer, so its direction follows too). [`native_backups`] is that choice.
+//! And it can cap each subflow's pacing rate: the scheduler sends on the
+//! subflow whose queue drains first at its pacing rate, and TCP paces a
+//! capped socket itself; [`pacing_caps`] is weighted's split as caps.
 
 use super::paths::{argmin, rtt_rank, tier, Paths};
 use super::Policy;
@@ -20,8 +23,12 @@ pub enum NotNative {
     EarliestArrival,
     /// Needs to place flows; the kernel schedules one connection's bytes.
     Flowlet,
-    /// Needs per-subflow pacing caps, not written yet.
-    Weighted,
+    /// weighted caps each path's subflows at its share of what the paths
+    /// carry together, so it needs every path's rate.
+    WeightedNeedsRates,
+    /// Weights on some paths and not others (0 means "by rate" only when
+    /// no path has one: the units do not mix).
+    WeightedNeedsWeights,
 }
 
 impl NotNative {
@@ -35,7 +42,10 @@ impl NotNative {
                 "earliest-arrival chooses per packet by arrival time, which needs a packet scheduler"
             }
             NotNative::Flowlet => "flowlet places inner flows; a native MPTCP connection is one flow",
-            NotNative::Weighted => "weighted needs per-subflow pacing caps, which native mode does not set yet",
+            NotNative::WeightedNeedsRates => {
+                "weighted caps each subflow's pacing rate at its path's share, which needs a rate_mbit on every path"
+            }
+            NotNative::WeightedNeedsWeights => "weighted needs a weight on every path, or on none (to share by rate)",
         }
     }
 }
@@ -82,7 +92,8 @@ pub fn native_backups<P: Paths>(
         None => (configured(), None),
     };
     match policy {
-        Policy::Auto => Ok((configured(), None)),
+        // weighted splits by pacing caps (`pacing_caps`), over the same subflows as auto.
+        Policy::Auto | Policy::Weighted => Ok((configured(), None)),
         Policy::ActiveBackup => Ok(only(argmin(paths, |i, p| ((p.priority as u64) << 32) | i as u64))),
         Policy::MinRtt => {
             let best = argmin(paths, |_, p| rtt_rank(p) as u64);
@@ -95,11 +106,50 @@ pub fn native_backups<P: Paths>(
             };
             Ok(only(if stay { chosen } else { best }))
         }
-        Policy::Weighted => Err(NotNative::Weighted),
         Policy::Redundant => Err(NotNative::Redundant),
         Policy::EarliestArrival => Err(NotNative::EarliestArrival),
         Policy::Flowlet => Err(NotNative::Flowlet),
     }
+}
+
+/// No pacing cap (`SO_MAX_PACING_RATE`'s "unlimited").
+pub const NO_CAP: u64 = u64::MAX;
+
+/// weighted's split as pacing caps, bytes per second (`caps[i]` for path
+/// `i`): the paths in `usable` (bit `i`) share by `weights`, or by `rates`
+/// when no weight is set (0 everywhere). Each gets its share of the most
+/// they can carry together in that proportion, the total `T` at which the
+/// first path is full: `T = min(rate_i × W / w_i)`, `cap_i = T × w_i / W`
+/// (`W`: the weights' sum). The others are not capped ([`NO_CAP`]: they
+/// carry nothing, having no endpoint). The caps hold the split only while
+/// the rates are right: a path slower than its rate carries less than its
+/// share, and the kernel's scheduler gives the rest to the others.
+pub fn pacing_caps(weights: &[u32], rates: &[u64], usable: u32, caps: &mut [u64]) -> Result<(), NotNative> {
+    let n = weights.len().min(rates.len()).min(caps.len()).min(MAX_SUBFLOWS);
+    let used = |i: usize| usable & (1 << i) != 0;
+    let by_rate = (0..n).filter(|&i| used(i)).all(|i| weights[i] == 0);
+    let weight = |i: usize| if by_rate { rates[i] } else { weights[i] as u64 };
+    for i in (0..n).filter(|&i| used(i)) {
+        if rates[i] == 0 {
+            return Err(NotNative::WeightedNeedsRates);
+        }
+        if weight(i) == 0 {
+            return Err(NotNative::WeightedNeedsWeights);
+        }
+    }
+    // cap_i = T × w_i / W = min over j of rate_j × w_i / w_j: exact, one division.
+    for (i, cap) in caps.iter_mut().enumerate().take(n) {
+        *cap = if used(i) {
+            (0..n)
+                .filter(|&j| used(j))
+                .map(|j| (rates[j] as u128 * weight(i) as u128 / weight(j) as u128).min(u64::MAX as u128) as u64)
+                .min()
+                .unwrap_or(NO_CAP)
+        } else {
+            NO_CAP
+        };
+    }
+    Ok(())
 }
 
 /// Every path's bit but `chosen`'s.
@@ -179,9 +229,39 @@ mod tests {
             (Policy::Redundant, NotNative::Redundant),
             (Policy::EarliestArrival, NotNative::EarliestArrival),
             (Policy::Flowlet, NotNative::Flowlet),
-            (Policy::Weighted, NotNative::Weighted),
         ] {
             assert_eq!(backups(p, &s), Err(why));
         }
+    }
+
+    const MBIT: u64 = 125_000;
+
+    fn caps(weights: &[u32], rates: &[u64], usable: u32) -> Result<[u64; 3], NotNative> {
+        let mut c = [0; 3];
+        pacing_caps(weights, rates, usable, &mut c).map(|_| c)
+    }
+
+    #[test]
+    fn weighted_caps_each_path_at_its_share_of_what_they_carry_together() {
+        // 3:1 over two 20 Mbit/s paths: the first is full at 26.7 Mbit/s in all.
+        let c = caps(&[3, 1, 0], &[20 * MBIT, 20 * MBIT, 0], 0b011).unwrap();
+        assert_eq!(&c[..2], &[20 * MBIT, 20 * MBIT / 3]);
+        assert_eq!(c[2], NO_CAP);
+        // 1:1 over 10 and 40: the small one is full at 20 in all.
+        let c = caps(&[1, 1], &[10 * MBIT, 40 * MBIT], 0b11).unwrap();
+        assert_eq!(&c[..2], &[10 * MBIT, 10 * MBIT]);
+        // No weights: by rate, every path full.
+        let c = caps(&[0, 0], &[10 * MBIT, 40 * MBIT], 0b11).unwrap();
+        assert_eq!(&c[..2], &[10 * MBIT, 40 * MBIT]);
+        // A path without an endpoint takes no share.
+        let c = caps(&[3, 1], &[20 * MBIT, 20 * MBIT], 0b10).unwrap();
+        assert_eq!(&c[..2], &[NO_CAP, 20 * MBIT]);
+    }
+
+    #[test]
+    fn weighted_without_rates_or_with_weights_on_some_paths_is_refused() {
+        assert_eq!(caps(&[1, 1], &[10 * MBIT, 0], 0b11), Err(NotNative::WeightedNeedsRates));
+        assert_eq!(caps(&[1, 0], &[10 * MBIT, 10 * MBIT], 0b11), Err(NotNative::WeightedNeedsWeights));
+        assert_eq!(backups(Policy::Weighted, &[path(true, false, 0, 0), path(true, true, 1, 0)]), Ok(0b10));
     }
 }

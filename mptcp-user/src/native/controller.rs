@@ -75,6 +75,8 @@ pub struct Native {
     chosen: Option<usize>,
     /// When [`Native::reconcile`] last ran.
     reconciled: std::time::Instant,
+    /// The subflow pacing program, once a policy wanted caps.
+    pacing: Option<super::pacing::Pacing>,
     event_errors: u64,
 }
 
@@ -138,6 +140,7 @@ impl Native {
             probe: cfg.probe.clone(),
             chosen: None,
             reconciled: std::time::Instant::now(),
+            pacing: None,
             event_errors: 0,
         };
         for (i, p) in previous.paths {
@@ -156,6 +159,12 @@ impl Native {
                     tracing::warn!(error = format!("{e:#}"), "cannot remove a path no longer configured");
                 }
             }
+        }
+        // Attached before any connection it should cap: sockops sees a
+        // subflow only from its establishment on.
+        match super::pacing::Pacing::attach() {
+            Ok(p) => n.pacing = Some(p),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "no subflow pacing caps: weighted is not available"),
         }
         if let Err(e) = n.reconcile().await {
             n.teardown().await;
@@ -231,6 +240,9 @@ impl Native {
             tracing::info!(path = chosen.map(|c| self.paths[c].name()), policy = %PolicyName(self.policy), "the policy chose a path");
         }
         self.chosen = chosen;
+        if let Err(e) = self.pace(&places, &usable) {
+            first.get_or_insert(e.context("subflow pacing caps"));
+        }
         for (i, place) in places.into_iter().enumerate() {
             let place = place.map(|w| NativePath { backup: backups & (1 << i) != 0, ..w });
             if let Err(e) = self.settle(i, place, usable[i]).await {
@@ -239,6 +251,22 @@ impl Native {
         }
         self.record()?;
         first.map_or(Ok(()), Err)
+    }
+
+    /// Cap each path's subflows as the policy wants (weighted), or lift
+    /// the caps it set before; the pacing program is attached at the first
+    /// cap.
+    fn pace(&mut self, places: &[Option<NativePath>], usable: &[bool]) -> Result<()> {
+        let configs: Vec<_> = self.paths.iter().map(|p| p.cfg.clone()).collect();
+        let caps = policy::caps(self.policy, &configs, usable).map_err(|why| anyhow::anyhow!("{why}"))?;
+        if self.pacing.is_none() {
+            if caps.iter().all(|&c| c == super::pacing::NO_CAP) {
+                return Ok(());
+            }
+            self.pacing = Some(super::pacing::Pacing::attach()?);
+        }
+        let at: Vec<_> = places.iter().zip(&caps).filter_map(|(p, &c)| p.as_ref().map(|p| (p.addr, c))).collect();
+        self.pacing.as_mut().expect("attached above").set(&at)
     }
 
     /// Probe path `i` from where it is now (a new prober, taken to work
@@ -349,19 +377,35 @@ impl Native {
             return Err(format!("mode mptcp has one class, {}, not {:?}", crate::classes::DEFAULT_CLASS_NAME, c.class));
         }
         policy::expressible(c.policy.0).map_err(|why| format!("policy {}: not in mode mptcp: {why}", c.policy))?;
+        let configs: Vec<_> = self.paths.iter().map(|p| p.cfg.clone()).collect();
+        let caps = policy::caps(c.policy.0, &configs, &vec![true; configs.len()])
+            .map_err(|why| format!("policy {}: not with these paths: {why}", c.policy))?;
+        if self.pacing.is_none() && caps.iter().any(|&c| c != super::pacing::NO_CAP) {
+            self.pacing =
+                Some(super::pacing::Pacing::attach().map_err(|e| format!("policy {}: pacing caps: {e:#}", c.policy))?);
+        }
         self.policy = c.policy.0;
         Ok(format!("instance {}: policy {}", self.instance, c.policy))
     }
 
     fn path_set(&mut self, c: &PathChange) -> Result<String, String> {
-        if c.weight.is_some() || c.rate_mbit.is_some() {
-            return Err("mode mptcp uses a path's priority and backup flag only".into());
-        }
-        let Some(p) = self.paths.iter_mut().find(|p| p.name() == c.path || p.cfg.interface == c.path) else {
+        let Some(i) = self.paths.iter().position(|p| p.name() == c.path || p.cfg.interface == c.path) else {
             return Err(format!("no path {:?}", c.path));
         };
+        let mut configs: Vec<_> = self.paths.iter().map(|p| p.cfg.clone()).collect();
+        c.apply_to(&mut configs[i]);
+        policy::caps(self.policy, &configs, &vec![true; configs.len()])
+            .map_err(|why| format!("policy {}: {why}", PolicyName(self.policy)))?;
+        let p = &mut self.paths[i];
         c.apply_to(&mut p.cfg);
-        Ok(format!("path {}: priority {}, backup {}", p.name(), p.cfg.priority, p.cfg.backup))
+        Ok(format!(
+            "path {}: priority {}, backup {}, weight {}, rate {}",
+            p.name(),
+            p.cfg.priority,
+            p.cfg.backup,
+            p.cfg.weight,
+            p.cfg.rate_mbit.map_or("unset".into(), |r| format!("{r} Mbit/s"))
+        ))
     }
 
     /// The kernel's MPTCP connections over our paths, each with its
@@ -418,6 +462,11 @@ impl Native {
                     backup: p.endpoint && p.routed.as_ref().is_some_and(|l| l.backup),
                     srtt_us: p.prober.as_ref().map_or(0, |pr| pr.heard().srtt_us),
                     probes_answered: p.prober.as_ref().map(|pr| pr.heard().answers),
+                    cap_mbit: p
+                        .routed
+                        .as_ref()
+                        .and_then(|l| self.pacing.as_ref()?.cap(l.addr))
+                        .map(|c| c as f64 / 125_000.0),
                 })
                 .collect(),
         })

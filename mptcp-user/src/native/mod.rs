@@ -10,6 +10,7 @@ pub mod controller;
 pub mod diag;
 mod fmod_ret;
 pub mod mptcpify;
+pub mod pacing;
 pub mod paths;
 pub mod pm;
 pub mod policy;
