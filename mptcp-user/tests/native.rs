@@ -667,6 +667,45 @@ fn weighted_splits_a_live_connection_by_pacing_caps() -> Result<()> {
     Ok(())
 }
 
+/// A subflow reset while its path works (the server aborts it, `ss -K`, as
+/// a middlebox's reset or a peer's would) is opened again: the kernel's
+/// path manager leaves a closed subflow closed while its endpoint stays, so
+/// the controller, seeing the live connection without a subflow from that
+/// path (sock_diag), takes the endpoint out and puts it back, and the
+/// kernel joins the connection over the path again. The data intact.
+#[test]
+fn a_subflow_reset_while_its_path_works_is_opened_again() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let cl = &bed.clients[0];
+    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
+    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
+    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    let name = format!("{}nrj", unique_prefix());
+    let inst = start(cl, &name, &native_client_args(&bed), "native paths up")?;
+    let port = 5404;
+    let mut conn = LiveConnection::open(&bed.server, cl, format!("{}:{port}", Testbed::SERVER_V4).parse()?)?;
+    conn.write(64 << 10)?;
+    wait_counter(cl, "MPTcpExtMPJoinSynAckRx", 1)?;
+    conn.write(1 << 20)?;
+    drained(cl, port)?;
+
+    // The controller looks once a second: it must have seen the subflow
+    // to know it lost it.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = bed.client_addr(0, 1);
+    let joins = mptcp_counter(cl, "MPTcpExtMPJoinSynAckRx")?;
+    bed.server.sh(&format!("ss -K -t state established dst {second}"))?;
+    wait_counter(cl, "MPTcpExtMPJoinSynAckRx", joins + 1).context("the reset subflow was not opened again")?;
+    let st = inst.status(cl)?;
+    ensure!(
+        st.connections.len() == 1 && st.connections[0].subflows.iter().any(|f| f.path == "u1"),
+        "no subflow over the second path after the rejoin: {st}"
+    );
+    conn.write(1 << 20)?;
+    conn.finish()?;
+    Ok(())
+}
+
 /// A cgroup v2 directory of the test's own, under the host's cgroup2
 /// mount (one mounted for the test, and unmounted after, where the host
 /// has none). Removed on Drop, its processes killed first.

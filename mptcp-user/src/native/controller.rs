@@ -40,6 +40,8 @@ struct Path {
     /// Its probes, while it has an address and something to probe.
     prober: Option<Prober>,
     verdict: Verdict,
+    /// Its endpoint is to be taken out and put back ([`Native::rejoin`]).
+    bounce: bool,
 }
 
 impl Path {
@@ -57,6 +59,12 @@ impl Path {
         t
     }
 }
+
+/// How often a client looks for subflows lost while their path works.
+const LOSSES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// A path's endpoint is put back for a lost subflow at most this often: it
+/// takes the path's subflows of every connection along for a moment.
+const REJOIN_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often min-rtt looks at the paths' RTTs again.
 const MIN_RTT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -77,6 +85,12 @@ pub struct Native {
     reconciled: std::time::Instant,
     /// The subflow pacing program, once a policy wanted caps.
     pacing: Option<super::pacing::Pacing>,
+    /// Per path: the connections that have had a subflow from it
+    /// ([`super::diag::lost_subflows`]); when the subflows were last looked
+    /// at for losses, and when each path's endpoint was last put back for one.
+    joined: Vec<std::collections::BTreeSet<u32>>,
+    losses_checked: std::time::Instant,
+    rejoined: Vec<Option<std::time::Instant>>,
     event_errors: u64,
 }
 
@@ -134,6 +148,7 @@ impl Native {
                     endpoint: false,
                     prober: None,
                     verdict: Verdict::default(),
+                    bounce: false,
                 })
                 .collect(),
             limits_before,
@@ -141,6 +156,9 @@ impl Native {
             chosen: None,
             reconciled: std::time::Instant::now(),
             pacing: None,
+            joined: vec![Default::default(); cfg.paths.len()],
+            losses_checked: std::time::Instant::now(),
+            rejoined: vec![None; cfg.paths.len()],
             event_errors: 0,
         };
         for (i, p) in previous.paths {
@@ -253,6 +271,45 @@ impl Native {
         first.map_or(Ok(()), Err)
     }
 
+    /// Find the connections that lost their subflow from a path that still
+    /// works (its endpoint in place, its probes answered) and withdraw that
+    /// path's endpoint, for [`Native::reconcile`] to put back at once: the
+    /// kernel then opens a subflow from it on every connection, the ones
+    /// that lost theirs included (in-kernel, only an endpoint's arrival
+    /// opens subflows on live connections). At most once per
+    /// [`REJOIN_HOLD`] per path, and once per loss. True if it withdrew one.
+    fn rejoin(&mut self, listed: Option<Vec<super::diag::Subflow>>) -> Result<bool> {
+        self.losses_checked = std::time::Instant::now();
+        let all = match listed {
+            Some(all) => all,
+            None => super::diag::subflows().context("cannot list the subflows")?,
+        };
+        let mut withdrew = false;
+        for i in 0..self.paths.len() {
+            let p = &self.paths[i];
+            let works = p.endpoint && (p.prober.is_none() || p.verdict.alive);
+            let Some(addr) = p.routed.as_ref().map(|r| r.addr).filter(|_| works) else {
+                // Its subflows close with it; the endpoint's return opens them.
+                self.joined[i].clear();
+                continue;
+            };
+            let lost = super::diag::lost_subflows(&mut self.joined[i], &all, addr);
+            if lost.is_empty() || self.rejoined[i].is_some_and(|t| t.elapsed() < REJOIN_HOLD) {
+                continue;
+            }
+            tracing::warn!(
+                path = self.paths[i].name(),
+                connections = ?lost,
+                "subflow closed while its path works: the endpoint is put back so the kernel opens it again"
+            );
+            self.joined[i].retain(|t| !lost.contains(t));
+            self.rejoined[i] = Some(std::time::Instant::now());
+            self.paths[i].bounce = true;
+            withdrew = true;
+        }
+        Ok(withdrew)
+    }
+
     /// Cap each path's subflows as the policy wants (weighted), or lift
     /// the caps it set before; the pacing program is attached at the first
     /// cap.
@@ -322,6 +379,12 @@ impl Native {
         if self.paths[i].routed.is_none() {
             paths::add_route(&self.net, i, &want).await?;
             self.paths[i].routed = Some(want.clone());
+        }
+        if std::mem::take(&mut self.paths[i].bounce) && self.paths[i].endpoint && endpoint {
+            // Out and straight back in: the kernel opens a subflow from
+            // it on every connection, one that lost its own included.
+            paths::del_endpoint(&mut self.pm, i).await?;
+            self.paths[i].endpoint = false;
         }
         let had = self.paths[i].routed.as_ref().map(|r| r.backup);
         let name = self.paths[i].name().to_string();
@@ -517,6 +580,10 @@ impl LoopRole for Native {
         }
         // min-rtt follows the paths' RTTs, which change without an event.
         let rtts_due = self.policy == Policy::MinRtt && self.reconciled.elapsed() >= MIN_RTT_EVERY;
+        let losses_due = self.side == Side::Client && self.losses_checked.elapsed() >= LOSSES_EVERY;
+        if losses_due && self.rejoin(subflows.take())? {
+            changed = true;
+        }
         if changed || rtts_due {
             self.reconcile().await?;
         }

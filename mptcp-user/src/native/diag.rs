@@ -6,6 +6,7 @@
 //! queue filling behind a bulk transfer delays the probes' answers, not
 //! the flow of ACKs).
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{bail, Context, Result};
@@ -157,4 +158,56 @@ fn subflow(local: SocketAddr, remote: SocketAddr, nlas: &[Nla]) -> Option<Subflo
 /// a subflow there).
 pub fn heard_from(subflows: &[Subflow], addr: IpAddr) -> Option<u32> {
     subflows.iter().filter(|s| s.local.ip() == addr).map(|s| s.heard_ms).min()
+}
+
+/// What a path's subflows did since the last look: `joined`, the
+/// connections (tokens) that had a subflow from `addr` then, is brought up
+/// to date (connections that ended are forgotten, new ones added), and the
+/// connections that are still open but have lost their subflow from
+/// `addr` are returned. The kernel's path manager does not open a closed
+/// subflow again while its endpoint stays (a middlebox's reset, a peer
+/// that closed it), so these need the endpoint put back.
+pub fn lost_subflows(joined: &mut BTreeSet<u32>, subflows: &[Subflow], addr: IpAddr) -> BTreeSet<u32> {
+    let open: BTreeSet<u32> = subflows.iter().map(|s| s.token).collect();
+    let from: BTreeSet<u32> = subflows.iter().filter(|s| s.local.ip() == addr).map(|s| s.token).collect();
+    let lost = joined.iter().filter(|t| open.contains(t) && !from.contains(t)).copied().collect();
+    joined.retain(|t| open.contains(t));
+    joined.extend(from);
+    lost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subflow(local: &str, token: u32) -> Subflow {
+        Subflow {
+            local: local.parse().unwrap(),
+            remote: "10.200.0.1:80".parse().unwrap(),
+            token,
+            backup: false,
+            srtt_us: 0,
+            bytes_acked: 0,
+            bytes_received: 0,
+            total_retrans: 0,
+            heard_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_connection_that_lost_its_subflow_from_a_path_is_found_once() {
+        let addr: IpAddr = "10.0.1.2".parse().unwrap();
+        let mut joined = BTreeSet::new();
+        // Connection 7 joins over the path; 8 never does (not counted as lost).
+        let now = [subflow("10.0.0.2:1000", 7), subflow("10.0.1.2:1001", 7), subflow("10.0.0.2:1002", 8)];
+        assert!(lost_subflows(&mut joined, &now, addr).is_empty());
+        assert_eq!(joined, BTreeSet::from([7]));
+        // 7's subflow from the path closes; 7 stays open over the other path.
+        let now = [subflow("10.0.0.2:1000", 7), subflow("10.0.0.2:1002", 8)];
+        assert_eq!(lost_subflows(&mut joined, &now, addr), BTreeSet::from([7]));
+        // 7 ends altogether: forgotten, not lost.
+        let now = [subflow("10.0.0.2:1002", 8)];
+        assert!(lost_subflows(&mut joined, &now, addr).is_empty());
+        assert!(joined.is_empty());
+    }
 }
