@@ -276,6 +276,39 @@ impl Config {
         }
     }
 
+    /// One line of what the config sets up, for `config check`.
+    pub fn summary(&self) -> String {
+        let role = match self.role {
+            Role::Client => "client",
+            Role::Concentrator => "concentrator",
+        };
+        let mode = match self.mode {
+            Mode::Bond => "bond mode",
+            Mode::Mptcp => "native MPTCP mode",
+        };
+        let paths: Vec<String> = self
+            .paths
+            .iter()
+            .map(|p| match (p.name.as_deref(), p.remote) {
+                (Some(n), Some(r)) if n != p.interface => format!("{n} on {} to {r}", p.interface),
+                (_, Some(r)) => format!("{} to {r}", p.interface),
+                (Some(n), None) if n != p.interface => format!("{n} on {}", p.interface),
+                (_, None) => p.interface.clone(),
+            })
+            .collect();
+        let mut s = format!("{role}, {mode}, instance {}, policy {}", self.instance, self.policy);
+        if !paths.is_empty() {
+            s += &format!(", {} path{}: {}", paths.len(), if paths.len() == 1 { "" } else { "s" }, paths.join(", "));
+        }
+        if !self.classes.is_empty() {
+            s += &format!(", {} class{}", self.classes.len(), if self.classes.len() == 1 { "" } else { "es" });
+        }
+        if !self.clients.is_empty() {
+            s += &format!(", {} client{}", self.clients.len(), if self.clients.len() == 1 { "" } else { "s" });
+        }
+        s
+    }
+
     pub fn policy(&self) -> Result<Policy> {
         Ok(self.policy.0)
     }
@@ -445,6 +478,9 @@ impl Config {
         }
         if let Err(why) = crate::native::policy::expressible(self.policy.0) {
             bail!("policy {}: not in mode = \"mptcp\": {why}", self.policy);
+        }
+        if let Err(why) = crate::native::policy::caps(self.policy.0, &self.paths, &vec![true; self.paths.len()]) {
+            bail!("policy {}: {why}", self.policy);
         }
         if self.probe.active_interval_ms() < 10 || self.probe.down_after == 0 {
             bail!("probe.active_interval_ms must be at least 10 and probe.down_after at least 1");

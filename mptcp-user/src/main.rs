@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 use mptcp_user::config::{self, Config, Mode, PolicyName, Role};
@@ -73,6 +73,21 @@ enum Command {
     Mptcpify {
         #[command(subcommand)]
         action: MptcpifyAction,
+    },
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Check a config file as `up` would (its key files read too), without
+    /// starting anything: prints what it configures, or the first problem.
+    Check {
+        /// The TOML config file.
+        file: PathBuf,
     },
 }
 
@@ -360,6 +375,12 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Mptcpify { action } => mptcpify(action),
+        Command::Config { action: ConfigAction::Check { file } } => {
+            let cfg = Config::from_file(&file)?;
+            cfg.validate().with_context(|| format!("config file {}", file.display()))?;
+            println!("{}: ok ({})", file.display(), cfg.summary());
+            Ok(())
+        }
         Command::Policy { action } => match action {
             PolicyAction::Show { instance } => {
                 print_answer(ask(&instance, Request::PolicyShow)?);
