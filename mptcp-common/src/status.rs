@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::maps::ControlCounter;
 use crate::DropReason;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Status {
     pub instance: String,
     /// "bond" or "mptcp" (native mode).

@@ -26,3 +26,4 @@ pub mod status;
 pub mod subflows;
 pub mod throttle;
 pub mod train;
+pub mod watch;

@@ -11,7 +11,12 @@ use mptcp_user::ctl::{self, Request, Response};
 use mptcp_user::{run, status};
 
 #[derive(Parser)]
-#[command(name = "mptcp-user", version, about = "Multipath bonding with an eBPF per-packet scheduler (mptcp-ebpf)")]
+#[command(
+    name = "mptcp-user",
+    version,
+    about = "Multipath bonding with an eBPF per-packet scheduler (mptcp-ebpf)",
+    after_help = EXAMPLES
+)]
 struct Cli {
     /// Run inside this named network namespace (/run/netns/NAME); only the
     /// network namespace is entered, so pins stay on the host's bpffs.
@@ -47,12 +52,22 @@ enum Command {
         file: Option<PathBuf>,
     },
     /// Per-subflow state and counters.
+    ///
+    /// `status --watch` redraws it every second with each subflow's current
+    /// rates and share (one line per subflow when not on a terminal, one
+    /// JSON object per refresh with --json).
     Status {
         #[arg(long, default_value = "default")]
         instance: String,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Refresh until interrupted, with the subflows' current rates.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between refreshes (with --watch).
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
     },
     /// Show or switch the scheduling policy at runtime (one map write).
     Policy {
@@ -79,6 +94,10 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `mptcp-user completions bash >
+    /// /etc/bash_completion.d/mptcp-user`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -90,6 +109,20 @@ enum ConfigAction {
         file: PathBuf,
     },
 }
+
+/// `mptcp-user --help`'s examples: the commands as an operator meets them.
+const EXAMPLES: &str = "\
+Examples:
+  mptcp-user genkey /etc/mptcp-ebpf/key              a key for both ends (copy it over)
+  mptcp-user config check /etc/mptcp-ebpf/client.toml
+  mptcp-user up --config /etc/mptcp-ebpf/client.toml
+  mptcp-user up --mode mptcp --role client --path eth1=192.168.1.1 --path wwan0
+  mptcp-user status --watch                          live view (Ctrl-C to stop)
+  mptcp-user policy set active-backup                switch at runtime
+  mptcp-user path set lte --backup                   a path used only when no other is up
+  mptcp-user mptcpify on --cgroup /sys/fs/cgroup/system.slice/app.service
+  mptcp-user down                                    remove everything
+  mptcp-user completions bash > /etc/bash_completion.d/mptcp-user";
 
 #[derive(Subcommand)]
 enum MptcpifyAction {
@@ -347,7 +380,10 @@ fn real_main(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Status { instance, json } => {
+        Command::Status { instance, json, watch: true, interval } => {
+            mptcp_user::watch::run(&instance, Duration::from_secs_f64(interval), json)
+        }
+        Command::Status { instance, json, watch: false, .. } => {
             let s = status::query(&instance)?;
             if json {
                 println!("{}", serde_json::to_string(&s)?);
@@ -375,6 +411,11 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Mptcpify { action } => mptcpify(action),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "mptcp-user", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Config { action: ConfigAction::Check { file } } => {
             let cfg = Config::from_file(&file)?;
             cfg.validate().with_context(|| format!("config file {}", file.display()))?;
@@ -458,6 +499,16 @@ fn mptcpify(action: MptcpifyAction) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// A refresh interval in seconds: 0.1 to 3600.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if (0.1..=3600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} s: the interval must be between 0.1 and 3600 seconds"))
     }
 }
 

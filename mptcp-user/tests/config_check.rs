@@ -1,6 +1,6 @@
 //! `mptcp-user config check`: every example config under scripts/ passes
 //! (with its key files made for the test), and a broken one fails naming
-//! the cause. No root needed.
+//! the cause; and the shell completions. No root needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,5 +95,28 @@ fn a_broken_config_fails_naming_the_cause() -> Result<()> {
     }
     let (ok, out) = check(&dir.0.join("missing.toml"))?;
     ensure!(!ok && out.contains("cannot read config file"), "a missing file: {out}");
+    Ok(())
+}
+
+#[test]
+fn completions_cover_every_command_and_bash_parses_them() -> Result<()> {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN).args(["completions", shell]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(out.status.success(), "completions {shell}: {}", String::from_utf8_lossy(&out.stderr));
+        // Options without their dashes: fish writes `-l watch`.
+        for word in ["up", "status", "mptcpify", "config", "watch", "instance"] {
+            ensure!(text.contains(word), "the {shell} completions lack {word}");
+        }
+        if shell == "bash" {
+            let dir = TempDir::new("completions")?;
+            let file = dir.0.join("mptcp-user.bash");
+            std::fs::write(&file, text.as_bytes())?;
+            let syntax = Command::new("bash").arg("-n").arg(&file).output()?;
+            ensure!(syntax.status.success(), "bash -n: {}", String::from_utf8_lossy(&syntax.stderr));
+        }
+    }
+    let help = Command::new(BIN).arg("--help").output()?;
+    ensure!(String::from_utf8_lossy(&help.stdout).contains("Examples:"), "--help has no examples");
     Ok(())
 }
