@@ -68,6 +68,9 @@ pub struct Config {
     /// `key_file` and may announce any prefix.
     #[serde(default, rename = "client")]
     pub clients: Vec<ClientConfig>,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (none by default).
+    #[serde(default)]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// One client a concentrator serves (`[[client]]`).
@@ -273,6 +276,7 @@ impl Config {
             paths: Vec::new(),
             classes: Vec::new(),
             clients: Vec::new(),
+            http: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod estimate;
 pub mod key;
 pub mod lifecycle;
+pub mod metrics;
 pub mod monitor;
 pub mod native;
 pub mod netdev;

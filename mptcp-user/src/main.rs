@@ -215,6 +215,9 @@ struct UpArgs {
     mode: Option<Mode>,
     #[arg(long)]
     instance: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9477.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
     /// The file holding the key both ends share (`mptcp-user genkey FILE`
     /// makes one; it must be readable by its owner only).
     #[arg(long)]
@@ -261,6 +264,9 @@ fn build_config(a: &UpArgs) -> Result<Config> {
     }
     if let Some(v) = &a.instance {
         cfg.instance = v.clone();
+    }
+    if let Some(v) = a.http {
+        cfg.http = Some(v);
     }
     if let Some(v) = &a.key_file {
         cfg.key_file = Some(v.clone());

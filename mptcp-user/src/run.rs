@@ -195,6 +195,13 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
             );
         }
     }
+    // Bound before anything is set up: an address in use fails the start
+    // with nothing to undo. Served from here on; until the controller
+    // answers, a scrape gets 503.
+    if let Some(addr) = cfg.http {
+        let listener = crate::metrics::bind(addr).await?;
+        crate::metrics::spawn(listener, cfg.instance.clone());
+    }
     if cfg.mode == Mode::Mptcp {
         return crate::native::up::up(cfg, &opts).await;
     }

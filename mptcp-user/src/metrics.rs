@@ -1,0 +1,168 @@
+//! Prometheus metrics (`up --http ADDR`, `http` in the config): the
+//! instance's status in Prometheus' text format on `/metrics`, read through
+//! the local control socket as `status` reads it, so the bond and native
+//! mode are served alike and the data path is not touched by a scrape.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::status::Status;
+
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))
+}
+
+/// Serve `/metrics` for `instance` on `listener` for as long as the process runs.
+pub fn spawn(listener: tokio::net::TcpListener, instance: String) {
+    let app = axum::Router::new().route("/metrics", get(scrape)).with_state(instance);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics server stopped");
+        }
+    });
+}
+
+async fn scrape(State(instance): State<String>) -> impl IntoResponse {
+    let status = tokio::task::spawn_blocking(move || crate::status::query(&instance)).await;
+    match status {
+        Ok(Ok(s)) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&s)),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "text/plain")], format!("{e:#}\n")),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], format!("{e}\n")),
+    }
+}
+
+/// A label value as the text format wants it: backslash, quote and
+/// newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', r"\\").replace('"', r#"\""#).replace('\n', r"\n")
+}
+
+/// The metrics text: one family at a time, each with its HELP and TYPE.
+struct Families {
+    out: String,
+    instance: String,
+}
+
+impl Families {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let mut l = format!("instance=\"{}\"", escape(&self.instance));
+        for (k, v) in labels {
+            let _ = write!(l, ",{k}=\"{}\"", escape(v));
+        }
+        let _ = writeln!(self.out, "{name}{{{l}}} {value}");
+    }
+}
+
+/// `s` in Prometheus' text exposition format.
+pub fn render(s: &Status) -> String {
+    let mut m = Families { out: String::new(), instance: s.instance.clone() };
+    m.family("mptcp_controller_up", "gauge", "1 while the instance's controller runs.");
+    m.sample("mptcp_controller_up", &[], if s.controller_pid.is_some() { 1.0 } else { 0.0 });
+    m.family("mptcp_policy_info", "gauge", "The default class's policy, as a label.");
+    m.sample("mptcp_policy_info", &[("policy", &s.policy)], 1.0);
+
+    type Field = fn(&crate::status::SubflowStatus) -> f64;
+    let subflow_families: [(&str, &str, &str, Field); 11] = [
+        ("mptcp_subflow_up", "gauge", "1 while the subflow is up.", |f| {
+            (f.state == crate::status::SubflowState::Up) as u8 as f64
+        }),
+        ("mptcp_subflow_backup", "gauge", "1 while the subflow is a backup.", |f| f.backup as u8 as f64),
+        ("mptcp_subflow_rtt_seconds", "gauge", "Smoothed round-trip time.", |f| f.srtt_us as f64 / 1e6),
+        ("mptcp_subflow_one_way_delay_seconds", "gauge", "One-way propagation delay estimate.", |f| {
+            f.owd_us as f64 / 1e6
+        }),
+        ("mptcp_subflow_rate_bits_per_second", "gauge", "The rate the scheduler uses (hint or estimate).", |f| {
+            f.rate_mbit * 1e6
+        }),
+        ("mptcp_subflow_loss_ratio", "gauge", "Receive-side loss.", |f| f.rx_loss),
+        ("mptcp_subflow_tx_bytes_total", "counter", "Bytes sent (native mode: acknowledged).", |f| f.tx_bytes as f64),
+        ("mptcp_subflow_tx_packets_total", "counter", "Packets sent.", |f| f.tx_packets as f64),
+        ("mptcp_subflow_rx_bytes_total", "counter", "Bytes received.", |f| f.rx_bytes as f64),
+        ("mptcp_subflow_rx_packets_total", "counter", "Packets received.", |f| f.rx_packets as f64),
+        ("mptcp_subflow_retransmits_total", "counter", "Retransmissions (native mode).", |f| f.retransmits as f64),
+    ];
+    for (name, kind, help, value) in subflow_families {
+        m.family(name, kind, help);
+        for c in &s.connections {
+            for f in &c.subflows {
+                let id = f.id.to_string();
+                m.sample(name, &[("connection", &c.token), ("subflow", &id), ("path", &f.path)], value(f));
+            }
+        }
+    }
+    if !s.paths.is_empty() {
+        m.family("mptcp_path_up", "gauge", "1 while the native path has its endpoint.");
+        for p in &s.paths {
+            m.sample("mptcp_path_up", &[("path", &p.name)], p.endpoint.is_some() as u8 as f64);
+        }
+        m.family("mptcp_path_probe_rtt_seconds", "gauge", "The native path's probe round trip.");
+        for p in &s.paths {
+            m.sample("mptcp_path_probe_rtt_seconds", &[("path", &p.name)], p.srtt_us as f64 / 1e6);
+        }
+    }
+    m.family("mptcp_drops_total", "counter", "Packets the data path dropped, by reason.");
+    for (reason, n) in &s.drops {
+        m.sample("mptcp_drops_total", &[("reason", reason)], *n as f64);
+    }
+    m.family("mptcp_control_total", "counter", "Control-plane events, by kind.");
+    for (event, n) in &s.control {
+        m.sample("mptcp_control_total", &[("event", event)], *n as f64);
+    }
+    m.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{ConnectionStatus, SubflowState, SubflowStatus};
+
+    #[test]
+    fn every_family_has_help_and_type_and_labels_are_escaped() {
+        let s = Status {
+            instance: "home\"1".into(),
+            controller_pid: Some(7),
+            policy: "min-rtt".into(),
+            connections: vec![ConnectionStatus {
+                token: "abcd".into(),
+                prefixes: vec![],
+                subflows: vec![SubflowStatus {
+                    id: 1,
+                    path: "lte".into(),
+                    state: SubflowState::Up,
+                    srtt_us: 42_000,
+                    tx_packets: 10,
+                    ..Default::default()
+                }],
+            }],
+            drops: [("forged".to_string(), 3)].into(),
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(text.contains(r#"mptcp_controller_up{instance="home\"1"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"mptcp_subflow_rtt_seconds{instance="home\"1",connection="abcd",subflow="1",path="lte"} 0.042"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"mptcp_subflow_tx_packets_total{instance="home\"1",connection="abcd",subflow="1",path="lte"} 10"#
+        ));
+        assert!(text.contains(r#"mptcp_drops_total{instance="home\"1",reason="forged"} 3"#));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split('{').next().unwrap();
+            assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE for {name}");
+            assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+        }
+    }
+}
