@@ -212,9 +212,7 @@ fn an_mptcp_peer_gets_a_subflow_per_path_and_nothing_is_left() -> Result<()> {
     let cl = &bed.clients[0];
     // The first subflow's route is the host's own; the server is the
     // kernel's MPTCP with room for joins.
-    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
-    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
-    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    native_hosts(&bed)?;
     let limits_before = cl.sh("ip mptcp limits show")?;
     let applied = native_paths(cl, Side::Client, client_paths(&bed)?, None).context("setup")?;
     assert_eq!(applied.paths.len(), 2);
@@ -271,6 +269,17 @@ fn a_server_announces_its_paths_and_the_client_joins_each() -> Result<()> {
 
 /// `up` arguments for client 0 in native mode: a path per uplink, each
 /// with its gateway.
+/// The client and the kernel's MPTCP server of `bed` ready for native
+/// mode: MPTCP enabled on both, the server's limits open for every join,
+/// and the server's network reached over the first uplink.
+fn native_hosts(bed: &Testbed) -> Result<()> {
+    let cl = &bed.clients[0];
+    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
+    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
+    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    Ok(())
+}
+
 fn native_client_args(bed: &Testbed) -> Vec<String> {
     let mut args: Vec<String> = ["--mode", "mptcp", "--role", "client"].iter().map(|s| s.to_string()).collect();
     for k in 0..bed.uplinks {
@@ -390,9 +399,7 @@ fn acked_from(ns: &Netns, addr: std::net::IpAddr, port: u16) -> Result<u64> {
 fn the_controller_follows_the_uplinks_and_switches_policy_on_a_live_connection() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
     let cl = &bed.clients[0];
-    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
-    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
-    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    native_hosts(&bed)?;
     bed.shape_uplinks(0, 20)?;
     let limits_before = cl.sh("ip mptcp limits show")?;
     let name = format!("{}nat", unique_prefix());
@@ -522,9 +529,7 @@ fn a_path_that_dies_silently_is_left_and_taken_back_when_it_answers() -> Result<
         }
     }
     let cl = &bed.clients[0];
-    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
-    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
-    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    native_hosts(&bed)?;
     let name = format!("{}nfo", unique_prefix());
     let mut args = native_client_args(&bed);
     let config = std::env::temp_dir().join(format!("{name}.toml"));
@@ -599,9 +604,7 @@ fn a_path_that_dies_silently_is_left_and_taken_back_when_it_answers() -> Result<
 fn weighted_splits_a_live_connection_by_pacing_caps() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
     let cl = &bed.clients[0];
-    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
-    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
-    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    native_hosts(&bed)?;
     bed.shape_uplinks(0, 20)?;
     let name = format!("{}nwt", unique_prefix());
     let config = std::env::temp_dir().join(format!("{name}.toml"));
@@ -677,9 +680,7 @@ fn weighted_splits_a_live_connection_by_pacing_caps() -> Result<()> {
 fn a_subflow_reset_while_its_path_works_is_opened_again() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
     let cl = &bed.clients[0];
-    cl.sh(&format!("ip route add 10.200.0.0/24 via {} dev {}", bed.client_gateway(0, 0), Testbed::client_dev(0)))?;
-    cl.sh("sysctl -qw net.mptcp.enabled=1")?;
-    bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
+    native_hosts(&bed)?;
     let name = format!("{}nrj", unique_prefix());
     let inst = start(cl, &name, &native_client_args(&bed), "native paths up")?;
     let port = 5404;
