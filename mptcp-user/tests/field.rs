@@ -490,22 +490,7 @@ fn a_flood_of_joins_from_new_ports_leaves_one_tuple_per_subflow() -> Result<()> 
 /// A client whose two paths share its traffic 1:1 (weighted), so each
 /// carries part of any transfer.
 fn both_paths_config() -> Config {
-    let mut c = Config::new(Role::Client);
-    c.key_file = Some(key_file().into());
-    c.policy = "weighted".parse().unwrap();
-    c.bond.name = "mpb".into();
-    c.bond.addresses = Testbed::client_bond_addrs(0).iter().map(|a| a.parse().unwrap()).collect();
-    c.bond.routes = Testbed::SERVER_ROUTES.iter().map(|r| r.parse().unwrap()).collect();
-    c.probe.interval_ms = 100;
-    c.paths = (0..2)
-        .map(|k| PathConfig {
-            interface: Testbed::client_dev(k),
-            remote: Some(Testbed::conc_addr(0, k)),
-            weight: 1,
-            ..Default::default()
-        })
-        .collect();
-    c
+    two_path_config("weighted", |_, p| p.weight = 1)
 }
 
 /// A concentrator serving the testbed's clients each under a key of its

@@ -286,9 +286,9 @@ impl RawUdp {
     }
 }
 
-/// A client with paths u0 and u1 (u1 at priority 1), built from the config
-/// types: rate hints `rates` (Mbit/s), u1 a backup if `backup1`.
-pub fn shaped_config(policy: &str, rates: [u32; 2], backup1: bool) -> Config {
+/// A client with paths u0 and u1 to the concentrator, built from the config
+/// types under `policy`, each path then set by `path(k, &mut path)`.
+pub fn two_path_config(policy: &str, path: impl Fn(usize, &mut PathConfig)) -> Config {
     let mut c = Config::new(Role::Client);
     c.key_file = Some(key_file().into());
     c.policy = policy.parse().unwrap();
@@ -297,16 +297,27 @@ pub fn shaped_config(policy: &str, rates: [u32; 2], backup1: bool) -> Config {
     c.bond.routes = Testbed::SERVER_ROUTES.iter().map(|r| r.parse().unwrap()).collect();
     c.probe.interval_ms = 100;
     c.paths = (0..2)
-        .map(|k| PathConfig {
-            interface: Testbed::client_dev(k),
-            remote: Some(Testbed::conc_addr(0, k)),
-            rate_mbit: Some(rates[k] as f64),
-            priority: k as u32,
-            backup: k == 1 && backup1,
-            ..Default::default()
+        .map(|k| {
+            let mut p = PathConfig {
+                interface: Testbed::client_dev(k),
+                remote: Some(Testbed::conc_addr(0, k)),
+                ..Default::default()
+            };
+            path(k, &mut p);
+            p
         })
         .collect();
     c
+}
+
+/// A client with paths u0 and u1 (u1 at priority 1), built from the config
+/// types: rate hints `rates` (Mbit/s), u1 a backup if `backup1`.
+pub fn shaped_config(policy: &str, rates: [u32; 2], backup1: bool) -> Config {
+    two_path_config(policy, |k, p| {
+        p.rate_mbit = Some(rates[k] as f64);
+        p.priority = k as u32;
+        p.backup = k == 1 && backup1;
+    })
 }
 
 /// `shaped_config` with weights on the two paths and these classes.
