@@ -1,7 +1,7 @@
 //! Subflow pacing caps (native mode's weighted): the `subflow_pacing`
 //! sockops program on the root cgroup, and the caps it applies. Attached
 //! when the controller starts (it sees subflows established from then on)
-//! and for as long as it runs;
+//! and for as long as it runs (its maps go with it);
 //! caps a switch away from weighted lifts are lifted on live subflows too
 //! ([`NO_CAP`]), and a subflow keeps the cap it has when the controller
 //! stops.
@@ -86,15 +86,6 @@ impl Pacing {
         tracing::info!(caps = ?want, "subflow pacing caps (bytes/s)");
         self.written = want;
         Ok(())
-    }
-}
-
-impl Drop for Pacing {
-    fn drop(&mut self) {
-        // The map goes with the program; nothing is left in the kernel.
-        for addr in self.written.keys() {
-            let _ = self.caps.remove(&self.key(*addr));
-        }
     }
 }
 
