@@ -113,21 +113,13 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
     let best = scn.best_link();
     match system {
         System::SinglePath => {
-            client.sh(&format!(
-                "ip route add 10.200.0.0/24 via {} dev {}",
-                bed.client_gateway(0, best),
-                Testbed::client_dev(best)
-            ))?;
+            route_server_over(bed, best)?;
         }
         System::Native(policy) => {
             // The kernel's MPTCP on both ends, the client's paths managed by
             // the controller, each probing the server (as an MPTCP proxy's
             // address would be); the first subflow takes the best link.
-            client.sh(&format!(
-                "ip route add 10.200.0.0/24 via {} dev {}",
-                bed.client_gateway(0, best),
-                Testbed::client_dev(best)
-            ))?;
+            route_server_over(bed, best)?;
             client.sh("sysctl -qw net.mptcp.enabled=1")?;
             bed.server.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
             let name = format!("{}c0", bed.prefix);
@@ -153,11 +145,7 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
             // The first subflow takes the best link; the in-kernel path manager
             // opens one more per endpoint. Source routing sends each subflow out
             // of the link its address belongs to.
-            client.sh(&format!(
-                "ip route add 10.200.0.0/24 via {} dev {}",
-                bed.client_gateway(0, best),
-                Testbed::client_dev(best)
-            ))?;
+            route_server_over(bed, best)?;
             client.sh("sysctl -qw net.mptcp.enabled=1 && ip mptcp limits set subflow 8 add_addr_accepted 8")?;
             for k in 0..scn.links.len() {
                 let (dev, addr) = (Testbed::client_dev(k), bed.client_addr(0, k));
@@ -218,6 +206,17 @@ pub fn start(system: System, bed: &Testbed, scn: &Scenario, controller: &Path, l
         }
     }
     Ok(running)
+}
+
+/// The client reaches the server's network over link `link` (its main
+/// table): the single path, and the first subflow of kernel MPTCP.
+fn route_server_over(bed: &Testbed, link: usize) -> Result<()> {
+    bed.clients[0].sh(&format!(
+        "ip route add 10.200.0.0/24 via {} dev {}",
+        bed.client_gateway(0, link),
+        Testbed::client_dev(link)
+    ))?;
+    Ok(())
 }
 
 fn probe_section(scn: &Scenario) -> String {
