@@ -162,6 +162,10 @@ pub const PATH_RATE_LOWER_BOUND: u32 = 16;
 /// given by the operator (a hint) or timed by a packet train. Auto runs
 /// earliest-arrival on paths of equal delay only when all are sized.
 pub const PATH_RATE_SIZED: u32 = 32;
+/// `PathState::flags`: never used, not even with every other path down: its
+/// data cap is spent and the operator chose to leave it unused then
+/// (`when_spent = "unused"`). The subflow stays, probed, for the next period.
+pub const PATH_UNUSED: u32 = 64;
 
 /// What the controller knows about a subflow's path.
 #[repr(C)]
@@ -198,6 +202,9 @@ impl PathState {
     }
     pub const fn backup(&self) -> bool {
         self.flags & PATH_BACKUP != 0
+    }
+    pub const fn unused(&self) -> bool {
+        self.flags & PATH_UNUSED != 0
     }
 }
 

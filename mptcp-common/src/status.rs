@@ -27,6 +27,26 @@ pub struct Status {
     /// Native mode: each path and what the kernel's path manager has of it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathStatus>,
+    /// Client: each path's data cap (`[path.cap]`) and what it used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<CapStatus>,
+}
+
+/// A path's data cap and its use in the current period.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CapStatus {
+    pub path: String,
+    pub budget_bytes: u64,
+    pub used_bytes: u64,
+    /// "day", "week" or "month".
+    pub period: String,
+    /// When the period began and when the budget renews, Unix seconds.
+    pub period_start: i64,
+    pub renews_at: i64,
+    /// The budget is spent: the path is `when_spent` until it renews.
+    pub spent: bool,
+    /// "backup" or "unused".
+    pub when_spent: String,
 }
 
 /// A path in native mode.

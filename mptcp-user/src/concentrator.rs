@@ -235,6 +235,7 @@ impl Concentrator {
                     let hint = PathHint {
                         priority: s.path.priority,
                         backup: s.path.backup(),
+                        unused: s.path.unused(),
                         rate_bytes_per_sec: s.path.rate_bytes_per_sec,
                         weight: s.path.weight,
                     };
@@ -903,11 +904,11 @@ impl Role for Concentrator {
                 "path set applies on the client: the concentrator follows the hints each client sends".into(),
             ),
             other => {
-                let estimates = self.estimates();
+                let view = crate::daemon::requests::RoleView { estimates: self.estimates(), ..Default::default() };
                 return crate::daemon::requests::answer(
                     &mut self.maps,
                     &self.cfg.instance,
-                    &estimates,
+                    &view,
                     other,
                     "concentrator",
                 );

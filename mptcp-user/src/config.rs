@@ -71,6 +71,10 @@ pub struct Config {
     /// Serve Prometheus metrics on `http://ADDR/metrics` (none by default).
     #[serde(default)]
     pub http: Option<std::net::SocketAddr>,
+    /// Where the controller keeps what must outlive it and a reboot: the
+    /// data caps' usage (`<instance>.usage.json`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: std::path::PathBuf,
 }
 
 /// One client a concentrator serves (`[[client]]`).
@@ -203,6 +207,9 @@ pub struct PathConfig {
     /// Share under the weighted policy; 0 (default) = in proportion to the rate.
     #[serde(default)]
     pub weight: u32,
+    /// Client: a data cap, the byte budget of a metered plan (`[path.cap]`).
+    #[serde(default)]
+    pub cap: Option<crate::datacap::CapConfig>,
 }
 
 impl PathConfig {
@@ -218,6 +225,9 @@ impl PathConfig {
     }
 }
 
+fn default_state_dir() -> std::path::PathBuf {
+    "/var/lib/mptcp-ebpf".into()
+}
 fn default_instance() -> String {
     "default".into()
 }
@@ -277,6 +287,7 @@ impl Config {
             classes: Vec::new(),
             clients: Vec::new(),
             http: None,
+            state_dir: default_state_dir(),
         }
     }
 
@@ -306,6 +317,17 @@ impl Config {
         }
         if !self.classes.is_empty() {
             s += &format!(", {} class{}", self.classes.len(), if self.classes.len() == 1 { "" } else { "es" });
+        }
+        for p in &self.paths {
+            if let Some(c) = &p.cap {
+                s += &format!(
+                    ", {} capped at {} MB a {} (then {})",
+                    p.display_name(),
+                    c.budget_mb,
+                    c.period.name(),
+                    c.when_spent.name()
+                );
+            }
         }
         if !self.clients.is_empty() {
             s += &format!(", {} client{}", self.clients.len(), if self.clients.len() == 1 { "" } else { "s" });
@@ -444,6 +466,16 @@ impl Config {
                     bail!("path {}: {key} must be a positive number", p.display_name());
                 }
             }
+            if let Some(cap) = &p.cap {
+                if self.role == Role::Concentrator {
+                    bail!(
+                        "path {}: a data cap belongs on the client's path (the client counts both directions \
+                         and tells the concentrator when it is spent)",
+                        p.display_name()
+                    );
+                }
+                cap.validate(p.display_name())?;
+            }
             if self.paths[..i].iter().any(|q| q.interface == p.interface && q.remote == p.remote) {
                 bail!("path {}: interface {} is configured twice", p.display_name(), p.interface);
             }
@@ -510,6 +542,13 @@ impl Config {
                 if l.is_ipv4() != g.is_ipv4() {
                     bail!("path {}: `local` {l} and `gateway` {g} are of different IP families", p.display_name());
                 }
+            }
+            if p.cap.is_some() {
+                bail!(
+                    "path {}: data caps are for mode = \"bond\" (its data path counts each path's bytes; \
+                     in mode = \"mptcp\" the kernel's subflows are not counted per path)",
+                    p.display_name()
+                );
             }
             if self.paths[..i].iter().any(|q| q.display_name() == p.display_name()) {
                 bail!("path {}: configured twice", p.display_name());
@@ -584,6 +623,7 @@ pub fn parse_path_flag(s: &str) -> Result<PathConfig> {
         rate_mbit: None,
         max_rate_mbit: None,
         weight: 0,
+        cap: None,
     })
 }
 

@@ -197,6 +197,8 @@ impl RxReport {
 pub struct PathHint {
     pub priority: u32,
     pub backup: bool,
+    /// Not to be used at all (its data cap is spent, `when_spent = "unused"`).
+    pub unused: bool,
     pub rate_bytes_per_sec: u64,
     /// weighted policy share; 0 = by rate.
     pub weight: u32,
@@ -205,24 +207,38 @@ pub struct PathHint {
 impl PathHint {
     fn encode(&self, b: &mut Vec<u8>) {
         b.extend_from_slice(&self.priority.to_be_bytes());
-        b.push(self.backup as u8);
+        // One byte of flags: bit 0 backup, bit 1 unused (a peer that reads
+        // the byte as a boolean takes "unused" for "backup": the safe side).
+        b.push(self.backup as u8 | (self.unused as u8) << 1);
         b.extend_from_slice(&self.rate_bytes_per_sec.to_be_bytes());
         b.extend_from_slice(&self.weight.to_be_bytes());
     }
 
     fn decode(r: &mut Reader) -> Result<PathHint, DecodeError> {
-        Ok(PathHint { priority: r.u32()?, backup: r.u8()? != 0, rate_bytes_per_sec: r.u64()?, weight: r.u32()? })
+        let priority = r.u32()?;
+        let flags = r.u8()?;
+        Ok(PathHint {
+            priority,
+            backup: flags & 1 != 0,
+            unused: flags & 2 != 0,
+            rate_bytes_per_sec: r.u64()?,
+            weight: r.u32()?,
+        })
     }
 
-    /// Apply the hint to a subflow's path state (flags other than backup are kept).
+    /// Apply the hint to a subflow's path state (flags other than backup and
+    /// unused are kept).
     pub fn apply(&self, p: &mut mptcp_common::maps::PathState) {
+        use mptcp_common::maps::{PATH_BACKUP, PATH_UNUSED};
         p.priority = self.priority;
         p.rate_bytes_per_sec = self.rate_bytes_per_sec;
         p.weight = self.weight;
-        if self.backup {
-            p.flags |= mptcp_common::maps::PATH_BACKUP;
-        } else {
-            p.flags &= !mptcp_common::maps::PATH_BACKUP;
+        for (flag, set) in [(PATH_BACKUP, self.backup), (PATH_UNUSED, self.unused)] {
+            if set {
+                p.flags |= flag;
+            } else {
+                p.flags &= !flag;
+            }
         }
     }
 }
@@ -663,7 +679,7 @@ mod tests {
                 join: false,
                 nonce_c: 1,
                 key_c: 2,
-                path: PathHint { priority: 3, backup: true, rate_bytes_per_sec: 1_250_000, weight: 7 },
+                path: PathHint { priority: 3, backup: true, unused: false, rate_bytes_per_sec: 1_250_000, weight: 7 },
                 prefixes: vec!["10.99.0.2/32".parse().unwrap(), "fd99::2/128".parse().unwrap()],
             },
             Body::Hello { join: true, nonce_c: 1, key_c: 0, path: PathHint::default(), prefixes: vec![] },
@@ -686,7 +702,9 @@ mod tests {
                 acked_us: 654_321,
                 rx: RxReport { bytes: 9, packets: 1, lost: 0, owd_us: 7, probe_owd_us: 8 },
             },
-            Body::Hint { path: PathHint { priority: 1, backup: false, rate_bytes_per_sec: 375_000, weight: 2 } },
+            Body::Hint {
+                path: PathHint { priority: 1, backup: false, unused: true, rate_bytes_per_sec: 375_000, weight: 2 },
+            },
             Body::MtuProbe { round: 3, size: 1400, pad: 1300 },
             Body::MtuAck { round: 3, size: 1400, pad: 1300 },
             Body::RateProbe { train: 4, index: 5, count: 24, sent_ns: 70_000, pad: 1100 },
@@ -790,9 +808,15 @@ mod tests {
         }
 
         fn hint() -> impl Strategy<Value = PathHint> {
-            (any::<u32>(), any::<bool>(), any::<u64>(), any::<u32>()).prop_map(|(priority, backup, rate, weight)| {
-                PathHint { priority, backup, rate_bytes_per_sec: rate, weight }
-            })
+            (any::<u32>(), any::<(bool, bool)>(), any::<u64>(), any::<u32>()).prop_map(
+                |(priority, (backup, unused), rate, weight)| PathHint {
+                    priority,
+                    backup,
+                    unused,
+                    rate_bytes_per_sec: rate,
+                    weight,
+                },
+            )
         }
 
         fn rx() -> impl Strategy<Value = RxReport> {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
+pub mod datacap;
 pub mod estimate;
 pub mod key;
 pub mod lifecycle;

@@ -110,6 +110,23 @@ pub fn render(s: &Status) -> String {
             m.sample("mptcp_path_probe_rtt_seconds", &[("path", &p.name)], p.srtt_us as f64 / 1e6);
         }
     }
+    if !s.caps.is_empty() {
+        type Cap = fn(&mptcp_common::status::CapStatus) -> f64;
+        let cap_families: [(&str, &str, Cap); 4] = [
+            ("mptcp_path_budget_bytes", "The path's data cap per period.", |c| c.budget_bytes as f64),
+            ("mptcp_path_used_bytes", "What the path used of its data cap this period.", |c| c.used_bytes as f64),
+            ("mptcp_path_budget_spent", "1 while the path's data cap is spent.", |c| c.spent as u8 as f64),
+            ("mptcp_path_budget_renews_timestamp_seconds", "When the path's data cap renews (Unix time).", |c| {
+                c.renews_at as f64
+            }),
+        ];
+        for (name, help, value) in cap_families {
+            m.family(name, "gauge", help);
+            for c in &s.caps {
+                m.sample(name, &[("path", &c.path)], value(c));
+            }
+        }
+    }
     m.family("mptcp_drops_total", "counter", "Packets the data path dropped, by reason.");
     for (reason, n) in &s.drops {
         m.sample("mptcp_drops_total", &[("reason", reason)], *n as f64);
@@ -145,6 +162,13 @@ mod tests {
                 }],
             }],
             drops: [("forged".to_string(), 3)].into(),
+            caps: vec![mptcp_common::status::CapStatus {
+                path: "lte".into(),
+                budget_bytes: 20_000_000_000,
+                used_bytes: 21_000_000_000,
+                spent: true,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let text = render(&s);
@@ -159,6 +183,8 @@ mod tests {
             r#"mptcp_subflow_tx_packets_total{instance="home\"1",connection="abcd",subflow="1",path="lte"} 10"#
         ));
         assert!(text.contains(r#"mptcp_drops_total{instance="home\"1",reason="forged"} 3"#));
+        assert!(text.contains(r#"mptcp_path_used_bytes{instance="home\"1",path="lte"} 21000000000"#), "{text}");
+        assert!(text.contains(r#"mptcp_path_budget_spent{instance="home\"1",path="lte"} 1"#));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split('{').next().unwrap();
             assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE for {name}");

@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn the_path_state_carries_hints_and_measurements() {
-        let hint = PathHint { priority: 2, backup: true, rate_bytes_per_sec: 0, weight: 3 };
+        let hint = PathHint { priority: 2, backup: true, rate_bytes_per_sec: 0, weight: 3, ..Default::default() };
         let mut m = PathMonitor::new(hint, 0);
         m.on_rtt(1_000, 20_000);
         let ps = m.path_state(true);

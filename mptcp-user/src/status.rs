@@ -109,6 +109,7 @@ pub fn collect_from(
         drops: maps.drops().into_iter().map(|(r, n)| (r.name().to_string(), n)).collect(),
         control: maps.control_counters().into_iter().map(|(c, n)| (c.name().to_string(), n)).collect(),
         paths: Vec::new(),
+        caps: Vec::new(),
     })
 }
 
@@ -151,10 +152,43 @@ pub fn print_table(s: &Status) {
             );
         }
     }
+    for c in &s.caps {
+        println!("{}", cap_line(c));
+    }
     let drops: Vec<String> = s.drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
     println!("drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(", ") });
     let ctl: Vec<String> = s.control.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("control: {}", ctl.join(", "));
+}
+
+/// One line of a path's data cap: "cap lte: 1.25 of 20.00 GB this month
+/// (6 %), renews 2026-12-15 00:00; spent: backup only".
+pub fn cap_line(c: &mptcp_common::status::CapStatus) -> String {
+    let renews = chrono::DateTime::from_timestamp(c.renews_at, 0)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "?".into());
+    let pct = if c.budget_bytes == 0 { 0.0 } else { c.used_bytes as f64 * 100.0 / c.budget_bytes as f64 };
+    let spent = match (c.spent, c.when_spent.as_str()) {
+        (false, _) => String::new(),
+        (true, "unused") => "; SPENT: unused until then".into(),
+        (true, _) => "; SPENT: backup only until then".into(),
+    };
+    format!(
+        "cap {}: {} of {} this {} ({pct:.0} %), renews {renews}{spent}",
+        c.path,
+        bytes(c.used_bytes),
+        bytes(c.budget_bytes),
+        c.period
+    )
+}
+
+/// Bytes in the unit a plan is sold in.
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} GB", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2} MB", n as f64 / 1e6),
+        n => format!("{:.1} kB", n as f64 / 1e3),
+    }
 }
 
 /// Native mode's status: the paths and their endpoints.

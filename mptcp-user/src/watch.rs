@@ -154,6 +154,9 @@ fn table(out: &mut impl Write, s: &Status, r: &BTreeMap<SubflowName, SubflowRate
             )?;
         }
     }
+    for c in &s.caps {
+        writeln!(out, "{}", crate::status::cap_line(c))?;
+    }
     let drops: Vec<String> = s.drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
     writeln!(out, "drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(", ") })?;
     Ok(())

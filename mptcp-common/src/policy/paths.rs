@@ -53,10 +53,10 @@ pub const NONE: usize = usize::MAX;
 pub const NO_TIER: u8 = 3;
 
 /// Eligibility tier of a path: 0 up, 1 up backup, 2 established but down,
-/// [`NO_TIER`] never.
+/// [`NO_TIER`] never (not established, or left unused: a spent data cap).
 #[inline(always)]
 pub fn tier(p: &PathState) -> u8 {
-    if !p.established() {
+    if !p.established() || p.unused() {
         NO_TIER
     } else if p.up() && !p.backup() {
         0

@@ -8,7 +8,7 @@ use std::vec::Vec;
 use super::*;
 use crate::maps::{
     Bucket, PathState, PATH_BACKUP, PATH_ESTABLISHED, PATH_RATE_LOWER_BOUND, PATH_RATE_SIZED, PATH_UNBRIDGEABLE,
-    PATH_UP,
+    PATH_UNUSED, PATH_UP,
 };
 
 struct Fixed {
@@ -75,6 +75,25 @@ fn backup_only_when_no_regular_path_is_up() {
     f.states[1].flags = PATH_ESTABLISHED; // regular path down
     for p in Policy::ALL {
         assert_eq!(pick(p, &f), Some(0), "{}", p.name());
+    }
+}
+
+#[test]
+fn a_path_left_unused_carries_nothing_even_with_every_other_path_down() {
+    // The fastest path, but its data cap is spent and it is to be left unused.
+    let mut f = fixed(&[path(LIVE | PATH_UNUSED, 0, 1, 0), path(LIVE, 5, 90, 0)]);
+    for p in Policy::ALL {
+        assert_eq!(pick(p, &f), Some(1), "{}", p.name());
+    }
+    let d = decide(ClassPolicy::new(Policy::Redundant), &f, 100, 1, &SchedState::default(), &FlowletEntry::default());
+    assert_eq!(d.unwrap().replicas, 0, "no copy on the unused path");
+    f.states[1].flags = PATH_ESTABLISHED; // the other path down: still not the unused one
+    for p in Policy::ALL {
+        assert_eq!(pick(p, &f), Some(1), "{}", p.name());
+    }
+    f.states[1].flags = 0; // no other subflow at all: nothing, rather than the unused one
+    for p in Policy::ALL {
+        assert_eq!(pick(p, &f), None, "{}", p.name());
     }
 }
 

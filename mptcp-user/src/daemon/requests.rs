@@ -17,19 +17,22 @@ use crate::lifecycle::InstanceState;
 
 use super::Handled;
 
+/// What a role knows beyond the maps, for `status`.
+#[derive(Default)]
+pub struct RoleView {
+    /// Its estimates from the peer's feedback.
+    pub estimates: Vec<SubflowEstimate>,
+    /// A client's data caps.
+    pub caps: Vec<mptcp_common::status::CapStatus>,
+}
+
 /// Answer a request about the data path; `role` names the role for a
 /// request it should have answered itself.
-pub fn answer(
-    maps: &mut DataPathMaps,
-    instance: &str,
-    estimates: &[SubflowEstimate],
-    req: Request,
-    role: &str,
-) -> Handled<Response> {
+pub fn answer(maps: &mut DataPathMaps, instance: &str, view: &RoleView, req: Request, role: &str) -> Handled<Response> {
     match req {
         Request::PolicySet(c) => policy_set(maps, instance, c),
         Request::PolicyShow => policy_show(maps, instance),
-        Request::Status => status(maps, instance, estimates),
+        Request::Status => status(maps, instance, view),
         other => Ok(Response::Error(format!("the {role} does not answer {other:?}"))),
     }
 }
@@ -120,13 +123,14 @@ pub fn policy_show(maps: &DataPathMaps, instance: &str) -> Handled<Response> {
     Ok(Response::Policies(all))
 }
 
-pub fn status(maps: &DataPathMaps, instance: &str, estimates: &[SubflowEstimate]) -> Handled<Response> {
-    let st = crate::status::collect_from(
+pub fn status(maps: &DataPathMaps, instance: &str, view: &RoleView) -> Handled<Response> {
+    let mut st = crate::status::collect_from(
         instance,
         maps,
         InstanceState::load(instance)?,
         Some(std::process::id()),
-        estimates,
+        &view.estimates,
     )?;
+    st.caps = view.caps.clone();
     Ok(Response::Status(Box::new(st)))
 }

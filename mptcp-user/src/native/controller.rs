@@ -532,6 +532,7 @@ impl Native {
                         .map(|c| c as f64 / 125_000.0),
                 })
                 .collect(),
+            caps: Vec::new(),
         })
     }
 

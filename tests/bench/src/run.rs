@@ -603,7 +603,7 @@ mod tests {
             connections: vec![mptcp_user::status::ConnectionStatus { token: "1".into(), prefixes: vec![], subflows }],
             drops: Default::default(),
             control: Default::default(),
-            paths: vec![],
+            ..Default::default()
         };
         let mut series = vec![Vec::new(); 2];
         record_rates(&scn, &status(vec![subflow("slow", 2.5), subflow("fast", 9.5)]), 0.25, &mut series);

@@ -2,6 +2,8 @@
 //! JOINs every other path, probes each subflow, and follows link and address
 //! events. One task owns all state and is the only writer of the maps.
 
+mod caps;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use crate::control::{
 use crate::ctl::{PathChange, Request, Response};
 use crate::daemon::requests::AutoFollow;
 use crate::daemon::{EventError, Handled, Role};
+use crate::datacap::{Ledger, PathCap};
 use crate::estimate::{counters, rx_report, tx_wire_bytes, SubflowEstimate};
 use crate::monitor::PathMonitor;
 use crate::netdev::{self, Net, NetEvent};
@@ -80,6 +83,11 @@ struct Path {
     /// The concentrator's stamps on this subflow: a replayed answer, train
     /// or MTU answer is refused.
     fresh: Freshness,
+    /// The path's data cap and what it used ([`crate::datacap`]).
+    cap: Option<PathCap>,
+    /// The concentrator may have missed the last hint (a lost datagram):
+    /// sent again with this many more probes.
+    hint_resends: u8,
 }
 
 impl Path {
@@ -91,12 +99,18 @@ impl Path {
         Some(Endpoints { local: self.local?, remote: self.remote, ifindex: self.ifindex? })
     }
 
+    /// The hints as configured, and as a spent data cap leaves them.
     fn hint(&self) -> PathHint {
-        PathHint {
+        let configured = PathHint {
             priority: self.cfg.priority,
             backup: self.cfg.backup,
+            unused: false,
             rate_bytes_per_sec: self.cfg.rate_bytes_per_sec(),
             weight: self.cfg.weight,
+        };
+        match &self.cap {
+            Some(cap) => cap.apply(configured),
+            None => configured,
         }
     }
 
@@ -145,8 +159,12 @@ pub struct Client {
     stamps: Stamps,
     /// The classes set to auto follow the paths.
     auto: AutoFollow,
+    /// The data caps' usage file (None: no path has a cap).
+    ledger: Option<Ledger>,
 }
 
+/// A changed hint goes out again with this many probes.
+const HINT_RESENDS: u8 = 3;
 /// Answers to any of this many latest probes count (they may trail the interval).
 const PROBE_ANSWER_WINDOW: u64 = 64;
 /// A subflow is probed at the active interval for this long after it joins,
@@ -195,6 +213,8 @@ impl Client {
                 train_in: TrainMeter::default(),
                 warm_until_us: 0,
                 fresh: Freshness::default(),
+                cap: None,
+                hint_resends: 0,
             })
             .collect();
         let mut c = Client {
@@ -215,7 +235,9 @@ impl Client {
             replay_log: Throttle::default(),
             stamps: Stamps::default(),
             auto: AutoFollow::default(),
+            ledger: None,
         };
+        c.open_caps()?;
         // Hints set at runtime before a restart (only kept when adopting).
         for change in RuntimeChanges::load(&c.cfg.instance)?.paths.values() {
             if let Some(p) = c.paths.iter_mut().find(|p| p.name() == change.path) {
@@ -347,8 +369,13 @@ impl Client {
         let p = &self.paths[i];
         let bytes = msg.encode_stamped(self.key.bytes(), self.stamps.next(now_us()));
         if let Some(s) = &p.socket {
-            if let Err(e) = peer::send_to(s, &bytes, p.remote).await {
-                tracing::debug!(path = p.name(), error = %e, "control send failed");
+            match peer::send_to(s, &bytes, p.remote).await {
+                Ok(_) => {
+                    if let Some(cap) = &p.cap {
+                        cap.count_control(bytes.len(), p.remote.is_ipv6());
+                    }
+                }
+                Err(e) => tracing::debug!(path = p.name(), error = %e, "control send failed"),
             }
         }
         bytes.len()
@@ -589,6 +616,11 @@ impl Client {
             let intervals_us = (probe.down_after as u64 + 1) * p.probe_interval_ms * 1000;
             let silence = Silence { limit_us: intervals_us.max(rto_us) };
             self.event(i, Event::ProbeTick { now_us: now, send, silence }).await?;
+            if send && self.paths[i].hint_resends > 0 {
+                self.paths[i].hint_resends -= 1;
+                let hint = self.paths[i].hint();
+                self.send(i, &Message { token, subflow_id: self.paths[i].id, body: Body::Hint { path: hint } }).await;
+            }
         }
         self.train_tick(token, now).await;
         self.path_mtu_tick(now).await
@@ -694,6 +726,9 @@ impl Client {
         let i = m.socket;
         if i >= self.paths.len() || m.from != self.paths[i].remote {
             return Ok(()); // not from our concentrator on this path
+        }
+        if let Some(cap) = &self.paths[i].cap {
+            cap.count_control(m.data.len(), m.from.is_ipv6());
         }
         if let Some(mtu) = m.too_big {
             // Only a hint: the search's own probes decide.
@@ -867,6 +902,21 @@ impl Client {
         Ok(())
     }
 
+    /// Path `i`'s hints changed (`path set`, a data cap): its subflow and
+    /// the concentrator (which schedules the return direction by them)
+    /// follow. The hint is sent again with the next probes, in case one is lost.
+    async fn push_hint(&mut self, i: usize) -> Result<PathHint> {
+        self.paths[i].sync_hint();
+        let (hint, monitor) = (self.paths[i].hint(), &self.paths[i].monitor);
+        if let (Some(token), true) = (self.token, self.paths[i].state.established()) {
+            subflows::update_path(&mut self.maps, token, self.paths[i].id, |p| monitor.hinted(p))?;
+            let m = Message { token, subflow_id: self.paths[i].id, body: Body::Hint { path: hint } };
+            self.send(i, &m).await;
+            self.paths[i].hint_resends = HINT_RESENDS;
+        }
+        Ok(hint)
+    }
+
     /// `path set`: new hints for a path, written to its subflow and sent to
     /// the concentrator (which schedules the return direction by them).
     async fn path_set(&mut self, c: PathChange) -> Result<String> {
@@ -882,13 +932,7 @@ impl Client {
         for &i in &hits {
             c.apply_to(&mut self.paths[i].cfg);
             runtime.record_path(self.paths[i].name(), &c);
-            self.paths[i].sync_hint();
-            let (hint, monitor) = (self.paths[i].hint(), &self.paths[i].monitor);
-            if let (Some(token), true) = (self.token, self.paths[i].state.established()) {
-                subflows::update_path(&mut self.maps, token, self.paths[i].id, |p| monitor.hinted(p))?;
-                let m = Message { token, subflow_id: self.paths[i].id, body: Body::Hint { path: hint } };
-                self.send(i, &m).await;
-            }
+            let hint = self.push_hint(i).await?;
             tracing::info!(path = self.paths[i].name(), ?hint, "path hints changed");
         }
         runtime.store(&self.cfg.instance)?;
@@ -922,6 +966,7 @@ impl Role for Client {
     }
 
     async fn on_tick(&mut self) -> Handled {
+        self.caps_tick().await?;
         self.tick().await
     }
 
@@ -936,14 +981,8 @@ impl Role for Client {
                 Err(e) => Response::Error(format!("{e:#}")),
             },
             other => {
-                let estimates = self.estimates();
-                return crate::daemon::requests::answer(
-                    &mut self.maps,
-                    &self.cfg.instance,
-                    &estimates,
-                    other,
-                    "client",
-                );
+                let view = crate::daemon::requests::RoleView { estimates: self.estimates(), caps: self.caps_status() };
+                return crate::daemon::requests::answer(&mut self.maps, &self.cfg.instance, &view, other, "client");
             }
         })
     }
