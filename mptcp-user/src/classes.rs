@@ -21,10 +21,12 @@ use crate::config::PolicyName;
 /// The name of class 0.
 pub const DEFAULT_CLASS_NAME: &str = "default";
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClassConfig {
+    /// How `policy set --class` and `status` name it.
     pub name: String,
+    /// Its policy (the values of the top-level `policy`).
     pub policy: PolicyName,
     /// flowlet only: the policy that places a flow when it may move (default min-rtt).
     pub base: Option<PolicyName>,
@@ -33,13 +35,14 @@ pub struct ClassConfig {
     pub matches: Vec<MatchConfig>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// "tcp", "udp", "icmp", "icmpv6" or an IP protocol number.
     pub protocol: Option<Protocol>,
-    /// A port or an inclusive range, e.g. "443" or "5060-5070".
+    /// The source port: one, or an inclusive range, e.g. "443" or "5060-5070".
     pub sport: Option<PortRange>,
+    /// The destination port, likewise.
     pub dport: Option<PortRange>,
     /// DiffServ code point, 0..=63 (e.g. 46 = EF).
     pub dscp: Option<u8>,
@@ -56,7 +59,7 @@ pub struct ClassPlan {
 }
 
 /// An IP protocol, by name or number, checked when the config is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct Protocol(pub u8);
 
@@ -87,7 +90,7 @@ impl From<Protocol> for String {
 }
 
 /// An inclusive port range ("443" or "5060-5070"), checked when read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct PortRange {
     pub lo: u16,

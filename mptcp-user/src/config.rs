@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::key::Key;
 
 /// Which end of the bond this host is.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Opens the connection to a concentrator over every path.
@@ -23,7 +23,7 @@ pub enum Role {
 }
 
 /// How the paths are bonded.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Our tunnel between a client and a concentrator, scheduled per packet
@@ -36,10 +36,12 @@ pub enum Mode {
     Mptcp,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Which end of the bond this host is.
     pub role: Role,
+    /// How the paths are bonded.
     #[serde(default)]
     pub mode: Mode,
     /// Pins live under /sys/fs/bpf/mptcp-ebpf/<instance>/.
@@ -52,12 +54,20 @@ pub struct Config {
     /// kernel draws, one per path).
     #[serde(default = "default_port")]
     pub port: u16,
+    /// The default class's scheduling policy, switched at runtime with
+    /// `mptcp-user policy set`: `auto` runs earliest-arrival where the
+    /// paths' delays differ (or their rates are known) and min-rtt where not;
+    /// the others are described in the README's "Policies".
     #[serde(default = "default_policy")]
     pub policy: PolicyName,
+    /// The bond device and what is routed into it.
     #[serde(default)]
     pub bond: BondConfig,
+    /// How each subflow's path is probed and given up.
     #[serde(default)]
     pub probe: ProbeConfig,
+    /// The uplinks: a client's paths to the concentrator, a concentrator's
+    /// listening interfaces, or native mode's paths.
     #[serde(default, rename = "path")]
     pub paths: Vec<PathConfig>,
     /// Traffic classes besides the default one (which uses `policy`).
@@ -78,7 +88,7 @@ pub struct Config {
 }
 
 /// One client a concentrator serves (`[[client]]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// For logs and errors.
@@ -108,7 +118,7 @@ impl Identity {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BondConfig {
     /// Name of the bond device (an ifb device the controller creates).
@@ -131,7 +141,7 @@ impl Default for BondConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
     /// Probe interval of an idle subflow.
@@ -176,7 +186,7 @@ impl Default for ProbeConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathConfig {
     /// Display name; defaults to the interface name.
@@ -563,6 +573,18 @@ impl Config {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PolicyName(pub Policy);
+
+/// In the schema: one of the policies' names.
+impl schemars::JsonSchema for PolicyName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Policy".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = Policy::ALL.iter().map(|p| p.name()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
 
 impl std::str::FromStr for PolicyName {
     type Err = anyhow::Error;

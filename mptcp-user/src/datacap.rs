@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::PathHint;
 
-/// `[path.cap]`: the path's budget and what happens once it is spent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A client path's data cap: its budget and what happens once it is spent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapConfig {
     /// The budget per period, MB (10^6 bytes): both directions, as the data
@@ -47,7 +47,7 @@ fn first_day() -> u32 {
 }
 
 /// How often a budget renews.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Period {
     Day,
@@ -67,7 +67,7 @@ impl Period {
 }
 
 /// What a path whose budget is spent does until it renews.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenSpent {
     /// Used only when no path without a spent budget is up (a failover

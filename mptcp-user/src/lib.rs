@@ -7,6 +7,7 @@ pub mod classes;
 pub mod client;
 pub mod concentrator;
 pub mod config;
+pub mod config_reference;
 pub mod control;
 pub mod ctl;
 pub mod daemon;

@@ -108,6 +108,9 @@ enum ConfigAction {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Print the config file reference (every table and field, its type,
+    /// default and meaning) in Markdown: what CONFIG.md holds.
+    Reference,
 }
 
 /// `mptcp-user --help`'s examples: the commands as an operator meets them.
@@ -115,6 +118,7 @@ const EXAMPLES: &str = "\
 Examples:
   mptcp-user genkey /etc/mptcp-ebpf/key              a key for both ends (copy it over)
   mptcp-user config check /etc/mptcp-ebpf/client.toml
+  mptcp-user config reference                        every config field, its default and unit
   mptcp-user up --config /etc/mptcp-ebpf/client.toml
   mptcp-user up --mode mptcp --role client --path eth1=192.168.1.1 --path wwan0
   mptcp-user status --watch                          live view (Ctrl-C to stop)
@@ -426,6 +430,10 @@ fn real_main(cli: Cli) -> Result<()> {
             let cfg = Config::from_file(&file)?;
             cfg.validate().with_context(|| format!("config file {}", file.display()))?;
             println!("{}: ok ({})", file.display(), cfg.summary());
+            Ok(())
+        }
+        Command::Config { action: ConfigAction::Reference } => {
+            print!("{}", mptcp_user::config_reference::markdown());
             Ok(())
         }
         Command::Policy { action } => match action {
