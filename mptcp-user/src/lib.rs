@@ -13,6 +13,8 @@ pub mod ctl;
 pub mod daemon;
 pub mod datacap;
 pub mod estimate;
+pub mod history;
+pub mod http;
 pub mod key;
 pub mod lifecycle;
 pub mod metrics;

@@ -1,41 +1,9 @@
-//! Prometheus metrics (`up --http ADDR`, `http` in the config): the
-//! instance's status in Prometheus' text format on `/metrics`, read through
-//! the local control socket as `status` reads it, so the bond and native
-//! mode are served alike and the data path is not touched by a scrape.
+//! Prometheus metrics (`/metrics` of `up --http ADDR`): the instance's
+//! status in Prometheus' text format, rendered by a pure function.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-
-use anyhow::{Context, Result};
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
 
 use crate::status::Status;
-
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))
-}
-
-/// Serve `/metrics` for `instance` on `listener` for as long as the process runs.
-pub fn spawn(listener: tokio::net::TcpListener, instance: String) {
-    let app = axum::Router::new().route("/metrics", get(scrape)).with_state(instance);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the metrics server stopped");
-        }
-    });
-}
-
-async fn scrape(State(instance): State<String>) -> impl IntoResponse {
-    let status = tokio::task::spawn_blocking(move || crate::status::query(&instance)).await;
-    match status {
-        Ok(Ok(s)) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&s)),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "text/plain")], format!("{e:#}\n")),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], format!("{e}\n")),
-    }
-}
 
 /// A label value as the text format wants it: backslash, quote and
 /// newline escaped.
@@ -44,6 +12,8 @@ fn escape(v: &str) -> String {
 }
 
 /// The metrics text: one family at a time, each with its HELP and TYPE.
+/// Every sample carries `mptcp_instance`, the instance's name (`instance`
+/// is Prometheus' own label, the scraped target).
 struct Families {
     out: String,
     instance: String,
@@ -55,7 +25,7 @@ impl Families {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let mut l = format!("instance=\"{}\"", escape(&self.instance));
+        let mut l = format!("mptcp_instance=\"{}\"", escape(&self.instance));
         for (k, v) in labels {
             let _ = write!(l, ",{k}=\"{}\"", escape(v));
         }
@@ -172,23 +142,71 @@ mod tests {
             ..Default::default()
         };
         let text = render(&s);
-        assert!(text.contains(r#"mptcp_controller_up{instance="home\"1"} 1"#), "{text}");
+        assert!(text.contains(r#"mptcp_controller_up{mptcp_instance="home\"1"} 1"#), "{text}");
         assert!(
             text.contains(
-                r#"mptcp_subflow_rtt_seconds{instance="home\"1",connection="abcd",subflow="1",path="lte"} 0.042"#
+                r#"mptcp_subflow_rtt_seconds{mptcp_instance="home\"1",connection="abcd",subflow="1",path="lte"} 0.042"#
             ),
             "{text}"
         );
         assert!(text.contains(
-            r#"mptcp_subflow_tx_packets_total{instance="home\"1",connection="abcd",subflow="1",path="lte"} 10"#
+            r#"mptcp_subflow_tx_packets_total{mptcp_instance="home\"1",connection="abcd",subflow="1",path="lte"} 10"#
         ));
-        assert!(text.contains(r#"mptcp_drops_total{instance="home\"1",reason="forged"} 3"#));
-        assert!(text.contains(r#"mptcp_path_used_bytes{instance="home\"1",path="lte"} 21000000000"#), "{text}");
-        assert!(text.contains(r#"mptcp_path_budget_spent{instance="home\"1",path="lte"} 1"#));
+        assert!(text.contains(r#"mptcp_drops_total{mptcp_instance="home\"1",reason="forged"} 3"#));
+        assert!(text.contains(r#"mptcp_path_used_bytes{mptcp_instance="home\"1",path="lte"} 21000000000"#), "{text}");
+        assert!(text.contains(r#"mptcp_path_budget_spent{mptcp_instance="home\"1",path="lte"} 1"#));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split('{').next().unwrap();
             assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE for {name}");
             assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
         }
+    }
+
+    /// The Grafana dashboard in `scripts/` asks only for metrics that exist.
+    #[test]
+    fn the_grafana_dashboard_uses_only_metrics_we_serve() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../scripts/grafana-dashboard.json")).expect("the dashboard is JSON");
+        let full = Status {
+            connections: vec![ConnectionStatus {
+                token: "abcd".into(),
+                prefixes: vec![],
+                subflows: vec![SubflowStatus { id: 0, path: "dsl".into(), ..Default::default() }],
+            }],
+            paths: vec![mptcp_common::status::PathStatus {
+                name: "wifi".into(),
+                interface: "wlan0".into(),
+                address: None,
+                endpoint: None,
+                state: SubflowState::Down,
+                backup: false,
+                srtt_us: 0,
+                probes_answered: None,
+                cap_mbit: None,
+            }],
+            caps: vec![mptcp_common::status::CapStatus { path: "dsl".into(), ..Default::default() }],
+            ..Default::default()
+        };
+        let text = render(&full);
+        let mut used = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("an expression");
+                for name in
+                    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("mptcp_"))
+                {
+                    if name == "mptcp_instance" {
+                        continue;
+                    }
+                    used += 1;
+                    assert!(
+                        text.contains(&format!("# TYPE {name} ")),
+                        "panel {:?} asks for {name}, which we do not serve",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+        assert!(used >= 13, "the dashboard's panels name our metrics ({used})");
     }
 }

@@ -199,8 +199,8 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
     // with nothing to undo. Served from here on; until the controller
     // answers, a scrape gets 503.
     if let Some(addr) = cfg.http {
-        let listener = crate::metrics::bind(addr).await?;
-        crate::metrics::spawn(listener, cfg.instance.clone());
+        let listener = crate::http::bind(addr).await?;
+        crate::http::spawn(listener, cfg.instance.clone());
     }
     if cfg.mode == Mode::Mptcp {
         return crate::native::up::up(cfg, &opts).await;

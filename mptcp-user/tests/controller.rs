@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use mptcp_common::maps::{ControlCounter, MAX_PREFIXES};
-use mptcp_testbed::{ping, Proc, Testbed};
+use mptcp_testbed::{ping, tcp_bulk, Proc, Testbed};
 use mptcp_user::control::{Body, Message, PathHint};
 use nix::sys::signal::Signal;
 use support::*;
@@ -162,6 +162,40 @@ fn runtime_changes_survive_a_restart_that_adopts_the_data_path() -> Result<()> {
     let s = client.status(cl)?;
     let f = sub(&s, 1);
     assert!(f.weight == 0 && !f.backup, "a fresh start uses the config's hints: {s}");
+    Ok(())
+}
+
+/// A controller that crashes (SIGKILL: no handler runs, nothing is torn
+/// down) leaves the data path forwarding, which is what the systemd unit's
+/// `Restart=on-failure` counts on: TCP crosses the bond with no controller
+/// at all, and the controller started next adopts the same connection.
+#[test]
+fn a_crashed_controller_leaves_the_data_path_forwarding_for_the_next_to_adopt() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let _conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let mut client = start_client(&bed, 0, &[])?;
+    let token = client.status(cl)?.connections[0].token.clone();
+    client.proc().signal(Signal::SIGKILL)?;
+    client.proc().wait_timeout(Duration::from_secs(5))?.context("the controller did not die")?;
+
+    let t = tcp_bulk(&bed.server, cl, server(5001), 4 << 20, Duration::from_secs(30))?;
+    let s = client.status(cl)?;
+    assert!(s.controller_pid.is_none(), "no controller runs: {s}");
+    let carried: u64 = s.connections[0].subflows.iter().map(|f| f.tx_bytes).sum();
+    assert!(carried > 4 << 20, "the 4 MiB crossed the pinned data path alone ({carried} bytes counted): {s}");
+    eprintln!("4 MiB across the bond with no controller in {:?}", t.duration);
+
+    let mut cmd = cl.command(BIN);
+    cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, &key_file(), &[]));
+    client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-after-crash", client.name)))?);
+    client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))?;
+    assert!(client.output().contains("adopting"), "{}", client.output());
+    wait_subflows(&client, cl, 2)?;
+    let s = client.status(cl)?;
+    assert_eq!(s.connections[0].token, token, "the same connection, adopted: {s}");
+    assert!(s.controller_pid.is_some());
+    tcp_bulk(&bed.server, cl, server(5002), 1 << 20, Duration::from_secs(30))?;
     Ok(())
 }
 

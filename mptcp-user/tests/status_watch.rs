@@ -2,8 +2,8 @@
 //! pseudo-terminal the table is redrawn in place; through a pipe each
 //! refresh is one line per subflow; with --json one JSON object per
 //! refresh; a UDP stream across the bond shows up as current rates), and
-//! `up --http`'s Prometheus metrics. Real controllers in namespaces; run as
-//! root.
+//! `up --http`'s Prometheus metrics and status page (in a real headless
+//! browser). Real controllers in namespaces; run as root.
 
 mod support;
 
@@ -139,5 +139,71 @@ fn a_client_serves_prometheus_metrics() -> Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success() && err.contains("cannot serve metrics on 127.0.0.1:9477"), "{err}");
     ensure!(!pins_exist(&other), "a start refused for its metrics address left pins");
+    Ok(())
+}
+
+/// `url` loaded in headless Chromium (Debian's, as `cargo xtask setup`
+/// installs it) inside `ns`, its scripts run for a while: the DOM they made.
+fn browse(ns: &mptcp_testbed::Netns, url: &str) -> Result<String> {
+    let profile = std::env::temp_dir().join(format!("{}-chromium-{}", ns.name, std::process::id()));
+    let out = ns
+        .command("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // Its timers run ahead: the page polls its data several times.
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .output()
+        .context("cannot run /usr/bin/chromium (`cargo xtask setup` installs it)")?;
+    let _ = std::fs::remove_dir_all(&profile);
+    ensure!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The peak rate the page's chart legend gives `series`, Mbit/s.
+fn peak(dom: &str, series: &str) -> Option<f64> {
+    let at = dom.find(&format!("data-series=\"{series}\""))?;
+    let rest = &dom[at..];
+    let v = rest.split("data-peak=\"").nth(1)?.split('"').next()?;
+    v.parse().ok()
+}
+
+/// `up --http`'s status page on `/`, loaded in a real browser: its script
+/// fills in both paths, up, with a UDP stream's rate in the chart, and when
+/// a path's link goes down the page shows it down and lists the event.
+#[test]
+fn the_status_page_shows_live_paths_rates_and_events_in_a_browser() -> Result<()> {
+    let bed = Testbed::new(1, 2)?;
+    let _conc = start_conc(&bed, &[])?;
+    let cl = &bed.clients[0];
+    let _client = start_client(&bed, 0, &["--http", "127.0.0.1:9478"])?;
+    // Some 2.5 s of datagrams: the sampler reads the status every second.
+    assert_eq!(udp_stream(&bed.server, cl, server(5013), 2500, Duration::from_millis(1))?.0, 2500);
+
+    let dom = browse(cl, "http://127.0.0.1:9478/")?;
+    for path in ["u0", "u1"] {
+        ensure!(dom.contains(&format!("data-path=\"{path}\"")), "no row for {path}:\n{dom}");
+    }
+    ensure!(dom.matches("class=\"state up\"").count() == 2, "both paths up:\n{dom}");
+    let peaks = [peak(&dom, "u0"), peak(&dom, "u1")];
+    ensure!(peaks.iter().flatten().sum::<f64>() > 1.0, "the stream shows in the chart: peaks {peaks:?}\n{dom}");
+    ensure!(dom.contains("policy auto") && dom.contains("controller pid"), "{dom}");
+
+    Testbed::set_link(cl, &Testbed::client_dev(1), false)?;
+    wait_status(&_client, cl, "path u1 down", |s| s.subflow(1).is_some_and(|f| f.state.to_string() == "down"))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let dom = browse(cl, "http://127.0.0.1:9478/")?;
+    ensure!(dom.contains("path u1 down"), "the event is listed:\n{dom}");
+    ensure!(dom.matches("class=\"state down\"").count() == 1, "u1's row says down:\n{dom}");
     Ok(())
 }

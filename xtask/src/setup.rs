@@ -11,6 +11,7 @@ use crate::run;
 // fonts-dejavu-core: the one font the benchmark plots are drawn with.
 // nftables, conntrack: the NAT routers of the field tests (the kernel's masquerade).
 // wireguard-go, wireguard-tools: WireGuard inside the bond (tests/encrypted.rs).
+// chromium: the status page loaded in a real headless browser (tests/status_watch.rs).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -24,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "conntrack",
     "wireguard-go",
     "wireguard-tools",
+    "chromium",
 ];
 
 fn ok(cmd: &mut Command) -> bool {
