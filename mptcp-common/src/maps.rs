@@ -63,6 +63,10 @@ pub mod names {
         DATA_KEYS,
         ENCAP_PROGS,
     ];
+    /// The drop events' ring buffer ([`super::DropEvent`]): pinned, but not
+    /// in [`ALL`], so a data path pinned by a build without it can still be
+    /// adopted (it then has no debug events).
+    pub const DROP_EVENTS: &str = "DROP_EVENTS";
     /// Per-CPU scratch space of the programs: never pinned, never read.
     pub const UNPINNED: [&str; 3] = ["SCRATCH", "REPLICA", "SENDING"];
 }
@@ -84,6 +88,35 @@ pub mod programs {
     pub const ALL: [&str; 6] = [BOND_EGRESS, BOND_ENCAP, UPLINK_INGRESS, UPLINK_INGRESS_L3, NOOP_TC, NOOP_XDP];
 }
 
+/// Bytes of a dropped packet a [`DropEvent`] carries.
+pub const DROP_EVENT_HEAD: usize = 64;
+
+/// Where a packet was dropped ([`DropEvent::hook`]).
+pub const HOOK_BOND_EGRESS: u8 = 0;
+pub const HOOK_BOND_ENCAP: u8 = 1;
+/// XDP on an Ethernet uplink: the head starts with the Ethernet header.
+pub const HOOK_UPLINK_XDP: u8 = 2;
+/// tc on a raw-IP uplink: the head starts with the IP header.
+pub const HOOK_UPLINK_L3: u8 = 3;
+
+/// `DROP_EVENTS`: one dropped packet, reported while [`Settings::debug`] is set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct DropEvent {
+    /// A [`crate::DropReason`].
+    pub reason: u8,
+    /// `HOOK_*`.
+    pub hook: u8,
+    pub _pad: u16,
+    /// The device it arrived on or left by.
+    pub ifindex: u32,
+    /// The packet's whole length.
+    pub len: u32,
+    /// Bytes of `head` filled (its first bytes, up to [`DROP_EVENT_HEAD`]).
+    pub head_len: u32,
+    pub head: [u8; DROP_EVENT_HEAD],
+}
+
 /// Instance-wide settings, `SETTINGS[0]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -99,7 +132,10 @@ pub struct Settings {
     pub bond_mtu: u32,
     /// 1 on a client, 0 on a concentrator.
     pub client: u16,
-    pub _pad: u16,
+    /// 1: every drop is also reported to `DROP_EVENTS` with the packet's
+    /// first bytes (the controller logs the data path at debug level). Read
+    /// on the drop path only: forwarded packets never look at it.
+    pub debug: u16,
 }
 
 impl Settings {

@@ -17,7 +17,7 @@ use mptcp_common::wire::{wire_len, ETH_HLEN, FAMILY_V6, FLAG_REPLICATED};
 use mptcp_common::{ClassPolicy, DropReason, Policy};
 
 use crate::maps::{
-    count_drop, opaque, opaque64, settings, Replica, Sending, CLASS_POLICY, CLASS_RULES, CONNECTIONS, CONN_BY_DEST_V4,
+    opaque, opaque64, settings, Replica, Sending, CLASS_POLICY, CLASS_RULES, CONNECTIONS, CONN_BY_DEST_V4,
     CONN_BY_DEST_V6, ENCAP_PROGS, FLOWLETS, REPLICA, SENDING, TX_STATE,
 };
 use crate::mss;
@@ -28,7 +28,7 @@ pub fn bond_egress(ctx: TcContext) -> i32 {
     match try_bond_egress(&ctx) {
         Ok(verdict) => verdict,
         Err(reason) => {
-            count_drop(reason);
+            crate::debug::dropped(&ctx, reason, mptcp_common::maps::HOOK_BOND_EGRESS);
             TC_ACT_SHOT
         }
     }

@@ -23,14 +23,14 @@ use mptcp_common::wire::{frame_len, MpHeader, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, FA
 use mptcp_common::DropReason;
 
 use crate::egress::gso_segs_of;
-use crate::maps::{count_drop, Sending, CONNECTIONS, DATA_KEYS, SENDING, SUBFLOW_STATS};
+use crate::maps::{Sending, CONNECTIONS, DATA_KEYS, SENDING, SUBFLOW_STATS};
 
 #[classifier]
 pub fn bond_encap(ctx: TcContext) -> i32 {
     match try_bond_encap(&ctx) {
         Ok(verdict) => verdict,
         Err(reason) => {
-            count_drop(reason);
+            crate::debug::dropped(&ctx, reason, mptcp_common::maps::HOOK_BOND_ENCAP);
             TC_ACT_SHOT
         }
     }

@@ -11,7 +11,7 @@ use mptcp_common::uplink::{accept, parse_v4, parse_v6, Datagram};
 use mptcp_common::wire::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6};
 use mptcp_common::DropReason;
 
-use crate::maps::{count_drop, SETTINGS};
+use crate::maps::SETTINGS;
 use crate::mss;
 use crate::parse::{ptr_at, read_at, XdpPacket};
 use crate::rx::Maps;
@@ -21,7 +21,7 @@ pub fn uplink_ingress(ctx: XdpContext) -> u32 {
     match try_uplink_ingress(&ctx) {
         Ok(action) => action,
         Err(reason) => {
-            count_drop(reason);
+            crate::debug::dropped(&ctx, reason, mptcp_common::maps::HOOK_UPLINK_XDP);
             XDP_DROP
         }
     }

@@ -15,7 +15,7 @@ use mptcp_common::uplink::{accept, parse_v4, parse_v6, Datagram};
 use mptcp_common::wire::{ETH_HLEN, ETH_P_IP};
 use mptcp_common::DropReason;
 
-use crate::maps::{count_drop, SETTINGS};
+use crate::maps::SETTINGS;
 use crate::mss;
 use crate::parse::TcPacket;
 use crate::rx::Maps;
@@ -25,7 +25,7 @@ pub fn uplink_ingress_l3(ctx: TcContext) -> i32 {
     match try_uplink_ingress_l3(&ctx) {
         Ok(verdict) => verdict,
         Err(reason) => {
-            count_drop(reason);
+            crate::debug::dropped(&ctx, reason, mptcp_common::maps::HOOK_UPLINK_L3);
             TC_ACT_SHOT
         }
     }

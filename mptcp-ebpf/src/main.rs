@@ -11,12 +11,16 @@
 //!   without an Ethernet header (raw-IP, PPP, TUN).
 //! - rx.rs: what both ingress hooks do once they have parsed a packet.
 //! - mss.rs: the MSS clamp all three apply to TCP SYNs crossing the bond.
+//! - debug.rs: every drop counted, and reported with the packet's head
+//!   while the controller logs at debug level.
 //! - `noop_tc`, `noop_xdp` (noop.rs): empty programs, the benchmark's baseline.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // Inline BPF assembly for the atomic fetch-add `core` does not offer on this target.
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+#[cfg(target_arch = "bpf")]
+mod debug;
 #[cfg(target_arch = "bpf")]
 mod egress;
 #[cfg(target_arch = "bpf")]

@@ -2,7 +2,7 @@
 //! are pinned by name so the controller finds them under its pin directory.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf};
 use mptcp_common::auth::ConnKeys;
 use mptcp_common::classify::ClassRule;
 use mptcp_common::maps::{
@@ -57,6 +57,12 @@ pub static DEDUP: HashMap<u32, DedupWindow> = HashMap::pinned(MAX_CONNECTIONS, B
 
 /// `BPF_F_NO_PREALLOC`.
 const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// Drop events for the controller's debug log, written only while
+/// `Settings::debug` is set ([`crate::debug`]). 256 KiB: some 2,700 events
+/// before a reader that falls behind loses any.
+#[map(name = "DROP_EVENTS")]
+pub static DROP_EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
 
 #[map(name = "DROPS")]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);

@@ -12,6 +12,7 @@ pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod datacap;
+pub mod datapath_log;
 pub mod estimate;
 pub mod history;
 pub mod http;

@@ -28,8 +28,18 @@ struct Cli {
     /// as the controller stops).
     #[arg(long, global = true, default_value = "info", env = "MPTCP_LOG")]
     log: String,
+    /// Log lines as text (coloured on a terminal only) or as one JSON
+    /// object per line, its fields as keys (for a log shipper).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "MPTCP_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -352,13 +362,19 @@ fn log_filter(filter: &str) -> String {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(log_filter(&cli.log))
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = match tracing_subscriber::EnvFilter::try_new(log_filter(&cli.log)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mptcp-user: error: --log {:?}: {e}", cli.log);
+            std::process::exit(2);
+        }
+    };
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        // Colours only where someone reads them: not in the journal or a file.
+        LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => log.json().init(),
+    }
     if let Err(e) = real_main(cli) {
         eprintln!("mptcp-user: error: {e:#}");
         std::process::exit(1);

@@ -129,7 +129,12 @@ async fn bring_up(
     }
     let mut maps = DataPathMaps::open(&dir)?;
     let client = (cfg.role == Role::Client) as u16;
-    let settings = Settings { port: cfg.port, n_rules: 0, uplink_mtu, bond_mtu: mtu, client, _pad: 0 };
+    // The data path reports drops only while someone reads them.
+    let debug = crate::datapath_log::wanted()
+        && crate::datapath_log::spawn(&dir)
+            .map_err(|e| tracing::warn!(error = format!("{e:#}"), "no debug events from the data path"))
+            .is_ok();
+    let settings = Settings { port: cfg.port, n_rules: 0, uplink_mtu, bond_mtu: mtu, client, debug: debug as u16 };
     maps.settings.set(0, settings, 0)?;
     let mut classes = cfg.class_plan()?;
     // A restarted controller keeps what the operator changed at runtime;

@@ -199,6 +199,56 @@ fn a_crashed_controller_leaves_the_data_path_forwarding_for_the_next_to_adopt() 
     Ok(())
 }
 
+/// With the data path's log at debug level the controller logs every drop
+/// with the packet it was; at the default level the programs only count it.
+#[test]
+fn data_path_drops_are_logged_with_the_packet_at_debug_level_only() -> Result<()> {
+    use mptcp_common::wire::MpHeader;
+    let bed = Testbed::new(1, 1)?;
+    let to = SocketAddr::new(Testbed::conc_addr(0, 0), mptcp_common::wire::DEFAULT_PORT);
+    // A data packet from a 4-tuple no subflow has: dropped as unknown-subflow.
+    let stray = move || -> Result<u16> {
+        let s = UdpSocket::bind("10.1.0.2:0")?;
+        let mut p = bytemuck::bytes_of(&MpHeader::data(1, 0, 0, 0, 0)).to_vec();
+        p.extend_from_slice(&[0x45; 40]);
+        for _ in 0..3 {
+            s.send_to(&p, to)?;
+        }
+        Ok(s.local_addr()?.port())
+    };
+    let unknown = |s: &mptcp_common::status::Status| s.drops.get("unknown-subflow").copied().unwrap_or(0);
+
+    let quiet = start_conc(&bed, &[])?;
+    bed.clients[0].run(stray)?;
+    wait_status(&quiet, &bed.conc, "the stray packets counted", |s| unknown(s) >= 3)?;
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!quiet.output().contains("dropped"), "no drop log at the default level: {}", quiet.output());
+    drop(quiet);
+
+    // At debug level, and as JSON lines: the event's fields are keys.
+    let name = format!("{}co", bed.prefix);
+    let mut cmd = bed.conc.command(BIN);
+    cmd.args(["--log", "info,mptcp_user::datapath=debug", "--log-format", "json", "up", "--instance", &name])
+        .args(conc_args(&bed, &[]));
+    let mut debug = Instance { name: name.clone(), proc: Some(Proc::spawn(cmd, log_path(&format!("{name}-debug")))?) };
+    debug.proc().wait_for("mptcp-user: serving", Duration::from_secs(20))?;
+    let port = bed.clients[0].run(stray)?;
+    let want = format!("udp 10.1.0.2:{port} > 10.1.0.1:7495");
+    debug.proc().wait_for(&want, Duration::from_secs(5))?;
+    let out = debug.output();
+    let event: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["packet"] == want.as_str())
+        .with_context(|| format!("no JSON log line for the drop: {out}"))?;
+    assert_eq!(event["level"], "DEBUG", "{event}");
+    assert_eq!(event["target"], "mptcp_user::datapath", "{event}");
+    assert_eq!(event["fields"]["message"], "dropped", "{event}");
+    assert_eq!(event["fields"]["reason"], "unknown-subflow", "{event}");
+    assert_eq!(event["fields"]["hook"], "uplink ingress (XDP)", "{event}");
+    Ok(())
+}
+
 /// What an unprivileged local user tries to bind the concentrator's control
 /// port with: plain, with SO_REUSEADDR, with SO_REUSEPORT, each also bound to
 /// the uplink (allowed to unprivileged users since Linux 5.7).

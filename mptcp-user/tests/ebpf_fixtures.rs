@@ -420,6 +420,37 @@ fn duplicate_copies_are_suppressed() -> Result<()> {
     Ok(())
 }
 
+/// Drop events: while debugging is off a drop is only counted; on, each
+/// drop is reported with its reason, where it happened, the packet's length
+/// and its first bytes (all of a short one) — on XDP and on tc alike.
+#[test]
+fn drops_are_reported_with_the_packets_head_only_while_debugging() -> Result<()> {
+    use mptcp_common::maps::{HOOK_BOND_EGRESS, HOOK_UPLINK_XDP};
+    let mut f = Fixture::new()?;
+    let stranger = encapsulated(
+        &template::ipv4(CL4, CO4, 40000, PORT, 0),
+        MpHeader::data(TOKEN, 0, 0, 0, 0),
+        &inner_v4([1, 1, 1, 1]),
+    );
+    assert_eq!(f.run_xdp(&stranger)?.0, XDP_DROP);
+    assert_eq!(f.drops(DropReason::UnknownSubflow)?, 1);
+    assert!(f.drop_events()?.is_empty(), "no report while debugging is off");
+
+    f.set_debug(true)?;
+    assert_eq!(f.run_xdp(&stranger)?.0, XDP_DROP);
+    assert_eq!(f.run_tc(&arp())?.0, TC_ACT_SHOT);
+    let events = f.drop_events()?;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (e, n) = (&events[0], 64);
+    assert_eq!((e.reason, e.hook, e.len as usize), (DropReason::UnknownSubflow as u8, HOOK_UPLINK_XDP, stranger.len()));
+    assert_eq!(&e.head[..e.head_len as usize], &stranger[..n], "the first 64 bytes");
+    let e = &events[1];
+    assert_eq!((e.reason, e.hook), (DropReason::NotIp as u8, HOOK_BOND_EGRESS));
+    assert_eq!(&e.head[..e.head_len as usize], &arp()[..], "a short packet whole");
+    assert_eq!(f.drops(DropReason::UnknownSubflow)?, 2, "and counted as ever");
+    Ok(())
+}
+
 /// The names the controller pins, opens and attaches by (`maps::names`,
 /// `maps::programs`) are exactly those in the object: a map renamed in the
 /// kernel crate alone fails here, not at a user's first start.
@@ -429,7 +460,8 @@ fn the_object_holds_exactly_the_named_maps_and_programs() -> Result<()> {
     let f = Fixture::new()?;
     // Sections such as .rodata (the compiler's constants) become maps too.
     let mut maps: Vec<&str> = f.ebpf.maps().map(|(name, _)| name).filter(|n| !n.starts_with('.')).collect();
-    let mut want: Vec<&str> = names::ALL.iter().chain(names::UNPINNED.iter()).copied().collect();
+    let mut want: Vec<&str> =
+        names::ALL.iter().chain(names::UNPINNED.iter()).chain([&names::DROP_EVENTS]).copied().collect();
     maps.sort_unstable();
     want.sort_unstable();
     assert_eq!(maps, want);

@@ -492,7 +492,7 @@ pub fn fuzz_ingress(packets: u64, seed: u64) -> Result<Report> {
     rx.owners.insert(InnerAddr::v6(SRC6), TOKEN);
     rx.dedup.insert(TOKEN, vec![0; DEDUP_SLOTS]);
     f.set_bond_mtu(BOND_MTU)?;
-    let mut settings = Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: BOND_MTU, client: 0, _pad: 0 };
+    let mut settings = Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: BOND_MTU, client: 0, debug: 0 };
 
     let mut g = Generator::new(seed);
     let mut report = Report::default();
@@ -745,7 +745,7 @@ pub fn fuzz_egress(packets: u64, seed: u64) -> Result<EgressReport> {
     let mut state = tx.get(&TOKEN, 0)?;
     state.subflow_seq[..2].copy_from_slice(&start_seq);
     tx.insert(TOKEN, state, 0)?;
-    let settings = Settings { port: PORT, n_rules: 1, uplink_mtu: 1500, bond_mtu: BOND_MTU, client: 0, _pad: 0 };
+    let settings = Settings { port: PORT, n_rules: 1, uplink_mtu: 1500, bond_mtu: BOND_MTU, client: 0, debug: 0 };
     let mut m = ModelTx {
         prefix_v4,
         templates,

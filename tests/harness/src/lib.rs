@@ -77,7 +77,7 @@ impl Fixture {
         let p: &mut Xdp = f.ebpf.program_mut(programs::UPLINK_INGRESS).unwrap().try_into()?;
         p.load()?;
         let mut s: Array<_, Settings> = f.ebpf.map_mut(names::SETTINGS).unwrap().try_into()?;
-        s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: 0, client: 0, _pad: 0 }, 0)?;
+        s.set(0, Settings { port: PORT, n_rules: 0, uplink_mtu: 1500, bond_mtu: 0, client: 0, debug: 0 }, 0)?;
         Ok(f)
     }
 
@@ -259,6 +259,21 @@ impl Fixture {
     /// sources unchecked) or a concentrator's.
     pub fn set_client(&mut self, client: bool) -> Result<()> {
         self.update_settings(|s| s.client = client as u16)
+    }
+
+    /// Report drops to `DROP_EVENTS` (the controller's debug level).
+    pub fn set_debug(&mut self, on: bool) -> Result<()> {
+        self.update_settings(|s| s.debug = on as u16)
+    }
+
+    /// The drop events reported since the last call.
+    pub fn drop_events(&mut self) -> Result<Vec<mptcp_common::maps::DropEvent>> {
+        let mut ring: aya::maps::RingBuf<_> = self.ebpf.map_mut(names::DROP_EVENTS).unwrap().try_into()?;
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            out.push(bytemuck::pod_read_unaligned(&item[..std::mem::size_of::<mptcp_common::maps::DropEvent>()]));
+        }
+        Ok(out)
     }
 
     pub fn run_tc(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
