@@ -30,6 +30,18 @@ pub struct Status {
     /// Client: each path's data cap (`[path.cap]`) and what it used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<CapStatus>,
+    /// Bond mode: each traffic class and its policy now, in class-id order
+    /// (the first is the default class, whose policy is `policy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassStatus>,
+}
+
+/// A traffic class and the policy the data path runs for it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassStatus {
+    pub name: String,
+    /// As `policy show` says it: "auto (min-rtt)" for auto and what it stands for now.
+    pub policy: String,
 }
 
 /// A path's data cap and its use in the current period.
@@ -138,6 +150,9 @@ pub struct SubflowStatus {
     pub remote: String,
     pub state: SubflowState,
     pub backup: bool,
+    /// Left unused: its path's data cap is spent (`when_spent = "unused"`).
+    #[serde(default)]
+    pub unused: bool,
     pub priority: u32,
     /// weighted policy share (0 = by rate).
     pub weight: u32,

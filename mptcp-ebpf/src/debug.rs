@@ -60,10 +60,14 @@ pub fn dropped(ctx: &impl Dropped, reason: DropReason, hook: u8) {
     let Some(mut entry) = DROP_EVENTS.reserve::<DropEvent>(0) else { return };
     let ev = entry.as_mut_ptr();
     let len = ctx.len();
-    // Bounded for the verifier: 64 bytes, or 0..=63 of a shorter packet (the
-    // mask on an opaque copy, which the compiler cannot drop as redundant).
-    let n =
-        if len >= DROP_EVENT_HEAD as u32 { DROP_EVENT_HEAD as u32 } else { opaque(len) & (DROP_EVENT_HEAD as u32 - 1) };
+    // Bounded for the verifier by arithmetic alone (kernels before 6.8 learn
+    // nothing from a `!= 0` test): 64 bytes, or 1 + (len - 1) & 63 = all of
+    // a shorter packet, the mask on an opaque copy the compiler cannot drop.
+    let n = match len {
+        0 => 0,
+        l if l >= DROP_EVENT_HEAD as u32 => DROP_EVENT_HEAD as u32,
+        l => 1 + (opaque(l - 1) & (DROP_EVENT_HEAD as u32 - 1)),
+    };
     // SAFETY: the reservation is a whole DropEvent, ours until submitted.
     unsafe {
         (*ev).reason = reason as u8;
@@ -71,8 +75,10 @@ pub fn dropped(ctx: &impl Dropped, reason: DropReason, hook: u8) {
         (*ev)._pad = 0;
         (*ev).ifindex = ctx.ifindex();
         (*ev).len = len;
-        let copied = n != 0 && ctx.load_head((*ev).head.as_mut_ptr(), n) == 0;
-        (*ev).head_len = if copied { n } else { 0 };
+        (*ev).head_len = 0;
+        if n != 0 && ctx.load_head((*ev).head.as_mut_ptr(), n) == 0 {
+            (*ev).head_len = n;
+        }
     }
     entry.submit(0);
 }

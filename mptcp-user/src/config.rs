@@ -78,7 +78,9 @@ pub struct Config {
     /// `key_file` and may announce any prefix.
     #[serde(default, rename = "client")]
     pub clients: Vec<ClientConfig>,
-    /// Serve Prometheus metrics on `http://ADDR/metrics` (none by default).
+    /// Serve the live status page on `http://ADDR/` and Prometheus metrics on
+    /// `http://ADDR/metrics` (none by default; no authentication: bind it to
+    /// loopback or a management network).
     #[serde(default)]
     pub http: Option<std::net::SocketAddr>,
     /// Where the controller keeps what must outlive it and a reboot: the

@@ -70,8 +70,9 @@ impl Period {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenSpent {
-    /// Used only when no path without a spent budget is up (a failover
-    /// link: costly, but better than none).
+    /// A backup path until it renews: used, like any backup path, only
+    /// while no regular path is up (a failover link: costly, but better
+    /// than none).
     #[default]
     Backup,
     /// Not used at all, even with every other path down.
@@ -157,36 +158,51 @@ fn unix(t: NaiveDateTime) -> i64 {
 
 /// What a path used in its current period, as kept in the usage file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Usage {
-    /// Start of the period these bytes count in, Unix seconds.
+    /// The local date the period began: a period whose start date is later
+    /// is a new one (so a change of time zone starts none).
+    pub period: Option<NaiveDate>,
+    /// When it began, Unix seconds (for status).
     pub period_start: i64,
     pub used_bytes: u64,
     /// The subflow whose data-path counters were read last (its connection's
-    /// token) and their sum then: an adopted subflow's counters go on from
-    /// there; a new subflow's start again at 0.
+    /// token and its id) and their sum then: an adopted subflow's counters
+    /// go on from there; a new subflow's begin at 0.
     pub token: u32,
+    pub subflow: u8,
     pub seen: u64,
 }
 
 impl Usage {
-    /// The subflow's counters (bytes sent plus received) read now: counts
-    /// what they grew by since the last read.
-    pub fn count_subflow(&mut self, token: u32, counters: u64) {
-        if token != self.token || counters < self.seen {
-            // Another subflow (a new connection, or the path joined again):
-            // its counters began at 0.
-            self.token = token;
-            self.seen = 0;
+    /// Subflow `id` of connection `token`, its counters (bytes sent plus
+    /// received) read now: counts what they grew by since the last read.
+    pub fn count_subflow(&mut self, token: u32, id: u8, counters: u64) {
+        if token != self.token || id != self.subflow || counters < self.seen {
+            // Another subflow (a new connection): its counters began at 0.
+            (self.token, self.subflow, self.seen) = (token, id, 0);
         }
         self.used_bytes += counters - self.seen;
         self.seen = counters;
     }
 
-    /// A period that began at `start` holds now: if it is a new one, nothing
-    /// is used in it yet. Whether it was.
-    pub fn renew(&mut self, start: i64) -> bool {
-        if start > self.period_start {
-            self.period_start = start;
+    /// A subflow this controller took over from a previous one. Unless the
+    /// file followed that very subflow, what its counters hold was carried
+    /// before (and maybe in another period, or counted under another path):
+    /// counting starts from them.
+    pub fn adopt(&mut self, token: u32, id: u8, counters: u64) {
+        if token != self.token || id != self.subflow || counters < self.seen {
+            (self.token, self.subflow, self.seen) = (token, id, counters);
+        }
+    }
+
+    /// The period that began on local date `start` (at Unix time
+    /// `start_unix`) holds now: if it is a new one, nothing is used in it
+    /// yet. Whether it was.
+    pub fn renew(&mut self, start: NaiveDate, start_unix: i64) -> bool {
+        if self.period.is_none_or(|p| start > p) {
+            self.period = Some(start);
+            self.period_start = start_unix;
             self.used_bytes = 0;
             return true;
         }
@@ -203,6 +219,9 @@ pub struct PathCap {
     pub spent: bool,
     /// The next renewal, Unix seconds.
     pub renews_at: i64,
+    /// The path's hints could not be changed after the last change (a map
+    /// write failed): tried again every tick.
+    pub hint_pending: bool,
     /// Bytes of control messages sent and received on the path since the
     /// last tick (wire bytes: IP and UDP headers included).
     control: AtomicU64,
@@ -219,7 +238,7 @@ pub enum Change {
 
 impl PathCap {
     pub fn new(cfg: CapConfig, usage: Usage) -> PathCap {
-        PathCap { cfg, usage, spent: false, renews_at: 0, control: AtomicU64::new(0) }
+        PathCap { cfg, usage, spent: false, renews_at: 0, hint_pending: false, control: AtomicU64::new(0) }
     }
 
     /// A control message of `len` bytes (UDP payload) crossed the path.
@@ -229,13 +248,14 @@ impl PathCap {
     }
 
     /// Bring the usage up to date at local time `now`: a renewal first, then
-    /// the subflow's counters (None: no subflow) and the control bytes.
-    pub fn update(&mut self, now: NaiveDateTime, subflow: Option<(u32, u64)>) -> Option<Change> {
+    /// the subflow's counters (None: no subflow; else token, subflow id and
+    /// counters) and the control bytes.
+    pub fn update(&mut self, now: NaiveDateTime, subflow: Option<(u32, u8, u64)>) -> Option<Change> {
         let (start, next) = self.cfg.period_bounds(now);
         self.renews_at = unix(next);
-        self.usage.renew(unix(start));
-        if let Some((token, counters)) = subflow {
-            self.usage.count_subflow(token, counters);
+        self.usage.renew(start.date(), unix(start));
+        if let Some((token, id, counters)) = subflow {
+            self.usage.count_subflow(token, id, counters);
         }
         self.usage.used_bytes += self.control.swap(0, Ordering::Relaxed);
         let spent = self.usage.used_bytes >= self.cfg.budget_bytes();
@@ -258,6 +278,14 @@ impl PathCap {
         hint
     }
 
+    /// The usage could not be known (a corrupt usage file): taken as spent
+    /// for the period that holds `now`, the side a metered plan's bill is safe on.
+    pub fn assume_spent(&mut self, now: NaiveDateTime) {
+        let (start, _) = self.cfg.period_bounds(now);
+        self.usage.renew(start.date(), unix(start));
+        self.usage.used_bytes = self.usage.used_bytes.max(self.cfg.budget_bytes());
+    }
+
     pub fn status(&self, path: &str) -> mptcp_common::status::CapStatus {
         mptcp_common::status::CapStatus {
             path: path.to_string(),
@@ -272,40 +300,77 @@ impl PathCap {
     }
 }
 
-/// The usage file: every capped path's usage by path name, written whole
-/// (to a temporary file, then renamed) every [`Ledger::EVERY`] while it
-/// changes, at once when a budget is spent or renews, and when the
-/// controller stops.
+/// The usage file: every path's usage by path name (kept for paths whose
+/// cap is gone too, so putting it back does not hand the budget out again),
+/// written whole (a temporary file, synced, then renamed) when a budget is
+/// spent or renews, after every [`Ledger::GROWN`] bytes, at least every
+/// [`Ledger::EVERY`] while anything changed, and when the controller stops.
 #[derive(Debug)]
 pub struct Ledger {
     file: PathBuf,
     written: Instant,
+    /// Bytes counted since the last write.
+    unwritten: u64,
     dirty: bool,
+    /// Entries of paths without a cap now.
+    others: BTreeMap<String, Usage>,
+}
+
+/// What [`Ledger::open`] found.
+pub struct Opened {
+    pub ledger: Ledger,
+    pub usage: BTreeMap<String, Usage>,
+    /// The file could not be read as usage: moved to this name, and what
+    /// the capped paths used is unknown.
+    pub corrupt: Option<PathBuf>,
 }
 
 impl Ledger {
-    const EVERY: Duration = Duration::from_secs(5);
+    const EVERY: Duration = Duration::from_secs(60);
+    const GROWN: u64 = 1_000_000;
 
     /// `<state_dir>/<instance>.usage.json`.
     pub fn file(state_dir: &Path, instance: &str) -> PathBuf {
         state_dir.join(format!("{instance}.usage.json"))
     }
 
-    /// Open the file (none yet: nothing used) and return what it holds.
-    pub fn open(file: PathBuf) -> Result<(Ledger, BTreeMap<String, Usage>)> {
-        let usage = match std::fs::read_to_string(&file) {
-            Ok(s) => serde_json::from_str(&s)
-                .with_context(|| format!("corrupt usage file {} (move it away to count from 0)", file.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+    /// Open the file (none yet: nothing used). One that cannot be read as
+    /// usage is moved aside rather than stop the bond from starting.
+    pub fn open(file: PathBuf) -> Result<Opened> {
+        let (usage, corrupt) = match std::fs::read_to_string(&file) {
+            Ok(s) => match serde_json::from_str(&s) {
+                Ok(usage) => (usage, None),
+                Err(_) => {
+                    let aside = file.with_extension("json.corrupt");
+                    std::fs::rename(&file, &aside)
+                        .with_context(|| format!("cannot move the corrupt usage file {} aside", file.display()))?;
+                    (BTreeMap::new(), Some(aside))
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), None),
             Err(e) => return Err(e).with_context(|| format!("cannot read usage file {}", file.display())),
         };
-        Ok((Ledger { file, written: Instant::now(), dirty: false }, usage))
+        let ledger = Ledger { file, written: Instant::now(), unwritten: 0, dirty: false, others: BTreeMap::new() };
+        Ok(Opened { ledger, usage, corrupt })
     }
 
-    /// The usage changed; written now if `urgent` or if the last write is old.
-    pub fn changed<'a>(&mut self, urgent: bool, all: impl Iterator<Item = (&'a str, &'a Usage)>) -> Result<()> {
+    /// Entries of paths that have no cap now, written back with the rest.
+    pub fn keep(&mut self, others: BTreeMap<String, Usage>) {
+        self.others = others;
+    }
+
+    /// The usage grew by `grown` bytes (or a period began); written now if
+    /// `urgent`, or if enough was counted or enough time passed since the
+    /// last write.
+    pub fn changed<'a>(
+        &mut self,
+        urgent: bool,
+        grown: u64,
+        all: impl Iterator<Item = (&'a str, &'a Usage)>,
+    ) -> Result<()> {
         self.dirty = true;
-        if urgent || self.written.elapsed() >= Self::EVERY {
+        self.unwritten += grown;
+        if urgent || self.unwritten >= Self::GROWN || self.written.elapsed() >= Self::EVERY {
             self.write(all)?;
         }
         Ok(())
@@ -320,16 +385,26 @@ impl Ledger {
     }
 
     fn write<'a>(&mut self, all: impl Iterator<Item = (&'a str, &'a Usage)>) -> Result<()> {
-        let map: BTreeMap<&str, &Usage> = all.collect();
-        if let Some(dir) = self.file.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let tmp = self.file.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&map)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.file).with_context(|| format!("cannot write {}", self.file.display()))?;
+        // A failed write is tried again after the usual interval, not every tick.
         self.written = Instant::now();
+        let mut map: BTreeMap<String, &Usage> = self.others.iter().map(|(k, v)| (k.clone(), v)).collect();
+        map.extend(all.map(|(k, v)| (k.to_string(), v)));
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let tmp = self.file.with_extension("json.tmp");
+        let synced = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(path)?;
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()
+        };
+        synced(&tmp, &serde_json::to_vec_pretty(&map)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.file).with_context(|| format!("cannot write {}", self.file.display()))?;
+        // The rename itself survives a power cut once the directory is synced.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", dir.display()))?;
         self.dirty = false;
+        self.unwritten = 0;
         Ok(())
     }
 }
@@ -380,62 +455,86 @@ mod tests {
     #[test]
     fn usage_counts_what_the_counters_grew_by_across_subflows_and_adoption() {
         let mut u = Usage::default();
-        u.count_subflow(7, 1000);
-        u.count_subflow(7, 1500);
+        u.count_subflow(7, 1, 1000);
+        u.count_subflow(7, 1, 1500);
         assert_eq!(u.used_bytes, 1500);
-        // The path joined again: a new subflow's counters start at 0.
-        u.count_subflow(7, 200);
+        // Counters that went back (the subflow's entry made again): from 0.
+        u.count_subflow(7, 1, 200);
         assert_eq!(u.used_bytes, 1700);
         // A new connection.
-        u.count_subflow(9, 300);
+        u.count_subflow(9, 1, 300);
         assert_eq!(u.used_bytes, 2000);
-        // A restarted controller that adopts the subflow reads on from what
-        // the file says it saw: the bytes between the last write and the
-        // restart are counted once.
-        let saved = u.clone();
-        let mut adopted = saved.clone();
-        adopted.count_subflow(9, 900);
+        // A restarted controller that adopts the subflow the file followed
+        // reads on from what it saw: the bytes between the last write and
+        // the restart are counted once.
+        let mut adopted = u.clone();
+        adopted.adopt(9, 1, 900);
+        adopted.count_subflow(9, 1, 900);
         assert_eq!(adopted.used_bytes, 2600);
-        assert!(!u.renew(u.period_start));
-        assert!(u.renew(u.period_start + 1));
+        // One the file did not follow (no entry, another connection or
+        // another subflow id): what its counters hold is not this period's
+        // to count; from there on it is.
+        for (token, id) in [(9, 2), (11, 1)] {
+            let mut other = u.clone();
+            other.adopt(token, id, 50_000_000);
+            other.count_subflow(token, id, 50_000_100);
+            assert_eq!(other.used_bytes, 2100, "{token}/{id}");
+        }
+        let day = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        assert!(u.renew(day, 5), "the first period");
         assert_eq!(u.used_bytes, 0);
+        u.used_bytes = 10;
+        // The same local date at another Unix time (the time zone changed): no new period.
+        assert!(!u.renew(day, 5 + 3600));
+        assert_eq!(u.used_bytes, 10);
+        assert!(u.renew(day.succ_opt().unwrap(), 86_405));
+        assert_eq!((u.used_bytes, u.period_start), (0, 86_405));
     }
 
     #[test]
     fn a_spent_budget_makes_the_path_backup_or_unused_until_it_renews() {
         let now = at("2026-12-03 19:00");
         let mut c = PathCap::new(CapConfig { budget_mb: 0.01, ..cap(Period::Day, 1) }, Usage::default());
-        assert_eq!(c.update(now, Some((1, 5_000))), None);
+        assert_eq!(c.update(now, Some((1, 0, 5_000))), None);
         assert!(!c.spent && c.apply(PathHint::default()) == PathHint::default());
         c.count_control(100, false);
-        assert_eq!(c.update(now, Some((1, 9_800))), None);
+        assert_eq!(c.update(now, Some((1, 0, 9_800))), None);
         assert_eq!(c.usage.used_bytes, 9_928);
         c.count_control(50, true);
-        assert_eq!(c.update(now, Some((1, 9_800))), Some(Change::Spent));
+        assert_eq!(c.update(now, Some((1, 0, 9_800))), Some(Change::Spent));
         assert!(c.apply(PathHint::default()).backup);
-        assert_eq!(c.update(now, Some((1, 20_000))), None);
+        assert_eq!(c.update(now, Some((1, 0, 20_000))), None);
         c.cfg.when_spent = WhenSpent::Unused;
         let h = c.apply(PathHint::default());
         assert!(h.unused && !h.backup);
         // Midnight: a new day, a new budget.
-        assert_eq!(c.update(at("2026-12-04 00:00"), Some((1, 20_001))), Some(Change::Renewed));
+        assert_eq!(c.update(at("2026-12-04 00:00"), Some((1, 0, 20_001))), Some(Change::Renewed));
         assert_eq!((c.spent, c.usage.used_bytes), (false, 1));
         assert_eq!(c.apply(PathHint::default()), PathHint::default());
+        // Unknown usage is taken as spent.
+        c.assume_spent(at("2026-12-04 10:00"));
+        assert_eq!(c.update(at("2026-12-04 10:00"), None), Some(Change::Spent));
+        assert_eq!(c.update(at("2026-12-05 00:00"), None), Some(Change::Renewed));
     }
 
     #[test]
-    fn the_ledger_keeps_usage_across_a_restart() {
+    fn the_ledger_keeps_usage_across_a_restart_and_moves_a_corrupt_file_aside() {
         let dir = std::env::temp_dir().join(format!("mptcp-usage-test-{}", std::process::id()));
         let file = Ledger::file(&dir, "t");
-        let (mut l, none) = Ledger::open(file.clone()).unwrap();
-        assert!(none.is_empty());
-        let u = Usage { period_start: 5, used_bytes: 123, token: 4, seen: 99 };
-        l.changed(true, [("lte", &u)].into_iter()).unwrap();
-        let (_, back) = Ledger::open(file.clone()).unwrap();
-        assert_eq!(back.get("lte"), Some(&u));
+        let mut o = Ledger::open(file.clone()).unwrap();
+        assert!(o.usage.is_empty() && o.corrupt.is_none());
+        let u = Usage { period_start: 5, used_bytes: 123, token: 4, seen: 99, ..Default::default() };
+        let gone = Usage { used_bytes: 7, ..Default::default() };
+        o.ledger.keep([("old".to_string(), gone.clone())].into());
+        o.ledger.changed(false, 10, [("lte", &u)].into_iter()).unwrap();
+        assert!(!file.exists(), "10 bytes are not worth a write");
+        o.ledger.changed(true, 0, [("lte", &u)].into_iter()).unwrap();
+        let back = Ledger::open(file.clone()).unwrap();
+        assert_eq!((back.usage.get("lte"), back.usage.get("old")), (Some(&u), Some(&gone)), "kept, uncapped paths too");
         std::fs::write(&file, "{").unwrap();
-        let e = Ledger::open(file).unwrap_err().to_string();
-        assert!(e.contains("corrupt usage file"), "{e}");
+        let o = Ledger::open(file.clone()).unwrap();
+        assert!(o.usage.is_empty() && !file.exists());
+        assert_eq!(std::fs::read_to_string(o.corrupt.unwrap()).unwrap(), "{", "moved aside as it was");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

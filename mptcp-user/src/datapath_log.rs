@@ -15,6 +15,9 @@ use mptcp_common::DropReason;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+/// Drops logged a second at most (the rest are counted in one line).
+const LINES_PER_SECOND: u64 = 100;
+
 /// The log target of the data path's events.
 pub const TARGET: &str = "mptcp_user::datapath";
 
@@ -36,6 +39,9 @@ pub fn spawn(pin_dir: &Path) -> Result<()> {
         .map_err(|e| e.into_parts().1)
         .context("cannot poll DROP_EVENTS")?;
     tokio::spawn(async move {
+        // A flood of bad packets must not become a flood of log lines.
+        let mut budget = crate::throttle::Budget::new(LINES_PER_SECOND);
+        let mut left_out = 0u64;
         loop {
             let mut guard = match ready.readable_mut().await {
                 Ok(g) => g,
@@ -46,6 +52,15 @@ pub fn spawn(pin_dir: &Path) -> Result<()> {
             };
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
+                let now = crate::peer::now_us();
+                if !budget.take(now) {
+                    left_out += 1;
+                    continue;
+                }
+                if left_out > 0 {
+                    tracing::debug!(target: TARGET, left_out, "more drops than the log takes: these were not logged");
+                    left_out = 0;
+                }
                 if let Some(bytes) = item.get(..std::mem::size_of::<DropEvent>()) {
                     log(&bytemuck::pod_read_unaligned(bytes));
                 }

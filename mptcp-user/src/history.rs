@@ -33,7 +33,8 @@ pub struct Event {
 pub struct History {
     samples: VecDeque<Sample>,
     events: VecDeque<Event>,
-    /// The last status read and when (None: the last read failed).
+    /// The last status read and when, on the monotonic clock (None: the
+    /// last read failed).
     last: Option<(f64, Status)>,
     /// Each subflow's rates over the last interval.
     now: BTreeMap<String, SubflowRate>,
@@ -54,15 +55,17 @@ pub struct View<'a> {
 }
 
 impl History {
-    /// The status read at `t` (Unix seconds), or why it could not be.
-    pub fn record(&mut self, t: f64, status: Result<Status, String>) {
+    /// The status read at `t` (Unix seconds; `mono`: seconds on a
+    /// monotonic clock, which the rates are reckoned by, as the wall clock
+    /// may be stepped), or why it could not be.
+    pub fn record(&mut self, t: f64, mono: f64, status: Result<Status, String>) {
         match status {
             Ok(s) => {
-                if let Some((t0, before)) = self.last.take() {
+                if let Some((m0, before)) = self.last.take() {
                     for text in events(&before, &s) {
                         self.event(t, text);
                     }
-                    self.now = rates(&before, &s, t - t0)
+                    self.now = rates(&before, &s, mono - m0)
                         .into_iter()
                         .filter_map(|((token, id), r)| Some((series(&s, &token, id)?, r)))
                         .collect();
@@ -74,7 +77,7 @@ impl History {
                 } else if self.error.take().is_some() {
                     self.event(t, "status readable again".into());
                 }
-                self.last = Some((t, s));
+                self.last = Some((mono, s));
             }
             Err(e) => {
                 if self.error.is_none() {
@@ -216,19 +219,22 @@ mod tests {
     #[test]
     fn history_keeps_rates_by_path_and_bounded() {
         let mut h = History::default();
-        h.record(100.0, Ok(status(&[(0, "dsl", true, 0)])));
+        h.record(100.0, 100.0, Ok(status(&[(0, "dsl", true, 0)])));
         assert!(h.view().samples.is_empty(), "one snapshot gives no rate");
-        h.record(101.0, Ok(status(&[(0, "dsl", true, 1_000_000)])));
+        h.record(101.0, 101.0, Ok(status(&[(0, "dsl", true, 1_000_000)])));
         assert_eq!(h.view().samples[0].mbit["dsl"], 8.0);
         assert_eq!(h.view().rates["dsl"].tx_mbit, 8.0);
-        h.record(102.0, Err("no controller".into()));
-        h.record(103.0, Err("no controller".into()));
+        // The wall clock stepped back an hour: the rate is the monotonic clock's.
+        h.record(-3599.0 + 101.0, 102.0, Ok(status(&[(0, "dsl", true, 2_000_000)])));
+        assert_eq!(h.view().rates["dsl"].tx_mbit, 8.0);
+        h.record(102.0, 102.0, Err("no controller".into()));
+        h.record(103.0, 103.0, Err("no controller".into()));
         let texts: Vec<&str> = h.view().events.iter().map(|e| e.text.as_str()).collect();
         assert_eq!(texts, ["status unavailable: no controller"], "said once");
-        h.record(104.0, Ok(status(&[(0, "dsl", true, 0)])));
+        h.record(104.0, 104.0, Ok(status(&[(0, "dsl", true, 0)])));
         assert_eq!(h.view().events.back().unwrap().text, "status readable again");
         for k in 0..(SAMPLES as u64 + 10) {
-            h.record(105.0 + k as f64, Ok(status(&[(0, "dsl", true, k * 1000)])));
+            h.record(105.0 + k as f64, 105.0 + k as f64, Ok(status(&[(0, "dsl", true, k * 1000)])));
         }
         assert_eq!(h.view().samples.len(), SAMPLES);
     }

@@ -50,6 +50,7 @@ pub fn spawn(listener: tokio::net::TcpListener, instance: String) {
 }
 
 async fn sample(served: Served) {
+    let start = std::time::Instant::now();
     let mut every = tokio::time::interval(SAMPLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -60,7 +61,8 @@ async fn sample(served: Served) {
             Err(e) => Err(e.to_string()),
         };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        served.history.lock().unwrap_or_else(|p| p.into_inner()).record(now.as_secs_f64(), status);
+        let mono = start.elapsed().as_secs_f64();
+        served.history.lock().unwrap_or_else(|p| p.into_inner()).record(now.as_secs_f64(), mono, status);
     }
 }
 

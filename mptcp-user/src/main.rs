@@ -48,8 +48,12 @@ enum Command {
     /// foreground (or, with --mode mptcp, manage the kernel's MPTCP paths).
     /// Ctrl-C (SIGINT) removes everything; SIGTERM leaves the data path
     /// forwarding (the paths in place) for a restarted controller to adopt.
+    #[command(
+        after_help = "Examples:\n  mptcp-user up --config /etc/mptcp-ebpf/client.toml\n  mptcp-user up --config client.toml --http 127.0.0.1:9477   status page and metrics\n  mptcp-user up --role client --key-file /etc/mptcp-ebpf/key --bond-address 10.99.0.2/32 \\\n      --route 0.0.0.0/0 --path eth1=203.0.113.10 --path wwan0=203.0.113.10\n  mptcp-user up --mode mptcp --role client --path eth1=192.168.1.1 --path wwan0"
+    )]
     Up(UpArgs),
     /// Stop the instance's controller and remove its data path, pins and bond.
+    #[command(after_help = "Examples:\n  mptcp-user down\n  mptcp-user down --instance van")]
     Down {
         #[arg(long, default_value = "default")]
         instance: String,
@@ -57,6 +61,9 @@ enum Command {
     /// Make a random 256-bit key for `key_file`: written to FILE (created
     /// readable by its owner only, never over an existing file), or printed
     /// when FILE is not given.
+    #[command(
+        after_help = "Examples:\n  mptcp-user genkey /etc/mptcp-ebpf/key      then copy it to the other end (scp)\n  mptcp-user genkey                          print one"
+    )]
     Genkey {
         /// The key file to create.
         file: Option<PathBuf>,
@@ -66,6 +73,9 @@ enum Command {
     /// `status --watch` redraws it every second with each subflow's current
     /// rates and share (one line per subflow when not on a terminal, one
     /// JSON object per refresh with --json).
+    #[command(
+        after_help = "Examples:\n  mptcp-user status\n  mptcp-user status --json | jq '.connections[0].subflows[] | {path, state, srtt_us}'\n  mptcp-user status --watch --interval 0.5\n  mptcp-user status --watch --json > status.jsonl"
+    )]
     Status {
         #[arg(long, default_value = "default")]
         instance: String,
@@ -80,12 +90,18 @@ enum Command {
         interval: f64,
     },
     /// Show or switch the scheduling policy at runtime (one map write).
+    #[command(
+        after_help = "Examples:\n  mptcp-user policy show\n  mptcp-user policy set active-backup\n  mptcp-user policy set earliest-arrival --class video\n  mptcp-user policy set flowlet --base weighted"
+    )]
     Policy {
         #[command(subcommand)]
         action: PolicyAction,
     },
     /// Change a path's hints at runtime (client): they apply to the next
     /// packet and are sent to the concentrator for the return direction.
+    #[command(
+        after_help = "Examples:\n  mptcp-user path set lte --backup\n  mptcp-user path set dsl --weight 3 --rate 18\n  mptcp-user path set lte --no-backup --priority 0"
+    )]
     Path {
         #[command(subcommand)]
         action: PathAction,
@@ -95,11 +111,17 @@ enum Command {
     /// update_socket_protocol, Linux 6.6+; unlike `mptcpize run`, no
     /// LD_PRELOAD, so static and Go programs too). It stays attached with
     /// no process running, until `mptcpify off`.
+    #[command(
+        after_help = "Examples:\n  mptcp-user mptcpify on --cgroup /sys/fs/cgroup/system.slice/nginx.service\n  mptcp-user mptcpify on                     the whole host\n  mptcp-user mptcpify show\n  mptcp-user mptcpify off"
+    )]
     Mptcpify {
         #[command(subcommand)]
         action: MptcpifyAction,
     },
     /// Work with config files.
+    #[command(
+        after_help = "Examples:\n  mptcp-user config check /etc/mptcp-ebpf/client.toml\n  mptcp-user config reference > CONFIG.md"
+    )]
     Config {
         #[command(subcommand)]
         action: ConfigAction,
@@ -107,6 +129,9 @@ enum Command {
     /// Print a shell completion script (bash, zsh, fish, elvish,
     /// powershell), e.g. `mptcp-user completions bash >
     /// /etc/bash_completion.d/mptcp-user`.
+    #[command(
+        after_help = "Examples:\n  mptcp-user completions bash > /etc/bash_completion.d/mptcp-user\n  mptcp-user completions zsh > \"${fpath[1]}/_mptcp-user\"\n  mptcp-user completions fish > ~/.config/fish/completions/mptcp-user.fish"
+    )]
     Completions { shell: clap_complete::Shell },
 }
 
@@ -114,12 +139,16 @@ enum Command {
 enum ConfigAction {
     /// Check a config file as `up` would (its key files read too), without
     /// starting anything: prints what it configures, or the first problem.
+    #[command(
+        after_help = "Examples:\n  mptcp-user config check /etc/mptcp-ebpf/client.toml\n  for f in /etc/mptcp-ebpf/*.toml; do mptcp-user config check \"$f\"; done"
+    )]
     Check {
         /// The TOML config file.
         file: PathBuf,
     },
     /// Print the config file reference (every table and field, its type,
     /// default and meaning) in Markdown: what CONFIG.md holds.
+    #[command(after_help = "Examples:\n  mptcp-user config reference | less")]
     Reference,
 }
 
@@ -143,6 +172,9 @@ enum MptcpifyAction {
     /// List cgroups: the processes in them and below them get MPTCP from
     /// their next socket(2). Without --cgroup, the whole host. Attaches the
     /// program if it is not.
+    #[command(
+        after_help = "Examples:\n  mptcp-user mptcpify on --cgroup /sys/fs/cgroup/system.slice/nginx.service\n  mptcp-user mptcpify on"
+    )]
     On {
         /// A cgroup v2 directory, e.g.
         /// /sys/fs/cgroup/system.slice/nginx.service (repeatable).
@@ -153,6 +185,9 @@ enum MptcpifyAction {
     },
     /// Unlist cgroups. Without --cgroup, detach the program: no socket is
     /// changed any more.
+    #[command(
+        after_help = "Examples:\n  mptcp-user mptcpify off --cgroup /sys/fs/cgroup/system.slice/nginx.service\n  mptcp-user mptcpify off                    detach: no socket is changed any more"
+    )]
     Off {
         /// A listed cgroup v2 directory (repeatable).
         #[arg(long = "cgroup", value_name = "DIR")]
@@ -161,6 +196,7 @@ enum MptcpifyAction {
         instance: String,
     },
     /// The listed cgroups.
+    #[command(after_help = "Examples:\n  mptcp-user mptcpify show")]
     Show {
         #[arg(long, default_value = "default")]
         instance: String,
@@ -169,6 +205,10 @@ enum MptcpifyAction {
 
 #[derive(Subcommand)]
 enum PathAction {
+    /// Set a path's priority, weight, rate or backup flag.
+    #[command(
+        after_help = "Examples:\n  mptcp-user path set lte --backup\n  mptcp-user path set dsl --weight 3 --rate 18\n  mptcp-user path set wwan0 --rate 0          estimate its rate again"
+    )]
     Set {
         /// The path's name or interface.
         path: String,
@@ -196,11 +236,15 @@ enum PathAction {
 #[derive(Subcommand)]
 enum PolicyAction {
     /// Each class and its policy.
+    #[command(after_help = "Examples:\n  mptcp-user policy show\n  mptcp-user policy show --instance van")]
     Show {
         #[arg(long, default_value = "default")]
         instance: String,
     },
     /// Switch a class's policy; the next packet follows it.
+    #[command(
+        after_help = "Examples:\n  mptcp-user policy set active-backup\n  mptcp-user policy set earliest-arrival --class video\n  mptcp-user policy set flowlet --base weighted"
+    )]
     Set {
         /// The scheduling policy.
         #[arg(value_parser = policy_names())]
@@ -556,5 +600,35 @@ fn print_answer(r: Response) {
         }
         Response::Status(s) => status::print_table(&s),
         Response::Error(e) => eprintln!("mptcp-user: error: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command's `--help` ends with examples (the top level too).
+    #[test]
+    fn every_command_has_examples() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let name = format!("{path} {}", c.get_name());
+            if c.get_subcommands().all(|s| s.get_name() == "help") || !path.is_empty() {
+                let help = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                if !help.contains("Examples:\n  mptcp-user ") {
+                    missing.push(name.clone());
+                }
+            }
+            for sub in c.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let top = Cli::command();
+        assert!(top.get_after_help().is_some_and(|h| h.to_string().contains("Examples:")));
+        for sub in top.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub, "mptcp-user", &mut missing);
+        }
+        assert!(missing.is_empty(), "commands without examples: {missing:?}");
     }
 }

@@ -38,8 +38,17 @@ pub fn render(s: &Status) -> String {
     let mut m = Families { out: String::new(), instance: s.instance.clone() };
     m.family("mptcp_controller_up", "gauge", "1 while the instance's controller runs.");
     m.sample("mptcp_controller_up", &[], if s.controller_pid.is_some() { 1.0 } else { 0.0 });
-    m.family("mptcp_policy_info", "gauge", "The default class's policy, as a label.");
-    m.sample("mptcp_policy_info", &[("policy", &s.policy)], 1.0);
+    m.family(
+        "mptcp_policy_info",
+        "gauge",
+        "Each traffic class's policy, as labels (the default class's in native mode).",
+    );
+    if s.classes.is_empty() {
+        m.sample("mptcp_policy_info", &[("class", "default"), ("policy", &s.policy)], 1.0);
+    }
+    for c in &s.classes {
+        m.sample("mptcp_policy_info", &[("class", &c.name), ("policy", &c.policy)], 1.0);
+    }
 
     type Field = fn(&crate::status::SubflowStatus) -> f64;
     let subflow_families: [(&str, &str, &str, Field); 11] = [

@@ -129,7 +129,9 @@ async fn bring_up(
     }
     let mut maps = DataPathMaps::open(&dir)?;
     let client = (cfg.role == Role::Client) as u16;
-    // The data path reports drops only while someone reads them.
+    // The data path reports drops while this controller reads them (after
+    // a handover the flag stays until the next controller sets its own:
+    // a full ring then costs a drop one failed reservation).
     let debug = crate::datapath_log::wanted()
         && crate::datapath_log::spawn(&dir)
             .map_err(|e| tracing::warn!(error = format!("{e:#}"), "no debug events from the data path"))

@@ -9,7 +9,7 @@ use crate::bpfmaps::DataPathMaps;
 use crate::lifecycle::{pin_dir, InstanceState};
 use crate::subflows::Endpoints;
 
-pub use mptcp_common::status::{ConnectionStatus, PathStatus, Status, SubflowState, SubflowStatus};
+pub use mptcp_common::status::{ClassStatus, ConnectionStatus, PathStatus, Status, SubflowState, SubflowStatus};
 
 /// The instance's status: from its controller, or from the pinned maps
 /// when no controller runs (then without estimates).
@@ -71,6 +71,7 @@ pub fn collect_from(
                 remote: ep.remote.to_string(),
                 state: if s.path.up() { SubflowState::Up } else { SubflowState::Down },
                 backup: s.path.backup(),
+                unused: s.path.unused(),
                 priority: s.path.priority,
                 weight: s.path.weight,
                 rate_mbit: s.path.rate_bytes_per_sec as f64 * 8.0 / 1e6,
@@ -98,6 +99,18 @@ pub fn collect_from(
             subflows,
         });
     }
+    let class_names = match state.as_ref().map(|s| s.classes.clone()) {
+        Some(names) if !names.is_empty() => names,
+        _ => vec![crate::classes::DEFAULT_CLASS_NAME.to_string()],
+    };
+    let classes = class_names
+        .into_iter()
+        .enumerate()
+        .map(|(id, name)| ClassStatus {
+            name,
+            policy: maps.class_policy(id as u32).map(crate::classes::describe).unwrap_or_else(|e| e.to_string()),
+        })
+        .collect();
     Ok(Status {
         instance: instance.to_string(),
         mode: Some("bond".into()),
@@ -110,6 +123,7 @@ pub fn collect_from(
         control: maps.control_counters().into_iter().map(|(c, n)| (c.name().to_string(), n)).collect(),
         paths: Vec::new(),
         caps: Vec::new(),
+        classes,
     })
 }
 
@@ -125,6 +139,9 @@ pub fn print_table(s: &Status) {
         s.policy,
         s.controller_pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "not running (data path only)".into())
     );
+    if s.classes.len() > 1 {
+        println!("{}", classes_line(s));
+    }
     if s.connections.is_empty() {
         println!("no connections");
     }
@@ -135,7 +152,7 @@ pub fn print_table(s: &Status) {
             "id", "path", "local", "remote", "state", "rtt_ms", "loss%", "tx_pkts", "tx_bytes", "rx_pkts", "rx_bytes"
         );
         for f in &c.subflows {
-            let state = if f.backup { format!("{}/b", f.state) } else { f.state.to_string() };
+            let state = crate::watch::state(f);
             println!(
                 "  {:>2} {:<10} {:<24} {:<24} {:<5} {:>8.2} {:>6.2} {:>10} {:>12} {:>10} {:>12}",
                 f.id,
@@ -159,6 +176,12 @@ pub fn print_table(s: &Status) {
     println!("drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(", ") });
     let ctl: Vec<String> = s.control.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("control: {}", ctl.join(", "));
+}
+
+/// "classes: default auto (min-rtt), voice active-backup".
+pub fn classes_line(s: &Status) -> String {
+    let all: Vec<String> = s.classes.iter().map(|c| format!("{} {}", c.name, c.policy)).collect();
+    format!("classes: {}", all.join(", "))
 }
 
 /// One line of a path's data cap: "cap lte: 1.25 of 20.00 GB this month

@@ -102,11 +102,13 @@ pub fn run(instance: &str, interval: Duration, json: bool) -> Result<()> {
     }
 }
 
-fn state(f: &crate::status::SubflowStatus) -> String {
-    if f.backup {
-        format!("{}/b", f.state)
-    } else {
-        f.state.to_string()
+/// A subflow's state as the tables show it: "up", "up/b" (a backup),
+/// "up/u" (left unused: a spent data cap).
+pub fn state(f: &crate::status::SubflowStatus) -> String {
+    match (f.unused, f.backup) {
+        (true, _) => format!("{}/u", f.state),
+        (false, true) => format!("{}/b", f.state),
+        (false, false) => f.state.to_string(),
     }
 }
 
@@ -115,6 +117,9 @@ fn state(f: &crate::status::SubflowStatus) -> String {
 fn table(out: &mut impl Write, s: &Status, r: &BTreeMap<SubflowName, SubflowRate>) -> Result<()> {
     let mode = if s.mode.as_deref() == Some("mptcp") { "native MPTCP" } else { "bond" };
     writeln!(out, "instance {} ({mode}, {}) policy {}", s.instance, s.role.as_deref().unwrap_or("?"), s.policy)?;
+    if s.classes.len() > 1 {
+        writeln!(out, "{}", crate::status::classes_line(s))?;
+    }
     for p in &s.paths {
         let cap = p.cap_mbit.map(|c| format!(", cap {c:.1} Mbit/s")).unwrap_or_default();
         let state = if p.backup { format!("{}/b", p.state) } else { p.state.to_string() };

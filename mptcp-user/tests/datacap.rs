@@ -105,6 +105,10 @@ fn a_spent_data_cap_takes_the_path_out_mid_transfer_and_stays_spent_until_it_ren
     assert!(client_after - client_then < 150_000, "the client went on using the spent path: {s}");
     assert!(conc_after - conc_then < 150_000, "the concentrator went on using the spent path");
     assert!(sub(&s, 0).tx_bytes > 4_500_000, "the other path carried the rest: {s}");
+    assert!(sub(&s, 1).unused, "the client's subflow is left unused: {s}");
+    wait_status(&conc, &bed.conc, "the concentrator leaves the spent path unused", |s| {
+        s.subflow(1).is_some_and(|f| f.unused)
+    })?;
     let (ok, out) = cli(&client, cl, &["status"])?;
     assert!(ok && out.contains("cap u1:") && out.contains("SPENT: unused"), "{out}");
 
@@ -131,7 +135,7 @@ fn a_spent_data_cap_takes_the_path_out_mid_transfer_and_stays_spent_until_it_ren
     let file = state.0.join(format!("{}.usage.json", client.name));
     let mut usage: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
     assert!(usage["u1"]["used_bytes"].as_u64().unwrap() >= used_then, "{usage}");
-    usage["u1"]["period_start"] = 0.into(); // counted in a period long past
+    usage["u1"]["period"] = "2020-01-01".into(); // counted in a period long past
     std::fs::write(&file, usage.to_string())?;
     let mut cmd = cl.command(BIN);
     cmd.args(["up", "--instance", &client.name, "--config", &config_file.display().to_string()]);
@@ -140,6 +144,11 @@ fn a_spent_data_cap_takes_the_path_out_mid_transfer_and_stays_spent_until_it_ren
     wait_subflows(&client, cl, 2)?;
     let s = client.status(cl)?;
     assert!(!cap(&s).spent && cap(&s).used_bytes < 1_000_000, "a new period, a new budget: {s}");
+    // The restarted client adopted the data path; the concentrator hears the
+    // renewed hint all the same, and sends on the path again.
+    wait_status(&conc, &bed.conc, "the concentrator uses the renewed path again", |s| {
+        s.subflow(1).is_some_and(|f| !f.unused)
+    })?;
     let before = carried(&client, cl)?;
     tcp_bulk(&bed.server, cl, server(5003), 2_000_000, Duration::from_secs(30))?;
     assert!(carried(&client, cl)? - before > 500_000, "the renewed path carries its share again");

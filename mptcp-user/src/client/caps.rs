@@ -8,7 +8,7 @@ use mptcp_common::status::CapStatus;
 
 use super::Client;
 use crate::daemon::Handled;
-use crate::datacap::{Change, Ledger, PathCap, Usage};
+use crate::datacap::{Change, Ledger, Opened, PathCap, Usage};
 use crate::estimate::counters;
 
 impl Client {
@@ -18,11 +18,23 @@ impl Client {
         if self.paths.iter().all(|p| p.cfg.cap.is_none()) {
             return Ok(());
         }
-        let (ledger, mut saved) = Ledger::open(Ledger::file(&self.cfg.state_dir, &self.cfg.instance))?;
+        let file = Ledger::file(&self.cfg.state_dir, &self.cfg.instance);
+        let Opened { mut ledger, usage: mut saved, corrupt } = Ledger::open(file.clone())?;
+        if let Some(aside) = &corrupt {
+            tracing::error!(
+                file = %file.display(),
+                moved_to = %aside.display(),
+                "the data caps' usage file is corrupt: the capped paths count as spent until their budget renews \
+                 (to keep what it counted, mend it, put it back and restart)"
+            );
+        }
         let now = chrono::Local::now().naive_local();
         for p in &mut self.paths {
             let Some(cfg) = p.cfg.cap.clone() else { continue };
             let mut cap = PathCap::new(cfg, saved.remove(p.name()).unwrap_or_default());
+            if corrupt.is_some() {
+                cap.assume_spent(now);
+            }
             cap.update(now, None);
             if cap.spent {
                 tracing::warn!(
@@ -35,8 +47,25 @@ impl Client {
             }
             p.cap = Some(cap);
         }
+        // Paths without a cap now keep their entries, should it come back.
+        ledger.keep(saved);
         self.ledger = Some(ledger);
         Ok(())
+    }
+
+    /// A subflow of `token` adopted from a previous controller: counting
+    /// starts from its counters unless the usage file followed it.
+    pub(super) fn adopt_caps(&mut self, token: u32) {
+        for i in 0..self.paths.len() {
+            if !self.paths[i].state.established() {
+                continue;
+            }
+            let id = self.paths[i].id;
+            let c = counters(&self.maps, token, id);
+            if let Some(cap) = &mut self.paths[i].cap {
+                cap.usage.adopt(token, id, c.tx_bytes + c.rx_bytes);
+            }
+        }
     }
 
     /// Count what each capped path carried since the last tick; a budget
@@ -47,7 +76,7 @@ impl Client {
             return Ok(());
         }
         let now = chrono::Local::now().naive_local();
-        let (mut changed, mut urgent) = (false, false);
+        let (mut grown, mut changed, mut urgent) = (0, false, false);
         for i in 0..self.paths.len() {
             let p = &self.paths[i];
             if p.cap.is_none() {
@@ -56,7 +85,7 @@ impl Client {
             let subflow = match self.token {
                 Some(token) if p.state.established() => {
                     let c = counters(&self.maps, token, p.id);
-                    Some((token, c.tx_bytes + c.rx_bytes))
+                    Some((token, p.id, c.tx_bytes + c.rx_bytes))
                 }
                 _ => None,
             };
@@ -64,25 +93,39 @@ impl Client {
             let Some(cap) = &mut p.cap else { continue };
             let before = cap.usage.clone();
             let change = cap.update(now, subflow);
+            grown += cap.usage.used_bytes.saturating_sub(before.used_bytes);
             changed |= cap.usage != before;
-            let Some(change) = change else { continue };
-            urgent = true;
-            let (used_mb, budget_mb, when) = (cap.usage.used_bytes as f64 / 1e6, cap.cfg.budget_mb, cap.cfg.when_spent);
-            match change {
-                Change::Spent => tracing::warn!(
-                    path = p.cfg.display_name(),
-                    used_mb,
-                    budget_mb,
-                    "data cap spent: the path is {} until it renews",
-                    when.name()
-                ),
-                Change::Renewed => tracing::info!(path = p.cfg.display_name(), budget_mb, "data cap renewed"),
+            if let Some(change) = change {
+                urgent = true;
+                let (used_mb, budget_mb) = (cap.usage.used_bytes as f64 / 1e6, cap.cfg.budget_mb);
+                match change {
+                    Change::Spent => tracing::warn!(
+                        path = p.cfg.display_name(),
+                        used_mb,
+                        budget_mb,
+                        "data cap spent: the path is {} until it renews",
+                        cap.cfg.when_spent.name()
+                    ),
+                    Change::Renewed => tracing::info!(path = p.cfg.display_name(), budget_mb, "data cap renewed"),
+                }
+                cap.hint_pending = true;
             }
-            self.push_hint(i).await?;
+            if cap.hint_pending {
+                // Until the data path and the concentrator have it: a failed
+                // map write is tried again at the next tick.
+                match self.push_hint(i).await {
+                    Ok(_) => self.paths[i].cap.as_mut().expect("capped").hint_pending = false,
+                    Err(e) => tracing::warn!(
+                        path = self.paths[i].name(),
+                        error = format!("{e:#}"),
+                        "cannot apply the data cap yet"
+                    ),
+                }
+            }
         }
         if changed {
             let ledger = self.ledger.as_mut().expect("checked above");
-            ledger.changed(urgent, usages(&self.paths))?;
+            ledger.changed(urgent, grown, usages(&self.paths))?;
         }
         Ok(())
     }

@@ -281,6 +281,9 @@ impl Client {
             match self.paths.get_mut(id) {
                 Some(p) if p.remote == ep.remote && p.local == Some(ep.local) => {
                     p.state = State::adopted(s.path.up());
+                    // The concentrator hears the hints as they are now (a
+                    // data cap may have been spent or renewed meanwhile).
+                    p.hint_resends = HINT_RESENDS;
                     p.monitor.rtt = RttEstimator { srtt_us: s.path.srtt_us, rttvar_us: s.path.rttvar_us };
                     // Apply the current configuration's hints to the adopted subflow.
                     let st = p.path_state(p.state.up());
@@ -292,6 +295,7 @@ impl Client {
                 }
             }
         }
+        self.adopt_caps(conn.token);
         tracing::info!(token = format_args!("{:08x}", conn.token), "adopted the running connection");
         Ok(())
     }
@@ -966,8 +970,10 @@ impl Role for Client {
     }
 
     async fn on_tick(&mut self) -> Handled {
-        self.caps_tick().await?;
-        self.tick().await
+        // A usage file that cannot be written must not stop the probes.
+        let caps = self.caps_tick().await;
+        self.tick().await?;
+        caps
     }
 
     async fn on_net(&mut self, ev: NetEvent) -> Handled {

@@ -533,6 +533,7 @@ impl Native {
                 })
                 .collect(),
             caps: Vec::new(),
+            classes: Vec::new(),
         })
     }
 
