@@ -120,3 +120,26 @@ fn completions_cover_every_command_and_bash_parses_them() -> Result<()> {
     ensure!(String::from_utf8_lossy(&help.stdout).contains("Examples:"), "--help has no examples");
     Ok(())
 }
+
+/// The systemd unit in scripts/ is one systemd takes (`systemd-analyze
+/// verify`, with ExecStart pointing at this build), and it restarts the
+/// controller on failure and stops it with SIGTERM, which leaves the data
+/// path forwarding (the crash and restart themselves: tests/controller.rs).
+#[test]
+fn the_systemd_unit_verifies_and_restarts_on_failure() -> Result<()> {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/mptcp-ebpf@.service"))?;
+    for line in ["Restart=on-failure", "KillSignal=SIGTERM", "StateDirectory=mptcp-ebpf"] {
+        ensure!(unit.lines().any(|l| l.trim() == line), "the unit lacks {line}");
+    }
+    let dir = TempDir::new("unit")?;
+    let file = dir.0.join("mptcp-ebpf@client.service");
+    std::fs::write(&file, unit.replace("/usr/local/bin/mptcp-user", BIN))?;
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&file)
+        .output()
+        .context("systemd-analyze (Debian's systemd) is needed to check the unit")?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    Ok(())
+}

@@ -90,6 +90,11 @@ fn watch_flow(client: &Netns, server: &Netns, dst: SocketAddr, stream: &Stream) 
 #[test]
 fn streams_use_the_congestion_control_asked_for_on_every_socket_and_subflow() -> Result<()> {
     let bed = Testbed::new(1, 2)?;
+    // The congestion control is what is tested, not the rate: unshaped, a
+    // flow pushed some 300 MB through the veths in its 2 s, and twice in
+    // full-suite runs an MPTCP flow's end (its DATA_FIN) then did not arrive
+    // within the sink's 30 s. At 50 Mbit/s a flow is some 25 MB.
+    bed.shape_uplinks(0, 50)?;
     let (client, conc) = (&bed.clients[0], &bed.conc);
     // MPTCP: the listener's side announces its second address, so the
     // client's path manager opens a second subflow (a join) to it.

@@ -12,6 +12,7 @@ use crate::run;
 // nftables, conntrack: the NAT routers of the field tests (the kernel's masquerade).
 // wireguard-go, wireguard-tools: WireGuard inside the bond (tests/encrypted.rs).
 // chromium: the status page loaded in a real headless browser (tests/status_watch.rs).
+// systemd: systemd-analyze checks the unit in scripts/ (tests/config_check.rs).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -26,6 +27,7 @@ const PACKAGES: &[&str] = &[
     "wireguard-go",
     "wireguard-tools",
     "chromium",
+    "systemd",
 ];
 
 fn ok(cmd: &mut Command) -> bool {
