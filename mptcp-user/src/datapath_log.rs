@@ -71,6 +71,18 @@ pub fn spawn(pin_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The controller stops while the data path goes on (a handover): no more
+/// drop reports, which nobody would read.
+pub fn stop_reports(pin_dir: &Path) -> Result<()> {
+    let mut maps = crate::bpfmaps::DataPathMaps::open(pin_dir)?;
+    let mut s = maps.settings.get(&0, 0)?;
+    if s.debug != 0 {
+        s.debug = 0;
+        maps.settings.set(0, s, 0)?;
+    }
+    Ok(())
+}
+
 fn log(e: &DropEvent) {
     let reason = DropReason::ALL.iter().find(|r| **r as u8 == e.reason).map_or("?", |r| r.name());
     tracing::debug!(

@@ -129,9 +129,8 @@ async fn bring_up(
     }
     let mut maps = DataPathMaps::open(&dir)?;
     let client = (cfg.role == Role::Client) as u16;
-    // The data path reports drops while this controller reads them (after
-    // a handover the flag stays until the next controller sets its own:
-    // a full ring then costs a drop one failed reservation).
+    // The data path reports drops while this controller reads them (a
+    // handover clears the flag).
     let debug = crate::datapath_log::wanted()
         && crate::datapath_log::spawn(&dir)
             .map_err(|e| tracing::warn!(error = format!("{e:#}"), "no debug events from the data path"))
@@ -231,6 +230,10 @@ pub async fn up(cfg: Config, opts: UpOptions) -> Result<()> {
             Ok(())
         }
         Ok(Exit::Handover) => {
+            // Nobody reads the drop reports any more: the data path stops making them.
+            if let Err(e) = crate::datapath_log::stop_reports(&pin_dir(&cfg.instance)) {
+                tracing::warn!(error = format!("{e:#}"), "the data path may go on reporting drops to no one");
+            }
             println!("mptcp-user: stopped; the data path keeps forwarding (`mptcp-user up` adopts it, `mptcp-user down` removes it)");
             Ok(())
         }

@@ -246,6 +246,17 @@ fn data_path_drops_are_logged_with_the_packet_at_debug_level_only() -> Result<()
     assert_eq!(event["fields"]["message"], "dropped", "{event}");
     assert_eq!(event["fields"]["reason"], "unknown-subflow", "{event}");
     assert_eq!(event["fields"]["hook"], "uplink ingress (XDP)", "{event}");
+
+    // A handover leaves the data path forwarding, but no one reading its
+    // reports: it stops making them.
+    let settings = || -> Result<u16> {
+        let maps = mptcp_user::bpfmaps::DataPathMaps::open(&mptcp_user::lifecycle::pin_dir(&name))?;
+        Ok(maps.settings.get(&0, 0)?.debug)
+    };
+    assert_eq!(settings()?, 1, "reporting while the debug log reads");
+    debug.proc().signal(Signal::SIGTERM)?;
+    debug.proc().wait_timeout(Duration::from_secs(5))?.context("the controller did not stop")?;
+    assert_eq!(settings()?, 0, "no reports after the handover");
     Ok(())
 }
 

@@ -111,6 +111,8 @@ fn a_spent_data_cap_takes_the_path_out_mid_transfer_and_stays_spent_until_it_ren
     })?;
     let (ok, out) = cli(&client, cl, &["status"])?;
     assert!(ok && out.contains("cap u1:") && out.contains("SPENT: unused"), "{out}");
+    let (ok, out) = cli(&client, cl, &["path", "set", "u1", "--weight", "1"])?;
+    assert!(ok && out.contains("data cap spent: unused until it renews"), "path set says what the path is: {out}");
 
     // Kept across a restart that adopts the data path (SIGTERM), and across a
     // fresh start with a new connection (Ctrl-C removes the data path).
@@ -145,9 +147,12 @@ fn a_spent_data_cap_takes_the_path_out_mid_transfer_and_stays_spent_until_it_ren
     let s = client.status(cl)?;
     assert!(!cap(&s).spent && cap(&s).used_bytes < 1_000_000, "a new period, a new budget: {s}");
     // The restarted client adopted the data path; the concentrator hears the
-    // renewed hint all the same, and sends on the path again.
+    // renewed hint all the same, and sends on the path again. (It may still
+    // hold the connection before the fresh start, until it collects it.)
+    let token = s.connections[0].token.clone();
     wait_status(&conc, &bed.conc, "the concentrator uses the renewed path again", |s| {
-        s.subflow(1).is_some_and(|f| !f.unused)
+        let live = s.connections.iter().find(|c| c.token == token);
+        live.and_then(|c| c.subflows.iter().find(|f| f.id == 1)).is_some_and(|f| !f.unused)
     })?;
     let before = carried(&client, cl)?;
     tcp_bulk(&bed.server, cl, server(5003), 2_000_000, Duration::from_secs(30))?;

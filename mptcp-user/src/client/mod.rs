@@ -940,9 +940,15 @@ impl Client {
             tracing::info!(path = self.paths[i].name(), ?hint, "path hints changed");
         }
         runtime.store(&self.cfg.instance)?;
-        let p = &self.paths[hits[0]].cfg;
+        let path = &self.paths[hits[0]];
+        let p = &path.cfg;
+        // What the path is now, a spent data cap included.
+        let spent = match &path.cap {
+            Some(cap) if cap.spent => format!(" (data cap spent: {} until it renews)", cap.cfg.when_spent.name()),
+            _ => String::new(),
+        };
         Ok(format!(
-            "path {}: priority {}, weight {}, rate {}, backup {}",
+            "path {}: priority {}, weight {}, rate {}, backup {}{spent}",
             c.path,
             p.priority,
             p.weight,
