@@ -178,7 +178,7 @@ impl Usage {
     /// Subflow `id` of connection `token`, its counters (bytes sent plus
     /// received) read now: counts what they grew by since the last read.
     pub fn count_subflow(&mut self, token: u32, id: u8, counters: u64) {
-        if token != self.token || id != self.subflow || counters < self.seen {
+        if !self.follows(token, id, counters) {
             // Another subflow (a new connection): its counters began at 0.
             (self.token, self.subflow, self.seen) = (token, id, 0);
         }
@@ -191,9 +191,14 @@ impl Usage {
     /// before (and maybe in another period, or counted under another path):
     /// counting starts from them.
     pub fn adopt(&mut self, token: u32, id: u8, counters: u64) {
-        if token != self.token || id != self.subflow || counters < self.seen {
+        if !self.follows(token, id, counters) {
             (self.token, self.subflow, self.seen) = (token, id, counters);
         }
+    }
+
+    /// Whether these are the counters of the subflow read last, grown since.
+    fn follows(&self, token: u32, id: u8, counters: u64) -> bool {
+        token == self.token && id == self.subflow && counters >= self.seen
     }
 
     /// The period that began on local date `start` (at Unix time

@@ -55,11 +55,7 @@ async fn sample(served: Served) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let instance = served.instance.clone();
-        let status = match tokio::task::spawn_blocking(move || crate::status::query(&instance)).await {
-            Ok(r) => r.map_err(|e| format!("{e:#}")),
-            Err(e) => Err(e.to_string()),
-        };
+        let status = query(&served.instance).await.map_err(|e| format!("{e:#}"));
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let mono = start.elapsed().as_secs_f64();
         served.history.lock().unwrap_or_else(|p| p.into_inner()).record(now.as_secs_f64(), mono, status);
@@ -75,13 +71,15 @@ async fn history(State(served): State<Served>) -> impl IntoResponse {
 }
 
 async fn scrape(State(served): State<Served>) -> impl IntoResponse {
-    let instance = served.instance.clone();
-    let status = tokio::task::spawn_blocking(move || crate::status::query(&instance)).await;
-    match status {
-        Ok(Ok(s)) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&s))
-        }
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "text/plain")], format!("{e:#}\n")),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], format!("{e}\n")),
+    match query(&served.instance).await {
+        Ok(s) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&s)),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "text/plain")], format!("{e:#}\n")),
     }
+}
+
+/// The instance's status, read as `status` reads it (off the runtime: the
+/// control socket is blocking).
+async fn query(instance: &str) -> Result<crate::status::Status> {
+    let instance = instance.to_string();
+    tokio::task::spawn_blocking(move || crate::status::query(&instance)).await?
 }

@@ -291,10 +291,7 @@ fn controller_restart_mid_transfer_loses_nothing() -> Result<()> {
         assert!(st.success(), "{}", client.output());
         assert!(pins_exist(&client.name), "pins stay for the next controller");
         std::thread::sleep(Duration::from_millis(300));
-        let mut cmd = cl.command(BIN);
-        cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, &key_file(), &[]));
-        client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-2", client.name)))?);
-        client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))
+        client.respawn(cl, &client_args(&bed, 0, &key_file(), &[]), "2", "mptcp-user: connected")
     })?;
     eprintln!("16 MiB across a controller restart: {:?}", t.duration);
     assert!(client.output().contains("adopt"), "the restarted controller adopted the data path:\n{}", client.output());

@@ -137,13 +137,8 @@ fn runtime_changes_survive_a_restart_that_adopts_the_data_path() -> Result<()> {
     assert!(ok, "{out}");
 
     let restart = |client: &mut Instance, signal: Signal, tag: &str| -> Result<()> {
-        client.proc().signal(signal)?;
-        let st = client.proc().wait_timeout(Duration::from_secs(5))?.context("controller did not exit")?;
-        assert!(st.success(), "{}", client.output());
-        let mut cmd = cl.command(BIN);
-        cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, &key_file(), &[]));
-        client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-{tag}", client.name)))?);
-        client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))
+        client.stop(signal)?;
+        client.respawn(cl, &client_args(&bed, 0, &key_file(), &[]), tag, "mptcp-user: connected")
     };
     restart(&mut client, Signal::SIGTERM, "adopting")?;
     assert!(client.output().contains("adopting"), "{}", client.output());
@@ -186,10 +181,7 @@ fn a_crashed_controller_leaves_the_data_path_forwarding_for_the_next_to_adopt() 
     assert!(carried > 4 << 20, "the 4 MiB crossed the pinned data path alone ({carried} bytes counted): {s}");
     eprintln!("4 MiB across the bond with no controller in {:?}", t.duration);
 
-    let mut cmd = cl.command(BIN);
-    cmd.args(["up", "--instance", &client.name]).args(client_args(&bed, 0, &key_file(), &[]));
-    client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-after-crash", client.name)))?);
-    client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))?;
+    client.respawn(cl, &client_args(&bed, 0, &key_file(), &[]), "after-crash", "mptcp-user: connected")?;
     assert!(client.output().contains("adopting"), "{}", client.output());
     wait_subflows(&client, cl, 2)?;
     let s = client.status(cl)?;

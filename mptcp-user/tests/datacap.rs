@@ -10,9 +10,9 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mptcp_common::status::{CapStatus, Status};
-use mptcp_testbed::{tcp_bulk, Netns, Proc, Testbed};
+use mptcp_testbed::{tcp_bulk, Netns, Testbed};
 use mptcp_user::config::Config;
 use mptcp_user::datacap::{CapConfig, Period, WhenSpent};
 use nix::sys::signal::Signal;
@@ -47,15 +47,10 @@ fn carried(inst: &Instance, ns: &Netns) -> Result<u64> {
     Ok(s.subflow(1).map_or(0, |f| f.tx_bytes + f.rx_bytes))
 }
 
-/// Stop the client with `signal` and start it again from `config`.
-fn restart(bed: &Testbed, client: &mut Instance, config: &std::path::Path, signal: Signal, tag: &str) -> Result<()> {
-    client.proc().signal(signal)?;
-    let st = client.proc().wait_timeout(Duration::from_secs(5))?.context("controller did not exit")?;
-    assert!(st.success(), "{}", client.output());
-    let mut cmd = bed.clients[0].command(BIN);
-    cmd.args(["up", "--instance", &client.name, "--config", &config.display().to_string()]);
-    client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-{tag}", client.name)))?);
-    client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))?;
+/// Start the stopped client again from `config`, both its subflows up.
+fn start_again(bed: &Testbed, client: &mut Instance, config: &std::path::Path, tag: &str) -> Result<()> {
+    let args = ["--config".to_string(), config.display().to_string()];
+    client.respawn(&bed.clients[0], &args, tag, "mptcp-user: connected")?;
     wait_subflows(client, &bed.clients[0], 2)
 }
 
@@ -117,7 +112,8 @@ fn a_spent_data_cap_takes_the_path_out_mid_transfer_and_stays_spent_until_it_ren
     // Kept across a restart that adopts the data path (SIGTERM), and across a
     // fresh start with a new connection (Ctrl-C removes the data path).
     for (signal, tag) in [(Signal::SIGTERM, "adopting"), (Signal::SIGINT, "fresh")] {
-        restart(&bed, &mut client, &config_file, signal, tag)?;
+        client.stop(signal)?;
+        start_again(&bed, &mut client, &config_file, tag)?;
         let s = client.status(cl)?;
         assert!(cap(&s).spent && cap(&s).used_bytes >= used_then, "{tag}: the budget stays spent: {s}");
         let before = carried(&client, cl)?;
@@ -132,18 +128,13 @@ fn a_spent_data_cap_takes_the_path_out_mid_transfer_and_stays_spent_until_it_ren
     assert!(client.output().contains("data cap spent in this period"), "{}", client.output());
 
     // A new period began while the controller was stopped: the path is used again.
-    client.proc().signal(Signal::SIGTERM)?;
-    client.proc().wait_timeout(Duration::from_secs(5))?.context("controller did not exit")?;
+    client.stop(Signal::SIGTERM)?;
     let file = state.0.join(format!("{}.usage.json", client.name));
     let mut usage: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
     assert!(usage["u1"]["used_bytes"].as_u64().unwrap() >= used_then, "{usage}");
     usage["u1"]["period"] = "2020-01-01".into(); // counted in a period long past
     std::fs::write(&file, usage.to_string())?;
-    let mut cmd = cl.command(BIN);
-    cmd.args(["up", "--instance", &client.name, "--config", &config_file.display().to_string()]);
-    client.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-renewed", client.name)))?);
-    client.proc().wait_for("mptcp-user: connected", Duration::from_secs(10))?;
-    wait_subflows(&client, cl, 2)?;
+    start_again(&bed, &mut client, &config_file, "renewed")?;
     let s = client.status(cl)?;
     assert!(!cap(&s).spent && cap(&s).used_bytes < 1_000_000, "a new period, a new budget: {s}");
     // The restarted client adopted the data path; the concentrator hears the

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context, Result};
 use mptcp_testbed::{Netns, Proc, Testbed};
 use mptcp_user::classes::ClassConfig;
 use mptcp_user::config::{Config, PathConfig, Role};
@@ -78,6 +78,24 @@ impl Instance {
 
     pub fn output(&self) -> String {
         self.proc.as_ref().map(|p| p.output()).unwrap_or_default()
+    }
+
+    /// Stop the controller with `signal`; it must exit, and cleanly.
+    pub fn stop(&mut self, signal: Signal) -> Result<()> {
+        self.proc().signal(signal)?;
+        let st = self.proc().wait_timeout(Duration::from_secs(5))?.context("controller did not exit")?;
+        ensure!(st.success(), "controller failed: {}", self.output());
+        Ok(())
+    }
+
+    /// Start the instance's controller again in `ns` (`up --instance NAME
+    /// args`, logged to `<name>-<tag>.log`) and wait for `ready`.
+    pub fn respawn(&mut self, ns: &Netns, args: &[String], tag: &str, ready: &str) -> Result<()> {
+        let level = std::env::var("MPTCP_TEST_LOG").unwrap_or_else(|_| "info".into());
+        let mut cmd = ns.command(BIN);
+        cmd.args(["--log", &level, "up", "--instance", &self.name]).args(args);
+        self.proc = Some(Proc::spawn(cmd, log_path(&format!("{}-{tag}", self.name)))?);
+        self.proc().wait_for(ready, Duration::from_secs(20))
     }
 }
 
